@@ -1,0 +1,3 @@
+from flopgap.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""Command-line interface: a thin layer over the Python API.
+
+Every command module registers on the one typer ``app``. ``main`` turns
+:class:`~flopgap.errors.FlopgapError` and usage errors into one line on stderr and an
+exit code (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from flopgap.cli._app import app
+from flopgap.cli import count as _count  # noqa: F401  (registers commands)
+from flopgap.errors import FlopgapError
+
+__all__ = ["app", "main"]
+
+# typer vendors click in recent releases: find its exception bases through a public class
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        args = ["--help"]
+    try:
+        rc = app(args=args, prog_name="flopgap", standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except _CLICK_ERROR as e:
+        print(f"error: {e.format_message()} (see flopgap --help)", file=sys.stderr)
+        sys.exit(2 if isinstance(e, _USAGE_ERROR) else e.exit_code)
+    except FlopgapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted; results already written are kept", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # a bug in flopgap: still one line, traceback on request
+        if os.environ.get("FLOPGAP_DEBUG"):
+            raise
+        print(f"error: internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(set FLOPGAP_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

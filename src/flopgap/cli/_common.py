@@ -1,0 +1,55 @@
+"""Options and helpers shared by the command modules (model loading, output files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from flopgap.errors import UsageError
+
+__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "console",
+           "load", "write_json", "write_text"]
+
+ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
+InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="override the leading (batch) dimension of every input")]
+KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON object passed to the model builder, e.g. '{\"num_classes\": 10}'")]
+JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versioned JSON result to this path ('-' for stdout)")]
+CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write a CSV table to this path ('-' for stdout)")]
+
+# wide tables when piped (rich defaults to 80 columns off a terminal); COLUMNS wins
+_WIDTH = int(os.environ.get("COLUMNS", "0")) or (None if sys.stdout.isatty() else 140)
+console = Console(highlight=False, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False)
+
+
+def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | None, *, meta: bool = False):
+    """(LoadedModel, input specs, input tensors) from command-line values."""
+    from flopgap.models import load_model, make_inputs, parse_kwargs, resolve_inputs
+
+    loaded = load_model(spec, parse_kwargs(kwargs), meta=meta)
+    specs = resolve_inputs(loaded, inputs, batch)
+    return loaded, specs, make_inputs(specs)
+
+
+def write_text(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    except OSError as e:
+        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
+    err_console.print(f"wrote {path}")
+
+
+def write_json(path: str, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=1, default=str) + "\n")

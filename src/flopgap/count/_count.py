@@ -1,0 +1,185 @@
+"""``count()``: one forward pass under the recorder, then formulas and aggregation."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch import nn
+
+from flopgap.count import _formulas  # noqa: F401  (fills the registry)
+from flopgap.count._mode import _ALIAS_RETURN, _schema_flags, record_calls
+from flopgap.count._registry import Cost, Meta, lookup
+from flopgap.count._result import CountResult, ModuleStats, OpRecord
+from flopgap.models._inputs import describe_inputs
+from flopgap.models._specs import call_model
+
+__all__ = ["count", "cost_of_call", "count_params"]
+
+_ARG_CACHE: dict = {}
+
+
+def _arg_names(func):
+    cached = _ARG_CACHE.get(func)
+    if cached is None:
+        arguments = func._schema.arguments
+        defaults = {a.name: a.default_value for a in arguments if a.has_default_value()}
+        cached = _ARG_CACHE[func] = ([a.name for a in arguments], defaults)
+    return cached
+
+
+def normalize_args(func, args: tuple, kwargs: dict) -> dict:
+    """Arguments by schema name, defaults filled in (what formulas read)."""
+    names, defaults = _arg_names(func)
+    a = dict(defaults)
+    a.update(zip(names, args))
+    a.update(kwargs)
+    return a
+
+
+def _tensor_bytes(values) -> int:
+    total = 0
+    for v in values:
+        if isinstance(v, Meta):
+            total += v.nbytes
+        elif isinstance(v, (list, tuple)):
+            total += _tensor_bytes(v)
+    return total
+
+
+def cost_of_call(func, args: tuple, kwargs: dict, outs: tuple, noop: bool = False,
+                 copied: bool = False) -> tuple[str, str, Cost]:
+    """(family, kind, cost) for one recorded call; bytes resolved to integers."""
+    read = _tensor_bytes(args) + _tensor_bytes(kwargs.values())
+    written = _tensor_bytes(outs)
+    if noop:
+        return "noop", "noop", Cost(0, 0, 0, 0)
+    entry = lookup(func)
+    flags = _schema_flags(func)
+    if entry is not None and entry.formula is None:
+        return entry.family, entry.family, Cost(0, 0, 0, 0)
+    if flags & _ALIAS_RETURN and not copied:
+        return "view", "view", Cost(0, 0, 0, 0)  # aliasing op that did not copy
+    if entry is not None:
+        family = entry.family
+        cost = entry.formula(normalize_args(func, args, kwargs), outs)
+        kind = "data-movement" if family in ("data-movement", "embedding") and cost.flops == 0 else "compute"
+    elif torch.Tag.pointwise in getattr(func, "tags", ()):
+        family, kind = "pointwise", "compute"
+        cost = _formulas.pointwise({}, outs)
+    else:
+        return "uncovered", "uncovered", Cost(0, 0, read, written)
+    return family, kind, Cost(
+        cost.flops, cost.macs,
+        read if cost.bytes_read is None else cost.bytes_read,
+        written if cost.bytes_written is None else cost.bytes_written,
+    )
+
+
+def _shapes(values) -> tuple[list, list]:
+    shapes, dtypes = [], []
+    for v in values:
+        if isinstance(v, Meta):
+            shapes.append(list(v.shape))
+            dtypes.append(str(v.dtype).removeprefix("torch."))
+        elif isinstance(v, list) and v and all(isinstance(x, Meta) for x in v):
+            shapes.append([list(x.shape) for x in v])
+            dtypes.append(str(v[0].dtype).removeprefix("torch."))
+        else:
+            shapes.append([])
+            dtypes.append("")
+    return shapes, dtypes
+
+
+def _module_params(module: nn.Module) -> dict[str, int]:
+    """Parameter count of every module (recursive, shared tensors once), packed
+    quantized weights included (``quantize_dynamic`` hides them from named_parameters)."""
+    own: dict[str, list] = {}
+    seen: set[int] = set()
+    for name, sub in module.named_modules(remove_duplicate=False):
+        tensors = []
+        for p in sub.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                tensors.append(p.numel())
+        packed = getattr(sub, "_packed_params", None)
+        if packed is not None and callable(getattr(sub, "weight", None)):
+            with contextlib.suppress(Exception):
+                tensors.append(sub.weight().numel())
+                b = sub.bias()
+                if b is not None:
+                    tensors.append(b.numel())
+        own[name] = own.get(name, []) + tensors
+    totals: dict[str, int] = {}
+    for name, sizes in own.items():
+        n = sum(sizes)
+        parts = name.split(".") if name else []
+        for i in range(len(parts) + 1):
+            key = ".".join(parts[:i])
+            totals[key] = totals.get(key, 0) + n
+    return totals
+
+
+def count_params(module: nn.Module) -> int:
+    return _module_params(module).get("", 0)
+
+
+def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool = False,
+          meta: bool = False) -> CountResult:
+    """Count FLOPs, MACs, bytes and ops of one forward pass of ``module(*inputs)``.
+
+    Runs under ``torch.inference_mode()`` unless ``grad=True``. With ``meta=True`` the
+    inputs are moved to the meta device and no real kernel runs (the module's
+    parameters must already be on the meta device: ``load_model(spec, meta=True)``).
+    """
+    inputs = tuple(inputs)
+    if meta:
+        if any(p.device.type != "meta" for p in module.parameters()):
+            from flopgap.errors import UsageError
+
+            raise UsageError("meta counting needs a module built on the meta device (load_model(spec, meta=True))")
+        inputs = tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
+    params = _module_params(module)
+    grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
+    with grad_ctx, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with record_calls(module) as rec:
+            call_model(module, inputs, model)
+    records = []
+    for i, (func, mod, args, kwargs, outs, noop, copied) in enumerate(rec.calls):
+        family, kind, cost = cost_of_call(func, args, kwargs, outs, noop, copied)
+        in_shapes, in_dtypes = _shapes(args)
+        out_shapes, _ = _shapes(outs)
+        records.append(OpRecord(i, str(func), mod, family, kind, in_shapes, in_dtypes, out_shapes,
+                                cost.flops, cost.macs, cost.bytes_read, cost.bytes_written))
+    modules = _aggregate(module, records, params)
+    return CountResult(model, describe_inputs(inputs), params.get("", 0), records, modules,
+                       mode="grad" if grad else "inference", meta=meta, environment=_environment())
+
+
+def _aggregate(module: nn.Module, records: list[OpRecord], params: dict[str, int]) -> list[ModuleStats]:
+    stats: dict[str, ModuleStats] = {}
+    for name, sub in module.named_modules():
+        stats[name] = ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
+                                  params=params.get(name, 0))
+    for r in records:
+        parts = r.module.split(".") if r.module else []
+        for i in range(len(parts) + 1):
+            s = stats.get(".".join(parts[:i]))
+            if s is None:
+                continue
+            s.flops += r.flops
+            s.macs += r.macs
+            s.bytes_read += r.bytes_read
+            s.bytes_written += r.bytes_written
+            s.ops_all += 1
+            if not r.is_free:
+                s.ops += 1
+            if r.kind == "uncovered":
+                s.uncovered += 1
+    return list(stats.values())
+
+
+def _environment() -> dict:
+    return {"torch": torch.__version__}

@@ -1,0 +1,121 @@
+"""The counting pass: a ``TorchDispatchMode`` that records every dispatched aten op and
+the module that was running when it was dispatched.
+
+The hot path only records (op, module, argument metadata, two flags); formulas run
+after the forward pass, so counting costs little more than a plain forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from flopgap.count._registry import Meta
+
+__all__ = ["record_calls"]
+
+_MUTABLE, _ALIAS_RETURN = 1, 2
+
+
+def _schema_flags(func) -> int:
+    schema = func._schema
+    flags = _MUTABLE if schema.is_mutable else 0
+    if not schema.is_mutable and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns):
+        flags |= _ALIAS_RETURN
+    return flags
+
+
+def _meta(x):
+    """Tensor -> Meta; packed quantized params -> tuple of Metas; lists recurse; other as is."""
+    if isinstance(x, torch.Tensor):
+        try:
+            stride = x.stride()
+        except RuntimeError:  # sparse / nested tensors have no strides
+            stride = None
+        return Meta(tuple(x.shape), x.dtype, stride)
+    if isinstance(x, (list, tuple)):
+        if x and isinstance(x[0], (torch.Tensor, type(None))) or any(isinstance(v, torch.Tensor) for v in x):
+            return [_meta(v) for v in x]
+        return x
+    if isinstance(x, torch.ScriptObject) and hasattr(x, "unpack"):
+        try:
+            return tuple(_meta(t) for t in x.unpack() if isinstance(t, torch.Tensor) or t is None)
+        except Exception:  # an unknown packed type: formula will not find weights
+            return x
+    return x
+
+
+def _storage_key(t: torch.Tensor):
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # meta/fake tensors: treat as aliasing
+        return None
+
+
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple] = []
+        self.stack: list[str] = [""]
+        self._flags: dict = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        flags = self._flags.get(func)
+        if flags is None:
+            flags = self._flags[func] = _schema_flags(func)
+        noop = copied = False
+        if not flags & _MUTABLE and isinstance(out, torch.Tensor):
+            for a in args:
+                if a is out:
+                    noop = True  # returned its input unchanged (contiguous(), dropout(train=False))
+                    break
+            if not noop and flags & _ALIAS_RETURN and args and isinstance(args[0], torch.Tensor):
+                key = _storage_key(out)
+                copied = key is not None and key != _storage_key(args[0])  # reshape that had to copy
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        self.calls.append((
+            func, self.stack[-1],
+            tuple(_meta(a) for a in args),
+            {k: _meta(v) for k, v in kwargs.items()},
+            tuple(_meta(o) for o in outs),
+            noop, copied,
+        ))
+        return out
+
+
+@contextlib.contextmanager
+def record_calls(module: nn.Module):
+    """Context manager yielding the recorder; module names are ``state_dict`` style."""
+    recorder = _Recorder()
+    handles = []
+
+    def pre(name):
+        def hook(mod, args):
+            recorder.stack.append(name)
+        return hook
+
+    def post(mod, args, output):
+        if len(recorder.stack) > 1:
+            recorder.stack.pop()
+
+    for name, sub in module.named_modules():
+        if not name or isinstance(sub, torch.jit.ScriptModule):
+            continue  # the root is "" already; TorchScript modules cannot take Python hooks
+        try:
+            handles.append(sub.register_forward_pre_hook(pre(name)))
+            handles.append(sub.register_forward_hook(post, always_call=True))
+        except (RuntimeError, AttributeError):
+            continue
+    try:
+        with recorder:
+            yield recorder
+    finally:
+        for h in handles:
+            h.remove()

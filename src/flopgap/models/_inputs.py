@@ -1,0 +1,116 @@
+"""Input specs: ``1x3x224x224`` (float32), ``1x128:int64[0,30522)``, ``2x8:float16``.
+
+Grammar: ``DIMS[:DTYPE][RANGE]`` where ``DIMS`` is positive integers joined by ``x``,
+``DTYPE`` a torch dtype name, and ``RANGE`` ``[lo,hi)`` (integers: uniform in the
+half-open range; floats: uniform in it). Floats without a range are standard normal;
+integers without a range are in ``[0, 2)``; booleans are random.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from flopgap.errors import UsageError
+
+__all__ = ["InputSpec", "parse_input_spec", "make_inputs", "with_batch", "describe_inputs"]
+
+_DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "half": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "double": torch.float64,
+    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
+    "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
+}
+_SPEC = re.compile(
+    r"^(?P<dims>\d+(?:x\d+)*)"
+    r"(?::(?P<dtype>[a-z0-9]+))?"
+    r"(?:\[(?P<lo>-?[\d.eE+-]+),(?P<hi>-?[\d.eE+-]+)\))?$"
+)
+_SEED = 0  # inputs are reproducible: the same spec always yields the same tensor
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one positional input is: shape, dtype and value range (hashable, JSON-able)."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: float | None = None
+    high: float | None = None
+
+    def __str__(self) -> str:
+        s = "x".join(map(str, self.shape))
+        if self.dtype != "float32" or self.low is not None:
+            s += f":{self.dtype}"
+        if self.low is not None:
+            lo, hi = (int(v) if float(v).is_integer() else v for v in (self.low, self.high))
+            s += f"[{lo},{hi})"
+        return s
+
+    def make(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        dtype = _DTYPES[self.dtype]
+        g = generator
+        if dtype == torch.bool:
+            return torch.randint(0, 2, self.shape, generator=g).bool()
+        if not dtype.is_floating_point:
+            lo = int(self.low) if self.low is not None else 0
+            hi = int(self.high) if self.high is not None else 2
+            return torch.randint(lo, hi, self.shape, generator=g, dtype=dtype)
+        if self.low is not None:
+            t = torch.rand(self.shape, generator=g) * (self.high - self.low) + self.low
+        else:
+            t = torch.randn(self.shape, generator=g)
+        return t.to(dtype)
+
+
+def parse_input_spec(text: str) -> InputSpec:
+    """Parse one ``--input`` value; raise :class:`UsageError` with the grammar on failure."""
+    m = _SPEC.match(text.strip().replace(" ", ""))
+    if not m:
+        raise UsageError(
+            f"bad input spec {text!r}: expected DIMS[:DTYPE][[lo,hi)], "
+            "e.g. 1x3x224x224 or 1x128:int64[0,30522)"
+        )
+    shape = tuple(int(d) for d in m["dims"].split("x"))
+    if any(d <= 0 for d in shape):
+        raise UsageError(f"bad input spec {text!r}: every dimension must be positive")
+    dtype = m["dtype"] or "float32"
+    if dtype not in _DTYPES:
+        raise UsageError(f"bad input spec {text!r}: unknown dtype {dtype!r} (known: {', '.join(sorted(_DTYPES))})")
+    canonical = str(_DTYPES[dtype]).removeprefix("torch.")
+    low = high = None
+    if m["lo"] is not None:
+        low, high = float(m["lo"]), float(m["hi"])
+        if not high > low:
+            raise UsageError(f"bad input spec {text!r}: empty range [{m['lo']},{m['hi']})")
+    return InputSpec(shape, canonical, low, high)
+
+
+def with_batch(specs: tuple[InputSpec, ...], batch: int | None) -> tuple[InputSpec, ...]:
+    """Override the leading dimension of every input (``--batch N``)."""
+    if batch is None:
+        return specs
+    if batch <= 0:
+        raise UsageError(f"--batch must be a positive integer, got {batch}")
+    return tuple(InputSpec((batch, *s.shape[1:]), s.dtype, s.low, s.high) for s in specs)
+
+
+def make_inputs(specs: tuple[InputSpec, ...], seed: int = _SEED) -> tuple[torch.Tensor, ...]:
+    """Build the tensors for ``specs`` reproducibly (seeded generator, CPU)."""
+    g = torch.Generator().manual_seed(seed)
+    return tuple(s.make(g) for s in specs)
+
+
+def describe_inputs(inputs) -> list[str]:
+    """Shape/dtype strings for tensors, e.g. ``['1x3x224x224:float32']``."""
+    out = []
+    for t in inputs:
+        if isinstance(t, torch.Tensor):
+            out.append("x".join(map(str, t.shape)) + ":" + str(t.dtype).removeprefix("torch."))
+        else:
+            out.append(type(t).__name__)
+    return out

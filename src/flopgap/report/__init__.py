@@ -1,0 +1,1 @@
+"""The last stage: render results (terminal tables, JSON, CSV, HTML)."""
