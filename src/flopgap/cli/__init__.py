@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
 from flopgap.cli._app import app
 from flopgap.cli import count as _count  # noqa: F401  (registers commands)
+from flopgap.cli import study as _study  # noqa: F401
+from flopgap.cli import variants as _variants  # noqa: F401
+from flopgap.cli import time as _time  # noqa: F401
+from flopgap.cli import explain as _explain  # noqa: F401
 from flopgap.errors import FlopgapError
 
 __all__ = ["app", "main"]
@@ -27,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args:
         args = ["--help"]
+    # torch's deprecation chatter (torch.ao, jit) is not the user's business on a CLI
+    warnings.filterwarnings("ignore", module=r"torch(\.|$)")
     try:
         rc = app(args=args, prog_name="flopgap", standalone_mode=False)
     except typer.Exit as e:

@@ -64,6 +64,8 @@ def cost_of_call(func, args: tuple, kwargs: dict, outs: tuple, noop: bool = Fals
     if entry is not None:
         family = entry.family
         cost = entry.formula(normalize_args(func, args, kwargs), outs)
+        if cost.noop:
+            return "noop", "noop", Cost(0, 0, 0, 0)
         kind = "data-movement" if family in ("data-movement", "embedding") and cost.flops == 0 else "compute"
     elif torch.Tag.pointwise in getattr(func, "tags", ()):
         family, kind = "pointwise", "compute"

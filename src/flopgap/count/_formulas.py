@@ -130,31 +130,33 @@ def _linear(a, outs):
 
 def einsum_macs(equation: str, shapes: list[tuple]) -> int:
     """MACs of ``einsum``: operands contracted left to right, each pairwise step costs
-    the product of the sizes of every index it touches (the loop nest it runs)."""
-    lhs, _, rhs = equation.replace(" ", "").partition("->")
-    terms = lhs.split(",")
+    the product of the sizes of every index it touches (the loop nest it runs).
+    ``...`` dimensions broadcast from the right like numpy."""
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    raw_terms = lhs.split(",")
+    ranks = [len(shape) - len(t.replace("...", "")) for t, shape in zip(raw_terms, shapes)]
+    ell = "".join(chr(0x3B1 + i) for i in range(max([r for r, t in zip(ranks, raw_terms) if "..." in t], default=0)))
+    terms = []
+    for t, r in zip(raw_terms, ranks):
+        terms.append(t.replace("...", ell[len(ell) - r:] if r else "") if "..." in t else t)
     sizes: dict[str, int] = {}
     for term, shape in zip(terms, shapes):
-        letters = [c for c in term if c.isalpha()]
-        if "..." in term:
-            n_ell = len(shape) - len(letters)
-            term = term.replace("...", "".join(chr(0x3B1 + i) for i in range(n_ell)))
-        for c, s in zip([c for c in term if c != "."], shape):
-            sizes[c] = max(sizes.get(c, 1), int(s))
-    terms = [t.replace("...", "") for t in terms]
-    if not rhs:
-        counts = {}
+        for c, n in zip(term, shape):
+            sizes[c] = max(sizes.get(c, 1), int(n))
+    if arrow:
+        rhs = rhs.replace("...", ell)
+    else:
+        counts: dict[str, int] = {}
         for t in terms:
             for c in t:
                 counts[c] = counts.get(c, 0) + 1
-        rhs = "".join(sorted(c for c, n in counts.items() if n == 1))
+        rhs = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ell))
     if len(terms) == 1:
         return 0  # a permutation or a reduction: counted as data movement
     macs, current = 0, terms[0]
     for i, nxt in enumerate(terms[1:], start=1):
         later = set("".join(terms[i + 1:])) | set(rhs)
-        touched = set(current) | set(nxt)
-        macs += _prod(sizes.get(c, 1) for c in touched)
+        macs += _prod(sizes[c] for c in set(current) | set(nxt))
         current = "".join(c for c in dict.fromkeys(current + nxt) if c in later)
     return macs
 
@@ -337,17 +339,18 @@ register_formula(
     aten.hardswish, aten.hardswish_, aten.hardsigmoid, aten.hardsigmoid_, aten.gelu_, aten.mish, aten.mish_,
     aten.softplus, aten.elu, aten.elu_, aten.selu, aten.selu_, aten.celu, aten.prelu, aten._prelu_kernel,
     aten.relu6, aten.hardtanh, aten.hardtanh_, aten.leaky_relu, aten.leaky_relu_, aten.silu, aten.silu_,
-    aten.glu, aten.logit, aten.threshold, aten.square, aten.masked_fill_, aten.dropout_, aten.alpha_dropout,
-    aten.feature_dropout, aten.addcmul, aten.addcdiv, aten.lerp, aten.clamp_min, aten.clamp_max,
+    aten.glu, aten.logit, aten.threshold, aten.square, aten.masked_fill_, aten.addcmul, aten.addcdiv, aten.lerp, aten.clamp_min, aten.clamp_max,
     aten.clamp_, aten.clamp_min_, aten.clamp_max_, aten.sign, aten.quantize_per_tensor,
     aten.quantize_per_tensor_dynamic, aten.quantize_per_channel, aten.dequantize, aten.fake_quantize_per_tensor_affine,
     aten.native_dropout, family="pointwise",
 )(pointwise)
 
 
-@register_formula(aten.dropout, aten.feature_alpha_dropout, family="pointwise")
+@register_formula(aten.dropout, aten.dropout_, aten.feature_dropout, aten.feature_dropout_, aten.alpha_dropout,
+                  aten.alpha_dropout_, aten.feature_alpha_dropout, aten.feature_alpha_dropout_, family="pointwise")
 def _dropout(a, outs):
-    # train=False returns the input itself (caught as a no-op before this runs)
+    if not a.get("train", True):
+        return Cost(noop=True)  # eval mode: returns (or leaves) its input untouched
     return Cost(flops=2 * _out(outs).numel)  # mask draw + scale
 
 

@@ -92,27 +92,28 @@ class _Recorder(TorchDispatchMode):
 
 @contextlib.contextmanager
 def record_calls(module: nn.Module):
-    """Context manager yielding the recorder; module names are ``state_dict`` style."""
-    recorder = _Recorder()
-    handles = []
+    """Context manager yielding the recorder; module names are ``state_dict`` style.
 
-    def pre(name):
-        def hook(mod, args):
-            recorder.stack.append(name)
-        return hook
+    Module tracking uses the *global* forward hooks: per-module hooks would change
+    what runs (``nn.TransformerEncoderLayer`` leaves its fused fast path when a hook is
+    attached to it), and counting must see the model exactly as it runs.
+    """
+    recorder = _Recorder()
+    names = {id(sub): name for name, sub in module.named_modules() if name}
+    stack = recorder.stack
+
+    def pre(mod, args):
+        name = names.get(id(mod))
+        if name is not None:
+            stack.append(name)
 
     def post(mod, args, output):
-        if len(recorder.stack) > 1:
-            recorder.stack.pop()
+        if id(mod) in names and len(stack) > 1:
+            stack.pop()
 
-    for name, sub in module.named_modules():
-        if not name or isinstance(sub, torch.jit.ScriptModule):
-            continue  # the root is "" already; TorchScript modules cannot take Python hooks
-        try:
-            handles.append(sub.register_forward_pre_hook(pre(name)))
-            handles.append(sub.register_forward_hook(post, always_call=True))
-        except (RuntimeError, AttributeError):
-            continue
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post, always_call=True)]
     try:
         with recorder:
             yield recorder

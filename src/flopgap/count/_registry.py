@@ -59,6 +59,7 @@ class Cost:
     macs: int = 0
     bytes_read: int | None = None
     bytes_written: int | None = None
+    noop: bool = False  # the call did nothing (e.g. dropout in eval): free, not "uncovered"
 
 
 ZERO = Cost()

@@ -72,8 +72,15 @@ def _torchvision(name: str, kwargs: dict, meta: bool) -> LoadedModel:
     if name in ("googlenet", "inception_v3"):
         kw.setdefault("init_weights", False)  # scipy-based init is slow and irrelevant for latency
     try:
-        with torch.device("meta") if meta else contextlib.nullcontext():
-            module = tvm.get_model(name, **kw)
+        try:
+            with torch.device("meta") if meta else contextlib.nullcontext():
+                module = tvm.get_model(name, **kw)
+        except NotImplementedError:
+            if not meta:
+                raise
+            # some builders compute with tensors at build time (regnet's block widths);
+            # build on the CPU, then move the parameters to meta
+            module = tvm.get_model(name, **kw).to("meta")
     except TypeError as e:
         raise UsageError(f"torchvision:{name} rejected --kwargs: {e}") from None
     return LoadedModel(f"torchvision:{name}", module, _IMAGE_INPUT, "torchvision", kwargs)

@@ -1,0 +1,20 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOPGAP = str(Path(sys.executable).with_name("flopgap"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_cache(tmp_path_factory):
+    # machine profiles and other caches go to a temporary folder, never the user's home
+    os.environ.setdefault("FLOPGAP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+
+
+@pytest.fixture
+def flopgap_cmd():
+    return [FLOPGAP]
