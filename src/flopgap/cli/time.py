@@ -1,0 +1,130 @@
+"""``flopgap time``: steady-state latency with a confidence interval."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from flopgap.cli._app import app
+from flopgap.cli._common import (BatchOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console, err_console, load,
+                                 write_json)
+from flopgap.errors import UsageError
+
+
+def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device) -> list[str]:
+    args = [model]
+    if vs:
+        args += ["--vs", vs]
+    for spec in input or []:
+        args += ["--input", spec]
+    if batch is not None:
+        args += ["--batch", str(batch)]
+    if kwargs:
+        args += ["--kwargs", kwargs]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    if grad:
+        args.append("--grad")
+    if device:
+        args += ["--device", device]
+    return args + ["--precision", repr(precision), "--max-time", repr(max_time)]
+
+
+def _load_on(model, input, batch, kwargs, device):
+    loaded, _, tensors = load(model, input, batch, kwargs)
+    if device and device.startswith("cuda"):
+        loaded.module.to(device)
+        tensors = tuple(t.to(device) for t in tensors)
+    return loaded, tensors
+
+
+def _progress():
+    """A status line on stderr when it is a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None, None
+    status = err_console.status("timing ...")
+
+    def update(phase: str, info: dict) -> None:
+        if phase == "cold":
+            status.update(f"{info['name']}: first call {info['cold_s'] * 1e3:.3g} ms; warming up ...")
+        elif phase == "warmup":
+            status.update(f"{info['name']}: warm-up {info['calls']} calls, block of {info['block']}; sampling ...")
+        elif phase == "sampling":
+            hw = ", ".join(f"+-{100 * h:.2f}%" for h in info["half_width"])
+            status.update(f"sampling: {info['samples']} samples, CI {hw}, "
+                          f"{info['elapsed']:.1f} of {info['max_time']:g} s (Ctrl-C keeps what is measured)")
+
+    return status, update
+
+
+@app.command("time")
+def time_(
+    model: ModelArg,
+    vs: Annotated[Optional[str], typer.Option("--vs", help="a second model spec, timed alternately with MODEL in the same run; reports the ratio MODEL/VS with its 95% CI (--input, --batch, --kwargs apply to both)")] = None,
+    input: InputOpt = None,
+    batch: BatchOpt = None,
+    kwargs: KwargsOpt = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="intra-op threads torch uses (default: what torch uses now, stated in the output)")] = None,
+    grad: Annotated[bool, typer.Option("--grad", help="time with autograd enabled instead of inference_mode")] = False,
+    precision: Annotated[float, typer.Option("--precision", help="stop when the 95% CI of the median is within this fraction of it (0.01 = 1%)")] = 0.01,
+    max_time: Annotated[float, typer.Option("--max-time", help="seconds to spend at most per run (warm-up included)")] = 10.0,
+    processes: Annotated[int, typer.Option("--processes", help="repeat the whole measurement in N fresh processes and report the spread between them")] = 1,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] (default: cpu)")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Time a model: cold first call, warm-up to steady state, then adaptive samples
+    until the 95% CI of the median is within --precision (or --max-time runs out).
+
+    Latency is the median of steady-state samples under torch.inference_mode(); each
+    sample is a block of calls long enough that the clock's cost is under 0.1% of it
+    (1 call for slow models). The CI is the distribution-free order-statistic interval
+    from the binomial. --vs times two models alternately and reports their ratio with a
+    paired-bootstrap CI. Ctrl-C reports what was measured so far (exit 130).
+    """
+    from flopgap.report.time_view import render_comparison, render_measurement, render_repeats
+    from flopgap.timing import compare, measure, repeat_in_processes
+
+    if processes < 1:
+        raise UsageError(f"--processes must be a positive integer, got {processes}")
+    if device is not None and device != "cpu" and not device.startswith("cuda"):
+        raise UsageError(f"--device must be cpu or cuda[:N], got {device!r}")
+    # validate before the slow part (model load or child processes); measure() checks again
+    if not 0 <= precision < 1:
+        raise UsageError(f"--precision must be in [0, 1) (a fraction: 0.01 is 1%), got {precision}")
+    if not max_time > 0:
+        raise UsageError(f"--max-time must be a positive number of seconds, got {max_time}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be a positive integer, got {threads}")
+    show = json_path != "-"
+
+    if processes > 1:
+        args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device)
+        if show and sys.stderr.isatty():
+            err_console.print(f"running {processes} fresh processes one after another ...")
+        result = repeat_in_processes(args, processes)
+        if show:
+            render_repeats(result, console)
+    else:
+        loaded, tensors = _load_on(model, input, batch, kwargs, device)
+        options = dict(threads=threads, grad=grad, precision=precision, max_time=max_time, device=device)
+        status, update = _progress()
+        if vs:
+            loaded_b, tensors_b = _load_on(vs, input, batch, kwargs, device)
+            with status or contextlib.nullcontext():
+                result = compare(loaded.module, tensors, loaded_b.module, tensors_b,
+                                 names=(loaded.spec, loaded_b.spec), progress=update, **options)
+            if show:
+                render_comparison(result, console)
+        else:
+            with status or contextlib.nullcontext():
+                result = measure(loaded.module, tensors, name=loaded.spec, progress=update, **options)
+            if show:
+                render_measurement(result, console)
+    if json_path:
+        write_json(json_path, result.to_dict())
+    if result.interrupted:
+        err_console.print("interrupted: reported what was measured before Ctrl-C")
+        raise typer.Exit(130)

@@ -1,0 +1,130 @@
+"""Render timing results (:mod:`flopgap.timing`) as rich tables."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from flopgap.report._format import fmt_bytes, fmt_seconds, pct
+from flopgap.timing import Comparison, Measurement, ProcessRepeats
+
+__all__ = ["render_measurement", "render_comparison", "render_repeats"]
+
+_CI_NOTE = ("median of steady-state samples; 95% CI of the median by order statistics (binomial, "
+            "distribution-free); cold = first call, reported apart")
+
+
+def _header(m: Measurement) -> str:
+    s = m.spec
+    mode = "grad enabled" if s.grad else "inference_mode"
+    threads = m.environment.get("torch_threads", s.threads)
+    return (f"{s.device}, {s.threads} thread(s) (torch uses {threads}; {m.environment.get('logical_cores')} logical "
+            f"cores, {m.environment.get('cpu_model', '?')}), {mode}")
+
+
+def _target(m: Measurement) -> str:
+    reached = f"+-{pct(m.half_width, 2)}" if m.half_width != float("inf") else "-"
+    verdict = "met" if m.precision_met else "[yellow]NOT met[/yellow]"
+    return f"{reached} (target +-{pct(m.spec.precision, 2)}: {verdict})"
+
+
+def _warmup(m: Measurement) -> str:
+    if m.steady:
+        return f"{m.warmup_calls} calls to steady state ({len(m.warmup_samples)} samples)"
+    return f"[yellow]not steady[/yellow] after {m.warmup_calls} calls ({len(m.warmup_samples)} samples, bound reached)"
+
+
+def _ci(m: Measurement) -> str:
+    if math.isnan(m.ci_low):
+        return f"unknown ({len(m.samples)} samples: 6 needed)"
+    return f"{fmt_seconds(m.ci_low)} .. {fmt_seconds(m.ci_high)}"
+
+
+def _rows(m: Measurement) -> list[tuple[str, str]]:
+    rows = [
+        ("median", fmt_seconds(m.median)),
+        ("95% CI", _ci(m)),
+        ("precision", _target(m)),
+        ("mean", fmt_seconds(m.mean)),
+        ("p5 / p95", f"{fmt_seconds(m.p5)} / {fmt_seconds(m.p95)}"),
+        ("min", fmt_seconds(m.min)),
+        ("cold (first call)", fmt_seconds(m.cold_s)),
+        ("warm-up", _warmup(m)),
+        ("samples", f"{len(m.samples)} x {m.block_size} call(s) = {m.calls} calls"),
+        ("outliers", f"{m.outliers} (outside Tukey 1.5 IQR fences; kept)"),
+    ]
+    if m.device_samples:
+        rows.append(("device time (CUDA events)", fmt_seconds(m.device_median)))
+    if m.dispatch_samples:
+        rows.append(("host dispatch", fmt_seconds(m.dispatch_median)))
+    if m.peak_memory_bytes is not None:
+        rows.append(("peak device memory", fmt_bytes(m.peak_memory_bytes)))
+    rows.append(("wall time", f"{m.wall_s:.2f} s"))
+    return rows
+
+
+def render_measurement(m: Measurement, console: Console) -> None:
+    console.print(f"[bold]{m.spec.name}[/bold]  inputs {', '.join(m.spec.inputs)}  {_header(m)}")
+    table = Table(show_header=True, title_justify="left")
+    table.add_column("latency per call")
+    table.add_column("value", justify="left")
+    for k, v in _rows(m):
+        table.add_row(k, v)
+    console.print(table)
+    if m.interrupted:
+        console.print("[yellow]interrupted: figures are from the samples taken before Ctrl-C[/yellow]")
+    console.print(f"[dim]{_CI_NOTE}[/dim]")
+
+
+def render_comparison(c: Comparison, console: Console) -> None:
+    a, b = c.a, c.b
+    console.print(f"[bold]{a.spec.name}[/bold] vs [bold]{b.spec.name}[/bold]  timed alternately (ABBA)  {_header(a)}")
+    table = Table(show_header=True)
+    table.add_column("latency per call")
+    table.add_column(a.spec.name, justify="left")
+    table.add_column(b.spec.name, justify="left")
+    for (k, va), (_, vb) in zip(_rows(a), _rows(b)):
+        if k == "wall time":
+            continue
+        table.add_row(k, va, vb)
+    console.print(table)
+    if math.isnan(c.ci_low):
+        verdict = "CI unknown (too few rounds)"
+    elif c.excludes_one:
+        verdict = f"{a.spec.name} is {'slower' if c.ci_low > 1 else 'faster'} than {b.spec.name}"
+    else:
+        verdict = "the CI includes 1.0: no difference shown"
+    console.print(f"[bold]ratio {a.spec.name} / {b.spec.name} = {c.ratio:.3f}[/bold]  "
+                  f"95% CI {c.ci_low:.3f} .. {c.ci_high:.3f} (paired bootstrap over {len(a.samples)} rounds): {verdict}")
+    if c.interrupted:
+        console.print("[yellow]interrupted: figures are from the rounds completed before Ctrl-C[/yellow]")
+    console.print(f"[dim]{_CI_NOTE}; wall time {a.wall_s:.2f} s[/dim]")
+
+
+def render_repeats(r: ProcessRepeats, console: Console) -> None:
+    if not r.results:
+        console.print("[yellow]no process finished[/yellow]")
+        return
+    first = r.results[0]
+    ratio = isinstance(first, Comparison)
+    console.print(f"[bold]{len(r.results)} fresh process(es) of {r.requested}[/bold], one after another: "
+                  f"flopgap time {' '.join(r.args)}", soft_wrap=True)
+    table = Table()
+    for col in ("process", "ratio" if ratio else "median", "95% CI", "target", "cold (first call)", "samples"):
+        table.add_column(col, justify="right")
+    for i, res in enumerate(r.results, 1):
+        m = res.a if ratio else res
+        if ratio:
+            value, ci = f"{res.ratio:.3f}", f"{res.ci_low:.3f} .. {res.ci_high:.3f}"
+        else:
+            value, ci = fmt_seconds(m.median), _ci(m)
+        met = m.precision_met and (not ratio or res.b.precision_met)
+        table.add_row(str(i), value, ci, "met" if met else "not met", fmt_seconds(m.cold_s), str(len(m.samples)))
+    console.print(table)
+    what = "ratio" if ratio else "median"
+    mid = f"{r.median:.3f}" if ratio else fmt_seconds(r.median)
+    console.print(f"[bold]between processes[/bold]: median of {what}s {mid}, spread max/min = {r.spread:.3f}")
+    if r.interrupted:
+        console.print(f"[yellow]interrupted: {len(r.results)} of {r.requested} processes reported[/yellow]")

@@ -1,0 +1,122 @@
+"""Repeat a timing in fresh processes (pyperf's lesson: one process can be unlucky for
+its whole life: address-space layout, which core it lands on, a noisy neighbour).
+
+Each repeat runs ``python -m flopgap time ARGS --json -`` to completion, one after the
+other (never in parallel: they would disturb each other). The spread is the max/min
+ratio of the per-process medians (or ratios, for ``--vs``); the headline figure is
+their median. Ctrl-C keeps every process that finished, and the partial result of the
+one running when it reports one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from flopgap.errors import FlopgapError, UsageError
+from flopgap.timing._timer import TIME_SCHEMA, Comparison, Measurement
+
+__all__ = ["ProcessRepeats", "repeat_in_processes"]
+
+
+@dataclass
+class ProcessRepeats:
+    """Results of the same ``flopgap time`` command in ``len(results)`` fresh processes."""
+
+    args: list[str]
+    requested: int
+    results: list[Measurement | Comparison] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def values(self) -> list[float]:
+        """Per-process medians (seconds per call) or ratios (``--vs``)."""
+        return [r.ratio if isinstance(r, Comparison) else r.median for r in self.results]
+
+    @property
+    def spread(self) -> float:
+        """max/min of the per-process values: 1.0 is perfectly reproducible."""
+        v = [x for x in self.values if x > 0]
+        return max(v) / min(v) if len(v) >= 1 else math.nan
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.values)) if self.results else math.nan
+
+    @property
+    def cold_s(self) -> list[float]:
+        """First call in each fresh process (model A's for ``--vs``)."""
+        return [(r.a if isinstance(r, Comparison) else r).cold_s for r in self.results]
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": TIME_SCHEMA, "kind": "processes", "args": self.args, "requested": self.requested,
+            "completed": len(self.results), "interrupted": self.interrupted,
+            "values": self.values, "median": self.median, "spread": self.spread, "cold_s": self.cold_s,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProcessRepeats":
+        if not isinstance(d, dict) or d.get("schema") != TIME_SCHEMA or d.get("kind") != "processes":
+            raise UsageError(f"not a {TIME_SCHEMA} processes result")
+        return cls(list(d["args"]), d["requested"], [_parse(r) for r in d["results"]], d.get("interrupted", False))
+
+
+def _parse(d: dict) -> Measurement | Comparison:
+    return Comparison.from_dict(d) if d.get("kind") == "comparison" else Measurement.from_dict(d)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def repeat_in_processes(args: list[str], processes: int, *,
+                        on_result: Callable[[int, Measurement | Comparison], None] | None = None,
+                        python: str = sys.executable) -> ProcessRepeats:
+    """Run ``flopgap time *args --json -`` in ``processes`` fresh processes in turn."""
+    if processes < 1:
+        raise UsageError(f"--processes must be a positive integer, got {processes}")
+    if any(a in ("--json", "--processes") or a.startswith(("--json=", "--processes=")) for a in args):
+        raise UsageError("repeat_in_processes sets --json and --processes itself")
+    out = ProcessRepeats(list(args), processes)
+    cmd = [python, "-m", "flopgap", "time", *args, "--json", "-"]
+    for i in range(processes):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            stdout, stderr = proc.communicate()
+        except KeyboardInterrupt:
+            # the child got the same SIGINT: give it a moment to report what it measured
+            out.interrupted = True
+            try:
+                stdout, stderr = proc.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                proc.kill()
+                proc.wait()
+                break
+            try:
+                result = _parse(json.loads(stdout))
+            except (ValueError, KeyError, TypeError, UsageError):
+                break
+            out.results.append(result)
+            break
+        if proc.returncode not in (0, 130):
+            raise FlopgapError(f"process {i + 1} of {processes} failed (exit {proc.returncode}): {_last_line(stderr)}")
+        try:
+            result = _parse(json.loads(stdout))
+        except (ValueError, KeyError, TypeError) as e:
+            raise FlopgapError(f"process {i + 1} of {processes} wrote no {TIME_SCHEMA} JSON ({type(e).__name__})") from None
+        out.results.append(result)
+        if on_result:
+            on_result(i, result)
+        if proc.returncode == 130:
+            out.interrupted = True
+            break
+    return out
