@@ -1,0 +1,87 @@
+"""Render a :class:`~flopgap.variants.VariantsResult`: one rich table, notes, findings."""
+
+from __future__ import annotations
+
+import math
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from flopgap.report._format import fmt_bytes, fmt_seconds, si
+
+__all__ = ["render_variants"]
+
+_STATUS_STYLE = {"ok": "", "no-op": "yellow", "failed": "red"}
+
+
+def _err(x: float | None) -> str:
+    return "-" if x is None else "0" if x == 0 else f"{x:.2g}"
+
+
+def _half_width(r) -> float:
+    lo, hi = r.latency_ci
+    if math.isnan(lo) or math.isnan(hi):
+        return math.nan
+    return max(r.latency_s - lo, hi - r.latency_s) / r.latency_s if r.latency_s else 0.0
+
+
+def _speedup(r) -> str:
+    if r.speedup is None:
+        return "-"
+    if r.variant == "eager":
+        return "1 (base)"
+    lo, hi = r.speedup_ci
+    if lo is None or math.isnan(lo) or math.isnan(hi):
+        return f"{r.speedup:.2g}x [no CI]"
+    return f"{r.speedup:.2g}x [{lo:.2g}, {hi:.2g}]"
+
+
+def render_variants(result, console: Console) -> None:
+    """Print the sweep: a row per variant x batch x threads, then notes and findings."""
+    console.print(f"[bold]{result.model}[/bold]  inputs {'; '.join(result.inputs)}  on {result.device}"
+                  + ("  [red](interrupted: partial)[/red]" if result.interrupted else ""))
+    show_threads = len(result.threads) > 1
+    threads = "" if show_threads else f", threads: {result.threads[0] or 'torch default'}"
+    table = Table(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  title=f"variants vs eager (speed-up = eager / variant, 95% CI{threads})")
+    cols = ["variant", "batch"] + (["thr"] if show_threads else []) + [
+        "status", "latency", "speed-up [CI]", "items/s", "abs err", "rel err", "peak mem", "ops", "1st call"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("variant", "status") else "right", no_wrap=True)
+    for r in sorted(result.rows, key=lambda r: (r.batch, r.threads or 0, result.variants.index(r.variant)
+                                                   if r.variant in result.variants else 99)):
+        style = _STATUS_STYLE.get(r.status, "")
+        lat = "-" if r.latency_s is None else (
+            f"{fmt_seconds(r.latency_s)} ±{_half_width(r):.0%}".replace("±nan%", "(no CI)"))
+        ops = "-" if r.ops_eager is None else (f"{r.ops_eager}->{r.ops}" if r.ops is not None else f"{r.ops_eager}->n/a")
+        if r.variant == "eager" and r.ops is not None:
+            ops = str(r.ops)
+        first = "-" if r.first_call_s is None else ("compile " if r.compiled else "") + fmt_seconds(r.first_call_s)
+        ops = ops.replace("->n/a", "->?") if r.compiled else ops
+        cells = [r.variant, str(r.batch)] + ([str(r.threads or "default")] if show_threads else []) + [
+            f"[{style}]{r.status}[/{style}]" if style else r.status, lat, _speedup(r),
+            si(r.throughput), _err(r.max_abs_err), _err(r.max_rel_err),
+            "-" if r.peak_mem_bytes is None else fmt_bytes(r.peak_mem_bytes), ops, first]
+        table.add_row(*cells)
+    console.print(table)
+
+    console.print("[bold]what each variant did[/bold]")
+    seen = set()
+    for r in result.rows:
+        if r.variant in seen:
+            continue
+        seen.add(r.variant)
+        lines = r.notes or ([r.reason] if r.reason else [])
+        console.print(f"  {r.variant}: " + (" | ".join(lines) if lines else "-"))
+    if result.findings:
+        console.print("[bold]findings[/bold]")
+        for f in result.findings:
+            style = {"slower": "red", "failed": "red", "no-op": "yellow", "faster": "green"}.get(f["kind"], "")
+            text = f["text"]
+            console.print(f"  [{style}]{text}[/{style}]" if style else f"  {text}", soft_wrap=True)
+    method = result.settings.get("peak_memory_method", "")
+    console.print(f"[dim]Latency: median per call, ±: larger side of its 95% CI; speed-up from alternating timing of eager and the "
+                  f"variant. Errors vs eager outputs on the same input (rel = max|diff| / max|eager|). Ops: counted kernel ops, "
+                  f"eager->variant (? where compiled code bypasses the dispatcher). "
+                  f"Peak memory: {method}. First call includes compilation for compiled variants.[/dim]")

@@ -1,0 +1,204 @@
+"""Findings drawn from a sweep: which variant paid, which did nothing, why a variant was
+slower (from the counting pass and the timings), and batch/thread scaling.
+
+Scaling rules (stated in every finding's text):
+
+- per-item latency "stops falling" at batch ``b`` when the next batch in the sweep cuts
+  per-item latency by less than 10%;
+- overhead-bound (Horace He's diagnostic): latency grows by less than 10% per doubling
+  of the batch, i.e. ``(L2 / L1) ** (1 / log2(b2 / b1)) < 1.10``;
+- thread scaling efficiency: ``(L(t0) / L(t)) / (t / t0)`` against the smallest thread
+  count ``t0`` in the sweep (1.0 = perfect).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["findings", "cpu_flags"]
+
+_STOP_FALLING = 0.10   # per-item gain below 10%: stopped falling
+_OVERHEAD_GROWTH = 1.10  # latency growth per batch doubling below 10%: overhead-bound
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where unavailable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _us(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1e6:.3g} us" if s < 1e-3 else f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def _ci(r) -> str:
+    lo, hi = r.speedup_ci or (None, None)
+    return f"{r.speedup:.2f}x [{lo:.2f}, {hi:.2f}]" if lo is not None else f"{r.speedup:.2f}x"
+
+
+def _nthreads(t: int) -> str:
+    return f"{t} thread" + ("" if t == 1 else "s")
+
+
+def _where(r) -> str:
+    return f"batch {r.batch}" + (f", {_nthreads(r.threads)}" if r.threads else "")
+
+
+def _has_ci(r) -> bool:
+    return bool(r.latency_s) and r.latency_ci is not None and not any(
+        v is None or math.isnan(v) for v in r.latency_ci)
+
+
+def _why_slower(r, result) -> str:
+    """The "why" for a slower variant, in numbers the sweep has."""
+    parts = []
+    eager = next((e for e in result.rows if e.variant == "eager" and e.batch == r.batch and e.threads == r.threads
+                  and e.latency_s), None)
+    if r.op_changes and r.ops is not None and r.ops_eager is not None:
+        added = ", ".join(f"{k.removeprefix('aten.')} x{v}" for k, v in sorted(r.op_changes["added"].items(),
+                                                                                   key=lambda kv: -kv[1])[:4])
+        parts.append(f"{r.ops} kernel ops per call vs eager's {r.ops_eager}" + (f" (added: {added})" if added else ""))
+        if eager and r.ops > r.ops_eager and r.latency_s and r.eager_latency_s:
+            extra = r.latency_s - r.eager_latency_s
+            parts.append(f"{_us(extra)} more per call, {_us(extra / (r.ops - r.ops_eager))} per added op")
+    if r.variant.startswith("int8") and eager and eager.weight_bytes and r.weight_bytes:
+        parts.append(f"weights {eager.weight_bytes / 1e6:.3g} MB -> {r.weight_bytes / 1e6:.3g} MB "
+                     f"({(eager.weight_bytes - r.weight_bytes) / 1e6:.3g} MB less read per call), while every call "
+                     "now quantizes its activations")
+    if r.compiled and eager and eager.ops_eager and r.latency_s and r.eager_latency_s:
+        parts.append(f"the compiled call takes {_us(r.latency_s - r.eager_latency_s)} more than eager's "
+                     f"{eager.ops_eager} kernel op(s) ({_us(r.eager_latency_s / eager.ops_eager)} per op on average): "
+                     "where eager's ops are already single GEMMs or fused kernels there is little left to fuse, "
+                     "and the compiled call adds a fixed per-call cost (guards, wrapper)")
+    if r.variant in ("bf16", "fp16", "bf16-autocast"):
+        flags = cpu_flags()
+        if flags and r.variant != "fp16":
+            fast = sorted(flags & {"avx512_bf16", "amx_bf16"})
+            parts.append(f"CPU bf16 support: {', '.join(fast) if fast else 'no avx512_bf16/amx_bf16 (emulated)'}")
+        elif flags:
+            fast = sorted(flags & {"avx512_fp16", "amx_fp16", "f16c"})
+            parts.append(f"CPU fp16 support: {', '.join(fast) if fast else 'none'}")
+        if r.ops is not None and r.ops_eager is not None and r.ops != r.ops_eager:
+            parts.append(f"{r.ops} kernel ops vs eager's {r.ops_eager} (casts)")
+    if r.explain and "error" not in r.explain:
+        ev, vv = r.explain.get("eager"), r.explain.get(r.variant)
+        if ev and vv:
+            top = ", ".join(f"{op.removeprefix('aten.')} {_us(t)}" for op, t in vv["top_ops"] if t)
+            parts.append(f"explain: eager {_us(ev['call_s'])} per profiled call, {ev['dominant']}-bound; "
+                         f"{r.variant} {_us(vv['call_s'])}, {vv['dominant']}-bound "
+                         f"({vv['time_share'].get('overhead', 0):.0%} in overhead-bound ops, "
+                         f"{vv['outside_share'] or 0:.0%} outside ops); slowest ops: {top}")
+    elif r.explain:
+        parts.append(f"explain unavailable: {r.explain['error']}")
+    return "; ".join(parts)
+
+
+def _variant_findings(result) -> list[dict]:
+    out = []
+    for r in result.rows:
+        if r.variant == "eager":
+            continue
+        base = {"variant": r.variant, "batch": r.batch, "threads": r.threads}
+        if r.status == "failed":
+            out.append({**base, "kind": "failed", "text": f"{r.variant} failed at {_where(r)}: {r.reason}"})
+            continue
+        if r.status == "no-op":
+            out.append({**base, "kind": "no-op", "text": f"{r.variant} did not change the model at {_where(r)} "
+                        f"({r.reason.split(': ', 1)[-1]}); speed-up {_ci(r)}"})
+            continue
+        if r.speedup is None:
+            continue
+        lo, hi = r.speedup_ci or (r.speedup, r.speedup)
+        if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+            n = (r.timing or {}).get(r.variant, {}).get("n_samples")
+            out.append({**base, "kind": "unresolved", "speedup": r.speedup,
+                        "text": f"{r.variant} at {_where(r)}: speed-up {r.speedup:.2f}x but no CI "
+                                f"({n if n is not None else 'too few'} sample(s) in the time allowed: raise --max-time)"})
+            continue
+        if lo > 1:
+            kind, text = "faster", f"{r.variant} is faster than eager at {_where(r)}: {_ci(r)}"
+        elif hi < 1:
+            why = _why_slower(r, result)
+            kind, text = "slower", f"{r.variant} is SLOWER than eager at {_where(r)}: {_ci(r)}" + (f"; why: {why}" if why else "")
+        else:
+            kind, text = "no-gain", f"{r.variant} did not pay at {_where(r)}: {_ci(r)} (CI includes 1)"
+        out.append({**base, "kind": kind, "text": text, "speedup": r.speedup, "speedup_ci": r.speedup_ci})
+        if r.compiled and r.first_call_s is not None and r.eager_latency_s and r.latency_s:
+            saved = r.eager_latency_s - r.latency_s
+            if lo > 1:
+                pays = f"pays back after ~{math.ceil(r.first_call_s / saved):,} calls ({_us(saved)} saved per call)"
+            elif hi < 1:
+                pays = "never pays back: the compiled model is slower"
+            else:
+                pays = "no payback established: speed-up not distinguishable from 1"
+            out.append({**base, "kind": "compile-time", "compile_s": r.first_call_s,
+                        "text": f"{r.variant} took {r.first_call_s:.3g} s to compile at {_where(r)}; {pays}"})
+    return out
+
+
+def _scaling_findings(result) -> list[dict]:
+    out = []
+    groups: dict[tuple, list] = {}
+    for r in result.rows:
+        if _has_ci(r):  # a latency without a CI (too few samples) is not a basis for a scaling claim
+            groups.setdefault((r.variant, r.threads), []).append(r)
+    if len(result.batches) > 1:
+        for (variant, threads), rows in groups.items():
+            rows = sorted(rows, key=lambda r: r.batch)
+            if len(rows) < 2:
+                continue
+            where = f" ({_nthreads(threads)})" if threads else ""
+            stop = None
+            for a, b in zip(rows, rows[1:]):
+                if b.per_item_s > (1 - _STOP_FALLING) * a.per_item_s:
+                    stop = a.batch
+                    break
+            per_item = ", ".join(f"b{r.batch} {_us(r.per_item_s)}" for r in rows)
+            if stop is None:
+                text = f"{variant}{where}: per-item latency still falling at batch {rows[-1].batch} ({per_item})"
+            else:
+                text = (f"{variant}{where}: per-item latency stops falling at batch {stop} "
+                        f"(next batch gains < 10%; {per_item})")
+            out.append({"kind": "batch-saturation", "variant": variant, "threads": threads, "batch": stop,
+                        "text": text})
+            bound = []
+            for a, b in zip(rows, rows[1:]):
+                growth = (b.latency_s / a.latency_s) ** (1 / math.log2(b.batch / a.batch))
+                if growth < _OVERHEAD_GROWTH:
+                    bound.append(f"{a.batch}->{b.batch} (x{growth:.2f} per doubling)")
+            if bound:
+                out.append({"kind": "overhead-bound", "variant": variant, "threads": threads,
+                            "text": f"{variant}{where} is overhead-bound: latency grows < 10% per batch doubling "
+                                    f"at {', '.join(bound)}"})
+    thread_values = [t for t in result.threads if t]
+    if len(thread_values) > 1:
+        t0 = min(thread_values)
+        for variant in result.variants:
+            for b in result.batches:
+                rows = {r.threads: r for r in result.rows if r.variant == variant and r.batch == b and _has_ci(r)}
+                if t0 not in rows:
+                    continue
+                effs = []
+                for t in sorted(rows):
+                    if t and t != t0:
+                        eff = (rows[t0].latency_s / rows[t].latency_s) / (t / t0)
+                        effs.append(f"{_nthreads(t)} {eff:.0%}")
+                if effs:
+                    out.append({"kind": "thread-scaling", "variant": variant, "batch": b,
+                                "text": f"{variant} batch {b}: thread scaling efficiency vs {_nthreads(t0)}: "
+                                        f"{', '.join(effs)}"})
+    return out
+
+
+def findings(result) -> list[dict]:
+    """Every finding of a sweep, variant verdicts first, then scaling."""
+    out = _variant_findings(result) + _scaling_findings(result)
+    if result.interrupted:
+        out.insert(0, {"kind": "interrupted", "text": f"interrupted: {len(result.rows)} row(s) measured are kept"})
+    return out

@@ -1,0 +1,502 @@
+"""The sweep runner: every variant x thread setting x batch size, timed against eager.
+
+Pseudocode::
+
+    for batch in batches:                       # inputs, eager outputs, eager count: once per batch
+        ...
+    for variant in variants:
+        for threads in thread_settings:
+            built = variant.build(deepcopy(eager))       # failure -> one "failed" row per batch
+            for batch in batches:
+                first call (compile time for compiled variants), error vs eager outputs,
+                counting pass (where the dispatcher sees the work), no-op verdict,
+                peak memory of one call,
+                compare(eager, variant) alternating -> latency, speed-up (eager/variant) with CI
+
+A variant that raises is reported with a one-line reason and the sweep goes on. Ctrl-C
+stops the sweep and returns the rows measured so far with ``interrupted=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from flopgap.errors import UsageError
+from flopgap.variants._registry import Built, Variant, default_variants, get_variant
+
+__all__ = ["VariantRow", "VariantsResult", "run_variants", "VARIANTS_SCHEMA"]
+
+VARIANTS_SCHEMA = "flopgap.variants/1"
+STATUSES = ("ok", "no-op", "failed")
+
+
+@dataclass
+class VariantRow:
+    """One variant at one batch size and thread setting. Times are seconds per call."""
+
+    variant: str
+    batch: int
+    threads: int | None
+    status: str                      # ok | no-op | failed
+    reason: str = ""                 # one line: why it failed, or what made it a no-op
+    latency_s: float | None = None   # median
+    latency_ci: tuple[float, float] | None = None
+    eager_latency_s: float | None = None  # eager, timed alternately with this variant
+    speedup: float | None = None     # eager / variant (above 1: the variant is faster)
+    speedup_ci: tuple[float, float] | None = None
+    throughput: float | None = None  # items (batch rows) per second
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    peak_mem_bytes: int | None = None
+    weight_bytes: int | None = None
+    ops: int | None = None           # counted kernel ops of one call (None: not countable)
+    ops_eager: int | None = None
+    op_changes: dict | None = None
+    build_s: float | None = None     # building the variant (quantizing, wrapping)
+    first_call_s: float | None = None  # first call at this shape: compile time for compiled variants
+    compiled: bool = False
+    notes: list[str] = field(default_factory=list)
+    timing: dict | None = None       # the comparison's own record (flopgap.time)
+    explain: dict | None = None      # flopgap.explain's split for eager and this variant (slower rows, on request)
+
+    @property
+    def per_item_s(self) -> float | None:
+        return self.latency_s / self.batch if self.latency_s is not None else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["per_item_s"] = self.per_item_s
+        return _no_nan(d)
+
+
+@dataclass
+class VariantsResult:
+    """All rows of a sweep, the findings drawn from them, and how they were measured."""
+
+    model: str
+    inputs: list[str]
+    variants: list[str]
+    batches: list[int]
+    threads: list[int | None]
+    rows: list[VariantRow]
+    findings: list[dict] = field(default_factory=list)
+    device: str = "cpu"
+    interrupted: bool = False
+    settings: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+
+    def row(self, variant: str, batch: int | None = None, threads: int | None | str = "any") -> VariantRow:
+        """The first row of ``variant`` (at ``batch`` and ``threads`` when given)."""
+        for r in self.rows:
+            if r.variant == variant and (batch is None or r.batch == batch) and (threads == "any" or r.threads == threads):
+                return r
+        raise KeyError(f"no row for variant {variant!r} batch {batch} threads {threads}")
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": VARIANTS_SCHEMA,
+            "model": self.model,
+            "inputs": self.inputs,
+            "device": self.device,
+            "variants": self.variants,
+            "batches": self.batches,
+            "threads": self.threads,
+            "interrupted": self.interrupted,
+            "conventions": {
+                "latency": "median seconds per call (flopgap.timing), 95% CI",
+                "speedup": "eager latency / variant latency, both timed alternately (flopgap.timing.compare); "
+                           "above 1 the variant is faster",
+                "throughput": "batch / median latency (items per second)",
+                "max_rel_err": "max|variant - eager| / max|eager| per output tensor, largest over outputs",
+                "no-op": "module tree (types, dtypes, shapes, strides) and counted kernel-op sequence identical "
+                         "to eager, or the compiler produced no graph",
+                "peak_mem": self.settings.get("peak_memory_method", ""),
+                "first_call_s": "first call at each input shape; for compiled variants this is the compile time, "
+                                "kept apart from the steady-state latency",
+            },
+            "settings": self.settings,
+            "rows": [r.to_dict() for r in self.rows],
+            "findings": _no_nan(self.findings),
+            "environment": self.environment,
+        }
+
+
+def _no_nan(value):
+    """NaN (e.g. a CI from too few samples) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:240]
+    return type(e).__name__
+
+
+def _resolve_variants(variants, module: nn.Module, device: str) -> list[Variant]:
+    if variants is None:
+        chosen = default_variants(module, device)
+    else:
+        if isinstance(variants, (str, Variant)):
+            variants = [variants]
+        chosen = []
+        for v in variants:
+            v = get_variant(v.strip()) if isinstance(v, str) else v
+            if not isinstance(v, Variant):
+                raise UsageError(f"not a variant: {v!r}")
+            if v.name not in [c.name for c in chosen]:
+                chosen.append(v)
+        if not chosen:
+            raise UsageError("no variant to try: --try needs at least one name")
+    names = [v.name for v in chosen]
+    if "eager" not in names:
+        chosen.insert(0, get_variant("eager"))  # the baseline every speed-up is against
+    else:
+        chosen.insert(0, chosen.pop(names.index("eager")))
+    return chosen
+
+
+def _check_sizes(values: Sequence, what: str, allow_none: bool) -> list:
+    out = []
+    for v in values:
+        if v is None and allow_none:
+            out.append(None)
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise UsageError(f"{what} must be positive integers, got {v!r}")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise UsageError(f"{what}: give at least one value")
+    return out
+
+
+def _load(spec_or_loaded, kwargs: dict | None):
+    from flopgap.models import LoadedModel, load_model
+
+    if isinstance(spec_or_loaded, LoadedModel):
+        return spec_or_loaded
+    if isinstance(spec_or_loaded, str):
+        return load_model(spec_or_loaded, kwargs)
+    if isinstance(spec_or_loaded, nn.Module):
+        return LoadedModel(type(spec_or_loaded).__name__, spec_or_loaded.eval(), None, "module")
+    raise UsageError(f"run_variants needs a model spec, LoadedModel or nn.Module, got {type(spec_or_loaded).__name__}")
+
+
+@dataclass
+class _BatchCase:
+    specs: tuple
+    inputs: tuple
+    eager_out: object
+    eager_ops: list | None
+    eager_ops_n: int | None
+    explain_on: bool = False
+    eager_explain: dict | None = None
+
+
+def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = None,
+                 batches: Sequence[int] = (1,), threads: Sequence[int | None] = (None,),
+                 input_specs: list[str] | None = None, kwargs: dict | None = None,
+                 precision: float = 0.02, max_time: float = 2.0, device: str | None = None,
+                 explain: bool = False, progress: Callable[[str], None] | None = None) -> VariantsResult:
+    """Time each variant of a model against eager at each batch size and thread count.
+
+    ``spec_or_loaded`` is a model spec (``seed:ex3-float``), a
+    :class:`~flopgap.models.LoadedModel` or an ``nn.Module`` (then pass ``input_specs``).
+    ``variants`` are registered names or :class:`Variant` objects (default: every
+    registered default variant whose ``applies`` holds); ``eager`` is always run first as
+    the baseline. ``precision`` and ``max_time`` go to the timer for each comparison.
+    ``explain=True`` runs :func:`flopgap.explain.explain` on eager and on each variant
+    that came out slower (where the counting pass can see it) to give the "why".
+    """
+    from flopgap.count import count
+    from flopgap.models import call_model, make_inputs, resolve_inputs
+    from flopgap.variants._findings import findings
+    from flopgap.variants._probe import PEAK_MEMORY_METHOD, op_sequence, tree_signature
+
+    loaded = _load(spec_or_loaded, kwargs)
+    device = device or "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device cuda requested but torch.cuda.is_available() is False")
+    batches = _check_sizes(batches, "batch sizes", allow_none=False)
+    threads = _check_sizes(threads, "thread counts", allow_none=True)
+    if not (max_time > 0) or not (0 < precision < 1):
+        raise UsageError(f"max_time must be > 0 and precision in (0, 1), got {max_time} and {precision}")
+    eager = loaded.module.to(device).eval()
+    chosen = _resolve_variants(variants, eager, device)
+    say = progress or (lambda msg: None)
+
+    result = VariantsResult(
+        loaded.spec, [], [v.name for v in chosen], list(batches), list(threads), [], device=device,
+        settings={"precision": precision, "max_time": max_time,
+                  "peak_memory_method": PEAK_MEMORY_METHOD["cuda" if device == "cuda" else "cpu"],
+                  "explain": explain},
+    )
+    try:
+        from flopgap.timing import environment
+
+        result.environment = environment(device)
+    except Exception:  # timing stage missing or broken: keep the torch version at least
+        result.environment = {"torch": torch.__version__}
+    eager_sig = tree_signature(eager)
+
+    try:
+        cases: dict[int, _BatchCase] = {}
+        for b in batches:
+            specs = resolve_inputs(loaded, input_specs, b)
+            inputs = tuple(t.to(device) for t in make_inputs(specs))
+            with torch.inference_mode():
+                eager_out = call_model(eager, inputs, loaded.spec)  # a model error is a one-line UsageError
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    c = count(eager, inputs, model=loaded.spec)
+                ops = op_sequence(c)
+            except Exception:  # counting is a bonus here, never a reason to stop
+                ops = None
+            cases[b] = _BatchCase(specs, inputs, eager_out, ops, len(ops) if ops is not None else None,
+                                  explain_on=explain)
+        result.inputs = [" ".join(map(str, cases[b].specs)) for b in batches]
+        for variant in chosen:
+            for t in threads:
+                _run_variant(result, variant, eager, eager_sig, cases, t, device, precision, max_time, say, count)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    result.findings = findings(result)
+    return result
+
+
+@dataclass
+class _Ctx:
+    built: Built | None
+    reason: str
+    build_s: float | None
+    warnings: list[str]
+
+
+def _build(variant: Variant, eager: nn.Module, inputs: tuple, threads: int | None) -> _Ctx:
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t0 = time.perf_counter()
+            built = variant.build(copy.deepcopy(eager), inputs)
+            build_s = time.perf_counter() - t0
+        if not isinstance(built, Built):
+            raise TypeError(f"variant {variant.name!r} build returned {type(built).__name__}, not Built")
+        return _Ctx(built, "", build_s, _warning_lines(caught))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        return _Ctx(None, _one_line(e), None, [])
+    finally:
+        torch.set_num_threads(before)
+
+
+def _warning_lines(caught) -> list[str]:
+    out = []
+    for w in caught:
+        line = str(w.message).strip().splitlines()[0][:200] if str(w.message).strip() else w.category.__name__
+        if line not in out:
+            out.append(line)
+    return out
+
+
+def _run_variant(result, variant, eager, eager_sig, cases, threads, device, precision, max_time, say, count):
+    first_batch = next(iter(cases))
+    say(f"{variant.name}: building" + (f" ({threads} threads)" if threads else ""))
+    ctx = _build(variant, eager, cases[first_batch].inputs, threads)
+    for b, case in cases.items():
+        row = VariantRow(variant.name, b, threads, "failed", build_s=ctx.build_s)
+        result.rows.append(row)  # appended first: an interrupt keeps what was measured
+        if ctx.built is None:
+            row.reason = f"build failed: {ctx.reason}"
+            continue
+        built = ctx.built
+        row.notes = list(built.notes) + [f"warning: {w}" for w in ctx.warnings if w not in built.notes]
+        row.compiled = built.compiled
+        say(f"{variant.name}: batch {b}" + (f", {threads} threads" if threads else ""))
+        try:
+            _measure_row(row, variant, built, eager, eager_sig, case, threads, device, precision, max_time, count)
+        except KeyboardInterrupt:
+            if row.status == "failed" and not row.reason:
+                row.reason = "interrupted before this row was measured"
+            raise
+        except _Phase as e:
+            row.status, row.reason = "failed", str(e)
+        except Exception as e:
+            row.status, row.reason = "failed", _one_line(e)
+    del ctx
+    gc.collect()
+
+
+class _Phase(Exception):
+    """A failure already phrased as one line with the phase it happened in."""
+
+
+@contextlib.contextmanager
+def _quiet_compiler_logs(on: bool):
+    """Inductor logs a CUDA_HOME notice on CPU-only machines; the sweep states what ran instead."""
+    if not on:
+        yield
+        return
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _measure_row(row, variant, built, eager, eager_sig, case, threads, device, precision, max_time, count):
+    from flopgap.timing import compare, measure
+    from flopgap.variants._probe import op_changes, op_sequence, output_error, peak_memory, tree_signature, weight_bytes
+
+    inputs = built.prepare(case.inputs)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(), _quiet_compiler_logs(built.compiled):
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            out = built.fn(*inputs)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            row.first_call_s = time.perf_counter() - t0
+    except Exception as e:
+        raise _Phase(f"first call{' (compiling)' if built.compiled else ''}: {_one_line(e)}") from None
+    finally:
+        torch.set_num_threads(before)
+    row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
+    del out
+
+    # no-op detection: the variant's own verdict first (the compiler made no graph), then
+    # the module tree and the counted op sequence against eager's
+    verdict = built.verdict()
+    variant_ops = None
+    if built.module is not None:
+        row.weight_bytes = weight_bytes(built.module)
+    if built.countable and built.module is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                variant_ops = op_sequence(count(built.module, inputs, model=variant.name))
+        except Exception as e:
+            row.notes.append(f"counting pass could not run on this variant: {_one_line(e)}")
+    elif not built.countable:
+        row.notes.append("kernel-op count n/a: compiled code runs outside the dispatcher the counting pass watches")
+    row.ops_eager = case.eager_ops_n
+    if variant_ops is not None:
+        row.ops = len(variant_ops)
+        if case.eager_ops is not None:
+            row.op_changes = op_changes(case.eager_ops, variant_ops)
+    if variant.name == "eager":
+        noop = False
+    elif verdict is False:
+        noop, row.reason = True, "did not change the model: the compiler produced no graph (runs eager)"
+    elif verdict is None and built.module is not None and variant_ops is not None and case.eager_ops is not None:
+        same_tree = tree_signature(built.module) == eager_sig
+        same_ops = variant_ops == case.eager_ops
+        same_inputs = all(a is b for a, b in zip(inputs, case.inputs))
+        noop = same_tree and same_ops and same_inputs
+        if noop:
+            row.reason = "did not change the model: module tree and op sequence identical to eager"
+    else:
+        noop = False
+
+    row.peak_mem_bytes, _ = peak_memory(built.fn, inputs)
+
+    if variant.name == "eager":
+        m = measure(built.fn, inputs, name="eager", threads=threads, precision=precision,
+                    max_time=max_time, device=device)
+        row.latency_s, row.latency_ci = m.median, (m.ci_low, m.ci_high)
+        row.eager_latency_s = m.median
+        row.speedup, row.speedup_ci = 1.0, (1.0, 1.0)
+        row.timing = {"kind": "measurement", "eager": _compact(m)}
+        interrupted = m.interrupted
+    else:
+        c = compare(eager, case.inputs, built.fn, inputs, names=("eager", variant.name), threads=threads,
+                    precision=precision, max_time=max_time, device=device)
+        row.latency_s, row.latency_ci = c.b.median, (c.b.ci_low, c.b.ci_high)
+        row.eager_latency_s = c.a.median
+        row.speedup, row.speedup_ci = c.ratio, (c.ci_low, c.ci_high)
+        row.timing = {"kind": "comparison", "ratio": c.ratio, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                      "excludes_one": c.excludes_one, "eager": _compact(c.a), variant.name: _compact(c.b)}
+        interrupted = c.interrupted
+    row.throughput = row.batch / row.latency_s if row.latency_s else None
+    row.status = "no-op" if noop else "ok"
+    if case.explain_on and not interrupted and row.speedup_ci and row.speedup_ci[1] < 1 \
+            and built.countable and built.module is not None:
+        row.explain = _explain_pair(case, eager, built.module, inputs, variant.name, device, threads)
+    if interrupted:  # the timer stopped on Ctrl-C: keep this row, stop the sweep
+        row.notes.append("timing interrupted: fewer samples than asked for")
+        raise KeyboardInterrupt
+
+
+def _explain_summary(e) -> dict:
+    return {
+        "dominant": e.dominant,
+        "call_s": e.totals.get("call_s"),
+        "ops": e.totals.get("ops"),
+        "time_share": {k: v.get("time_share") for k, v in e.classes.items()},
+        "outside_share": e.totals.get("outside_share"),
+        "top_ops": [(r["op"], r.get("time_s")) for r in e.top_by("time_s", 3)],
+    }
+
+
+def _explain_pair(case, eager, module, inputs, name, device, threads) -> dict:
+    """flopgap.explain on eager (once per batch and thread count) and on the variant, with the
+    row's thread count; a failure is noted, not raised."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        from flopgap.explain import explain
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cache = case.eager_explain if case.eager_explain is not None else {}
+            case.eager_explain = cache
+            if threads not in cache:
+                cache[threads] = _explain_summary(explain(eager, case.inputs, name="eager", measure=False,
+                                                          device=device))
+            return {"eager": cache[threads],
+                    name: _explain_summary(explain(module, inputs, name=name, measure=False, device=device))}
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # explain is optional here: say why it is missing
+        return {"error": _one_line(e)}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compact(m) -> dict:
+    """The timer's summary without its sample lists (``flopgap time`` keeps those)."""
+    keys = ("median", "ci_low", "ci_high", "half_width", "p5", "p95", "min", "n_samples", "calls", "block_size",
+            "precision_met", "cold_s", "warmup_calls", "steady", "wall_s")
+    d = m.to_dict()
+    return {k: d.get(k) for k in keys}
