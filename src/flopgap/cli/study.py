@@ -1,0 +1,306 @@
+"""``flopgap study zoo|seed|shufflenet-v2``, ``flopgap runs``, ``flopgap compare``,
+``flopgap report`` and ``flopgap demo`` (the main job ``make demo`` runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flopgap.cli._app import app
+from flopgap.cli._common import console, err_console
+from flopgap.errors import UsageError
+
+STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
+              "file path; default: flopgap.db in the current directory")
+DbOpt = Annotated[str, typer.Option("--db", help=STORE_HELP)]
+HtmlOpt = Annotated[Optional[str], typer.Option("--html", help="also write a self-contained HTML report to this path")]
+CsvDirOpt = Annotated[Optional[str], typer.Option("--csv", help="also write every table as CSV into this folder")]
+JsonOpt = Annotated[Optional[str], typer.Option("--json", help="also write the result as JSON to this path ('-' for stdout)")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the latest unfinished run with the same settings on this machine (skips what it stored)")]
+MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")]
+PrecisionOpt = Annotated[float, typer.Option("--precision", help="stop timing once the 95% CI half-width is within this fraction of the median")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads while timing (default: torch's)")]
+QuickProfileOpt = Annotated[bool, typer.Option("--quick-profile", help="use the machine stage's quick profile for predictions (seconds to measure instead of about a minute; measured once per machine, then cached)")]
+NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="leave plots out of the HTML report")]
+
+DEFAULT_DB = "sqlite:///flopgap.db"
+
+study_app = typer.Typer(
+    help="Studies that answer the seed's question with evidence; each run is saved in the results store "
+         "(flopgap.db by default, --db to change) and resumable with --resume.",
+    no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+app.add_typer(study_app, name="study")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise UsageError(f"{name} must be positive, got {value}")
+
+
+def _progress() -> bool:
+    return err_console.is_terminal
+
+
+def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, plots: bool = True,
+          quiet_tables: bool = False) -> None:
+    from flopgap.report.html import write_csv, write_html
+    from flopgap.report.study_view import print_sections, sections_for, title_for
+
+    sections = sections_for(result, plots=bool(html) and plots)
+    if json_path != "-" and not quiet_tables:
+        print_sections(sections, console)
+    if html:
+        path = write_html(html, title_for(result), sections, machine=result.run.machine)
+        console.print(f"wrote report {path}", highlight=False, markup=False)
+    if csv:
+        for p in write_csv(csv, sections):
+            console.print(f"wrote {p}", highlight=False, markup=False)
+    if json_path:
+        text = json.dumps(result.to_dict(), indent=1, default=str) + "\n"
+        if json_path == "-":
+            typer.echo(text, nl=False)
+        else:
+            try:
+                Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(json_path).write_text(text)
+            except OSError as e:
+                raise UsageError(f"cannot write {json_path!r}: {e.strerror}") from None
+            console.print(f"wrote {json_path}", highlight=False, markup=False)
+
+
+def _stored(result, store, quiet: bool = False) -> None:
+    if quiet:
+        return
+    o = result.outcome
+    extra = ""
+    if o is not None:
+        extra = f" ({len(o.measured)} measured" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
+                (f", {len(o.failed)} failed" if o.failed else "") + ")"
+    console.print(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}", markup=False,
+                  highlight=False)
+
+
+def _split_models(models: list[str] | None) -> list[str] | None:
+    if not models:
+        return None
+    return [m for chunk in models for m in chunk.split(",") if m.strip()]
+
+
+@study_app.command("zoo")
+def study_zoo(
+    zoo: Annotated[Optional[str], typer.Argument(help="seed, torchvision (every classification model, 224x224) or transformers (built-in encoder/decoder blocks)")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--models", "-m", help="your own model specs instead of a zoo, comma-separated or repeated")] = None,
+    batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", help="batch size; repeat for several (each analysed apart); default 1")] = None,
+    max_time: MaxTimeOpt = 2.0,
+    precision: PrecisionOpt = 0.02,
+    threads: ThreadsOpt = None,
+    no_explain: Annotated[bool, typer.Option("--no-explain", help="skip explain's findings (the prediction is still made)")] = False,
+    quick_profile: QuickProfileOpt = False,
+    resume: ResumeOpt = False,
+    db: DbOpt = DEFAULT_DB,
+    html: HtmlOpt = None,
+    csv: CsvDirOpt = None,
+    json_path: JsonOpt = None,
+    no_plots: NoPlotsOpt = False,
+) -> None:
+    """Zoo correlation study: count, time, predict and explain every model, then correlate
+    params, FLOPs, bytes, op count and the prediction with measured latency (Spearman,
+    Kendall, log-log Pearson, bootstrap CIs), list inversions (fewer FLOPs yet slower) and
+    the outliers of a FLOPs-only fit. Each model is committed to the store as it finishes."""
+    from flopgap.store import open_store
+    from flopgap.study import run_zoo
+
+    _positive("--max-time", max_time)
+    _positive("--precision", precision)
+    model_list = _split_models(models)
+    if zoo and model_list:
+        raise UsageError("give a zoo name or --models, not both")
+    store = open_store(db)
+    result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), max_time=max_time,
+                     precision=precision, threads=threads, with_explain=not no_explain, resume=resume,
+                     progress=_progress(), console=err_console, quick_profile=quick_profile)
+    _emit(result, html=html, csv=csv, json_path=json_path, plots=not no_plots)
+    _stored(result, store, quiet=json_path == "-")
+
+
+@study_app.command("seed")
+def study_seed(
+    max_time: MaxTimeOpt = 3.0,
+    precision: PrecisionOpt = 0.01,
+    threads: ThreadsOpt = None,
+    no_explain: Annotated[bool, typer.Option("--no-explain", help="skip explain's reasons")] = False,
+    quick_profile: QuickProfileOpt = False,
+    resume: ResumeOpt = False,
+    db: DbOpt = DEFAULT_DB,
+    html: HtmlOpt = None,
+    csv: CsvDirOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """The seed article's three examples measured rigorously: each claim's latency ratio
+    with a 95% CI, a verdict (holds / does not hold / inconclusive at this noise) and
+    explain's reason. Example 3 is run as written (bare Linear, left unchanged by
+    quantize_dynamic) and as intended (really int8)."""
+    from flopgap.store import open_store
+    from flopgap.study import run_seed
+
+    _positive("--max-time", max_time)
+    _positive("--precision", precision)
+    store = open_store(db)
+    result = run_seed(store=store, max_time=max_time, precision=precision, threads=threads,
+                      with_explain=not no_explain, resume=resume, progress=_progress(), console=err_console,
+                      quick_profile=quick_profile)
+    _emit(result, html=html, csv=csv, json_path=json_path)
+    _stored(result, store, quiet=json_path == "-")
+
+
+@study_app.command("shufflenet-v2")
+def study_shufflenet(
+    spatial: Annotated[int, typer.Option("--spatial", help="input height and width (the paper: 56; default 28 for a CPU, equal FLOPs kept)")] = 28,
+    guideline: Annotated[Optional[list[str]], typer.Option("--guideline", "-g", help="G1..G4; repeat; default all")] = None,
+    max_time: MaxTimeOpt = 2.0,
+    precision: PrecisionOpt = 0.01,
+    threads: ThreadsOpt = None,
+    resume: ResumeOpt = False,
+    db: DbOpt = DEFAULT_DB,
+    html: HtmlOpt = None,
+    csv: CsvDirOpt = None,
+    json_path: JsonOpt = None,
+    no_plots: NoPlotsOpt = False,
+) -> None:
+    """ShuffleNet V2's four guidelines rebuilt at equal FLOPs on this machine: relative
+    speeds with CIs beside the paper's, one verdict per guideline.
+
+    Micro-benchmarks of Ma et al. 2018, Tables 1-4: 10 stacked blocks, batch 1, the
+    paper's channel counts, input --spatial x --spatial (the paper: 56)."""
+    from flopgap.store import open_store
+    from flopgap.study import run_shufflenet
+
+    _positive("--max-time", max_time)
+    _positive("--precision", precision)
+    store = open_store(db)
+    gl = tuple(g.upper() for g in (guideline or ("G1", "G2", "G3", "G4")))
+    result = run_shufflenet(store=store, spatial=spatial, max_time=max_time, precision=precision, threads=threads,
+                            guidelines=gl, resume=resume, progress=_progress(), console=err_console)
+    _emit(result, html=html, csv=csv, json_path=json_path, plots=not no_plots)
+    _stored(result, store, quiet=json_path == "-")
+
+
+@app.command()
+def runs(
+    db: DbOpt = DEFAULT_DB,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="only runs of this kind (zoo, seed, shufflenet-v2)")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="at most this many, newest first")] = 20,
+    json_path: JsonOpt = None,
+) -> None:
+    """List the runs in the results store, newest first."""
+    from flopgap.report.study_view import print_sections, runs_table
+    from flopgap.report.html import Section
+    from flopgap.store import open_store
+
+    store = open_store(db, create=False)
+    found = store.runs(kind=kind, limit=limit)
+    if json_path:
+        text = json.dumps([r.to_dict() for r in found], indent=1, default=str) + "\n"
+        if json_path == "-":
+            typer.echo(text, nl=False)
+            return
+        Path(json_path).write_text(text)
+    if not found:
+        console.print(f"no runs in {store.url}", markup=False)
+        return
+    print_sections([Section(f"runs in {store.url}", [runs_table(found)])], console)
+
+
+@app.command("compare")
+def compare_cmd(
+    run_a: Annotated[str, typer.Argument(help="baseline run id (or 'latest')")],
+    run_b: Annotated[str, typer.Argument(help="run id to compare with it")],
+    db: DbOpt = DEFAULT_DB,
+    threshold: Annotated[float, typer.Option("--threshold", help="flag changes beyond this fraction (beyond the CI)")] = 0.05,
+    fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="exit 1 if any model regressed")] = False,
+    html: HtmlOpt = None,
+    csv: CsvDirOpt = None,
+) -> None:
+    """Compare the latencies of the same models across two runs (or machines): ratio B/A with
+    a 95% CI, flagging regressions and improvements beyond --threshold."""
+    from flopgap.errors import FlopgapError
+    from flopgap.report.html import write_csv, write_html
+    from flopgap.report.study_view import compare_runs, compare_sections, print_sections
+    from flopgap.store import open_store
+
+    if threshold < 0:
+        raise UsageError(f"--threshold must be >= 0, got {threshold}")
+    store = open_store(db, create=False)
+    cmp = compare_runs(store, run_a, run_b, threshold=threshold)
+    sections = compare_sections(cmp)
+    print_sections(sections, console)
+    if html:
+        p = write_html(html, f"flopgap: run {cmp['b'].id} vs run {cmp['a'].id}", sections, machine=cmp["b"].machine)
+        console.print(f"wrote report {p}", markup=False)
+    if csv:
+        for p in write_csv(csv, sections):
+            console.print(f"wrote {p}", markup=False)
+    if fail_on_regression and cmp["regressions"]:
+        raise FlopgapError(f"{cmp['regressions']} regression(s) beyond {100 * threshold:.0f}%")
+
+
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="run id (flopgap runs lists them) or 'latest'")],
+    db: DbOpt = DEFAULT_DB,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="HTML path (default reports/run-ID-KIND.html)")] = None,
+    csv: CsvDirOpt = None,
+    no_plots: NoPlotsOpt = False,
+) -> None:
+    """Write one self-contained HTML report of a stored study run (tables, verdicts, plots,
+    machine metadata; opens without network)."""
+    from flopgap.report.html import write_csv, write_html
+    from flopgap.report.study_view import sections_for, title_for
+    from flopgap.store import open_store
+    from flopgap.study import result_for_run
+
+    store = open_store(db, create=False)
+    result = result_for_run(store, run)
+    sections = sections_for(result, plots=not no_plots)
+    path = write_html(out or f"reports/run-{result.run.id}-{result.run.kind}.html", title_for(result), sections,
+                      machine=result.run.machine)
+    console.print(f"wrote report {path}", markup=False)
+    if csv:
+        for p in write_csv(csv, sections):
+            console.print(f"wrote {p}", markup=False)
+
+
+@app.command()
+def demo(
+    db: DbOpt = DEFAULT_DB,
+    out: Annotated[str, typer.Option("--out", help="folder for the HTML reports")] = "reports",
+    max_time: Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")] = 2.0,
+    threads: ThreadsOpt = None,
+) -> None:
+    """The main job: the seed case study and a small torchvision zoo study (six small
+    models, batch 1; a few minutes on 2 cores), stored in the results store, with an
+    HTML report each in --out."""
+    from flopgap.report.html import write_html
+    from flopgap.report.study_view import print_sections, sections_for, title_for
+    from flopgap.store import open_store
+    from flopgap.study import DEMO_MODELS, run_seed, run_zoo
+
+    _positive("--max-time", max_time)
+    store = open_store(db)
+    console.print("[bold]1/2 seed case study[/bold]: the article's three examples, measured rigorously")
+    seed = run_seed(store=store, max_time=max_time, threads=threads, progress=_progress(), console=err_console)
+    seed_sections = sections_for(seed)
+    print_sections([s for s in seed_sections if s.title == "Claims and verdicts"], console)
+    console.print(f"[bold]2/2 zoo study[/bold]: {len(DEMO_MODELS)} torchvision models, batch 1", highlight=False)
+    zoo = run_zoo(store=store, models=list(DEMO_MODELS), batches=(1,), max_time=max_time, threads=threads,
+                  progress=_progress(), console=err_console)
+    zoo_sections = sections_for(zoo)
+    print_sections([s for s in zoo_sections if s.title.startswith("Batch")], console)
+    paths = [write_html(Path(out) / "seed.html", title_for(seed), seed_sections, machine=seed.run.machine),
+             write_html(Path(out) / "zoo.html", title_for(zoo), zoo_sections, machine=zoo.run.machine)]
+    console.print(f"stored runs {seed.run.id} (seed) and {zoo.run.id} (zoo) in {store.url}", markup=False)
+    for p in paths:
+        console.print(f"report: {p.resolve()}", markup=False)

@@ -1,0 +1,248 @@
+"""The seed case study: the article's three examples, measured rigorously, one verdict per claim.
+
+The article ("Can low parameter count and FLOPs correlate with high inference time in
+PyTorch?", /work/shared/seed) times one call of each model with ``time.time()`` and no
+warm-up. Here each pair is timed alternately with :func:`flopgap.timing.compare`
+(warmed-up medians, paired bootstrap CI of the latency ratio), each model is counted,
+and explain gives its reason. The article's own method (one call of a freshly built
+model, no warm-up) is recorded beside the median to show how far it lands.
+
+Verdict per claim (see :func:`flopgap.study._stats.ratio_verdict`): *holds* if the 95%
+CI of the ratio excludes 1 on the claimed side; *does not hold* if it excludes 1 on
+the other side or lies within +-5% of 1 (the claimed effect is absent); otherwise
+*inconclusive at this noise*.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+from flopgap.errors import FlopgapError, UsageError
+from flopgap.study._runner import Item, RunOutcome, open_run, run_items
+from flopgap.study._stats import ratio_verdict
+
+__all__ = ["Claim", "CLAIMS", "SeedResult", "run_seed", "seed_result", "measure_seed_model", "compare_pair"]
+
+KIND = "seed"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the article about the latency ratio ``a / b``."""
+
+    id: str
+    example: str
+    text: str
+    a: str
+    b: str
+    expect: str          # "greater": the article says a is slower; "less": a is faster
+    metric: str
+    per_flop: bool = False  # divide the latency ratio by the FLOPs ratio (latency per FLOP)
+    reason: tuple[str, ...] = ("dominant",)  # explain finding kinds that answer this claim, best first
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("ex1", "Ex.1", "Model 1 (fewer FLOPs, 'scattered' weights) may be slower than Model 2",
+          "seed:ex1-small", "seed:ex1-large", "greater", "latency ratio ex1-small / ex1-large"),
+    Claim("ex1-per-flop", "Ex.1", "Low FLOPs do not buy proportionally low latency (title question)",
+          "seed:ex1-small", "seed:ex1-large", "greater",
+          "latency-per-FLOP ratio ex1-small / ex1-large (latency ratio / FLOPs ratio)", per_flop=True,
+          reason=("utilisation", "dominant")),
+    Claim("ex2", "Ex.2", "Ten small layers are slower than two larger ones at comparable FLOPs (kernel launches)",
+          "seed:ex2-deep", "seed:ex2-wide", "greater", "latency ratio ex2-deep / ex2-wide",
+          reason=("overhead", "dominant")),
+    Claim("ex3-as-written", "Ex.3 as written",
+          "quantize_dynamic(nn.Linear(1000,10)) as written is faster than the float layer",
+          "seed:ex3-int8-as-written", "seed:ex3-float", "less", "latency ratio as-written / float"),
+    Claim("ex3-int8", "Ex.3 as intended",
+          "Dynamic int8 quantization (really applied) makes Linear(1000,10) faster at batch 1",
+          "seed:ex3-int8", "seed:ex3-float", "less", "latency ratio int8 / float"),
+)
+
+SEED_SPECS = ("seed:ex1-small", "seed:ex1-large", "seed:ex2-deep", "seed:ex2-wide", "seed:ex3-float",
+              "seed:ex3-int8-as-written", "seed:ex3-int8")
+
+
+def _pairs() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for c in CLAIMS:
+        if (c.a, c.b) not in out:
+            out.append((c.a, c.b))
+    return out
+
+
+def _load(spec: str):
+    from flopgap.models import load_model, make_inputs, resolve_inputs
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization's deprecation notice: the study reports it once, in its notes
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = load_model(spec)
+    return loaded, make_inputs(resolve_inputs(loaded))
+
+
+def _is_quantized(module) -> bool:
+    return any("quantized" in type(m).__module__ for m in module.modules())
+
+
+def measure_seed_model(item: Item, *, with_explain: bool = True, profile=None) -> dict:
+    """Count one seed model, time it the article's way (one cold call), explain it."""
+    from flopgap.count import count
+
+    loaded, inputs = _load(item.spec)
+    # the article's method: a freshly built model, one call, no warm-up
+    t0 = time.perf_counter()
+    loaded.module(*inputs)
+    one_shot = time.perf_counter() - t0
+    counted = count(loaded.module, inputs, model=item.spec)
+    payload = {"spec": item.spec, "count": counted.totals(), "one_shot_s": one_shot,
+               "module_type": type(loaded.module).__module__ + "." + type(loaded.module).__qualname__,
+               "quantized": _is_quantized(loaded.module)}
+    if with_explain:
+        from flopgap.study._stages import stage
+
+        explain = stage("flopgap.explain", "explain")
+        from flopgap.study.zoo import findings_payload
+
+        # measure=False: the pair comparison times it; explain adds the profiler's view
+        exp = explain(loaded.module, inputs, name=item.spec, count_result=counted, profile=profile, measure=False)
+        payload["findings"] = findings_payload(exp, n=8)
+    return payload
+
+
+def compare_pair(item: Item, *, max_time: float, precision: float, threads: int | None) -> dict:
+    """Time the pair ``item.model = "A|B"`` alternately; returns the comparison payload."""
+    from flopgap.study._stages import stage
+
+    compare = stage("flopgap.timing", "compare")
+    a_spec, b_spec = item.model.split("|")
+    a, ia = _load(a_spec)
+    b, ib = _load(b_spec)
+    comp = compare(a.module, ia, b.module, ib, names=(a_spec, b_spec), threads=threads, precision=precision,
+                   max_time=max_time)
+    if getattr(comp, "interrupted", False):  # Ctrl-C while timing: end the study, store nothing partial
+        raise KeyboardInterrupt
+    d = comp.to_dict()
+    for side in ("a", "b"):
+        d[side] = {k: v for k, v in d[side].items() if k != "environment"}
+    return d
+
+
+@dataclass
+class SeedResult:
+    run: object
+    models: dict[str, dict]
+    comparisons: dict[str, dict]
+    claims: list[dict]
+    failures: dict[str, str] = field(default_factory=dict)
+    outcome: RunOutcome | None = None
+
+    def to_dict(self) -> dict:
+        return {"schema": "flopgap.study.seed/1", "run": self.run.to_dict(), "models": self.models,
+                "comparisons": self.comparisons, "claims": self.claims, "failures": self.failures}
+
+
+def _judge(claim: Claim, models: dict[str, dict], comparisons: dict[str, dict]) -> dict:
+    comp = comparisons.get(f"{claim.a}|{claim.b}")
+    ma, mb = models.get(claim.a, {}), models.get(claim.b, {})
+    row = {"id": claim.id, "example": claim.example, "claim": claim.text, "metric": claim.metric,
+           "a": claim.a, "b": claim.b, "expect": claim.expect}
+    if comp is None:
+        return {**row, "ratio": None, "ci_low": None, "ci_high": None, "verdict": "not measured", "reason": ""}
+    ratio, lo, hi = comp["ratio"], comp["ci_low"], comp["ci_high"]
+    notes = []
+    fa, fb = (ma.get("count") or {}).get("flops"), (mb.get("count") or {}).get("flops")
+    if fa and fb:
+        notes.append(f"FLOPs {claim.a.split(':')[1]} / {claim.b.split(':')[1]} = {fa / fb:.3g}")
+    if claim.per_flop:
+        if not (fa and fb):
+            return {**row, "ratio": None, "ci_low": None, "ci_high": None, "verdict": "not measured",
+                    "reason": "FLOPs unknown"}
+        scale = fb / fa
+        ratio = ratio * scale
+        lo, hi = (None if v is None else v * scale for v in (lo, hi))  # null CI: too few samples
+        notes.append(f"{fb / fa:.3g}x fewer FLOPs but only {1 / comp['ratio']:.3g}x the speed"
+                     if comp["ratio"] < 1 else f"{fb / fa:.3g}x fewer FLOPs yet {comp['ratio']:.3g}x slower")
+    if claim.id.startswith("ex3"):
+        if not ma.get("quantized", True):
+            notes.append(f"{claim.a} is not quantized: quantize_dynamic swaps children only, so on a bare "
+                         f"nn.Linear it returned the float layer ({ma.get('module_type', '?')}) unchanged")
+        elif ma.get("quantized"):
+            notes.append(f"{claim.a} runs {ma.get('module_type', '?')} (int8 weights, activations quantized per call)")
+    verdict = ratio_verdict(lo, hi, claim.expect)
+    return {**row, "ratio": ratio, "ci_low": lo, "ci_high": hi, "verdict": verdict,
+            "reason": _reason(ma.get("findings") or [], claim.reason), "notes": "; ".join(notes),
+            "latency_a": comp["a"]["median"], "latency_b": comp["b"]["median"]}
+
+
+def _reason(findings: list, kinds: tuple[str, ...]) -> str:
+    """The text of the first finding of the preferred kinds (else the first finding)."""
+    as_dicts = [f if isinstance(f, dict) else {"kind": "", "text": str(f)} for f in findings]
+    for kind in kinds:
+        for f in as_dicts:
+            if f.get("kind") == kind and f.get("text"):
+                return f["text"]
+    return as_dicts[0]["text"] if as_dicts else ""
+
+
+def seed_result(store, run_id: int | str, *, outcome: RunOutcome | None = None) -> SeedResult:
+    """Rebuild a seed run's result (and verdicts) from the store."""
+    run = store.run(run_id)
+    if run.kind != KIND:
+        raise UsageError(f"run {run.id} is a {run.kind} run, not a seed study")
+    models = {m.model: m.payload for m in store.measurements(run.id, kind="model")}
+    comparisons = {m.model: m.payload for m in store.measurements(run.id, kind="comparison")}
+    done = set(models) | set(comparisons)
+    failures = {m.model: m.payload.get("error", "") for m in store.measurements(run.id, kind="error")
+                if m.model not in done}
+    claims = [_judge(c, models, comparisons) for c in CLAIMS]
+    return SeedResult(run, models, comparisons, claims, failures, outcome)
+
+
+def run_seed(*, store, max_time: float = 3.0, precision: float = 0.01, threads: int | None = None,
+             with_explain: bool = True, resume: bool = False, progress: bool = False, console=None,
+             quick_profile: bool = False, measure_model: Callable[[Item], dict] | None = None,
+             measure_pair: Callable[[Item], dict] | None = None, machine: dict | None = None) -> SeedResult:
+    """Run (or resume) the seed case study into ``store``; fakes can replace both measurements."""
+    config = {"study": "seed", "max_time": max_time, "precision": precision, "threads": threads,
+              "explain": with_explain, "claims": [c.id for c in CLAIMS],
+              "profile": "quick" if quick_profile else "full"}
+    if machine is None:
+        from flopgap.study._stages import machine_metadata
+
+        machine = machine_metadata()
+    if measure_model is None:
+        profile = None
+        if with_explain:
+            from flopgap.study._stages import machine_profile
+
+            profile = machine_profile(quick=quick_profile, progress=progress, console=console)
+
+        def measure_model(it: Item) -> dict:
+            return measure_seed_model(it, with_explain=with_explain, profile=profile)
+    if measure_pair is None:
+        def measure_pair(it: Item) -> dict:
+            return compare_pair(it, max_time=max_time, precision=precision, threads=threads)
+
+    run_id, resumed = open_run(store, KIND, config, machine, resume=resume, name="seed article")
+    outcome = run_items(store, run_id, [Item(s, spec=s) for s in SEED_SPECS], measure_model, kind="model",
+                        progress=progress, label="seed models", resumed=resumed, console=console)
+    pairs = run_items(store, run_id, [Item(f"{a}|{b}") for a, b in _pairs()], measure_pair, kind="comparison",
+                      progress=progress, label="seed pairs", resumed=resumed, console=console)
+    outcome.measured += pairs.measured
+    outcome.skipped += pairs.skipped
+    outcome.failed.update(pairs.failed)
+    result = seed_result(store, run_id, outcome=outcome)
+    for claim in result.claims:
+        store.put(run_id, claim["id"], "claim", claim, on_conflict="replace")
+    if not result.comparisons:
+        store.set_status(run_id, "failed")
+        name, err = next(iter(result.failures.items()), ("", "nothing measured"))
+        raise FlopgapError(f"the seed study measured nothing; first failure: {name}: {err}")
+    store.set_status(run_id, "incomplete" if result.failures else "finished")
+    result.run = store.run(run_id)
+    return result
