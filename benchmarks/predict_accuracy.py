@@ -1,0 +1,138 @@
+"""How well does flopgap predict CPU latency, against FLOPs-only and params-only fits?
+
+For each model (batch 1, CPU): count it, predict its latency from the count and the
+machine profile alone (``flopgap.explain.predict``; calibrated on single-op
+micro-benchmarks, never on these models), and measure its median with
+``flopgap.timing.measure``. Baselines: log-log least-squares fits of latency on FLOPs
+and on params, fitted *in-sample* on the very models they are scored on (which
+favours them). Reported per method: share within +-10% and +-25% of the measured
+median, median absolute error, Spearman rho over all models and over those under
+1.5 GFLOPs.
+
+    .venv/bin/python benchmarks/predict_accuracy.py [--quick] [--models a,b] [--threads N]
+        [--max-time S] [--quick-machine] [--refresh-machine] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+from scipy import stats
+
+TORCHVISION = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d", "mobilenet_v2",
+               "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+               "squeezenet1_0", "squeezenet1_1", "mnasnet0_5", "mnasnet1_0", "efficientnet_b0", "regnet_x_400mf",
+               "regnet_y_400mf", "regnet_x_800mf", "densenet121", "googlenet", "alexnet", "vgg11", "convnext_tiny",
+               "resnet101"]
+SEED = ["ex1-small", "ex1-large", "ex2-deep", "ex2-wide", "ex3-float", "ex3-int8"]
+QUICK = ["torchvision:" + m for m in ("resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1",
+                                      "mnasnet0_5", "regnet_x_400mf")] + ["seed:" + m for m in SEED]
+SMALL_FLOPS = 1.5e9
+
+
+def _fit_loglog(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """In-sample least squares of log y on log x; returns fitted y."""
+    a, b = np.polyfit(np.log(x), np.log(y), 1)
+    return np.exp(b + a * np.log(x))
+
+
+def _faults_per_call(module, inputs, calls: int = 3) -> float | None:
+    """Minor page faults per call (glibc hands large activations fresh pages unless its
+    dynamic mmap threshold has grown; each fault costs about a microsecond)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    with torch.inference_mode():
+        module(*inputs)
+        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(calls):
+            module(*inputs)
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / calls
+
+
+def _scores(pred: np.ndarray, meas: np.ndarray, flops: np.ndarray) -> dict:
+    err = pred / meas - 1.0
+    small = flops < SMALL_FLOPS
+    rho_small = stats.spearmanr(pred[small], meas[small]).statistic if small.sum() >= 3 else float("nan")
+    return {"within_10": float(np.mean(np.abs(err) <= 0.10)), "within_25": float(np.mean(np.abs(err) <= 0.25)),
+            "median_abs_error": float(np.median(np.abs(err))), "rho_all": float(stats.spearmanr(pred, meas).statistic),
+            "rho_small": float(rho_small), "n": int(len(meas)), "n_small": int(small.sum())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", help="comma-separated specs (default: 24 torchvision models + the seed's)")
+    ap.add_argument("--quick", action="store_true", help="6 small torchvision models + the seed's, 1 s each")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--max-time", type=float, default=None, help="seconds per model for the measured median")
+    ap.add_argument("--quick-machine", action="store_true", help="use the quick machine profile")
+    ap.add_argument("--refresh-machine", action="store_true", help="re-measure the machine profile first")
+    ap.add_argument("--json", help="write all rows and scores to this path")
+    args = ap.parse_args(argv)
+
+    from flopgap.count import count
+    from flopgap.explain import predict
+    from flopgap.machine import profile_machine
+    from flopgap.models import load_model, make_inputs, resolve_inputs
+    from flopgap.timing import measure
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.models:
+        specs = [s.strip() for s in args.models.split(",") if s.strip()]
+    elif args.quick:
+        specs = QUICK
+    else:
+        specs = ["torchvision:" + m for m in TORCHVISION] + ["seed:" + m for m in SEED]
+    max_time = args.max_time or (1.0 if args.quick else 3.0)
+    t0 = time.time()
+    prof = profile_machine(refresh=args.refresh_machine, quick=args.quick_machine)
+    print(f"machine profile ({prof.source}{', quick' if prof.quick else ''}, {len(prof.calibration)} calibration "
+          f"cases): peak fp32 {prof.peak('float32') / 1e9:.0f} GFLOP/s, memory {prof.mem_bandwidth / 1e9:.1f} GB/s, "
+          f"dispatch {prof.dispatch_overhead_s * 1e6:.2f} us; threads {torch.get_num_threads()}", flush=True)
+    rows = []
+    for spec in specs:
+        lm = load_model(spec)
+        x = make_inputs(resolve_inputs(lm, None, 1 if spec.startswith("torchvision:") else None))
+        res = count(lm.module, x, model=spec)
+        pred = predict(res, prof)
+        m = measure(lm.module, x, name=spec, max_time=max_time, precision=0.02)
+        faults = _faults_per_call(lm.module, x)
+        row = {"model": spec, "flops": res.flops, "params": res.params, "ops": len(res.kernel_ops),
+               "measured_s": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "predicted_s": pred.latency_s,
+               "roofline_s": pred.roofline_s, "page_faults_per_call": faults}
+        rows.append(row)
+        print(f"{spec:34s} {res.flops / 1e9:8.3f} GFLOP  measured {m.median * 1e3:9.3f} ms  predicted "
+              f"{pred.latency_s * 1e3:9.3f} ms  error {pred.latency_s / m.median - 1:+7.1%}  "
+              f"page faults/call {faults if faults is not None else '-'}", flush=True)
+    meas = np.array([r["measured_s"] for r in rows])
+    flops = np.array([max(r["flops"], 1) for r in rows], dtype=float)
+    params = np.array([max(r["params"], 1) for r in rows], dtype=float)
+    methods = {"flopgap": np.array([r["predicted_s"] for r in rows]),
+               "roofline sum": np.array([r["roofline_s"] for r in rows]),
+               "FLOPs-only fit": _fit_loglog(flops, meas), "params-only fit": _fit_loglog(params, meas)}
+    scores = {k: _scores(v, meas, flops) for k, v in methods.items()}
+    for k, v in methods.items():
+        for r, p in zip(rows, v):
+            r[k] = float(p)
+    print(f"\n{len(rows)} models ({scores['flopgap']['n_small']} under 1.5 GFLOPs), {time.time() - t0:.0f} s; "
+          f"machine {prof.fingerprint['cpu']}, {prof.fingerprint['threads']} threads, torch {torch.__version__}")
+    print(f"{'method':16s} {'+-10%':>6s} {'+-25%':>6s} {'med|err|':>9s} {'rho all':>8s} {'rho <1.5GF':>10s}")
+    for k, s in scores.items():
+        print(f"{k:16s} {s['within_10']:6.0%} {s['within_25']:6.0%} {s['median_abs_error']:9.1%} "
+              f"{s['rho_all']:8.3f} {s['rho_small']:10.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"schema": "flopgap.predict_accuracy/1", "machine": prof.fingerprint, "profile_quick": prof.quick,
+                       "scores": scores, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""``flopgap machine``, ``flopgap explain`` and ``flopgap predict``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from flopgap.cli._app import app
+from flopgap.cli._common import (BatchOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console, err_console, load,
+                                 write_json)
+
+_CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model, cores, threads, torch "
+               "version, device) as JSON in $FLOPGAP_CACHE_DIR, or ~/.cache/flopgap/ when that is unset; "
+               "nothing is read from the working directory. The first run for a fingerprint measures it "
+               "(about a minute on a 2-core CPU; --quick-machine: about 20 s).")
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda (CUDA path unverified on this build's test machines)")]
+RefreshOpt = Annotated[bool, typer.Option("--refresh-machine", help="re-measure the machine profile instead of using the cache")]
+QuickOpt = Annotated[bool, typer.Option("--quick-machine", help="use a quick machine profile (fewer, shorter micro-benchmarks; cached apart from the full one)")]
+
+
+def _progress():
+    """A one-line progress callback on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def cb(i: int, n: int, label: str) -> None:
+        err_console.print(f"calibrating {i + 1}/{n}: {label:40s}", end="\r")
+    return cb
+
+
+def _profile(device: str, refresh: bool, quick: bool):
+    from flopgap.machine import profile_machine
+
+    return profile_machine(refresh=refresh, device=device, quick=quick, progress=_progress())
+
+
+def _on_device(loaded, tensors, device: str):
+    if device == "cpu":
+        return loaded.module, tensors
+    import torch
+
+    return loaded.module.to(device), tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors)
+
+
+@app.command(help=f"""Measure this machine's ceilings: peak matmul FLOP/s per dtype (fp32, bf16, int8
+where supported), main-memory bandwidth (STREAM copy/add/triad), cache-resident bandwidth,
+eager dispatch overhead (a tiny op), module-call overhead, CUDA kernel-launch latency, and
+a per-op calibration grid used by `flopgap predict`. Each figure with its spread (IQR).
+
+{_CACHE_NOTE} --refresh re-measures.""")
+def machine(
+    refresh: Annotated[bool, typer.Option("--refresh", help="re-measure even if a cached profile exists")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="quick profile: smaller arrays, shorter runs, a quarter of the calibration grid")] = False,
+    device: DeviceOpt = "cpu",
+    json_path: JsonOpt = None,
+) -> None:
+    from flopgap.machine._profile import cache_path
+    from flopgap.report.explain_view import render_machine
+
+    prof = _profile(device, refresh, quick)
+    if json_path != "-":
+        render_machine(prof, console, path=str(cache_path(prof.fingerprint, prof.quick)))
+    if json_path:
+        write_json(json_path, prof.to_dict())
+
+
+@app.command(help=f"""Explain why MODEL takes the time it takes on this machine.
+
+Runs the model under torch.profiler and joins each op's measured time to the counting
+records (op sequence and shapes); classes each op compute-, memory- or overhead-bound by a
+roofline on this machine's measured ceilings: predicted time = max(FLOPs / peak,
+bytes / bandwidth, dispatch overhead) (bandwidth: cache-resident when the op's bytes fit the
+cache test, else main memory); shows time share against FLOP share per class, the top ops
+by time next to the top ops by FLOPs, and findings with numbers (memory access, dispatch
+overhead, utilisation, opportunities). A fused multiply-add is 2 FLOPs. Shares are of the
+profiled call; the rigorous median (flopgap time) and the profiler overhead are reported.
+
+{_CACHE_NOTE}""")
+def explain(
+    model: ModelArg,
+    input: InputOpt = None,
+    batch: BatchOpt = None,
+    kwargs: KwargsOpt = None,
+    device: DeviceOpt = "cpu",
+    refresh_machine: RefreshOpt = False,
+    quick_machine: QuickOpt = False,
+    calls: Annotated[Optional[int], typer.Option(help="profiled calls (default: as many as fit 0.4 s, 3 to 30)")] = None,
+    max_time: Annotated[float, typer.Option(help="seconds for the rigorous median (flopgap.timing.measure)")] = 2.0,
+    no_measure: Annotated[bool, typer.Option("--no-measure", help="skip the rigorous median (no reconciliation)")] = False,
+    top: Annotated[int, typer.Option(help="ops shown in the top-by-time and top-by-FLOPs tables")] = 10,
+    depth: Annotated[int, typer.Option(help="module tree depth shown")] = 1,
+    plot: Annotated[Optional[str], typer.Option(help="write the roofline plot to this .png path")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    from flopgap.errors import UsageError
+    from flopgap.explain import explain as run_explain
+    from flopgap.explain import roofline_plot
+    from flopgap.report.explain_view import render_explanation
+
+    if calls is not None and calls < 1:
+        raise UsageError(f"--calls must be >= 1, got {calls}")
+    if max_time <= 0:
+        raise UsageError(f"--max-time must be > 0, got {max_time}")
+    if plot is not None and not plot.lower().endswith(".png"):
+        raise UsageError(f"--plot must be a .png path, got {plot!r}")
+    loaded, _, tensors = load(model, input, batch, kwargs)
+    prof = _profile(device, refresh_machine, quick_machine)
+    module, tensors = _on_device(loaded, tensors, device)
+    ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, max_time=max_time,
+                     calls=calls, device=device)
+    if json_path != "-":
+        render_explanation(ex, console, top=top, depth=depth)
+    if plot:
+        roofline_plot(ex, plot)
+        err_console.print(f"wrote {plot}")
+    if json_path:
+        write_json(json_path, ex.to_dict())
+
+
+@app.command(help=f"""Predict MODEL's latency from the counting pass and the machine profile alone,
+without timing the model: per op, a fixed cost plus work at the rate this machine reached
+on the nearest calibrated single-op shapes (conv, matmul), or a time-over-bytes curve
+(elementwise, norm, pool ...), plus a per-module call cost; the plain roofline sum
+max(FLOPs / peak, bytes / bandwidth, overhead) is shown beside it. --measure also times
+the model and reports the error.
+
+{_CACHE_NOTE}""")
+def predict(
+    model: ModelArg,
+    input: InputOpt = None,
+    batch: BatchOpt = None,
+    kwargs: KwargsOpt = None,
+    refresh_machine: RefreshOpt = False,
+    quick_machine: QuickOpt = False,
+    measure: Annotated[bool, typer.Option("--measure", help="also time the model (flopgap.timing.measure) and report the error")] = False,
+    max_time: Annotated[float, typer.Option(help="seconds for --measure")] = 2.0,
+    json_path: JsonOpt = None,
+) -> None:
+    from flopgap.count import count as run_count
+    from flopgap.explain import predict as run_predict
+    from flopgap.report.explain_view import render_prediction
+
+    loaded, _, tensors = load(model, input, batch, kwargs)
+    prof = _profile("cpu", refresh_machine, quick_machine)
+    result = run_count(loaded.module, tensors, model=loaded.spec)
+    pred = run_predict(result, prof)
+    data = pred.to_dict()
+    measured = None
+    if measure:
+        from flopgap.timing import measure as timing_measure
+
+        m = timing_measure(loaded.module, tensors, name=loaded.spec, max_time=max_time, precision=0.02)
+        measured = m.median
+        data["measured_median_s"] = m.median
+        data["error"] = pred.latency_s / m.median - 1.0
+    if json_path != "-":
+        render_prediction(pred, console, measured=measured)
+    if json_path:
+        write_json(json_path, data)

@@ -1,0 +1,192 @@
+"""``explain()``: count, profile, join, classify, predict and find, for one model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from flopgap.errors import UsageError
+from flopgap.explain._attribute import Attribution, profile_ops
+from flopgap.explain._findings import findings as _findings
+from flopgap.explain._predict import Prediction, predict
+from flopgap.explain._roofline import CLASSES, classify, op_dtype
+
+__all__ = ["Explanation", "explain", "build_explanation", "EXPLAIN_SCHEMA"]
+
+EXPLAIN_SCHEMA = "flopgap.explain/1"
+
+
+@dataclass
+class Explanation:
+    """Why a model takes the time it takes on this machine.
+
+    ``ops``: one row per count record (time_s is the profiler median, ``None`` if no
+    event matched); ``modules``: per-module sums; ``classes``: time and FLOP share per
+    roofline class; ``totals``: the profiled call, the rigorous median (if measured),
+    profiler overhead, prediction; ``findings``: see :mod:`flopgap.explain._findings`.
+    Shares are of the profiled call (``totals["call_s"]``), whose part outside any op
+    is ``totals["outside_s"]``; ``totals["outside_python_s"]`` is that part less the
+    profiler's own cost (profiled call - rigorous median), when the median was measured.
+    """
+
+    model: str
+    inputs: list[str]
+    ops: list[dict]
+    modules: list[dict]
+    classes: dict[str, dict]
+    totals: dict
+    profile: object
+    prediction: Prediction
+    findings: list[dict] = field(default_factory=list)
+    measurement: dict | None = None
+
+    def top_by(self, key: str, n: int = 10) -> list[dict]:
+        rows = [r for r in self.ops if r.get(key) is not None and not r["free"]]
+        return sorted(rows, key=lambda r: -r[key])[:n]
+
+    @property
+    def dominant(self) -> str | None:
+        """compute | memory | overhead (overhead includes ``outside_python_s``); None if nothing was timed."""
+        return next((f["numbers"]["class"] for f in self.findings if f["kind"] == "dominant"), None)
+
+    def to_dict(self) -> dict:
+        p = self.profile.to_dict()
+        p.pop("calibration", None)
+        p["calibration_cases"] = len(self.profile.calibration)
+        return {
+            "schema": EXPLAIN_SCHEMA, "model": self.model, "inputs": self.inputs,
+            "conventions": {
+                "flops": "a fused multiply-add is 2 FLOPs",
+                "bytes": "every tensor input read once (weights included), every output written once; views free",
+                "time": "torch.profiler total CPU time of each top-level op (children included), median over "
+                        "profiled calls; shares are of the profiled call",
+                "class": "roofline: max(FLOPs/peak, bytes/bandwidth, dispatch overhead); bandwidth is the "
+                         "cache-resident one when the op's bytes fit the cache test",
+            },
+            "totals": self.totals, "classes": self.classes, "findings": self.findings,
+            "top_by_time": [r["index"] for r in self.top_by("time_s")],
+            "top_by_flops": [r["index"] for r in self.top_by("flops")],
+            "ops": self.ops, "modules": self.modules, "prediction": self.prediction.to_dict(),
+            "measurement": self.measurement, "machine": p,
+        }
+
+
+def _batch(inputs) -> int:
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.dim() > 0:
+            return int(t.shape[0])
+    return 1
+
+
+def build_explanation(count_result, attribution: Attribution, profile, *, weight_bytes: int = 0, batch: int = 1,
+                      measurement: dict | None = None) -> Explanation:
+    """Join a count, an attribution and a profile (pure arithmetic: unit-testable)."""
+    prediction = predict(count_result, profile)
+    call_s = attribution.call_s
+    rows = []
+    for r, t, n_launch, p in zip(count_result.ops, attribution.times, attribution.launches, prediction.ops):
+        roof = classify(r.flops, r.bytes, profile, op_dtype(r))
+        peak = profile.peak(op_dtype(r))
+        rows.append({
+            "index": r.index, "op": r.op, "module": r.module, "family": r.family, "kind": r.kind,
+            "free": r.is_free, "flops": r.flops, "bytes": r.bytes, "time_s": t,
+            "share": (t / call_s if t is not None and call_s else None),
+            "achieved_flops_s": (r.flops / t if t else None), "achieved_bytes_s": (r.bytes / t if t else None),
+            "efficiency": (r.flops / t / peak if t and r.flops else None), "launches": n_launch,
+            "cls": roof.cls, "t_compute": roof.t_compute, "t_memory": roof.t_memory,
+            "t_overhead": roof.t_overhead, "roofline_s": roof.time, "predicted_s": p["predicted_s"],
+            "matched": t is not None,
+        })
+    timed = [x for x in rows if x["time_s"] is not None]
+    ops_s = sum(x["time_s"] for x in timed)
+    outside = call_s - ops_s
+    flops = count_result.flops
+    nbytes = count_result.bytes_read + count_result.bytes_written
+    classes = {}
+    for c in CLASSES:
+        sel = [x for x in timed if x["cls"] == c]
+        ct = sum(x["time_s"] for x in sel)
+        cf = sum(x["flops"] for x in sel)
+        classes[c] = {"ops": len(sel), "time_s": ct, "time_share": ct / call_s if call_s else 0.0,
+                      "flops": cf, "flop_share": cf / flops if flops else 0.0,
+                      "bytes": sum(x["bytes"] for x in sel)}
+    # modules: sum over each module's subtree (same walk as the count's aggregation)
+    mods = {m.name: {"name": m.name, "type": m.type, "depth": m.depth, "time_s": 0.0, "flops": m.flops,
+                     "bytes": m.bytes_read + m.bytes_written, "ops": m.ops, "launches": 0} for m in count_result.modules}
+    for x in timed:
+        parts = x["module"].split(".") if x["module"] else []
+        for i in range(len(parts) + 1):
+            m = mods.get(".".join(parts[:i]))
+            if m is not None:
+                m["time_s"] += x["time_s"]
+                m["launches"] += x["launches"]
+    for m in mods.values():
+        m["share"] = m["time_s"] / call_s if call_s else 0.0
+        m["achieved_flops_s"] = m["flops"] / m["time_s"] if m["time_s"] else None
+        m["achieved_bytes_s"] = m["bytes"] / m["time_s"] if m["time_s"] else None
+    ref = measurement["median"] if measurement else call_s
+    peak = profile.peak("float32")
+    totals = {
+        "call_s": call_s, "ops_s": ops_s, "outside_s": outside, "outside_share": max(outside, 0.0) / call_s if call_s else 0.0,
+        # the profiler's own cost (profiled call - rigorous median) is not the model's
+        # Python time: only the time outside ops beyond it counts as framework overhead
+        "outside_python_s": (max(0.0, outside - max(0.0, call_s - measurement["median"])) if measurement
+                             else max(outside, 0.0)),
+        "profiled_calls": attribution.calls, "marker_s": attribution.marker_s, "unmatched_events": attribution.unmatched_events,
+        "unmatched_s": attribution.unmatched_s,
+        "unmatched_records": sum(1 for x in rows if not x["matched"] and not x["free"]),
+        "measured_median_s": measurement["median"] if measurement else None,
+        "profiler_overhead": (call_s / measurement["median"] - 1.0) if measurement else None,
+        "predicted_s": prediction.latency_s, "roofline_s": prediction.roofline_s,
+        "prediction_error": (prediction.latency_s / measurement["median"] - 1.0) if measurement else None,
+        "flops": flops, "bytes": nbytes, "weight_bytes": weight_bytes, "ops": len(count_result.kernel_ops),
+        "achieved_flops_s": flops / ref if ref else 0.0, "efficiency": flops / ref / peak if ref and peak else 0.0,
+        "ridge_intensity": peak / profile.mem_bandwidth, "batch": batch,
+        "launches": sum(attribution.launches), "device": attribution.device,
+        "page_faults_per_call": attribution.page_faults_per_call,
+    }
+    ex = Explanation(count_result.model, list(count_result.inputs), rows, list(mods.values()), classes, totals,
+                     profile, prediction, measurement=measurement)
+    ex.findings = _findings(ex)
+    return ex
+
+
+def explain(module, inputs, *, name: str = "model", count_result=None, profile=None, measure: bool = True,
+            max_time: float = 2.0, calls: int | None = None, device: str | None = None) -> Explanation:
+    """Explain ``module(*inputs)`` on this machine.
+
+    Counts (unless ``count_result`` is given), loads or measures the machine profile
+    (unless ``profile`` is given; cached per fingerprint), profiles ``calls`` forward
+    passes under ``torch.profiler`` and joins them to the count, classifies each op
+    by roofline, predicts, and (``measure=True``) times the model with
+    :func:`flopgap.timing.measure` (``max_time`` seconds) to reconcile the profiled
+    total with a rigorous median.
+    """
+    inputs = tuple(inputs)
+    if calls is not None and calls < 1:
+        raise UsageError(f"calls must be >= 1, got {calls}")
+    if device is None:
+        device = next((str(t.device) for t in inputs if isinstance(t, torch.Tensor)), "cpu")
+    if count_result is None:
+        from flopgap.count import count
+
+        count_result = count(module, inputs, model=name)
+    if count_result.meta:
+        raise UsageError("explain needs a count of real tensors, not a meta count")
+    if profile is None:
+        from flopgap.machine import profile_machine
+
+        profile = profile_machine(device=device)
+    attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device)
+    measurement = None
+    if measure:
+        from flopgap.timing import measure as timing_measure
+
+        m = timing_measure(module, inputs, name=name, max_time=max_time, precision=0.02,
+                           device=device if device.startswith("cuda") else None)
+        measurement = {"median": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "calls": m.calls,
+                       "precision_met": m.precision_met}
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    return build_explanation(count_result, attribution, profile, weight_bytes=weight_bytes, batch=_batch(inputs),
+                             measurement=measurement)

@@ -1,0 +1,242 @@
+"""Latency prediction from a count and a machine profile alone (the model is not run).
+
+Per op (every dispatched op, views included: each one costs a dispatch)::
+
+    conv / matmul (k-NN on shape):  t = O_key + max(F / R_hat, W / mem_bandwidth)
+        O_key  = time of the smallest calibrated case of that key (fixed per-call cost)
+        R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
+                 log2 shape features, weights 1/(d + 0.25)^2), where
+                 R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
+        W      = the op's weight bytes when they exceed the L2 cache and the model's
+                 weights (all conv/linear weights) exceed half the last-level cache, else 0:
+                 a case repeated alone keeps its weights in cache, such a model
+                 streams them from memory once per call
+    calibrated memory op:           t = interpolation of log t over log bytes on that
+                                    op's curve; beyond the largest case t scales with bytes;
+                                    between the curves of the two nearest calibrated
+                                    channel counts: log-linear in log2 channels
+    other memory-like op:           the ``aten.add.Tensor`` curve at the op's bytes
+    free op (view, no-op):          the median ``flatten`` (a view) time
+    anything else:                  roofline = max(F / peak, B / bandwidth, O)
+
+then the in-sequence correction ``t' = s * t + c`` for every non-free op, plus
+``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s`` and
+``c`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
+disturbed by another process does not drag the fit; 0.25 <= s <= 4, 0 <= c <= 50 us) on the profile's
+synthetic chains: T_chain - module calls x module_overhead = s * sum(t) + c * ops
+(T_chain: the chain's fastest timed block, as for the single-op cases).
+With fewer than 2 chains, s = 1 and c = 0.
+The calibration cases are single ops on a fixed grid (``flopgap.machine._calibrate``),
+never the models being predicted. With no calibration (a synthetic or CUDA profile)
+every op uses the roofline term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from flopgap.explain._roofline import classify, op_dtype
+from flopgap.machine._features import op_features, op_key, weight_bytes
+
+__all__ = ["Prediction", "predict", "Predictor", "PREDICT_SCHEMA"]
+
+PREDICT_SCHEMA = "flopgap.predict/1"
+_K = 4
+_SCALE_MIN, _SCALE_MAX, _PER_OP_MAX_US = 0.25, 4.0, 50.0
+_MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-movement", "embedding", "uncovered")
+
+
+@dataclass
+class Prediction:
+    model: str
+    latency_s: float
+    roofline_s: float
+    module_overhead_s: float
+    module_calls: int
+    ops: list[dict]
+    profile: dict = field(default_factory=dict)
+    calibrated: bool = True
+    scale: float = 1.0
+    per_op_s: float = 0.0
+    chain_fit: list[dict] = field(default_factory=list)
+
+    def by_method(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for o in self.ops:
+            row = out.setdefault(o["method"], {"ops": 0, "predicted_s": 0.0})
+            row["ops"] += 1
+            row["predicted_s"] += o["predicted_s"]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"schema": PREDICT_SCHEMA, "model": self.model, "latency_s": self.latency_s,
+                "roofline_s": self.roofline_s, "module_overhead_s": self.module_overhead_s,
+                "module_calls": self.module_calls, "calibrated": self.calibrated,
+                "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "chains": self.chain_fit},
+                "by_method": self.by_method(), "ops": self.ops, "machine": self.profile}
+
+
+class Predictor:
+    """Per-op time model fitted on a profile's calibration cases."""
+
+    def __init__(self, profile):
+        self.profile = profile
+        self.knn: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+        # op -> {log2 channels: (log bytes, log seconds)}
+        self.curves: dict[str, dict[float, tuple[np.ndarray, np.ndarray]]] = {}
+        by_key: dict[str, list[dict]] = {}
+        for s in profile.calibration:
+            by_key.setdefault(s["key"], []).append(s)
+        for key, rows in by_key.items():
+            if key.startswith("conv:") or key == "matmul":
+                overhead = min(r["seconds"] for r in rows)
+                feats = np.array([r["features"] for r in rows], dtype=float)
+                rates = np.array([r["flops"] / max(r["seconds"] - overhead, 0.1 * r["seconds"]) for r in rows])
+                self.knn[key] = (overhead, feats, np.log(np.maximum(rates, 1.0)))
+            else:
+                by_c: dict[float, list] = {}
+                for r in rows:
+                    c = r["features"][1] if len(r["features"]) > 1 else 0.0
+                    by_c.setdefault(c, []).append((max(r["bytes"], 1), r["seconds"]))
+                self.curves[key] = {}
+                for c, pts in by_c.items():
+                    if len(pts) < 2:
+                        continue  # one point is no curve
+                    pts.sort()
+                    self.curves[key][c] = (np.log(np.array([p[0] for p in pts], dtype=float)),
+                                           np.log(np.array([p[1] for p in pts], dtype=float)))
+                if not self.curves[key]:
+                    del self.curves[key]
+        flat = self.curves.get("aten.flatten.using_ints")
+        self.view_s = (float(np.exp(np.median(np.concatenate([v[1] for v in flat.values()]))))
+                       if flat is not None else None)
+        self.scale, self.per_op_s = 1.0, 0.0
+        self.chain_fit = self._fit_chains(profile.chains) if self.calibrated else []
+
+    def _fit_chains(self, chains: list[dict]) -> list[dict]:
+        from flopgap.count import OpRecord
+
+        rows = []
+        for ch in chains:
+            recs = [OpRecord(**d) for d in ch["ops"]]
+            cold = weights_are_cold(recs, self.profile)
+            p = sum(self.op_time(r, cold)[0] for r in recs)
+            n = sum(1 for r in recs if not r.is_free)
+            # the fastest block, like the calibration cases: least disturbed by other processes
+            t = ch.get("seconds_min", ch["seconds"])
+            target = t - ch["module_calls"] * self.profile.module_overhead_s
+            rows.append((ch["label"], p, n, target, t))
+        if len(rows) >= 2:
+            p_ = np.array([r[1] for r in rows])
+            n_ = np.array([r[2] for r in rows], dtype=float)
+            tg = np.maximum(np.array([r[3] for r in rows]), 1e-9)
+
+            def resid(x):  # relative error of each chain; c in microseconds for conditioning
+                return (x[0] * p_ + x[1] * 1e-6 * n_ - tg) / tg
+
+            fit = least_squares(resid, x0=[1.0, 0.0], bounds=([_SCALE_MIN, 0.0], [_SCALE_MAX, _PER_OP_MAX_US]),
+                                loss="soft_l1", f_scale=0.1)
+            # sub-nanosecond per-op terms are solver round-off of a zero bound
+            self.scale, self.per_op_s = float(fit.x[0]), round(float(fit.x[1]) * 1e-6, 12)
+        return [{"label": lb, "per_op_sum_s": p, "ops": n, "measured_s": t,
+                 "fitted_s": self.scale * p + self.per_op_s * n + (t - tg)} for lb, p, n, tg, t in rows]
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.knn or self.curves)
+
+    def _knn_time(self, key: str, feats: list[float], flops: float, weight_bytes: int = 0,
+                  cold_weights: bool = False) -> float:
+        overhead, xs, log_rates = self.knn[key]
+        d = np.sqrt(((xs - np.asarray(feats)) ** 2).sum(axis=1))
+        order = np.argsort(d)[:_K]
+        w = 1.0 / (d[order] + 0.25) ** 2
+        rate = math.exp(float((w * log_rates[order]).sum() / w.sum()))
+        cold = (weight_bytes / self.profile.mem_bandwidth
+                if cold_weights and weight_bytes > self.profile.l2_bytes else 0.0)
+        return overhead + max(flops / rate, cold)
+
+    @staticmethod
+    def _on_curve(curve, nbytes: float) -> float:
+        xs, ys = curve
+        x = math.log(max(nbytes, 1.0))
+        if x >= xs[-1]:
+            return math.exp(ys[-1]) * max(nbytes, 1.0) / math.exp(xs[-1])
+        return math.exp(float(np.interp(x, xs, ys)))
+
+    def _curve_time(self, key: str, nbytes: float, log2_channels: float | None = None) -> float:
+        """Time at ``nbytes`` on the op's curve; with several channel counts calibrated,
+        log-linear between the two curves of nearest channel count (clamped at the ends)."""
+        curves = self.curves[key]
+        cs = sorted(curves)
+        if log2_channels is None or len(cs) == 1:
+            c = cs[0] if log2_channels is None else min(cs, key=lambda v: abs(v - log2_channels))
+            return self._on_curve(curves[c], nbytes)
+        if log2_channels <= cs[0]:
+            return self._on_curve(curves[cs[0]], nbytes)
+        if log2_channels >= cs[-1]:
+            return self._on_curve(curves[cs[-1]], nbytes)
+        hi = next(i for i, c in enumerate(cs) if c >= log2_channels)
+        c0, c1 = cs[hi - 1], cs[hi]
+        w = (log2_channels - c0) / (c1 - c0)
+        t0, t1 = self._on_curve(curves[c0], nbytes), self._on_curve(curves[c1], nbytes)
+        return math.exp((1 - w) * math.log(t0) + w * math.log(t1))
+
+    def op_time(self, r, cold_weights: bool = False) -> tuple[float, str]:
+        """(seconds, method) for one count record; ``cold_weights``: the model's weights
+        do not fit the last-level cache (see :func:`weights_are_cold`)."""
+        key = op_key(r)
+        if key in self.knn and r.flops > 0:
+            return self._knn_time(key, op_features(r), r.flops, weight_bytes(r), cold_weights), "knn:" + key
+        if key in self.curves:
+            return self._curve_time(key, r.bytes, op_features(r)[1]), "curve"
+        if r.is_free:
+            if self.view_s is not None:
+                return self.view_s, "view"
+            return 0.0, "free"
+        if r.family in _MEMORY_FAMILIES and "aten.add.Tensor" in self.curves:
+            return self._curve_time("aten.add.Tensor", r.bytes, op_features(r)[1]), "curve:add"
+        if r.family == "attention" and "matmul" in self.knn:
+            _, _, log_rates = self.knn["matmul"]
+            rate = math.exp(float(np.percentile(log_rates, 75)))
+            return self.profile.dispatch_overhead_s + r.flops / rate, "matmul-rate"
+        return classify(r.flops, r.bytes, self.profile, op_dtype(r)).time, "roofline"
+
+
+def weights_are_cold(records, profile) -> bool:
+    """True when the model's conv/linear weights together exceed half the last-level
+    cache: activations share it, and a set-associative, shared cache holds less than
+    its size of one model's data from one call to the next."""
+    return sum(weight_bytes(r) for r in records) > profile.llc_bytes / 2
+
+
+def _module_calls(count_result) -> int:
+    return sum(1 for m in count_result.modules if m.ops_all > 0)
+
+
+def predict(count_result, profile) -> Prediction:
+    """Predicted latency (seconds per call) of the counted model on ``profile``'s machine."""
+    pred = Predictor(profile)
+    cold = weights_are_cold(count_result.ops, profile)
+    ops = []
+    total = roof_total = 0.0
+    for r in count_result.ops:
+        roof = 0.0 if r.is_free else classify(r.flops, r.bytes, profile, op_dtype(r)).time
+        if pred.calibrated:
+            t, method = pred.op_time(r, cold)
+            t = pred.scale * t + (0.0 if r.is_free else pred.per_op_s)
+        else:
+            t, method = roof, "roofline" if not r.is_free else "free"
+        total += t
+        roof_total += roof
+        ops.append({"index": r.index, "op": r.op, "module": r.module, "key": op_key(r), "method": method,
+                    "predicted_s": t, "roofline_s": roof})
+    calls = _module_calls(count_result)
+    mod_s = calls * profile.module_overhead_s
+    return Prediction(count_result.model, total + mod_s, roof_total, mod_s, calls, ops,
+                      {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source},
+                      pred.calibrated, pred.scale, pred.per_op_s, pred.chain_fit)

@@ -1,0 +1,331 @@
+"""Per-op calibration: time single ops over a grid of shapes on this machine.
+
+Every case is one functional call (``F.conv2d``, ``F.linear``, ``torch.relu_`` ...). It is
+counted with :func:`flopgap.count.count` (so its FLOPs, bytes and shape features are
+exactly what the counting pass gives a model's op) and timed with
+``blocked_autorange``. The grid covers the shapes torchvision-style CNNs, MLPs and
+transformers use (1x1/3x3/strided dense convs, 1x1 convs on 1x1 maps (squeeze-excitation), depthwise 3x3/5x5, grouped convs of
+group width 8-64, linears from 1x8x8 to 197x3072x768, elementwise ops from 1 KB to
+24 MB); it is never built from the models that are later predicted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flopgap.machine._bench import time_call
+from flopgap.machine._features import op_features, op_key
+
+__all__ = ["calibration_cases", "run_calibration"]
+
+
+class _Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+# (label, build) where build() -> (fn, inputs): tensors are made only when a case runs
+Case = tuple[str, Callable[[], tuple[Callable, tuple]]]
+
+
+def _conv(n, cin, cout, hw, k, stride=1, groups=1) -> Case:
+    def build():
+        x = torch.randn(n, cin, hw, hw)
+        w = torch.randn(cout, cin // groups, k, k)
+        b = torch.randn(cout)
+        return (lambda x: F.conv2d(x, w, b, stride, k // 2, 1, groups)), (x,)
+    return f"conv {cin}->{cout} k{k} s{stride} g{groups} @{hw}", build
+
+
+def _linear(m, k, n) -> Case:
+    def build():
+        x = torch.randn(m, k)
+        w = torch.randn(n, k)
+        b = torch.randn(n)
+        return (lambda x: F.linear(x, w, b)), (x,)
+    return f"linear {m}x{k}->{n}", build
+
+
+def _conv_cases() -> Iterator[Case]:
+    yield _conv(1, 8, 8, 4, 1)                     # the smallest: dispatch + oneDNN setup
+    pairs = [(16, 16), (32, 32), (64, 64), (128, 128), (256, 256), (512, 512), (24, 144), (144, 24),
+             (64, 256), (256, 64), (512, 128), (128, 512), (1024, 256), (256, 1024), (2048, 512), (512, 2048)]
+    for k in (1, 3):
+        for cin, cout in pairs:
+            for hw in (7, 14, 28, 56, 112):
+                flops = 2 * cin * cout * k * k * hw * hw
+                if 2e5 <= flops <= 1.0e9:
+                    yield _conv(1, cin, cout, hw, k)
+    for cin, cout, hw, k in [(3, 64, 224, 7), (3, 32, 224, 3), (3, 16, 224, 3), (3, 24, 224, 3),
+                             (64, 64, 56, 3), (128, 128, 28, 3), (256, 256, 14, 3), (32, 64, 112, 3)]:
+        yield _conv(1, cin, cout, hw, k, stride=2)
+    for c in (16, 64, 240, 576, 960):               # squeeze-excitation: 1x1 convs on a 1x1 map
+        yield _conv(1, c, max(c // 4, 8), 1, 1)
+        yield _conv(1, max(c // 4, 8), c, 1, 1)
+    for c in (16, 32, 64, 96, 144, 240, 384, 576, 960):
+        for hw in (7, 14, 28, 56, 112):
+            if 2e4 <= c * hw * hw <= 2.5e6:
+                for k, s in ((3, 1), (5, 1), (3, 2), (5, 2)):
+                    yield _conv(1, c, c, hw, k, stride=s, groups=c)
+    for width in (8, 16, 32, 64):
+        for c in (64, 128, 256, 512, 1024):
+            for hw in (7, 14, 28, 56):
+                if c > width and 1e4 <= c * hw * hw <= 1.6e6:
+                    yield _conv(1, c, c, hw, 3, groups=c // width)
+
+
+def _linear_cases() -> Iterator[Case]:
+    yield _linear(1, 8, 8)
+    for m in (1, 8, 64, 197):
+        for k, n in [(64, 64), (100, 100), (256, 256), (512, 512), (1000, 1000), (1024, 1024), (2048, 1000),
+                     (1280, 1000), (576, 1024), (768, 768), (768, 3072), (3072, 768), (4096, 4096), (9216, 4096),
+                     (100, 500), (1000, 10), (10, 1000)]:
+            if m * k * n <= 2.5e8:
+                yield _linear(m, k, n)
+
+
+def _qlinear(m, k, n) -> Case:
+    def build():
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = quantize_dynamic(nn.Sequential(nn.Linear(k, n)), {nn.Linear}, dtype=torch.qint8)[0]
+        return q, (torch.randn(m, k),)
+    return f"qlinear {m}x{k}->{n}", build
+
+
+def _qlinear_cases() -> Iterator[Case]:
+    for m, k, n in [(1, 100, 100), (1, 1000, 10), (1, 1000, 1000), (8, 512, 512), (64, 768, 768)]:
+        yield _qlinear(m, k, n)
+
+
+_SIZES = (256, 2048, 16384, 65536, 200704, 802816, 3211264)  # elements: 1 KB .. 12.8 MB in fp32
+
+
+# per-channel work (batch-norm scale/shift, pooling per channel) makes an op's time depend
+# on the channel count, not only on bytes: the memory ops are timed at several widths
+_CHANNELS = (16, 64, 256, 1024)
+_CHANNEL_OPS = ("add", "relu_", "hardswish_", "mul", "batch_norm", "adaptive_avg_pool2d", "mean", "max_pool2d")
+
+
+def _nchw(n_el: int, c: int) -> torch.Tensor:
+    hw = max(1, int(math.sqrt(n_el / c)))
+    return torch.randn(1, c, hw, hw)
+
+
+def _memory_ops(n_el: int, c: int) -> dict[str, Callable[[], tuple[Callable, tuple]]]:
+    def x_():
+        return _nchw(n_el, c)
+
+    def bn():
+        x = x_()
+        c = x.shape[1]
+        rm, rv, g, b = torch.randn(c), torch.rand(c) + 0.5, torch.randn(c), torch.randn(c)
+        return (lambda x: F.batch_norm(x, rm, rv, g, b, False, 0.1, 1e-5)), (x,)
+
+    def ln():
+        x = x_()
+        w, b = torch.randn(x.shape[-1]), torch.randn(x.shape[-1])
+        return (lambda x: F.layer_norm(x, x.shape[-1:], w, b)), (x,)
+
+    def unary(f):
+        return lambda: (f, (x_(),))
+
+    def binary(f):
+        return lambda: (f, (x_(), x_()))
+
+    return {
+        "add": binary(lambda x, y: torch.add(x, y)),
+        "add_": binary(lambda x, y: x.add_(y)),
+        "mul": binary(lambda x, y: torch.mul(x, y)),
+        "relu": unary(lambda x: torch.relu(x)),
+        "relu_": unary(lambda x: torch.relu_(x)),
+        "hardtanh_": unary(lambda x: F.hardtanh(x, 0.0, 6.0, inplace=True)),
+        "hardswish_": unary(lambda x: F.hardswish(x, inplace=True)),
+        "hardsigmoid": unary(lambda x: F.hardsigmoid(x)),
+        "silu_": unary(lambda x: F.silu(x, inplace=True)),
+        "sigmoid": unary(lambda x: torch.sigmoid(x)),
+        "gelu": unary(lambda x: F.gelu(x)),
+        "batch_norm": bn,
+        "layer_norm": ln,
+        "softmax": unary(lambda x: torch.softmax(x, -1)),
+        "cat": binary(lambda x, y: torch.cat([x, y], 1)),
+        "max_pool2d": unary(lambda x: F.max_pool2d(x, 3, 2, 1)),
+        "adaptive_avg_pool2d": unary(lambda x: F.adaptive_avg_pool2d(x, 1)),
+        "mean": unary(lambda x: x.mean((2, 3), keepdim=True)),
+        "contiguous": unary(lambda x: x.transpose(2, 3).contiguous()),
+        "flatten": unary(lambda x: torch.flatten(x, 1)),
+    }
+
+
+def _memory_cases(sizes) -> Iterator[Case]:
+    for n_el in sizes:
+        base = 16 if n_el < 4096 else 64
+        for name, build in _memory_ops(n_el, base).items():
+            yield f"{name} {n_el} c{base}", build
+        for c in _CHANNELS:
+            if c != base and n_el >= c:
+                ops = _memory_ops(n_el, c)
+                for name in _CHANNEL_OPS:
+                    yield f"{name} {n_el} c{c}", ops[name]
+
+
+def _qlinear(m, k, n) -> Case:
+    def build():
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = quantize_dynamic(nn.Sequential(nn.Linear(k, n)), {nn.Linear}, dtype=torch.qint8)[0]
+        return q, (torch.randn(m, k),)
+    return f"qlinear {m}x{k}->{n}", build
+
+
+def _qlinear_cases() -> Iterator[Case]:
+    for m, k, n in [(1, 100, 100), (1, 1000, 10), (1, 1000, 1000), (8, 512, 512), (64, 768, 768)]:
+        yield _qlinear(m, k, n)
+
+
+_QUICK_SIZES = (256, 65536, 3211264)
+
+
+def calibration_cases(quick: bool = False) -> list[Case]:
+    """The grid; ``quick`` keeps every 4th conv/linear shape and 3 of the 7 sizes of
+    each memory op (about a quarter of the cases, for tests and a first look)."""
+    if not quick:
+        return [*_conv_cases(), *_linear_cases(), *_qlinear_cases(), *_memory_cases(_SIZES)]
+    conv, lin = list(_conv_cases()), list(_linear_cases())
+    return [*conv[::4], *lin[::4], *list(_qlinear_cases())[::2], *_memory_cases(_QUICK_SIZES)]
+
+
+def run_calibration(quick: bool = False, progress: Callable[[int, int, str], None] | None = None,
+                    cases: list[Case] | None = None) -> list[dict]:
+    """Count and time every case (default: :func:`calibration_cases`); one sample dict
+    per case (op, key, features, flops, bytes, seconds per call).
+
+    ``seconds`` is the *fastest* timed block (``seconds_median`` the median): a single
+    op repeated is what the machine can do undisturbed, and the fastest block is the
+    estimate least hurt by other processes (on a shared 2-core machine one preempted
+    OpenMP thread turns a 10 us op into milliseconds).
+    """
+    from flopgap.count import count
+
+    cases = calibration_cases(quick) if cases is None else cases
+    samples = []
+    min_run = 0.004 if quick else 0.01
+    for i, (label, build) in enumerate(cases):
+        if progress is not None:
+            progress(i, len(cases), label)
+        with warnings.catch_warnings():  # deprecation notes of quantized ops: not our user's concern
+            warnings.simplefilter("ignore")
+            fn, inputs = build()
+            with torch.inference_mode():
+                res = count(_Call(fn), inputs, model=label)
+        ops = res.kernel_ops or [r for r in res.ops]
+        if not ops:
+            continue
+        rec = max(ops, key=lambda r: (r.flops, r.bytes))  # the op that did the work
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            fn(*inputs)
+            once = time.perf_counter() - t0
+        # enough blocks that the fastest one is likely undisturbed: >= ~8 for slow ops
+        times = time_call(lambda: fn(*inputs), min_run_time=min(max(min_run, 8 * once), 0.15))
+        samples.append({"label": label, "op": rec.op, "key": op_key(rec), "features": op_features(rec),
+                        "flops": rec.flops, "bytes": rec.bytes, "ops": len(ops),
+                        "seconds": float(times.min()), "seconds_median": float(np.median(times))})
+    return samples
+
+
+# ---------------------------------------------------------------- synthetic chains
+def _inverted_residual(c: int, e: int, k: int, act) -> nn.Module:
+    h = c * e
+    return nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), act(),
+                         nn.Conv2d(h, h, k, padding=k // 2, groups=h, bias=False), nn.BatchNorm2d(h), act(),
+                         nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c))
+
+
+def _basic(c: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                         nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, c // 4, 1)
+        self.fc2 = nn.Conv2d(c // 4, c, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * F.hardsigmoid(self.fc2(torch.relu(self.fc1(s))))
+
+
+def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
+    """Small synthetic networks (not any model flopgap is evaluated on): stacks of
+    inverted-residual, basic-residual, squeeze-excitation and MLP blocks over a range
+    of widths and resolutions. Their measured time against the per-op prediction
+    tells how ops cost in sequence, inside ``nn.Module`` calls, compared with alone."""
+    specs = [
+        ("ir c16 e4 k3 @56 x3", lambda: nn.Sequential(*[_inverted_residual(16, 4, 3, nn.ReLU) for _ in range(3)]),
+         (1, 16, 56, 56)),
+        ("ir c40 e6 k5 @14 x3", lambda: nn.Sequential(*[_inverted_residual(40, 6, 5, nn.Hardswish) for _ in range(3)]),
+         (1, 40, 14, 14)),
+        ("ir c96 e6 k3 @7 x2", lambda: nn.Sequential(*[_inverted_residual(96, 6, 3, nn.ReLU6) for _ in range(2)]),
+         (1, 96, 7, 7)),
+        ("basic c64 @28 x2", lambda: nn.Sequential(_basic(64), _basic(64)), (1, 64, 28, 28)),
+        ("basic c256 @7", lambda: _basic(256), (1, 256, 7, 7)),
+        ("se c96 @14 x4", lambda: nn.Sequential(*[_SE(96) for _ in range(4)]), (1, 96, 14, 14)),
+        ("mlp 256 x8", lambda: nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(256, 256), nn.ReLU())]),
+         (1, 256)),
+        ("mlp 2048 x4 -> 1000", lambda: nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(4)], nn.Linear(2048, 1000)),
+         (1, 2048)),
+    ]
+    if quick:
+        specs = specs[::2]
+    out = []
+    for label, make, shape in specs:
+        def build(make=make, shape=shape):
+            torch.manual_seed(0)
+            return make().eval(), (torch.randn(*shape),)
+        out.append((label, build))
+    return out
+
+
+def run_chains(quick: bool = False, progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
+    """Count and time each synthetic chain: its op records (as dicts), module calls
+    and median seconds per call (a model is timed by its median)."""
+    from dataclasses import asdict
+
+    from flopgap.count import count
+
+    out = []
+    cases = chain_cases(quick)
+    for i, (label, build) in enumerate(cases):
+        if progress is not None:
+            progress(i, len(cases), label)
+        module, inputs = build()
+        with torch.inference_mode():
+            res = count(module, inputs, model=label)
+        times = time_call(lambda: module(*inputs), min_run_time=0.05 if quick else 0.2)
+        out.append({"label": label, "ops": [asdict(r) for r in res.ops],
+                    "module_calls": sum(1 for m in res.modules if m.ops_all > 0),
+                    "seconds": float(np.median(times)), "seconds_min": float(times.min())})
+    return out

@@ -1,0 +1,388 @@
+"""This machine's own ceilings, measured (never read off a spec sheet), and cached.
+
+Every figure is kept with its spread over timed blocks (median, quartiles, min, max).
+Ceilings (peak FLOP/s, bandwidths) use the best block, as STREAM does: a ceiling is what
+the machine reaches undisturbed. Costs (dispatch, module call, launch) use the median.
+
+- ``peak_flops[dtype]``: FLOP/s of the fastest dense kernel of the build for that dtype:
+  a square ``torch.mm`` (int8: ``torch._int_mm`` where supported), a 1x1 convolution
+  (oneDNN GEMM, 512x512 weights x 1024 pixels) or a 3x3 convolution (128 channels,
+  28x28), FLOPs as counted (direct convolution, FMA = 2); each is kept in ``spreads``
+  (``peak_flops.fp32.mm``, ``.conv1x1``, ``.conv3x3``);
+- ``mem_bandwidth``: STREAM triad ``a = b + s*c`` on arrays 4x the last-level cache
+  (bytes = 3 arrays x size); copy and add are kept in ``stream``;
+- ``cache_bandwidth``: the same triad on arrays that fit the per-core L2
+  (``cache_bytes`` is the working set of that test);
+- ``dispatch_overhead_s``: one tiny eager op (``torch.add`` of two 1-element tensors)
+  under ``torch.inference_mode()``;
+- ``launch_latency_s`` (CUDA only): seconds per queued tiny kernel (CPU launch cost);
+- ``module_overhead_s``: one ``nn.Module.__call__`` that dispatches nothing;
+- ``calibration``: single-op timings over a grid of shapes (``_calibrate``), what
+  :func:`flopgap.explain.predict` fits its per-op-family model on;
+- ``chains``: 8 small synthetic networks (inverted-residual, residual, SE, MLP stacks;
+  none of them a model flopgap is evaluated on), counted and timed, from which the
+  predictor fits how ops cost in sequence and inside modules;
+- ``llc_bytes`` / ``l2_bytes``: cache sizes from sysfs;
+- ``page_fault_s`` (CPU, POSIX): seconds per 4 KiB page of first touch of freshly
+  mapped memory (a minor page fault), from filling a new 64 MiB tensor against a reused one.
+
+Cached as JSON per machine fingerprint (CPU model, cores, threads, torch version,
+device) in ``$FLOPGAP_CACHE_DIR`` or ``~/.cache/flopgap/``; nothing is read from the
+working directory. A quick profile (fewer, shorter benchmarks) is cached apart and
+is never used in place of a full one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from flopgap.errors import FlopgapError, UsageError
+from flopgap.machine._bench import Figure, figure_from_times, figure_of_seconds, time_call
+
+__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA"]
+
+MACHINE_SCHEMA = "flopgap.machine/1"
+_L3_FALLBACK_BYTES = 32 * 2**20
+_L2_WORKING_SET_BYTES = 3 * 64 * 2**10   # 3 arrays x 64 KiB: resident in a 512 KiB+ L2
+
+
+def cache_dir() -> Path:
+    """``$FLOPGAP_CACHE_DIR`` if set, else ``~/.cache/flopgap``."""
+    env = os.environ.get("FLOPGAP_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "flopgap"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UsageError(f"unknown device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device cuda requested but torch.cuda.is_available() is False on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"device must be cpu or cuda, got {device!r}")
+    return dev
+
+
+def fingerprint(device=None) -> dict:
+    """What identifies this machine's profile: CPU model, cores, threads, torch, device."""
+    dev = _device(device)
+    fp = {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+          "torch": torch.__version__, "device": str(dev)}
+    if dev.type == "cuda":
+        fp["gpu"] = torch.cuda.get_device_name(dev)
+    return fp
+
+
+def _fp_hash(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class MachineProfile:
+    """Measured ceilings of one machine (see module docstring for each figure)."""
+
+    fingerprint: dict
+    peak_flops: dict[str, float]
+    mem_bandwidth: float
+    cache_bandwidth: float
+    cache_bytes: int
+    dispatch_overhead_s: float
+    module_overhead_s: float = 0.0
+    launch_latency_s: float | None = None
+    spreads: dict[str, dict] = field(default_factory=dict)
+    stream: dict[str, float] = field(default_factory=dict)
+    calibration: list[dict] = field(default_factory=list)
+    chains: list[dict] = field(default_factory=list)
+    llc_bytes: int = _L3_FALLBACK_BYTES
+    l2_bytes: int = 2**20
+    page_fault_s: float | None = None
+    quick: bool = False
+    measured_at: str = ""
+    seconds: float = 0.0
+    source: str = "measured"   # measured | cache | synthetic
+
+    def peak(self, dtype: str = "float32") -> float:
+        """Peak FLOP/s for a tensor dtype name (``float32``, ``bfloat16``, ``qint8`` ...)."""
+        key = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8",
+               "qint8": "int8", "quint8": "int8"}.get(dtype, dtype)
+        return self.peak_flops.get(key) or self.peak_flops.get("fp32") or max(self.peak_flops.values())
+
+    def bandwidth_for(self, nbytes: float) -> float:
+        """Cache bandwidth when the op's bytes fit the cache-resident test, else main memory."""
+        return self.cache_bandwidth if nbytes <= self.cache_bytes else self.mem_bandwidth
+
+    def to_dict(self) -> dict:
+        return {"schema": MACHINE_SCHEMA, "fingerprint": self.fingerprint, "peak_flops": self.peak_flops,
+                "mem_bandwidth": self.mem_bandwidth, "cache_bandwidth": self.cache_bandwidth,
+                "cache_bytes": self.cache_bytes, "dispatch_overhead_s": self.dispatch_overhead_s,
+                "module_overhead_s": self.module_overhead_s, "launch_latency_s": self.launch_latency_s,
+                "llc_bytes": self.llc_bytes, "l2_bytes": self.l2_bytes, "page_fault_s": self.page_fault_s,
+                "spreads": self.spreads, "stream": self.stream, "quick": self.quick,
+                "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
+                "calibration": self.calibration, "chains": self.chains}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MachineProfile":
+        if d.get("schema") != MACHINE_SCHEMA:
+            raise FlopgapError(f"machine profile schema {d.get('schema')!r} is not {MACHINE_SCHEMA!r}")
+        return cls(d["fingerprint"], d["peak_flops"], d["mem_bandwidth"], d["cache_bandwidth"], d["cache_bytes"],
+                   d["dispatch_overhead_s"], d.get("module_overhead_s", 0.0), d.get("launch_latency_s"),
+                   d.get("spreads", {}), d.get("stream", {}), d.get("calibration", []), d.get("chains", []),
+                   d.get("llc_bytes", _L3_FALLBACK_BYTES), d.get("l2_bytes", 2**20), d.get("page_fault_s"),
+                   d.get("quick", False),
+                   d.get("measured_at", ""), d.get("seconds", 0.0), d.get("source", "measured"))
+
+    @classmethod
+    def synthetic(cls, *, peak: float = 1e11, mem_bandwidth: float = 1e10, cache_bandwidth: float = 5e10,
+                  cache_bytes: int = 100_000, dispatch_overhead_s: float = 5e-6, module_overhead_s: float = 1e-6,
+                  calibration: list[dict] | None = None, chains: list[dict] | None = None,
+                  peak_flops: dict | None = None, device=None,
+                  quick: bool = True) -> "MachineProfile":
+        """A profile with given ceilings and no spread (tests, what-if arithmetic)."""
+        return cls(fingerprint(device), dict(peak_flops or {"fp32": peak}), mem_bandwidth, cache_bandwidth,
+                   cache_bytes, dispatch_overhead_s, module_overhead_s, None, {}, {}, list(calibration or []),
+                   list(chains or []), quick=quick, source="synthetic")  # page_fault_s unknown: None
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the profile as JSON (default: the cache file for its fingerprint)."""
+        path = Path(path) if path is not None else cache_path(self.fingerprint, self.quick)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.to_dict(), indent=1))
+            tmp.replace(path)
+        except OSError as e:
+            raise FlopgapError(f"cannot write machine profile {path}: {e.strerror}") from None
+        return path
+
+    def figures(self) -> dict[str, Figure]:
+        return {k: Figure.from_dict(v) for k, v in self.spreads.items()}
+
+
+# ------------------------------------------------------------------ micro-benchmarks
+def _llc_bytes() -> int:
+    try:
+        sizes = []
+        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+            s = (idx / "size").read_text().strip()
+            mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(s[-1], 1)
+            sizes.append(int(s[:-1] if s[-1] in "KMG" else s) * mult)
+        return max(sizes) if sizes else _L3_FALLBACK_BYTES
+    except (OSError, ValueError):
+        return _L3_FALLBACK_BYTES
+
+
+def _l2_bytes() -> int:
+    try:
+        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+            if (idx / "level").read_text().strip() == "2":
+                s = (idx / "size").read_text().strip()
+                mult = {"K": 2**10, "M": 2**20}.get(s[-1], 1)
+                return int(s[:-1] if s[-1] in "KM" else s) * mult
+    except (OSError, ValueError):
+        pass
+    return 2**20
+
+
+def _sync_for(dev: torch.device):
+    return torch.cuda.synchronize if dev.type == "cuda" else None
+
+
+def _matmul_peak(dtype: str, dev: torch.device, n: int, min_run: float, kernel: str = "mm") -> Figure | None:
+    sync = _sync_for(dev)
+    if kernel in ("conv1x1", "conv3x3"):
+        # convolutions run by oneDNN, which on some CPUs is several times faster than the
+        # BLAS behind torch.mm: a 1x1 conv is a GEMM (n x n weights times n x 1024 pixels);
+        # a 3x3 conv (n/4 channels, 28x28) is the densest op of most CNNs
+        td = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+        if td is None:
+            return None
+        if kernel == "conv1x1":
+            x = torch.randn(1, n, 32, 32, device=dev).to(td)
+            w = torch.randn(n, n, 1, 1, device=dev).to(td)
+            fn = lambda: torch.nn.functional.conv2d(x, w)  # noqa: E731
+            work = 2.0 * n * n * 1024
+        else:
+            c = n // 4
+            x = torch.randn(1, c, 28, 28, device=dev).to(td)
+            w = torch.randn(c, c, 3, 3, device=dev).to(td)
+            fn = lambda: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
+            work = 2.0 * c * c * 9 * 28 * 28
+    elif dtype == "int8":
+        a = torch.randint(-100, 100, (n, n), dtype=torch.int8, device=dev)
+        b = torch.randint(-100, 100, (n, n), dtype=torch.int8, device=dev)
+        fn = lambda: torch._int_mm(a, b)  # noqa: E731
+    else:
+        td = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        a = torch.randn(n, n, device=dev).to(td)
+        b = torch.randn(n, n, device=dev).to(td)
+        fn = lambda: torch.mm(a, b)  # noqa: E731
+    if kernel == "mm":
+        work = 2.0 * n**3
+    try:
+        fn()
+    except (RuntimeError, NotImplementedError):
+        return None  # not supported by this build/device: reported as absent, not as zero
+    return figure_from_times(time_call(fn, min_run_time=min_run, sync=sync), work, "FLOP/s")
+
+
+def _stream(n_el: int, dev: torch.device, min_run: float) -> dict[str, Figure]:
+    sync = _sync_for(dev)
+    a = torch.zeros(n_el, device=dev)
+    b = torch.randn(n_el, device=dev)
+    c = torch.randn(n_el, device=dev)
+    nb = 4 * n_el
+    return {
+        "copy": figure_from_times(time_call(lambda: a.copy_(b), min_run_time=min_run, sync=sync), 2 * nb, "B/s"),
+        "add": figure_from_times(time_call(lambda: torch.add(b, c, out=a), min_run_time=min_run, sync=sync),
+                                 3 * nb, "B/s"),
+        "triad": figure_from_times(time_call(lambda: torch.add(b, c, alpha=3.0, out=a), min_run_time=min_run,
+                                             sync=sync), 3 * nb, "B/s"),
+    }
+
+
+def _tiny_op(dev: torch.device, min_run: float) -> Figure:
+    x = torch.ones(1, device=dev)
+    y = torch.ones(1, device=dev)
+    return figure_of_seconds(time_call(lambda: torch.add(x, y), min_run_time=min_run))
+
+
+def _module_call(min_run: float) -> Figure:
+    n = 32
+    seq = torch.nn.Sequential(*[torch.nn.Identity() for _ in range(n)])
+    x = torch.ones(1)
+    # the Sequential's own call is one of the n + 1 calls
+    return figure_of_seconds(time_call(lambda: seq(x), min_run_time=min_run) / (n + 1))
+
+
+def _page_fault(min_run: float) -> Figure | None:
+    """Seconds per 4 KiB page of first touch of freshly mapped memory (a minor page
+    fault): filling a new 64 MiB tensor (allocated with mmap) each call, minus filling a
+    reused one, over the pages. None where ``resource`` is unavailable."""
+    try:
+        import resource  # noqa: F401  (POSIX only)
+    except ImportError:
+        return None
+    n = 16 * 2**20  # floats: 64 MiB, always above glibc's mmap threshold
+    reused = torch.empty(n)
+    fresh = time_call(lambda: torch.empty(n).fill_(1.0), min_run_time=min_run)
+    warm = time_call(lambda: reused.fill_(1.0), min_run_time=min_run)
+    pages = 4 * n / 4096
+    return figure_of_seconds(np.maximum(fresh - float(np.median(warm)), 0.0) / pages)
+
+
+def _launch_latency(dev: torch.device, min_run: float) -> Figure:
+    """Seconds per launch of a tiny kernel, many queued then one sync (CUDA only)."""
+    x = torch.ones(1, device=dev)
+    n = 200
+
+    def burst():
+        for _ in range(n):
+            x.add_(1.0)
+
+    times = time_call(burst, min_run_time=min_run, sync=torch.cuda.synchronize)
+    return figure_of_seconds(times / n)
+
+
+def measure_profile(device=None, *, quick: bool = False,
+                    progress: Callable[[int, int, str], None] | None = None) -> MachineProfile:
+    """Run every micro-benchmark now (no cache). ``quick`` uses smaller arrays, shorter
+    runs and a quarter of the calibration grid (seconds instead of a minute)."""
+    from flopgap.machine._calibrate import run_calibration, run_chains
+
+    dev = _device(device)
+    t0 = time.perf_counter()
+    min_run = 0.05 if quick else 0.2
+    fp = fingerprint(dev)
+    spreads: dict[str, dict] = {}
+    peaks: dict[str, float] = {}
+    n = 512 if quick else 1024
+    if dev.type == "cuda":
+        n *= 4
+    for dt in ("fp32", "bf16", "int8") + (("fp16",) if dev.type == "cuda" else ()):
+        best = None
+        for kernel in ("mm", "conv1x1", "conv3x3"):
+            f = _matmul_peak(dt, dev, n if kernel == "mm" else 512, min_run, kernel)
+            if f is not None:
+                spreads[f"peak_flops.{dt}.{kernel}"] = f.to_dict()
+                if best is None or f.max > best.max:
+                    best = f
+        if best is not None:  # the fastest GEMM kernel this build has for the dtype
+            peaks[dt] = best.max
+            spreads[f"peak_flops.{dt}"] = best.to_dict()
+    llc = _llc_bytes()
+    big = max(4 * llc // 4, 2**22) if not quick else max(2 * llc // 4, 2**21)  # elements (fp32)
+    main = _stream(big if dev.type == "cpu" else 2**26, dev, min_run)
+    for k, f in main.items():
+        spreads[f"stream.{k}"] = f.to_dict()
+    small_el = _L2_WORKING_SET_BYTES // 3 // 4
+    cache = _stream(small_el, dev, min_run)
+    spreads["cache_bandwidth"] = cache["triad"].to_dict()
+    tiny = _tiny_op(dev, min_run)
+    spreads["dispatch_overhead_s"] = tiny.to_dict()
+    mod = _module_call(min_run)
+    spreads["module_overhead_s"] = mod.to_dict()
+    fault = _page_fault(min_run) if dev.type == "cpu" else None
+    if fault is not None:
+        spreads["page_fault_s"] = fault.to_dict()
+    launch = None
+    if dev.type == "cuda":
+        lf = _launch_latency(dev, min_run)
+        spreads["launch_latency_s"] = lf.to_dict()
+        launch = lf.value
+    calibration = run_calibration(quick=quick, progress=progress) if dev.type == "cpu" else []
+    chains = run_chains(quick=quick, progress=progress) if dev.type == "cpu" else []
+    return MachineProfile(
+        fingerprint=fp, peak_flops=peaks, mem_bandwidth=main["triad"].max,
+        cache_bandwidth=cache["triad"].max, cache_bytes=_L2_WORKING_SET_BYTES,
+        dispatch_overhead_s=tiny.value, module_overhead_s=mod.value, launch_latency_s=launch,
+        chains=chains, llc_bytes=llc, l2_bytes=_l2_bytes(), page_fault_s=fault.value if fault is not None else None,
+        spreads=spreads, stream={k: f.value for k, f in main.items()}, calibration=calibration, quick=quick,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=time.perf_counter() - t0,
+    )
+
+
+def cache_path(fp: dict, quick: bool) -> Path:
+    return cache_dir() / f"machine-{_fp_hash(fp)}{'-quick' if quick else ''}.json"
+
+
+def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
+                    progress: Callable[[int, int, str], None] | None = None) -> MachineProfile:
+    """This machine's profile: from the cache for this fingerprint, else measured now
+    and cached (``refresh=True`` always re-measures). A quick profile is cached apart."""
+    fp = fingerprint(device)
+    path = cache_path(fp, quick)
+    if not refresh and path.exists():
+        try:
+            prof = MachineProfile.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            raise FlopgapError(f"cannot read machine profile {path}: {e}; re-measure with --refresh") from None
+        if prof.fingerprint == fp:
+            prof.source = "cache"
+            return prof
+    prof = measure_profile(device, quick=quick, progress=progress)
+    prof.save(path)
+    return prof

@@ -1,0 +1,142 @@
+"""Render machine profiles, explanations and predictions as rich tables."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from flopgap.report._format import fmt_bytes, fmt_seconds, pct, si
+
+__all__ = ["render_machine", "render_explanation", "render_prediction"]
+
+
+def _short(op: str) -> str:
+    parts = op.split(".")
+    return parts[1] if len(parts) >= 2 else op
+
+
+def render_machine(prof, console: Console, path: str | None = None) -> None:
+    fp = prof.fingerprint
+    console.print(f"[bold]machine[/bold] {fp.get('cpu')}  cores {fp.get('cores')}  threads {fp.get('threads')}  "
+                  f"torch {fp.get('torch')}  device {fp.get('device')}"
+                  + (f"  gpu {fp['gpu']}" if fp.get("gpu") else ""))
+    console.print(f"profile: {prof.source}{' (quick)' if prof.quick else ''}, measured {prof.measured_at} "
+                  f"in {prof.seconds:.1f} s" + (f"; cache {path}" if path else ""))
+    console.print(f"used: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}"
+                  + "".join(f", {k} {si(v, 'FLOP/s')}" for k, v in prof.peak_flops.items() if k != "fp32")
+                  + f"; memory {si(prof.mem_bandwidth, 'B/s')}, cache {si(prof.cache_bandwidth, 'B/s')} "
+                  f"(ceilings: best block); dispatch {fmt_seconds(prof.dispatch_overhead_s)}, module call "
+                  f"{fmt_seconds(prof.module_overhead_s)}"
+                  + (f", kernel launch {fmt_seconds(prof.launch_latency_s)}" if prof.launch_latency_s else "")
+                  + " (costs: median)")
+    table = Table(title="measured figures over timed blocks (spread = interquartile range / median)",
+                  title_justify="left")
+    for col in ("figure", "median", "p25", "p75", "min", "max", "spread", "blocks"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+
+    def fmt(v, unit):
+        return fmt_seconds(v) if unit == "s" else si(v, unit)
+
+    for name, f in prof.figures().items():
+        table.add_row(name, fmt(f.value, f.unit), fmt(f.p25, f.unit), fmt(f.p75, f.unit), fmt(f.min, f.unit),
+                      fmt(f.max, f.unit), pct(f.rel_spread), str(f.samples))
+    console.print(table)
+    if prof.chains:
+        from flopgap.explain._predict import Predictor
+
+        pred = Predictor(prof)
+        console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t + "
+                      f"{fmt_seconds(pred.per_op_s)} per op; chains: "
+                      + ", ".join(f"{c['label']} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
+                                  for c in pred.chain_fit))
+    keys: dict[str, int] = {}
+    for s in prof.calibration:
+        keys[s["key"]] = keys.get(s["key"], 0) + 1
+    if keys:
+        console.print(f"calibration: {len(prof.calibration)} single-op cases: "
+                      + ", ".join(f"{_short(k) if k.startswith('aten.') else k} {n}" for k, n in sorted(keys.items())))
+
+
+def _op_table(title: str, rows: list[dict], total_flops: int) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("#", "op", "module", "class", "time", "share", "FLOPs", "FLOP share", "GFLOP/s", "GB/s",
+                "% peak", "roofline"):
+        t.add_column(col, justify="left" if col in ("op", "module", "class") else "right")
+    for r in rows:
+        t.add_row(str(r["index"]), _short(r["op"]), r["module"] or "(model)", r["cls"], fmt_seconds(r["time_s"]),
+                  pct(r["share"]), si(r["flops"]), pct(r["flops"] / total_flops if total_flops else None),
+                  f"{r['achieved_flops_s'] / 1e9:.2f}" if r["achieved_flops_s"] is not None else "-",
+                  f"{r['achieved_bytes_s'] / 1e9:.2f}" if r["achieved_bytes_s"] is not None else "-",
+                  pct(r["efficiency"]), fmt_seconds(r["roofline_s"]))
+    return t
+
+
+def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> None:
+    t = ex.totals
+    prof = ex.profile
+    console.print(f"[bold]{ex.model}[/bold]  inputs {', '.join(ex.inputs)}  device {t['device']}  "
+                  f"machine profile: {prof.source}{' (quick)' if prof.quick else ''}")
+    console.print(f"ceilings: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}, memory {si(prof.mem_bandwidth, 'B/s')}, "
+                  f"cache {si(prof.cache_bandwidth, 'B/s')}, dispatch overhead {fmt_seconds(prof.dispatch_overhead_s)}")
+    line = (f"profiled call {fmt_seconds(t['call_s'])} (median of {t['profiled_calls']}): ops "
+            f"{fmt_seconds(t['ops_s'])}, outside ops {fmt_seconds(t['outside_s'])}")
+    if t["measured_median_s"] is not None:
+        line += (f"; rigorous median {fmt_seconds(t['measured_median_s'])} "
+                 f"(profiler overhead {pct(t['profiler_overhead'], 0)})")
+    console.print(line)
+    console.print(f"predicted {fmt_seconds(t['predicted_s'])} (roofline sum {fmt_seconds(t['roofline_s'])})"
+                  + (f", error {pct(t['prediction_error'], 0)} vs the rigorous median"
+                     if t["prediction_error"] is not None else "")
+                  + f"; {si(t['flops'], 'FLOP')}, {fmt_bytes(t['bytes'])}, {t['ops']} kernel ops"
+                  + (f", {t['launches']} kernel launches" if t["launches"] else "")
+                  + f"; FLOP efficiency {pct(t['efficiency'])} of peak")
+    if t["unmatched_records"]:
+        console.print(f"[yellow]{t['unmatched_records']} counted ops got no profiler event[/yellow]")
+
+    cls = Table(title="roofline classes: time share vs FLOP share", title_justify="left")
+    for col in ("class", "ops", "time", "time share", "FLOP share", "bytes"):
+        cls.add_column(col, justify="left" if col == "class" else "right")
+    for c, row in ex.classes.items():
+        cls.add_row(f"{c}-bound", str(row["ops"]), fmt_seconds(row["time_s"]), pct(row["time_share"]),
+                    pct(row["flop_share"]), fmt_bytes(row["bytes"]))
+    cls.add_row("outside ops", "-", fmt_seconds(t["outside_s"]), pct(t["outside_share"]), "-", "-")
+    console.print(cls)
+
+    console.print(_op_table(f"top {top} ops by time", ex.top_by("time_s", top), t["flops"]))
+    console.print(_op_table(f"top {top} ops by FLOPs", ex.top_by("flops", top), t["flops"]))
+
+    mods = Table(title="per module (totals include children)", title_justify="left")
+    for col in ("module", "type", "time", "share", "FLOPs", "GFLOP/s", "ops"):
+        mods.add_column(col, justify="left" if col in ("module", "type") else "right")
+    for m in ex.modules:
+        if m["depth"] > depth or m["ops"] == 0:
+            continue
+        mods.add_row("  " * m["depth"] + (m["name"].rsplit(".", 1)[-1] if m["name"] else "(model)"), m["type"],
+                     fmt_seconds(m["time_s"]), pct(m["share"]), si(m["flops"]),
+                     f"{m['achieved_flops_s'] / 1e9:.2f}" if m["achieved_flops_s"] else "-", str(m["ops"]))
+    console.print(mods)
+
+    console.print("[bold]findings[/bold]")
+    for f in ex.findings:
+        console.print(f"- [bold]{f['title']}[/bold]: {f['text']}")
+        if f["ops"]:
+            names = ", ".join(f"#{o['index']} {_short(o['op'])}" + (f" ({o['module']})" if o["module"] else "")
+                              for o in f["ops"][:5])
+            console.print(f"    ops: {names}")
+
+
+def render_prediction(pred, console: Console, measured: float | None = None) -> None:
+    console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)}  "
+                  f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
+                  f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
+                  f"{fmt_seconds(pred.per_op_s)} per op)"
+                  + ("" if pred.calibrated else "  [yellow]no calibration: roofline only[/yellow]"))
+    if measured is not None:
+        console.print(f"measured median {fmt_seconds(measured)}, error {pct(pred.latency_s / measured - 1.0, 1)}")
+    t = Table(title="predicted time by method", title_justify="left")
+    for col in ("method", "ops", "predicted", "share"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for method, row in sorted(pred.by_method().items(), key=lambda kv: -kv[1]["predicted_s"]):
+        t.add_row(method, str(row["ops"]), fmt_seconds(row["predicted_s"]),
+                  pct(row["predicted_s"] / pred.latency_s if pred.latency_s else None))
+    console.print(t)

@@ -1,0 +1,115 @@
+"""The real CLI as a subprocess: exit code, JSON on stdout, empty stderr.
+
+The machine profile is a synthetic one written to a temporary cache dir, so the
+classification does not depend on this machine's timings; the profiler run is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flopgap.machine import MachineProfile
+
+FLOPGAP = Path(sys.executable).with_name("flopgap")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    e = {**os.environ, "FLOPGAP_CACHE_DIR": str(cache), "COLUMNS": "200"}
+    old = os.environ.get("FLOPGAP_CACHE_DIR")
+    os.environ["FLOPGAP_CACHE_DIR"] = str(cache)
+    try:  # peak 100 GFLOP/s, 10 GB/s memory, 50 GB/s cache (<= 100 kB), 5 us per op
+        MachineProfile.synthetic(quick=True).save()
+    finally:
+        if old is None:
+            os.environ.pop("FLOPGAP_CACHE_DIR")
+        else:
+            os.environ["FLOPGAP_CACHE_DIR"] = old
+    return e
+
+
+def run(env, *args):
+    return subprocess.run([str(FLOPGAP), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_explain_seed_ex2_deep_json(env):
+    p = run(env, "explain", "seed:ex2-deep", "--quick-machine", "--max-time", "0.3", "--json", "-")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""
+    d = json.loads(p.stdout)
+    assert d["schema"] == "flopgap.explain/1" and d["model"] == "seed:ex2-deep"
+    assert [o["op"] for o in d["ops"]] == ["aten.linear.default"] * 10
+    assert all(o["time_s"] > 0 and o["cls"] == "overhead" for o in d["ops"])
+    dominant = next(f for f in d["findings"] if f["kind"] == "dominant")
+    assert dominant["numbers"]["class"] == "overhead"
+    overhead = next(f for f in d["findings"] if f["kind"] == "overhead")
+    assert overhead["numbers"]["ops"] == 10 and overhead["numbers"]["dispatch_overhead_s"] == 5e-6
+    assert d["totals"]["measured_median_s"] > 0 and d["totals"]["unmatched_records"] == 0
+    assert d["machine"]["source"] == "cache"
+
+
+def main(env, capsys, *args) -> tuple[int, str, str]:
+    """The CLI in this process (cheaper than a subprocess): exit code, stdout, stderr."""
+    from flopgap.cli import main as cli_main
+
+    old = os.environ.get("FLOPGAP_CACHE_DIR")
+    os.environ["FLOPGAP_CACHE_DIR"] = env["FLOPGAP_CACHE_DIR"]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli_main(list(args))
+    finally:
+        if old is None:
+            os.environ.pop("FLOPGAP_CACHE_DIR")
+        else:
+            os.environ["FLOPGAP_CACHE_DIR"] = old
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_explain_table_output_and_plot(env, capsys, tmp_path):
+    png = tmp_path / "roof.png"
+    rc, out, err = main(env, capsys, "explain", "seed:ex2-wide", "--quick-machine", "--no-measure", "--calls", "3",
+                        "--plot", str(png))
+    assert rc == 0, err
+    assert err.strip() == f"wrote {png}"
+    assert "roofline classes" in out and "Dominant cost" in out and "top 10 ops by FLOPs" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_json(env):
+    p = run(env, "predict", "seed:ex2-deep", "--quick-machine", "--json", "-")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""
+    d = json.loads(p.stdout)
+    assert d["schema"] == "flopgap.predict/1" and not d["calibrated"]
+    # 10 overhead-bound linears at 5 us + 11 module calls at 1 us
+    assert d["latency_s"] == pytest.approx(10 * 5e-6 + 11 * 1e-6)
+
+
+def test_machine_reads_the_cache(env, capsys):
+    rc, out, err = main(env, capsys, "machine", "--quick", "--json", "-")
+    assert rc == 0, err
+    assert err == ""
+    d = json.loads(out)
+    assert d["schema"] == "flopgap.machine/1" and d["source"] == "cache" and d["peak_flops"] == {"fp32": 1e11}
+
+
+@pytest.mark.parametrize("command", ["machine", "explain", "predict"])
+def test_help_states_the_cache_location(env, capsys, command):
+    rc, out, _ = main(env, capsys, command, "--help")
+    assert rc == 0
+    assert "FLOPGAP_CACHE_DIR" in out and "~/.cache/flopgap/" in out
+
+
+@pytest.mark.parametrize("args", [["--calls", "0"], ["--plot", "x.svg"], ["--max-time", "0"]])
+def test_bad_options_are_usage_errors(env, capsys, args):
+    rc, out, err = main(env, capsys, "explain", "seed:ex2-deep", "--quick-machine", *args)
+    assert rc == 2
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1

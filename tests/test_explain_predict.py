@@ -1,0 +1,145 @@
+"""Prediction arithmetic on synthetic profiles (no timing)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from flopgap.count import count
+from flopgap.explain import predict
+from flopgap.explain._predict import Predictor
+from flopgap.machine import MachineProfile
+from flopgap.machine._features import op_features, op_key
+
+
+def _meta_count(module, *shapes):
+    return count(module.to("meta"), tuple(torch.empty(s, device="meta") for s in shapes), meta=True)
+
+
+def test_roofline_only_prediction_is_the_sum_plus_module_calls():
+    prof = MachineProfile.synthetic(peak=1e11, mem_bandwidth=1e10, cache_bandwidth=5e10, cache_bytes=100_000,
+                                    dispatch_overhead_s=5e-6, module_overhead_s=1e-6)
+    res = _meta_count(nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100)), (1, 100))
+    pred = predict(res, prof)
+    assert not pred.calibrated
+    # each Linear(100,100) at batch 1: 40,400 B read (x, W, b) + 400 B written -> 0.82 us from cache;
+    # 20,000 FLOPs -> 0.2 us; so every op costs the 5 us overhead
+    assert [o["method"] for o in pred.ops] == ["roofline"] * 3
+    assert [o["predicted_s"] for o in pred.ops] == [5e-6] * 3
+    assert pred.module_calls == 4            # the Sequential + 3 children
+    assert pred.latency_s == pytest.approx(3 * 5e-6 + 4 * 1e-6)
+    assert pred.roofline_s == pytest.approx(3 * 5e-6)
+    d = pred.to_dict()
+    assert d["schema"] == "flopgap.predict/1" and d["by_method"]["roofline"]["ops"] == 3
+
+
+def _knn_sample(key, feats, flops, seconds, op="aten.linear.default"):
+    return {"label": "x", "op": op, "key": key, "features": feats, "flops": flops, "bytes": 0, "seconds": seconds}
+
+
+def test_knn_prediction_is_overhead_plus_flops_over_rate():
+    # every case runs at 1e11 FLOP/s net of the 2 us fixed cost of the smallest case
+    # (the smallest case's own rate: 2e4 FLOPs / (0.1 * 2 us) = 1e11)
+    cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6),
+           _knn_sample("matmul", [6, 10, 10], 1e9, 2e-6 + 1e-2),
+           _knn_sample("matmul", [0, 10, 10], 1e8, 2e-6 + 1e-3)]
+    prof = MachineProfile.synthetic(calibration=cal, module_overhead_s=0.0)
+    res = _meta_count(nn.Linear(512, 256), (4, 512))
+    (r,) = res.kernel_ops
+    assert op_key(r) == "matmul"
+    assert op_features(r) == [2.0, 9.0, 8.0]          # log2 of M=4, K=512, N=256
+    t, method = Predictor(prof).op_time(r)
+    assert method == "knn:matmul"
+    assert t == pytest.approx(2e-6 + r.flops / 1e11)
+
+
+def test_curve_prediction_interpolates_log_time_over_log_bytes():
+    op = "aten.relu.default"
+    cal = [{"label": "a", "op": op, "key": op, "features": [0], "flops": 0, "bytes": 1_000, "seconds": 1e-6},
+           {"label": "b", "op": op, "key": op, "features": [0], "flops": 0, "bytes": 1_000_000, "seconds": 1e-4}]
+    p = Predictor(MachineProfile.synthetic(calibration=cal))
+    assert p._curve_time(op, 1e5) == pytest.approx(1e-6 * 100 ** (2 / 3))   # 2/3 of the way in log bytes
+    assert p._curve_time(op, 2e6) == pytest.approx(2e-4)                   # beyond: scales with bytes
+    assert p._curve_time(op, 10) == pytest.approx(1e-6)                    # below: the fixed cost
+    res = _meta_count(nn.ReLU(), (1, 25_000))                              # 100 kB read + 100 kB written
+    (r,) = res.kernel_ops
+    assert r.bytes == 200_000
+    assert p.op_time(r) == (pytest.approx(1e-6 * 10 ** (2 * math.log10(200) / 3)), "curve")
+
+
+def test_curves_interpolate_between_channel_counts():
+    op = "aten.batch_norm.default"
+    cal = [{"label": "x", "op": op, "key": op, "features": [0, c], "flops": 0, "bytes": b, "seconds": t}
+           for c, pts in ((4.0, ((1e3, 1e-6), (1e6, 1e-4))), (8.0, ((1e3, 4e-6), (1e6, 4e-4))))
+           for b, t in pts]
+    p = Predictor(MachineProfile.synthetic(calibration=cal))
+    assert p._curve_time(op, 1e3, 4.0) == pytest.approx(1e-6)
+    assert p._curve_time(op, 1e3, 6.0) == pytest.approx(2e-6)    # halfway in log2 channels: geometric mean
+    assert p._curve_time(op, 1e6, 10.0) == pytest.approx(4e-4)   # beyond the widest: clamped
+    assert p._curve_time(op, 1e6, 2.0) == pytest.approx(1e-4)
+
+
+def test_conv_keys_from_shapes():
+    dense = _meta_count(nn.Conv2d(16, 32, 3, padding=1), (1, 16, 28, 28)).kernel_ops[0]
+    dw = _meta_count(nn.Conv2d(32, 32, 3, padding=1, groups=32), (1, 32, 28, 28)).kernel_ops[0]
+    grouped = _meta_count(nn.Conv2d(64, 64, 3, stride=2, padding=1, groups=4), (1, 64, 28, 28)).kernel_ops[0]
+    assert (op_key(dense), op_key(dw), op_key(grouped)) == ("conv:dense", "conv:depthwise", "conv:grouped")
+    # cin/g, cout/g, out pixels, kernel, stride area, batch, groups (log2)
+    assert op_features(grouped) == [4.0, 4.0, math.log2(14 * 14), math.log2(9), 2.0, 0.0, 2.0]
+
+
+def test_uncalibrated_memory_op_falls_back_to_the_add_curve():
+    add = "aten.add.Tensor"
+    cal = [{"label": "a", "op": add, "key": add, "features": [0], "flops": 0, "bytes": 100, "seconds": 1e-6},
+           {"label": "b", "op": add, "key": add, "features": [0], "flops": 0, "bytes": 1e8, "seconds": 1e-2}]
+    p = Predictor(MachineProfile.synthetic(calibration=cal))
+    r = _meta_count(nn.Tanh(), (1, 1000)).kernel_ops[0]      # tanh: pointwise, not calibrated
+    assert r.family == "pointwise"
+    t, method = p.op_time(r)
+    assert method == "curve:add"
+    assert t == pytest.approx(p._curve_time(add, r.bytes))
+
+
+def test_sequence_fit_recovers_scale_and_per_op_cost_from_chains():
+    from dataclasses import asdict
+
+    cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6),
+           _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2)]          # 1e11 FLOP/s net of 2 us
+    base = Predictor(MachineProfile.synthetic(calibration=cal))
+    chains = []
+    for width, depth in ((64, 4), (256, 8), (1024, 2)):
+        res = _meta_count(nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)]), (1, width))
+        p = sum(base.op_time(r)[0] for r in res.ops)
+        calls = depth + 1
+        # measured = 1.5 x the per-op sum + 3 us per op + module calls x 1 us
+        t = 1.5 * p + 3e-6 * depth + calls * 1e-6
+        chains.append({"label": f"mlp {width}", "ops": [asdict(r) for r in res.ops], "module_calls": calls,
+                       "seconds": t, "seconds_min": t})
+    prof = MachineProfile.synthetic(calibration=cal, chains=chains, module_overhead_s=1e-6)
+    pred = Predictor(prof)
+    assert pred.scale == pytest.approx(1.5) and pred.per_op_s == pytest.approx(3e-6)
+    res = _meta_count(nn.Sequential(nn.Linear(128, 128), nn.Linear(128, 128)), (1, 128))
+    out = predict(res, prof)
+    ops_sum = sum(base.op_time(r)[0] for r in res.ops)
+    assert out.latency_s == pytest.approx(1.5 * ops_sum + 2 * 3e-6 + 3 * 1e-6)
+    assert out.to_dict()["sequence_fit"]["scale"] == pytest.approx(1.5)
+
+
+def test_cold_weights_floor_applies_above_l2_and_only_for_models_beyond_the_llc():
+    from flopgap.explain._predict import weights_are_cold
+
+    cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6)]
+    prof = MachineProfile.synthetic(calibration=cal, mem_bandwidth=1e10)
+    prof.l2_bytes, prof.llc_bytes = 1_000_000, 16_000_000   # cold beyond 8 MB of weights
+    p = Predictor(prof)
+    small = _meta_count(nn.Linear(256, 256), (1, 256)).kernel_ops[0]      # 262 kB of weights: in L2
+    big = _meta_count(nn.Linear(1024, 1024), (1, 1024)).kernel_ops[0]     # 4.19 MB: streamed from memory
+    assert p.op_time(small, cold_weights=True)[0] == pytest.approx(2e-6 + small.flops / 1e11)
+    assert p.op_time(big, cold_weights=True)[0] == pytest.approx(2e-6 + 1024 * 1024 * 4 / 1e10)  # 419 us
+    assert p.op_time(big, cold_weights=False)[0] == pytest.approx(2e-6 + big.flops / 1e11)      # 21 us
+    one = _meta_count(nn.Sequential(nn.Linear(1024, 1024)), (1, 1024))                   # 4.2 MB <= 8 MB
+    two = _meta_count(nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 1024)), (1, 1024))  # 8.4 MB
+    assert not weights_are_cold(one.ops, prof) and weights_are_cold(two.ops, prof)
