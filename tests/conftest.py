@@ -10,9 +10,15 @@ FLOPGAP = str(Path(sys.executable).with_name("flopgap"))
 
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_cache(tmp_path_factory):
-    # machine profiles and other caches go to a temporary folder, never the user's home
-    os.environ.setdefault("FLOPGAP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # machine profiles and other caches go to a temporary folder, never the user's own
+    # cache (even when FLOPGAP_CACHE_DIR is set in the developer's shell); restored after
+    before = os.environ.get("FLOPGAP_CACHE_DIR")
+    os.environ["FLOPGAP_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     yield
+    if before is None:
+        os.environ.pop("FLOPGAP_CACHE_DIR", None)
+    else:
+        os.environ["FLOPGAP_CACHE_DIR"] = before
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ def test_count_explicit_inputs_for_torchvision_and_meta():
     (["count"], "Missing argument"),
     (["count", "missing.pt2"], "does not exist"),
     (["nosuchcommand"], "No such command"),
+    (["count", "seed:ex2-deep", "--top", "-1"], "--top must be >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle):
     p = run(*args)

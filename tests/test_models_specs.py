@@ -20,7 +20,8 @@ def test_input_spec_grammar():
     assert parse_input_spec("2x8:fp16").dtype == "float16"
 
 
-@pytest.mark.parametrize("bad", ["", "1x", "x3", "1x0", "1x3:float99", "1x3:int64[5,5)", "1x3[0,1", "abc"])
+@pytest.mark.parametrize("bad", ["", "1x", "x3", "1x0", "1x3:float99", "1x3:int64[5,5)", "1x3[0,1", "abc",
+                                 "1x3[0,-)", "1x3[.,1)", "1x4:uint8[0,300)", "1x4:int64[0.5,3)"])
 def test_bad_input_specs(bad):
     with pytest.raises(UsageError):
         parse_input_spec(bad)
@@ -63,6 +64,26 @@ def test_seed_ex3_as_written_is_unchanged_and_as_intended_is_quantized():
 def test_bad_model_specs(spec, match):
     with pytest.raises(UsageError, match=match):
         load_model(spec)
+
+
+def test_kwargs_for_built_ins():
+    with pytest.raises(UsageError, match="takes no --kwargs"):
+        load_model("seed:ex2-deep", {"width": 3})
+    with pytest.raises(UsageError, match="rejected --kwargs"):
+        load_model("zoo:bert-tiny", {"no_such": 1})
+    with pytest.raises(UsageError, match="rejected --kwargs"):
+        load_model("zoo:bert-tiny", {"heads": 3})  # 128 is not divisible by 3
+    assert load_model("zoo:bert-tiny", {"layers": 1}).module.encoder.num_layers == 1
+
+
+def test_factory_import_leaves_sys_path_alone(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "pathcheck.py").write_text("from torch import nn\ndef make():\n    return nn.Linear(2, 2)\n")
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    load_model("pathcheck:make")
+    assert sys.path == before
 
 
 def test_bad_kwargs():

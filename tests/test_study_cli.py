@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 
@@ -20,10 +21,11 @@ def test_study_zoo_end_to_end(flopgap_cmd, tmp_path):
     db = tmp_path / "x.db"
     html = tmp_path / "r.html"
     p = run(flopgap_cmd, "study", "zoo", "--models", "seed:ex2-deep,seed:ex2-wide", "--max-time", "0.3",
-            "--quick-profile", "--db", f"sqlite:///{db}", "--html", str(html), cwd=tmp_path)
+            "--quick-profile", "--db", f"sqlite:///{db}", "--html", str(html), "--json", "-", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert p.stderr == ""
-    assert "stored as run 1 [finished]" in p.stdout and f"wrote report {html}" in p.stdout
+    assert p.stderr.strip() == f"wrote report {html}"  # side notes go to stderr ...
+    data = json.loads(p.stdout)  # ... so stdout is strict JSON (NaN written as null)
+    assert data["run"]["id"] == 1 and data["run"]["status"] == "finished"
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT model, key, kind FROM measurements ORDER BY model").fetchall()
         assert rows == [("seed:ex2-deep", "b1", "model"), ("seed:ex2-wide", "b1", "model")]

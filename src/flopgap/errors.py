@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FlopgapError", "UsageError"]
+__all__ = ["FlopgapError", "UsageError", "one_line"]
 
 
 class FlopgapError(Exception):
@@ -15,3 +15,9 @@ class UsageError(FlopgapError):
     """Bad input from the user (spec, shape, file, option); the CLI exits 2."""
 
     exit_code = 2
+
+
+def one_line(e: BaseException) -> str:
+    """``Type: first line of the message``: how every caught error is shown to users."""
+    text = f"{type(e).__name__}: {e}".strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -19,7 +19,7 @@ from flopgap.cli import study as _study  # noqa: F401
 from flopgap.cli import variants as _variants  # noqa: F401
 from flopgap.cli import time as _time  # noqa: F401
 from flopgap.cli import explain as _explain  # noqa: F401
-from flopgap.errors import FlopgapError
+from flopgap.errors import FlopgapError, one_line
 
 __all__ = ["app", "main"]
 
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         rc = app(args=args, prog_name="flopgap", standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        print("error: interrupted", file=sys.stderr)
+    except typer.Abort:  # click turns Ctrl-C into Abort
+        print("error: interrupted; results already written are kept", file=sys.stderr)
         sys.exit(130)
     except _CLICK_ERROR as e:
         print(f"error: {e.format_message()} (see flopgap --help)", file=sys.stderr)
@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug in flopgap: still one line, traceback on request
         if os.environ.get("FLOPGAP_DEBUG"):
             raise
-        print(f"error: internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(set FLOPGAP_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"error: internal error {one_line(e)} (set FLOPGAP_DEBUG=1 for the traceback)", file=sys.stderr)
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)

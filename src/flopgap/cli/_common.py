@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,8 +12,8 @@ from rich.console import Console
 
 from flopgap.errors import UsageError
 
-__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "console",
-           "load", "write_json", "write_text"]
+__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "console", "err_console",
+           "load", "write_json", "write_text", "non_negative"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
@@ -24,7 +23,14 @@ JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versio
 CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write a CSV table to this path ('-' for stdout)")]
 
 # wide tables when piped (rich defaults to 80 columns off a terminal); COLUMNS wins
-_WIDTH = int(os.environ.get("COLUMNS", "0")) or (None if sys.stdout.isatty() else 140)
+def _columns() -> int | None:
+    try:
+        return int(os.environ.get("COLUMNS", "0")) or None
+    except ValueError:  # COLUMNS set to something that is not a number: ignore it
+        return None
+
+
+_WIDTH = _columns() or (None if sys.stdout.isatty() else 140)
 console = Console(highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
@@ -51,5 +57,14 @@ def write_text(path: str, text: str) -> None:
     err_console.print(f"wrote {path}")
 
 
-def write_json(path: str, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+def write_json(path: str, data) -> None:
+    """Strict JSON (NaN -> null) to ``path`` or stdout (``-``); "wrote" goes to stderr."""
+    from flopgap._json import dumps
+
+    write_text(path, dumps(data) + "\n")
+
+
+def non_negative(name: str, value: int) -> int:
+    if value < 0:
+        raise UsageError(f"{name} must be >= 0, got {value}")
+    return value

@@ -8,7 +8,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, CsvOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console, load,
-                                 write_json, write_text)
+                                 non_negative, write_json, write_text)
 
 
 @app.command()
@@ -34,6 +34,8 @@ def count(
     from flopgap.count import count as run_count
     from flopgap.report.count_view import count_csv, render_count
 
+    non_negative("--depth", depth)
+    non_negative("--top", top)
     loaded, _, tensors = load(model, input, batch, kwargs, meta=meta)
     result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta)
     if json_path != "-" and csv_path != "-":

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import console, err_console
+from flopgap.cli._common import console, err_console, write_json
 from flopgap.errors import UsageError
 
 STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
@@ -40,6 +39,15 @@ def _positive(name: str, value: float) -> None:
         raise UsageError(f"{name} must be positive, got {value}")
 
 
+def _check_timing(max_time: float, precision: float | None = None, threads: int | None = None) -> None:
+    """Refuse bad timing options before minutes of profiling, not per model after."""
+    _positive("--max-time", max_time)
+    if precision is not None and not 0 < precision < 1:
+        raise UsageError(f"--precision must be a fraction between 0 and 1 (0.01 = 1%), got {precision}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be a positive integer, got {threads}")
+
+
 def _progress() -> bool:
     return err_console.is_terminal
 
@@ -54,21 +62,12 @@ def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, p
         print_sections(sections, console)
     if html:
         path = write_html(html, title_for(result), sections, machine=result.run.machine)
-        console.print(f"wrote report {path}", highlight=False, markup=False)
+        err_console.print(f"wrote report {path}", highlight=False, markup=False)
     if csv:
         for p in write_csv(csv, sections):
-            console.print(f"wrote {p}", highlight=False, markup=False)
+            err_console.print(f"wrote {p}", highlight=False, markup=False)
     if json_path:
-        text = json.dumps(result.to_dict(), indent=1, default=str) + "\n"
-        if json_path == "-":
-            typer.echo(text, nl=False)
-        else:
-            try:
-                Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-                Path(json_path).write_text(text)
-            except OSError as e:
-                raise UsageError(f"cannot write {json_path!r}: {e.strerror}") from None
-            console.print(f"wrote {json_path}", highlight=False, markup=False)
+        write_json(json_path, result.to_dict())
 
 
 def _stored(result, store, quiet: bool = False) -> None:
@@ -113,8 +112,7 @@ def study_zoo(
     from flopgap.store import open_store
     from flopgap.study import run_zoo
 
-    _positive("--max-time", max_time)
-    _positive("--precision", precision)
+    _check_timing(max_time, precision, threads)
     model_list = _split_models(models)
     if zoo and model_list:
         raise UsageError("give a zoo name or --models, not both")
@@ -146,8 +144,7 @@ def study_seed(
     from flopgap.store import open_store
     from flopgap.study import run_seed
 
-    _positive("--max-time", max_time)
-    _positive("--precision", precision)
+    _check_timing(max_time, precision, threads)
     store = open_store(db)
     result = run_seed(store=store, max_time=max_time, precision=precision, threads=threads,
                       with_explain=not no_explain, resume=resume, progress=_progress(), console=err_console,
@@ -178,8 +175,7 @@ def study_shufflenet(
     from flopgap.store import open_store
     from flopgap.study import run_shufflenet
 
-    _positive("--max-time", max_time)
-    _positive("--precision", precision)
+    _check_timing(max_time, precision, threads)
     store = open_store(db)
     gl = tuple(g.upper() for g in (guideline or ("G1", "G2", "G3", "G4")))
     result = run_shufflenet(store=store, spatial=spatial, max_time=max_time, precision=precision, threads=threads,
@@ -200,14 +196,14 @@ def runs(
     from flopgap.report.html import Section
     from flopgap.store import open_store
 
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
     store = open_store(db, create=False)
     found = store.runs(kind=kind, limit=limit)
     if json_path:
-        text = json.dumps([r.to_dict() for r in found], indent=1, default=str) + "\n"
+        write_json(json_path, [r.to_dict() for r in found])
         if json_path == "-":
-            typer.echo(text, nl=False)
             return
-        Path(json_path).write_text(text)
     if not found:
         console.print(f"no runs in {store.url}", markup=False)
         return
@@ -288,7 +284,7 @@ def demo(
     from flopgap.store import open_store
     from flopgap.study import DEMO_MODELS, run_seed, run_zoo
 
-    _positive("--max-time", max_time)
+    _check_timing(max_time, None, threads)
     store = open_store(db)
     console.print("[bold]1/2 seed case study[/bold]: the article's three examples, measured rigorously")
     seed = run_seed(store=store, max_time=max_time, threads=threads, progress=_progress(), console=err_console)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from flopgap.count import _formulas  # noqa: F401  (fills the registry)
-from flopgap.count._mode import _ALIAS_RETURN, _schema_flags, record_calls
+from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
 from flopgap.count._result import CountResult, ModuleStats, OpRecord
 from flopgap.models._inputs import describe_inputs
@@ -56,14 +56,17 @@ def cost_of_call(func, args: tuple, kwargs: dict, outs: tuple, noop: bool = Fals
     if noop:
         return "noop", "noop", Cost(0, 0, 0, 0)
     entry = lookup(func)
-    flags = _schema_flags(func)
+    flags = schema_flags(func)
     if entry is not None and entry.formula is None:
         return entry.family, entry.family, Cost(0, 0, 0, 0)
     if flags & _ALIAS_RETURN and not copied:
         return "view", "view", Cost(0, 0, 0, 0)  # aliasing op that did not copy
     if entry is not None:
         family = entry.family
-        cost = entry.formula(normalize_args(func, args, kwargs), outs)
+        try:
+            cost = entry.formula(normalize_args(func, args, kwargs), outs)
+        except Exception:  # a formula that cannot read these arguments: FLOPs unknown, bytes known
+            return "uncovered", "uncovered", Cost(0, 0, read, written)
         if cost.noop:
             return "noop", "noop", Cost(0, 0, 0, 0)
         kind = "data-movement" if family in ("data-movement", "embedding") and cost.flops == 0 else "compute"
@@ -79,47 +82,60 @@ def cost_of_call(func, args: tuple, kwargs: dict, outs: tuple, noop: bool = Fals
     )
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
 def _shapes(values) -> tuple[list, list]:
+    """Shapes and dtypes in the profiler's layout: ``[]`` for a non-tensor argument."""
     shapes, dtypes = [], []
     for v in values:
-        if isinstance(v, Meta):
+        if type(v) is Meta:
             shapes.append(list(v.shape))
-            dtypes.append(str(v.dtype).removeprefix("torch."))
-        elif isinstance(v, list) and v and all(isinstance(x, Meta) for x in v):
-            shapes.append([list(x.shape) for x in v])
-            dtypes.append(str(v[0].dtype).removeprefix("torch."))
+            dtypes.append(_dtype_name(v.dtype))
+        elif type(v) is list and v and type(v[0]) is Meta:
+            shapes.append([list(x.shape) for x in v if type(x) is Meta])
+            dtypes.append(_dtype_name(v[0].dtype))
         else:
             shapes.append([])
             dtypes.append("")
     return shapes, dtypes
 
 
+def _prefixes(name: str) -> list[str]:
+    """``"a.b.c"`` -> ``["", "a", "a.b", "a.b.c"]``: the module and its ancestors."""
+    if not name:
+        return [""]
+    parts = name.split(".")
+    return [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
 def _module_params(module: nn.Module) -> dict[str, int]:
     """Parameter count of every module (recursive, shared tensors once), packed
     quantized weights included (``quantize_dynamic`` hides them from named_parameters)."""
-    own: dict[str, list] = {}
-    seen: set[int] = set()
-    for name, sub in module.named_modules(remove_duplicate=False):
-        tensors = []
-        for p in sub.parameters(recurse=False):
-            if id(p) not in seen:
-                seen.add(id(p))
-                tensors.append(p.numel())
-        packed = getattr(sub, "_packed_params", None)
-        if packed is not None and callable(getattr(sub, "weight", None)):
-            with contextlib.suppress(Exception):
-                tensors.append(sub.weight().numel())
-                b = sub.bias()
-                if b is not None:
-                    tensors.append(b.numel())
-        own[name] = own.get(name, []) + tensors
     totals: dict[str, int] = {}
-    for name, sizes in own.items():
-        n = sum(sizes)
-        parts = name.split(".") if name else []
-        for i in range(len(parts) + 1):
-            key = ".".join(parts[:i])
-            totals[key] = totals.get(key, 0) + n
+    seen: set[int] = set()
+    for name, sub in module.named_modules():
+        n = 0
+        for p in sub._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                n += p.numel()
+        if getattr(sub, "_packed_params", None) is not None and callable(getattr(sub, "weight", None)):
+            with contextlib.suppress(Exception):
+                n += sub.weight().numel()
+                b = sub.bias()
+                n += b.numel() if b is not None else 0
+        totals.setdefault(name, 0)
+        if n:
+            for key in _prefixes(name):
+                totals[key] = totals.get(key, 0) + n
     return totals
 
 
@@ -165,12 +181,12 @@ def _aggregate(module: nn.Module, records: list[OpRecord], params: dict[str, int
     for name, sub in module.named_modules():
         stats[name] = ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
                                   params=params.get(name, 0))
+    chains: dict[str, list[ModuleStats]] = {}
     for r in records:
-        parts = r.module.split(".") if r.module else []
-        for i in range(len(parts) + 1):
-            s = stats.get(".".join(parts[:i]))
-            if s is None:
-                continue
+        chain = chains.get(r.module)
+        if chain is None:
+            chain = chains[r.module] = [stats[k] for k in _prefixes(r.module) if k in stats]
+        for s in chain:
             s.flops += r.flops
             s.macs += r.macs
             s.bytes_read += r.bytes_read

@@ -4,9 +4,12 @@
   contraction part of matmul, conv, attention and RNN gates; bias adds are +1 FLOP
   per output element (0 MACs).
 - Element-wise ops and activations: 1 FLOP per output element, whatever the function
-  (``gelu`` counts as ``add``). Reductions: 1 FLOP per input element (var/std: 3,
-  vector norm: 2, logsumexp: 4). Softmax / log-softmax: 5 per element (max, subtract,
-  exp, sum, divide).
+  (``gelu`` counts as ``add``). Selections (``where``, ``masked_fill``) move data: 0.
+  Dropout: 0 in eval (a no-op), 2 per element in training (mask + scale).
+  Interpolation (linear/bilinear/bicubic/trilinear upsampling): 8 per output element;
+  nearest: 0 (data movement). Reductions: 1 FLOP per input element (var/std: 3,
+  vector norm: 2, logsumexp: 4; sort/topk/median are counted as reductions too).
+  Softmax / log-softmax: 5 per element (max, subtract, exp, sum, divide).
 - Norms that compute statistics (layer/group/instance/batch-norm in training): 5 FLOPs
   per element with an affine transform, 4 without; RMS norm 4 with weight, 3 without;
   batch norm with running statistics (inference): 2 per element (folded scale + shift).
@@ -17,7 +20,8 @@
   ``is_causal`` the unmasked lower triangle ``sum_i min(i+1, S)`` (``L(L+1)/2`` when
   ``L == S``, i.e. about half).
 - Data movement (copy, cat, pad, gather, embedding): 0 FLOPs, bytes counted; embedding
-  and gathers read only the rows they touch.
+  and gathers read only the rows they touch (``embedding_bag`` adds 1 FLOP per summed
+  element). A one-operand ``einsum`` (permutation or reduction) counts 0 FLOPs.
 - Quantized ops: integer multiply-adds are counted as FLOPs/MACs like float ones;
   bytes use the real element sizes (int8 weights are 1 byte).
 """
@@ -339,7 +343,7 @@ register_formula(
     aten.hardswish, aten.hardswish_, aten.hardsigmoid, aten.hardsigmoid_, aten.gelu_, aten.mish, aten.mish_,
     aten.softplus, aten.elu, aten.elu_, aten.selu, aten.selu_, aten.celu, aten.prelu, aten._prelu_kernel,
     aten.relu6, aten.hardtanh, aten.hardtanh_, aten.leaky_relu, aten.leaky_relu_, aten.silu, aten.silu_,
-    aten.glu, aten.logit, aten.threshold, aten.square, aten.masked_fill_, aten.addcmul, aten.addcdiv, aten.lerp, aten.clamp_min, aten.clamp_max,
+    aten.glu, aten.logit, aten.threshold, aten.square, aten.addcmul, aten.addcdiv, aten.lerp, aten.clamp_min, aten.clamp_max,
     aten.clamp_, aten.clamp_min_, aten.clamp_max_, aten.sign, aten.quantize_per_tensor,
     aten.quantize_per_tensor_dynamic, aten.quantize_per_channel, aten.dequantize, aten.fake_quantize_per_tensor_affine,
     aten.native_dropout, family="pointwise",
@@ -517,7 +521,8 @@ register_formula(
     aten.upsample_nearest2d, aten.upsample_nearest3d, aten._upsample_nearest_exact2d, aten.tril, aten.triu,
     aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.im2col, aten.col2im,
     aten.cumulative_trapezoid, aten.contiguous, aten.to, aten.reshape, aten.flatten,
-    aten.unflatten, aten.type_as, aten._reshape_alias, aten.masked_fill, aten.where, aten.lift_fresh_copy,
+    aten.unflatten, aten.type_as, aten._reshape_alias, aten.masked_fill, aten.masked_fill_, aten.where,
+    aten.lift_fresh_copy,
     aten.resize_, aten.set_, aten.matrix_H, aten.block_diag, aten.diag_embed, aten.new_tensor,
     family="data-movement",
 )(lambda a, outs: ZERO)

@@ -20,6 +20,17 @@ __all__ = ["record_calls"]
 _MUTABLE, _ALIAS_RETURN = 1, 2
 
 
+_FLAGS: dict = {}
+
+
+def schema_flags(func) -> int:
+    """``_MUTABLE`` / ``_ALIAS_RETURN`` bits of an op's schema (cached per op)."""
+    flags = _FLAGS.get(func)
+    if flags is None:
+        flags = _FLAGS[func] = _schema_flags(func)
+    return flags
+
+
 def _schema_flags(func) -> int:
     schema = func._schema
     flags = _MUTABLE if schema.is_mutable else 0
@@ -28,17 +39,20 @@ def _schema_flags(func) -> int:
     return flags
 
 
+_Tensor = torch.Tensor
+
+
 def _meta(x):
     """Tensor -> Meta; packed quantized params -> tuple of Metas; lists recurse; other as is."""
-    if isinstance(x, torch.Tensor):
+    if isinstance(x, _Tensor):
         try:
-            stride = x.stride()
+            return Meta(x.shape, x.dtype, x.stride())
         except RuntimeError:  # sparse / nested tensors have no strides
-            stride = None
-        return Meta(tuple(x.shape), x.dtype, stride)
-    if isinstance(x, (list, tuple)):
-        if x and isinstance(x[0], (torch.Tensor, type(None))) or any(isinstance(v, torch.Tensor) for v in x):
-            return [_meta(v) for v in x]
+            return Meta(x.shape, x.dtype, None)
+    if type(x) is list or type(x) is tuple:
+        for v in x:
+            if isinstance(v, _Tensor):
+                return [_meta(v) for v in x]
         return x
     if isinstance(x, torch.ScriptObject) and hasattr(x, "unpack"):
         try:
@@ -62,14 +76,13 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.calls: list[tuple] = []
         self.stack: list[str] = [""]
-        self._flags: dict = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        flags = self._flags.get(func)
+        flags = _FLAGS.get(func)
         if flags is None:
-            flags = self._flags[func] = _schema_flags(func)
+            flags = schema_flags(func)
         noop = copied = False
         if not flags & _MUTABLE and isinstance(out, torch.Tensor):
             for a in args:
@@ -82,9 +95,9 @@ class _Recorder(TorchDispatchMode):
         outs = out if isinstance(out, (tuple, list)) else (out,)
         self.calls.append((
             func, self.stack[-1],
-            tuple(_meta(a) for a in args),
-            {k: _meta(v) for k, v in kwargs.items()},
-            tuple(_meta(o) for o in outs),
+            tuple([_meta(a) for a in args]),
+            {k: _meta(v) for k, v in kwargs.items()} if kwargs else kwargs,
+            tuple([_meta(o) for o in outs]),
             noop, copied,
         ))
         return out

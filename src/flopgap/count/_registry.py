@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 
@@ -19,9 +19,12 @@ __all__ = ["Meta", "Cost", "Formula", "register_formula", "declare_free", "looku
            "ZERO", "FREE_FAMILIES"]
 
 
-@dataclass(frozen=True)
-class Meta:
-    """What a formula may see of a tensor: its shape, dtype and strides."""
+class Meta(NamedTuple):
+    """What a formula may see of a tensor: its shape, dtype and strides.
+
+    A named tuple, not a dataclass: the counting pass builds one per tensor argument
+    of every dispatched op, and tuple construction is the cheapest Python offers.
+    """
 
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32

@@ -84,9 +84,18 @@ def parse_input_spec(text: str) -> InputSpec:
     canonical = str(_DTYPES[dtype]).removeprefix("torch.")
     low = high = None
     if m["lo"] is not None:
-        low, high = float(m["lo"]), float(m["hi"])
+        try:
+            low, high = float(m["lo"]), float(m["hi"])
+        except ValueError:
+            raise UsageError(f"bad input spec {text!r}: the range [lo,hi) needs two numbers") from None
         if not high > low:
             raise UsageError(f"bad input spec {text!r}: empty range [{m['lo']},{m['hi']})")
+        dt = _DTYPES[dtype]
+        if not dt.is_floating_point and dt != torch.bool:
+            info = torch.iinfo(dt)
+            if low < info.min or high - 1 > info.max or not (low.is_integer() and high.is_integer()):
+                raise UsageError(f"bad input spec {text!r}: an integer range within [{info.min},{info.max + 1}) "
+                                 f"is needed for {canonical}")
     return InputSpec(shape, canonical, low, high)
 
 
@@ -102,7 +111,10 @@ def with_batch(specs: tuple[InputSpec, ...], batch: int | None) -> tuple[InputSp
 def make_inputs(specs: tuple[InputSpec, ...], seed: int = _SEED) -> tuple[torch.Tensor, ...]:
     """Build the tensors for ``specs`` reproducibly (seeded generator, CPU)."""
     g = torch.Generator().manual_seed(seed)
-    return tuple(s.make(g) for s in specs)
+    try:
+        return tuple(s.make(g) for s in specs)
+    except (RuntimeError, MemoryError) as e:  # e.g. a shape too large to allocate
+        raise UsageError(f"cannot build inputs {', '.join(map(str, specs))}: {str(e).splitlines()[0]}") from None
 
 
 def describe_inputs(inputs) -> list[str]:

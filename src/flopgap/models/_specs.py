@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flopgap.errors import UsageError
-from flopgap.models._inputs import InputSpec, make_inputs, parse_input_spec, with_batch
+from flopgap.errors import UsageError, one_line
+from flopgap.models._inputs import InputSpec, parse_input_spec, with_batch
 
 __all__ = ["LoadedModel", "load_model", "resolve_inputs", "parse_kwargs", "call_model", "builtin_models"]
 
@@ -86,9 +86,11 @@ def _torchvision(name: str, kwargs: dict, meta: bool) -> LoadedModel:
     return LoadedModel(f"torchvision:{name}", module, _IMAGE_INPUT, "torchvision", kwargs)
 
 
-def _seed(name: str, meta: bool) -> LoadedModel:
+def _seed(name: str, kwargs: dict, meta: bool) -> LoadedModel:
     from flopgap.models.seed import SEED_MODELS
 
+    if kwargs:
+        raise UsageError(f"seed:{name} takes no --kwargs (the article's models are fixed)")
     if name not in SEED_MODELS:
         raise UsageError(f"unknown seed model {name!r}; known: {', '.join(SEED_MODELS)}")
     entry = SEED_MODELS[name]
@@ -103,8 +105,12 @@ def _zoo(name: str, kwargs: dict, meta: bool) -> LoadedModel:
     if name not in ZOO_MODELS:
         raise UsageError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
     entry = ZOO_MODELS[name]
-    with torch.device("meta") if meta else contextlib.nullcontext():
-        module = entry.build(**kwargs)
+    try:
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            module = entry.build(**kwargs)
+    except (TypeError, AssertionError, ValueError) as e:
+        raise UsageError(f"zoo:{name} rejected --kwargs {kwargs}: {one_line(e)} "
+                         f"(its settings: {', '.join(f'{k}={v}' for k, v in entry.defaults.items())})") from None
     return LoadedModel(f"zoo:{name}", module, entry.inputs, "zoo", kwargs)
 
 
@@ -116,7 +122,7 @@ def _file(path: Path) -> LoadedModel:
         try:
             program = torch.export.load(str(path))
         except Exception as e:  # corrupt or foreign archive: report, never trace back
-            raise UsageError(f"cannot load torch.export program {str(path)!r}: {_one_line(e)}") from None
+            raise UsageError(f"cannot load torch.export program {str(path)!r}: {one_line(e)}") from None
         try:
             module = torch.export.unflatten(program)  # restores the module hierarchy
         except Exception:
@@ -138,7 +144,7 @@ def _file(path: Path) -> LoadedModel:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
             raise UsageError(
-                f"{str(path)!r} is not a TorchScript archive ({_one_line(e)}); flopgap never unpickles "
+                f"{str(path)!r} is not a TorchScript archive ({one_line(e)}); flopgap never unpickles "
                 "arbitrary code: save with torch.jit.save(torch.jit.script(m)) or torch.export.save"
             ) from None
         return LoadedModel(str(path), module, None, "torchscript")
@@ -150,14 +156,18 @@ def _factory(spec: str, kwargs: dict, meta: bool) -> LoadedModel:
     if not mod_name or not attr:
         raise UsageError(f"bad model spec {spec!r}: expected package.module:callable")
     cwd = os.getcwd()
-    if cwd not in sys.path:
+    added = cwd not in sys.path
+    if added:  # the current directory is importable for the import only
         sys.path.insert(0, cwd)
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
         raise UsageError(f"cannot import {mod_name!r} for model spec {spec!r}: {e}") from None
     except Exception as e:
-        raise UsageError(f"importing {mod_name!r} failed: {_one_line(e)}") from None
+        raise UsageError(f"importing {mod_name!r} failed: {one_line(e)}") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -170,7 +180,7 @@ def _factory(spec: str, kwargs: dict, meta: bool) -> LoadedModel:
             with torch.device("meta") if meta else contextlib.nullcontext():
                 module = obj(**kwargs)
         except Exception as e:
-            raise UsageError(f"{spec} raised while building the model: {_one_line(e)}") from None
+            raise UsageError(f"{spec} raised while building the model: {one_line(e)}") from None
     else:
         raise UsageError(f"{spec} is neither an nn.Module nor a callable")
     inputs = None
@@ -201,11 +211,6 @@ def _specs_from_example(example) -> tuple[InputSpec, ...] | None:
     return tuple(out)
 
 
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def load_model(spec: str, kwargs: dict | None = None, *, meta: bool = False) -> LoadedModel:
     """Build the model named by ``spec`` in eval mode.
 
@@ -219,7 +224,7 @@ def load_model(spec: str, kwargs: dict | None = None, *, meta: bool = False) -> 
     if sep and prefix == "torchvision":
         loaded = _torchvision(rest, kwargs, meta)
     elif sep and prefix == "seed":
-        loaded = _seed(rest, meta)
+        loaded = _seed(rest, kwargs, meta)
     elif sep and prefix == "zoo":
         loaded = _zoo(rest, kwargs, meta)
     elif Path(spec).suffix.lower() in (".pt2", ".pt", ".ts", ".pth") or Path(spec).is_file():
@@ -257,7 +262,7 @@ def call_model(module: nn.Module, inputs: tuple, spec: str = "model"):
         from flopgap.models._inputs import describe_inputs
 
         raise UsageError(
-            f"{spec} raised on inputs {', '.join(describe_inputs(inputs))}: {_one_line(e)}; "
+            f"{spec} raised on inputs {', '.join(describe_inputs(inputs))}: {one_line(e)}; "
             "check --input/--batch"
         ) from None
 

@@ -206,6 +206,9 @@ def write_csv(folder: str | Path, sections: Sequence[Section]) -> list[Path]:
                     name = f"{stem}_{n}"
                 seen.add(name)
                 p = d / f"{name}.csv"
-                p.write_text(table_csv(block), encoding="utf-8")
+                try:
+                    p.write_text(table_csv(block), encoding="utf-8")
+                except OSError as e:
+                    raise UsageError(f"cannot write {str(p)!r}: {e.strerror}") from None
                 paths.append(p)
     return paths

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from sqlalchemy import create_engine, event, func, insert, inspect, select, upda
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from flopgap._json import jsonable as _jsonable  # one JSON rule for files and the store
 from flopgap.errors import FlopgapError, UsageError
 from flopgap.store._schema import MIGRATIONS, SCHEMA_VERSION, measurements, meta, runs
 
@@ -34,26 +34,6 @@ RUN_STATUSES = ("running", "finished", "interrupted", "incomplete", "failed")
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types only (what a JSON column stores exactly); non-finite floats -> None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _jsonable(value.item())
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return _jsonable(value.to_dict())
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
 
 def config_hash(config: dict) -> str:
     """Stable hash of a run's configuration (key order does not matter)."""
@@ -126,6 +106,27 @@ def _flopgap_version() -> str:
         return ""
 
 
+def _retry_locked(statement, budget_s: float = _BUSY_TIMEOUT_MS / 1000) -> None:
+    """Run ``statement`` until SQLite stops answering "database is locked".
+
+    Switching a fresh file to WAL needs an exclusive lock and SQLite answers BUSY at
+    once instead of waiting on ``busy_timeout``, so two processes creating one store
+    at the same moment must retry here.
+    """
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Store:
     """A results store at a SQLAlchemy URL (``sqlite:///flopgap.db`` by default).
 
@@ -170,7 +171,7 @@ class Store:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's is deferred and late)
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, crash-safe
+            _retry_locked(lambda: cur.execute("PRAGMA journal_mode=WAL"))  # readers never block the writer
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()

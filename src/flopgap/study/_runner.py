@@ -10,7 +10,7 @@ Pseudocode::
         store.put(run, item.model, kind, payload, key=item.key)          # its own transaction
     (Ctrl-C: the run is marked 'interrupted'; kill -9: it stays 'running'; both resumable)
 
-A model that fails (it raises a :class:`FlopgapError` or a runtime error) is recorded as
+A model that fails (it raises any exception but Ctrl-C) is recorded as
 an ``error`` row and reported; it never turns into a result. A resumed run retries it.
 """
 
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from flopgap.errors import FlopgapError
+from flopgap.errors import one_line
 
 __all__ = ["Item", "RunOutcome", "open_run", "run_items"]
 
@@ -59,11 +59,6 @@ def open_run(store, kind: str, config: dict, machine: dict, *, resume: bool, nam
     return store.start_run(kind, config, machine, name=name), False
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
 def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item], dict], *, kind: str,
               progress: bool = False, label: str = "measuring", resumed: bool = False,
               console=None) -> RunOutcome:
@@ -93,10 +88,11 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
                 payload = measure(it)
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except (FlopgapError, RuntimeError, ValueError, TypeError, AssertionError, NotImplementedError) as e:
-                # keep going with the other models; the failure is stored and shown, never a result
-                outcome.failed[name] = _one_line(e)
-                store.put(run_id, it.model, "error", {"error": _one_line(e), "kind": kind}, key=it.key,
+            except Exception as e:
+                # keep going with the other models; the failure is stored and shown, never a result,
+                # and retried on --resume
+                outcome.failed[name] = one_line(e)
+                store.put(run_id, it.model, "error", {"error": one_line(e), "kind": kind}, key=it.key,
                           on_conflict="replace")
             else:
                 payload = dict(payload)

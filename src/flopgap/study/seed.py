@@ -1,16 +1,16 @@
 """The seed case study: the article's three examples, measured rigorously, one verdict per claim.
 
 The article ("Can low parameter count and FLOPs correlate with high inference time in
-PyTorch?", /work/shared/seed) times one call of each model with ``time.time()`` and no
+PyTorch?") times one call of each model with ``time.time()`` and no
 warm-up. Here each pair is timed alternately with :func:`flopgap.timing.compare`
 (warmed-up medians, paired bootstrap CI of the latency ratio), each model is counted,
 and explain gives its reason. The article's own method (one call of a freshly built
 model, no warm-up) is recorded beside the median to show how far it lands.
 
-Verdict per claim (see :func:`flopgap.study._stats.ratio_verdict`): *holds* if the 95%
-CI of the ratio excludes 1 on the claimed side; *does not hold* if it excludes 1 on
-the other side or lies within +-5% of 1 (the claimed effect is absent); otherwise
-*inconclusive at this noise*.
+Verdict per claim (see :func:`flopgap.study._stats.ratio_verdict`): an effect counts
+beyond 5%. *holds* if the 95% CI of the ratio lies wholly beyond +-5% of 1 on the
+claimed side; *does not hold* if it lies wholly on the other side of 1 or wholly within
++-5% of 1 (the claimed effect is absent); otherwise *inconclusive at this noise*.
 """
 
 from __future__ import annotations
