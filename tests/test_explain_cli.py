@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from flopgap.machine import MachineProfile
+from flopgap.timing import FakeClock
+from flopgap.timing import measure as real_measure   # bound now: tests below replace flopgap.timing.measure
 
 FLOPGAP = Path(sys.executable).with_name("flopgap")
 
@@ -113,3 +115,28 @@ def test_bad_options_are_usage_errors(env, capsys, args):
     rc, out, err = main(env, capsys, "explain", "seed:ex2-deep", "--quick-machine", *args)
     assert rc == 2
     assert out == "" and err.startswith("error: ") and err.count("\n") == 1
+
+
+def _interrupted_measure(*args, **kwargs):
+    """What flopgap.timing.measure returns when Ctrl-C stops its sampling."""
+    clock = FakeClock(1e-3)   # 1 ms per call
+    m = real_measure(clock.model, (), clock=clock, max_time=0.05, min_time=0)
+    m.interrupted = True
+    return m
+
+
+def test_predict_measure_ctrl_c_exits_130_after_reporting(env, capsys, monkeypatch):
+    monkeypatch.setattr("flopgap.timing.measure", _interrupted_measure)
+    rc, out, err = main(env, capsys, "predict", "seed:ex2-deep", "--quick-machine", "--measure", "--json", "-")
+    assert rc == 130
+    d = json.loads(out)
+    assert d["interrupted"] is True and d["measured_median_s"] == pytest.approx(1e-3)
+    assert err.startswith("interrupted")
+
+
+def test_explain_ctrl_c_in_timing_exits_130_after_reporting(env, capsys, monkeypatch):
+    monkeypatch.setattr("flopgap.timing.measure", _interrupted_measure)
+    rc, out, err = main(env, capsys, "explain", "seed:ex2-wide", "--quick-machine", "--calls", "3")
+    assert rc == 130
+    assert "roofline classes" in out and "interrupted" in out
+    assert err.startswith("interrupted")

@@ -183,3 +183,35 @@ def test_page_fault_finding_arithmetic():
     att.page_faults_per_call = 1.0   # 1 us = 2%: below the 5% threshold, not shown
     ex = build_explanation(res, att, prof, measurement={"median": 50e-6})
     assert not any(f["title"].endswith("page faults") for f in ex.findings)
+
+
+def test_interrupted_timing_is_kept_and_an_unknown_median_reconciles_nothing():
+    res = _meta_count(MatMul(), (64, 64), (64, 64))
+    att = Attribution(times=[0.1], launches=[0], calls=5, call_s=0.25, ops_s=0.1)
+    ex = build_explanation(res, att, PROFILE, measurement={"median": 0.2, "interrupted": True})
+    assert ex.totals["interrupted"] and ex.totals["measured_median_s"] == 0.2
+    assert ex.totals["profiler_overhead"] == pytest.approx(0.25)
+    # Ctrl-C before any sample: no median, so no overhead or error against it
+    ex = build_explanation(res, att, PROFILE, measurement={"median": float("nan"), "interrupted": True})
+    t = ex.totals
+    assert t["interrupted"] and t["measured_median_s"] is None and t["profiler_overhead"] is None
+    assert t["prediction_error"] is None and t["outside_python_s"] == pytest.approx(0.15)
+    assert not build_explanation(res, att, PROFILE).totals["interrupted"]
+
+
+def test_weight_bytes_include_packed_int8_weights():
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    from flopgap.explain import weight_bytes
+
+    lin = nn.Sequential(nn.Linear(16, 8))
+    assert weight_bytes(lin) == (16 * 8 + 8) * 4                     # float32 weight and bias
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(lin, dtype=torch.qint8)
+    assert list(q.parameters()) == []                                # hidden from parameters()
+    assert weight_bytes(q) == 16 * 8 * 1 + 8 * 4                     # int8 weight, float32 bias
+    shared = nn.Sequential(lin[0], lin[0])
+    assert weight_bytes(shared) == weight_bytes(lin)                 # a shared layer counts once

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from flopgap.count import OpRecord
 from flopgap.errors import FlopgapError, UsageError
 from flopgap.machine import MachineProfile, cache_dir, fingerprint, profile_machine
 from flopgap.machine import _profile
@@ -84,10 +85,20 @@ def test_other_fingerprint_is_not_reused(cache, fake_measure):
     assert profile_machine(quick=True).source == "measured"
 
 
-def test_corrupt_cache_is_an_error_not_a_silent_remeasure(cache, fake_measure):
-    _profile.cache_path(fingerprint(), True).write_text("{not json")
-    with pytest.raises(FlopgapError, match="--refresh"):
-        profile_machine(quick=True)
+@pytest.mark.parametrize("text, why", [
+    ("{not json", "JSONDecodeError"),
+    ("[1, 2]", "a machine profile is a JSON object, got list"),
+    ('{"schema": "flopgap.machine/0"}', "machine profile schema 'flopgap.machine/0' is not 'flopgap.machine/1'"),
+])
+def test_unusable_cache_is_remeasured_and_said(cache, fake_measure, capsys, text, why):
+    path = _profile.cache_path(fingerprint(), True)
+    path.write_text(text)
+    prof = profile_machine(quick=True)
+    assert prof.source == "measured" and fake_measure == [True]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "re-measuring the machine profile" in err and why in err and str(path) in err
+    assert json.loads(path.read_text())["schema"] == "flopgap.machine/1"   # replaced by the new profile
+    assert profile_machine(quick=True).source == "cache" and fake_measure == [True]
 
 
 def test_round_trip_and_schema_check():
@@ -108,11 +119,17 @@ def test_real_micro_benchmarks_run_and_report_spreads():
     times = time_call(lambda: torch.add(torch.ones(4), 1.0), min_run_time=0.002)
     assert times.size >= 1 and (times > 0).all()
     tiny = _profile._tiny_op(torch.device("cpu"), 0.002)
-    assert tiny.unit == "s" and tiny.min <= tiny.value <= tiny.max
     stream = _profile._stream(4096, torch.device("cpu"), 0.002)
-    assert set(stream) == {"copy", "add", "triad"} and all(f.value > 0 for f in stream.values())
     peak = _profile._matmul_peak("fp32", torch.device("cpu"), 64, 0.002)
-    assert peak.unit == "FLOP/s" and peak.value > 0
+    assert set(stream) == {"copy", "add", "triad"}
+    figures = [tiny, peak, *stream.values()]
+    for f in figures:  # a spread is ordered and made of the blocks it claims
+        assert 0 < f.min <= f.p25 <= f.value <= f.p75 <= f.max and f.samples >= 1
+        assert f.to_dict() == type(f).from_dict(f.to_dict()).to_dict()
+    assert [f.unit for f in figures] == ["s", "FLOP/s", "B/s", "B/s", "B/s"]
+    # units sane: seconds per tiny op, not milliseconds or calls; rates per second, not per call
+    assert 1e-8 < tiny.value < 1e-2
+    assert 1e6 < peak.value < 1e14 and all(1e6 < f.value < 1e13 for f in stream.values())
 
 
 def test_calibration_quick_grid_and_samples():
@@ -126,3 +143,24 @@ def test_calibration_quick_grid_and_samples():
     assert samples[1]["flops"] == 2 * 1 * 8 * 8 + 8   # matmul + bias
     assert samples[1]["features"] == [0.0, 3.0, 3.0]
     assert all(s["seconds"] > 0 for s in samples)
+
+
+def _rec(op, family, shapes, dtypes, out):
+    return OpRecord(0, op, "", family, "compute", shapes, dtypes, out, 0, 0, 0, 0)
+
+
+def test_op_keys_follow_the_counting_family():
+    from flopgap.machine._features import itemsize, op_features, op_key, weight_bytes
+
+    int_mm = _rec("aten._int_mm.default", "matmul", [[8, 64], [64, 32]], ["int8", "int8"], [[8, 32]])
+    assert op_key(int_mm) == "matmul" and op_features(int_mm) == [3.0, 6.0, 5.0]
+    mv = _rec("aten.mv.default", "matmul", [[8, 64], [64]], ["float32", "float32"], [[8]])
+    assert op_key(mv) == "aten.mv.default"        # matrix x vector: no (m, k, n) shape model
+    qlin = _rec("quantized.linear_dynamic.default", "quantized", [[4, 16], [], []], ["float32", "", ""], [[4, 8]])
+    assert op_key(qlin) == "matmul:int8" and op_features(qlin) == [2.0, 4.0, 3.0]
+    assert weight_bytes(qlin) == 16 * 8           # packed int8 weight, one byte each
+    conv = _rec("aten.conv2d.default", "conv", [[1, 8, 4, 4], [8, 8, 3, 3]], ["float32", "float64"], [[1, 8, 4, 4]])
+    assert op_key(conv) == "conv:dense" and weight_bytes(conv) == 8 * 8 * 3 * 3 * 8   # float64: 8 bytes
+    convt = _rec("aten.conv_transpose2d.input", "conv", [[1, 8, 4, 4], [8, 8, 3, 3]], ["float32"] * 2, [[1, 8, 6, 6]])
+    assert op_key(convt) == "aten.conv_transpose2d.input" and weight_bytes(convt) == 0
+    assert (itemsize("int64"), itemsize("bool"), itemsize("bfloat16"), itemsize("qint8"), itemsize("")) == (8, 1, 2, 1, 4)

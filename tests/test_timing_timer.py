@@ -175,7 +175,8 @@ def test_model_error_is_one_line_usage_error():
     (dict(precision=-0.1), "--precision"),
     (dict(max_time=0), "--max-time"),
     (dict(threads=0), "--threads"),
-    (dict(device="mps"), "unsupported device"),
+    (dict(device="mps"), "must be cpu or cuda"),
+    (dict(device="cuda:x"), "must be cpu or cuda"),
 ])
 def test_bad_options(kw, msg):
     with pytest.raises(UsageError, match=msg):
@@ -325,3 +326,86 @@ def test_lone_tensor_is_one_input():
     x = torch.zeros(3, 4)
     m = measure(lambda t: shapes.append(tuple(t.shape)), x, clock=FakeClock(), max_time=0.01)
     assert set(shapes) == {(3, 4)} and m.spec.inputs == ("3x4:float32",)
+
+
+def test_process_repeats_spread_needs_two_values():
+    from flopgap.timing import ProcessRepeats
+
+    r = ProcessRepeats(["m"], 3, [_measure(FakeClock(1 * MS), name="m")])
+    assert r.median == pytest.approx(1 * MS)
+    assert r.spread != r.spread                     # NaN: one process has no spread
+    d = r.to_dict()
+    assert d["spread"] is None and d["values"] == [pytest.approx(1 * MS)]
+    json.dumps(d, allow_nan=False)                  # strict JSON
+
+
+# ------------------------------------------------------------------ fresh processes with fakes
+
+class _FakePopen:
+    """Plays back (exit code, stdout, stderr) per child, in order."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.started = 0
+
+    def __call__(self, cmd, **kw):
+        code, out, err = self.script[self.started]
+        self.started += 1
+        outer = self
+
+        class Proc:
+            returncode = code
+
+            def communicate(self, timeout=None):
+                return out, err
+
+        outer.cmd = cmd
+        return Proc()
+
+
+def _child_json(ms: float) -> str:
+    return json.dumps(_measure(FakeClock(ms * MS), name="m").to_dict())
+
+
+def test_child_usage_error_is_ours_without_a_doubled_prefix():
+    from flopgap.timing import repeat_in_processes
+
+    popen = _FakePopen([(2, "", "error: unknown seed model 'nope'\n")])
+    with pytest.raises(UsageError) as e:
+        repeat_in_processes(["seed:nope"], 3, popen=popen)
+    assert str(e.value) == "unknown seed model 'nope'" and popen.started == 1
+
+
+def test_failed_child_keeps_the_finished_ones_with_a_reason():
+    from flopgap.timing import repeat_in_processes
+
+    popen = _FakePopen([(0, _child_json(1.0), ""), (0, _child_json(1.2), ""),
+                        (1, "", "Traceback ...\nRuntimeError: out of memory\n"), (0, _child_json(9.0), "")])
+    r = repeat_in_processes(["m"], 4, popen=popen)
+    assert popen.started == 3                       # nothing runs after a failure
+    assert len(r.results) == 2 and r.spread == pytest.approx(1.2)
+    assert r.failure == "process 3 of 4 failed (exit 1): RuntimeError: out of memory"
+    assert not r.interrupted and r.to_dict()["failure"] == r.failure
+    assert popen.cmd[-4:] == ["time", "m", "--json", "-"]
+
+
+def test_child_without_json_is_a_failure_not_a_crash():
+    from flopgap.timing import repeat_in_processes
+
+    r = repeat_in_processes(["m"], 2, popen=_FakePopen([(0, "not json", "")]))
+    assert r.results == [] and r.failure.startswith("process 1 of 2 wrote no flopgap.time/1 JSON")
+
+
+def test_compare_on_cuda_reports_no_shared_peak_memory():
+    clock = FakeClock()
+    gpu = _FakeGpu(clock, host_s=10e-6, device_s=100e-6)
+    resets = []
+    hooks = CudaHooks(event_factory=gpu.event, synchronize=gpu.synchronize,
+                      max_memory_allocated=lambda: 123456, reset_peak_memory_stats=lambda: resets.append(1))
+    c = compare(gpu.launch, (), gpu.launch, (), device="cuda", clock=clock, cuda_hooks=hooks, min_time=0,
+                min_block_s=0)
+    # one counter for the whole interleaved run: neither model's own peak, so none is reported
+    assert c.a.peak_memory_bytes is None and c.b.peak_memory_bytes is None
+    assert "peak device memory not reported" in c.a.notes[0] and c.a.notes == c.b.notes
+    back = Measurement.from_dict(json.loads(json.dumps(c.a.to_dict())))
+    assert back.notes == c.a.notes and back.peak_memory_bytes is None

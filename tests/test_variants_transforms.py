@@ -177,3 +177,19 @@ def test_compile_tiny_linear():
     assert row.compiled and row.first_call_s > 0 and row.ops is None
     assert row.max_abs_err < 1e-5
     assert any(f["kind"] == "compile-time" for f in result.findings)
+
+
+def test_eager_count_failure_is_said_and_turns_no_op_detection_off(monkeypatch):
+    import flopgap.count
+
+    def broken_count(*args, **kwargs):
+        raise RuntimeError("no formula machinery today")
+
+    monkeypatch.setattr(flopgap.count, "count", broken_count)
+    result = run_variants(_bare_linear(), variants=[IDENTITY], **FAST)
+    assert result.settings["notes"] == [
+        "eager count failed at batch 1: RuntimeError: no formula machinery today; no-op detection off"]
+    row = result.row("identity")
+    assert row.status == "ok"   # identical to eager, but nothing could show it
+    assert any("no-op detection off" in n for n in row.notes)
+    assert result.to_dict()["settings"]["notes"] == result.settings["notes"]

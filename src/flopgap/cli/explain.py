@@ -99,7 +99,9 @@ def explain(
     from flopgap.explain import explain as run_explain
     from flopgap.explain import roofline_plot
     from flopgap.report.explain_view import render_explanation
+    from flopgap.timing import check_device
 
+    device = check_device(device, what="--device")
     if calls is not None and calls < 1:
         raise UsageError(f"--calls must be >= 1, got {calls}")
     if max_time <= 0:
@@ -118,6 +120,9 @@ def explain(
         err_console.print(f"wrote {plot}")
     if json_path:
         write_json(json_path, ex.to_dict())
+    if ex.totals.get("interrupted"):
+        err_console.print("interrupted: reported what was measured before Ctrl-C")
+        raise typer.Exit(130)
 
 
 @app.command(help=f"""Predict MODEL's latency from the counting pass and the machine profile alone,
@@ -148,15 +153,22 @@ def predict(
     result = run_count(loaded.module, tensors, model=loaded.spec)
     pred = run_predict(result, prof)
     data = pred.to_dict()
-    measured = None
+    measured, interrupted = None, False
     if measure:
+        import math
+
         from flopgap.timing import measure as timing_measure
 
         m = timing_measure(loaded.module, tensors, name=loaded.spec, max_time=max_time, precision=0.02)
-        measured = m.median
-        data["measured_median_s"] = m.median
-        data["error"] = pred.latency_s / m.median - 1.0
+        measured, interrupted = m.median, m.interrupted
+        known = math.isfinite(m.median) and m.median > 0  # Ctrl-C before any sample: no median
+        data["measured_median_s"] = m.median if known else None
+        data["error"] = pred.latency_s / m.median - 1.0 if known else None
+        data["interrupted"] = m.interrupted
     if json_path != "-":
-        render_prediction(pred, console, measured=measured)
+        render_prediction(pred, console, measured=measured, interrupted=interrupted)
     if json_path:
         write_json(json_path, data)
+    if interrupted:
+        err_console.print("interrupted: reported what was measured before Ctrl-C")
+        raise typer.Exit(130)

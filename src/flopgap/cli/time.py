@@ -11,7 +11,7 @@ import typer
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console, err_console, load,
                                  write_json)
-from flopgap.errors import UsageError
+from flopgap.errors import FlopgapError, UsageError
 
 
 def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device) -> list[str]:
@@ -85,12 +85,12 @@ def time_(
     paired-bootstrap CI. Ctrl-C reports what was measured so far (exit 130).
     """
     from flopgap.report.time_view import render_comparison, render_measurement, render_repeats
-    from flopgap.timing import compare, measure, repeat_in_processes
+    from flopgap.timing import check_device, compare, measure, repeat_in_processes
 
     if processes < 1:
         raise UsageError(f"--processes must be a positive integer, got {processes}")
-    if device is not None and device != "cpu" and not device.startswith("cuda"):
-        raise UsageError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device is not None:
+        device = check_device(device, what="--device")
     # validate before the slow part (model load or child processes); measure() checks again
     if not 0 <= precision < 1:
         raise UsageError(f"--precision must be in [0, 1) (a fraction: 0.01 is 1%), got {precision}")
@@ -128,3 +128,5 @@ def time_(
     if result.interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)
+    if getattr(result, "failure", None):  # --processes: what finished is reported above
+        raise FlopgapError(result.failure)

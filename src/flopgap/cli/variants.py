@@ -41,7 +41,7 @@ def variants(
     kwargs: KwargsOpt = None,
     precision: Annotated[float, typer.Option(help="target half-width of each latency CI, as a fraction")] = 0.02,
     max_time: Annotated[float, typer.Option("--max-time", help="seconds of timing per variant x batch x threads")] = 2.0,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N]")] = "cpu",
     explain: Annotated[bool, typer.Option("--explain", help="run flopgap explain on eager and on each slower variant "
                                            "to say why (profiles the machine once if not cached)")] = False,
     list_: Annotated[bool, typer.Option("--list", help="list the variants and exit")] = False,

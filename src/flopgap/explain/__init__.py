@@ -15,6 +15,7 @@ from flopgap.explain._explain import EXPLAIN_SCHEMA, Explanation, build_explanat
 from flopgap.explain._plot import roofline_plot
 from flopgap.explain._predict import PREDICT_SCHEMA, Prediction, predict
 from flopgap.explain._roofline import Roofline, classify
+from flopgap.explain._weights import weight_bytes
 
 __all__ = ["explain", "Explanation", "build_explanation", "predict", "Prediction", "classify", "Roofline",
-           "roofline_plot", "count_launches", "LAUNCH_EVENTS", "EXPLAIN_SCHEMA", "PREDICT_SCHEMA"]
+           "roofline_plot", "count_launches", "LAUNCH_EVENTS", "EXPLAIN_SCHEMA", "PREDICT_SCHEMA", "weight_bytes"]

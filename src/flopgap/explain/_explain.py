@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -11,6 +12,7 @@ from flopgap.explain._attribute import Attribution, profile_ops
 from flopgap.explain._findings import findings as _findings
 from flopgap.explain._predict import Prediction, predict
 from flopgap.explain._roofline import CLASSES, classify, op_dtype
+from flopgap.explain._weights import weight_bytes as _weight_bytes
 
 __all__ = ["Explanation", "explain", "build_explanation", "EXPLAIN_SCHEMA"]
 
@@ -28,6 +30,8 @@ class Explanation:
     Shares are of the profiled call (``totals["call_s"]``), whose part outside any op
     is ``totals["outside_s"]``; ``totals["outside_python_s"]`` is that part less the
     profiler's own cost (profiled call - rigorous median), when the median was measured.
+    ``measurement["interrupted"]`` (and ``totals["interrupted"]``): Ctrl-C stopped the
+    timing, whose figures are from the samples taken before it.
     """
 
     model: str
@@ -125,21 +129,24 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
         m["share"] = m["time_s"] / call_s if call_s else 0.0
         m["achieved_flops_s"] = m["flops"] / m["time_s"] if m["time_s"] else None
         m["achieved_bytes_s"] = m["bytes"] / m["time_s"] if m["time_s"] else None
-    ref = measurement["median"] if measurement else call_s
+    # a median from an interrupted timing may be unknown (NaN): then nothing is reconciled
+    med = measurement["median"] if measurement and math.isfinite(measurement.get("median", math.nan)) else None
+    ref = med if med is not None else call_s
     peak = profile.peak("float32")
     totals = {
         "call_s": call_s, "ops_s": ops_s, "outside_s": outside, "outside_share": max(outside, 0.0) / call_s if call_s else 0.0,
         # the profiler's own cost (profiled call - rigorous median) is not the model's
         # Python time: only the time outside ops beyond it counts as framework overhead
-        "outside_python_s": (max(0.0, outside - max(0.0, call_s - measurement["median"])) if measurement
+        "outside_python_s": (max(0.0, outside - max(0.0, call_s - med)) if med is not None
                              else max(outside, 0.0)),
         "profiled_calls": attribution.calls, "marker_s": attribution.marker_s, "unmatched_events": attribution.unmatched_events,
         "unmatched_s": attribution.unmatched_s,
         "unmatched_records": sum(1 for x in rows if not x["matched"] and not x["free"]),
-        "measured_median_s": measurement["median"] if measurement else None,
-        "profiler_overhead": (call_s / measurement["median"] - 1.0) if measurement else None,
+        "measured_median_s": med,
+        "profiler_overhead": (call_s / med - 1.0) if med else None,
         "predicted_s": prediction.latency_s, "roofline_s": prediction.roofline_s,
-        "prediction_error": (prediction.latency_s / measurement["median"] - 1.0) if measurement else None,
+        "prediction_error": (prediction.latency_s / med - 1.0) if med else None,
+        "interrupted": bool(measurement and measurement.get("interrupted")),
         "flops": flops, "bytes": nbytes, "weight_bytes": weight_bytes, "ops": len(count_result.kernel_ops),
         "achieved_flops_s": flops / ref if ref else 0.0, "efficiency": flops / ref / peak if ref and peak else 0.0,
         "ridge_intensity": peak / profile.mem_bandwidth, "batch": batch,
@@ -161,7 +168,8 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
     passes under ``torch.profiler`` and joins them to the count, classifies each op
     by roofline, predicts, and (``measure=True``) times the model with
     :func:`flopgap.timing.measure` (``max_time`` seconds) to reconcile the profiled
-    total with a rigorous median.
+    total with a rigorous median. Ctrl-C during that timing keeps what was measured:
+    ``measurement["interrupted"]`` and ``totals["interrupted"]`` are then true.
     """
     inputs = tuple(inputs)
     if calls is not None and calls < 1:
@@ -186,7 +194,6 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         m = timing_measure(module, inputs, name=name, max_time=max_time, precision=0.02,
                            device=device if device.startswith("cuda") else None)
         measurement = {"median": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "calls": m.calls,
-                       "precision_met": m.precision_met}
-    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    return build_explanation(count_result, attribution, profile, weight_bytes=weight_bytes, batch=_batch(inputs),
-                             measurement=measurement)
+                       "precision_met": m.precision_met, "interrupted": m.interrupted}
+    return build_explanation(count_result, attribution, profile, weight_bytes=_weight_bytes(module),
+                             batch=_batch(inputs), measurement=measurement)

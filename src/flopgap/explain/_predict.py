@@ -40,7 +40,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine._features import op_features, op_key, weight_bytes
+from flopgap.machine._features import channels, op_features, op_key, weight_bytes
 
 __all__ = ["Prediction", "predict", "Predictor", "PREDICT_SCHEMA"]
 
@@ -92,7 +92,7 @@ class Predictor:
         for s in profile.calibration:
             by_key.setdefault(s["key"], []).append(s)
         for key, rows in by_key.items():
-            if key.startswith("conv:") or key == "matmul":
+            if key.startswith(("conv:", "matmul")):
                 overhead = min(r["seconds"] for r in rows)
                 feats = np.array([r["features"] for r in rows], dtype=float)
                 rates = np.array([r["flops"] / max(r["seconds"] - overhead, 0.1 * r["seconds"]) for r in rows])
@@ -194,6 +194,8 @@ class Predictor:
             return self._knn_time(key, op_features(r), r.flops, weight_bytes(r), cold_weights), "knn:" + key
         if key in self.curves:
             return self._curve_time(key, r.bytes, op_features(r)[1]), "curve"
+        if r.op in self.curves:  # a profile calibrated before this op had a shape model of its own
+            return self._curve_time(r.op, r.bytes, math.log2(max(channels(r), 1))), "curve"
         if r.is_free:
             if self.view_s is not None:
                 return self.view_s, "view"

@@ -185,24 +185,6 @@ def _memory_cases(sizes) -> Iterator[Case]:
                     yield f"{name} {n_el} c{c}", ops[name]
 
 
-def _qlinear(m, k, n) -> Case:
-    def build():
-        import warnings
-
-        from torch.ao.quantization import quantize_dynamic
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            q = quantize_dynamic(nn.Sequential(nn.Linear(k, n)), {nn.Linear}, dtype=torch.qint8)[0]
-        return q, (torch.randn(m, k),)
-    return f"qlinear {m}x{k}->{n}", build
-
-
-def _qlinear_cases() -> Iterator[Case]:
-    for m, k, n in [(1, 100, 100), (1, 1000, 10), (1, 1000, 1000), (8, 512, 512), (64, 768, 768)]:
-        yield _qlinear(m, k, n)
-
-
 _QUICK_SIZES = (256, 65536, 3211264)
 
 

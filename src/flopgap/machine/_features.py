@@ -1,10 +1,15 @@
 """Shape features of one counted op, shared by calibration (here) and prediction
 (``flopgap.explain``) so that both sides describe an op the same way.
 
-``op_key(record)`` picks the calibration model an op is predicted with:
+``op_key(record)`` picks the calibration model an op is predicted with, from the
+counting registry's family of the op (``OpRecord.family``), so every op the counting
+stage files under ``conv`` or ``matmul`` (einsum, mv, ``_int_mm`` ...) is seen the same way:
 
-- ``conv:dense`` / ``conv:depthwise`` / ``conv:grouped`` and ``matmul``: a
-  k-nearest-neighbour model of achieved FLOP/s over log2 shape features;
+- ``conv:dense`` / ``conv:depthwise`` / ``conv:grouped`` (family ``conv``, not
+  transposed) and ``matmul`` (family ``matmul`` with two matrix operands):
+  a k-nearest-neighbour model of achieved FLOP/s over log2 shape features;
+- ``matmul:int8``: a quantized linear (``quantized.linear*``), the same features, its
+  own model (int8 kernels run at another rate than float ones);
 - any other calibrated op name (``aten.relu_.default`` ...): a 1-D curve of time over
   bytes moved;
 - anything else falls back to its family (see ``flopgap.explain._predict``).
@@ -14,12 +19,20 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["op_key", "op_features", "weight_bytes", "channels", "MATMUL_OPS", "CONV_OPS"]
+import torch
 
-CONV_OPS = ("aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
-            "aten._convolution.default", "aten.mkldnn_convolution.default")
-MATMUL_OPS = ("aten.linear.default", "aten.addmm.default", "aten.mm.default", "aten.matmul.default",
-              "aten.bmm.default", "aten.baddbmm.default")
+__all__ = ["op_key", "op_features", "weight_bytes", "channels", "is_conv", "is_quantized_linear"]
+
+
+def is_conv(r) -> bool:
+    """A forward convolution as the counting stage files it (transposed ones have
+    another weight layout and are left to the roofline)."""
+    return r.family == "conv" and "transpose" not in r.op
+
+
+def is_quantized_linear(r) -> bool:
+    """A ``torch.ao`` quantized linear (its weight is packed: not among the inputs)."""
+    return r.family == "quantized" and r.op.startswith("quantized.linear")
 
 
 def _lg(x: float) -> float:
@@ -43,7 +56,13 @@ def _conv_dims(r) -> tuple | None:
 
 
 def _matmul_dims(r) -> tuple | None:
+    """(m, k, n) of a matrix product; None where the operands are not two matrices."""
     shapes = [s for s in r.input_shapes if s and isinstance(s[0], int)]
+    if is_quantized_linear(r):
+        if not shapes or not r.output_shapes or not r.output_shapes[0]:
+            return None
+        x = shapes[0]
+        return math.prod(x[:-1]), x[-1], r.output_shapes[0][-1]
     if r.op == "aten.linear.default":
         if len(shapes) < 2:
             return None
@@ -62,7 +81,7 @@ def _matmul_dims(r) -> tuple | None:
 
 
 def op_key(r) -> str:
-    if r.op in CONV_OPS:
+    if is_conv(r):
         d = _conv_dims(r)
         if d is not None:
             n, cin, cout, cin_g, groups, k, hw_in, hw_out = d
@@ -71,8 +90,10 @@ def op_key(r) -> str:
             if cin_g == 1 and groups == cin:
                 return "conv:depthwise"
             return "conv:grouped"
-    if r.op in MATMUL_OPS and _matmul_dims(r) is not None:
+    if r.family == "matmul" and _matmul_dims(r) is not None:
         return "matmul"
+    if is_quantized_linear(r) and _matmul_dims(r) is not None:
+        return "matmul:int8"
     return r.op
 
 
@@ -83,7 +104,7 @@ def op_features(r) -> list[float]:
         n, cin, cout, cin_g, groups, k, hw_in, hw_out = _conv_dims(r)
         return [_lg(cin_g), _lg(cout // groups), _lg(hw_out), _lg(k), _lg(hw_in / max(hw_out, 1)), _lg(n),
                 _lg(groups)]
-    if key == "matmul":
+    if key.startswith("matmul"):
         m, kk, n = _matmul_dims(r)
         return [_lg(m), _lg(kk), _lg(n)]
     return [_lg(r.bytes_read + r.bytes_written), _lg(channels(r))]
@@ -97,14 +118,23 @@ def channels(r) -> int:
     return 1
 
 
-_ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2, "int8": 1, "qint8": 1, "quint8": 1}
+def itemsize(dtype_name: str) -> int:
+    """Bytes per element of a dtype named as the counting records name it (``float32``,
+    ``qint8``, ``int64``, ``bool`` ...): torch's own ``dtype.itemsize``. An empty or
+    unknown name (no tensor) is taken as float32, the default dtype."""
+    dt = getattr(torch, dtype_name, None) if dtype_name else None
+    return dt.itemsize if isinstance(dt, torch.dtype) else torch.float32.itemsize
 
 
 def weight_bytes(r) -> int:
-    """Bytes of a conv's or linear's weight (its second tensor input); 0 for other ops."""
-    if r.op not in CONV_OPS and r.op != "aten.linear.default":
+    """Bytes of a conv's or linear's weight (its second tensor input; a quantized
+    linear's packed int8 weight: k x n bytes); 0 for other ops."""
+    if is_quantized_linear(r):
+        d = _matmul_dims(r)
+        return d[1] * d[2] * torch.qint8.itemsize if d is not None else 0
+    if not is_conv(r) and r.op != "aten.linear.default":
         return 0
     if len(r.input_shapes) < 2 or not r.input_shapes[1] or not isinstance(r.input_shapes[1][0], int):
         return 0
-    dtype = r.input_dtypes[1] if len(r.input_dtypes) > 1 else "float32"
-    return math.prod(r.input_shapes[1]) * _ITEMSIZE.get(dtype, 4)
+    dtype = r.input_dtypes[1] if len(r.input_dtypes) > 1 else ""
+    return math.prod(r.input_shapes[1]) * itemsize(dtype)

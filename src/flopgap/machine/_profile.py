@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +46,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from flopgap.errors import FlopgapError, UsageError
+from flopgap.errors import FlopgapError, one_line
 from flopgap.machine._bench import Figure, figure_from_times, figure_of_seconds, time_call
+from flopgap.timing import check_device
+from flopgap.timing._env import cpu_model
 
 __all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA"]
 
@@ -62,34 +64,14 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "flopgap"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _device(device) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UsageError(f"unknown device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but torch.cuda.is_available() is False on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"device must be cpu or cuda, got {device!r}")
-    return dev
+    return torch.device(check_device(None if device is None else str(device)))
 
 
 def fingerprint(device=None) -> dict:
     """What identifies this machine's profile: CPU model, cores, threads, torch, device."""
     dev = _device(device)
-    fp = {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    fp = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
           "torch": torch.__version__, "device": str(dev)}
     if dev.type == "cuda":
         fp["gpu"] = torch.cuda.get_device_name(dev)
@@ -146,6 +128,8 @@ class MachineProfile:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MachineProfile":
+        if not isinstance(d, dict):
+            raise FlopgapError(f"a machine profile is a JSON object, got {type(d).__name__}")
         if d.get("schema") != MACHINE_SCHEMA:
             raise FlopgapError(f"machine profile schema {d.get('schema')!r} is not {MACHINE_SCHEMA!r}")
         return cls(d["fingerprint"], d["peak_flops"], d["mem_bandwidth"], d["cache_bandwidth"], d["cache_bytes"],
@@ -369,20 +353,35 @@ def cache_path(fp: dict, quick: bool) -> Path:
     return cache_dir() / f"machine-{_fp_hash(fp)}{'-quick' if quick else ''}.json"
 
 
+def _read_cache(path: Path) -> tuple[MachineProfile | None, str]:
+    """(profile, "") or (None, why it cannot be used)."""
+    try:
+        return MachineProfile.from_dict(json.loads(path.read_text())), ""
+    except FlopgapError as e:  # not a dict, or another schema version
+        return None, str(e)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return None, one_line(e)
+
+
 def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
                     progress: Callable[[int, int, str], None] | None = None) -> MachineProfile:
     """This machine's profile: from the cache for this fingerprint, else measured now
-    and cached (``refresh=True`` always re-measures). A quick profile is cached apart."""
+    and cached (``refresh=True`` always re-measures). A quick profile is cached apart.
+
+    A cache file that cannot be used (unreadable, not JSON, not a profile, another
+    schema version or fingerprint) is stale: it is re-measured and replaced, and a line
+    on stderr says why.
+    """
     fp = fingerprint(device)
     path = cache_path(fp, quick)
     if not refresh and path.exists():
-        try:
-            prof = MachineProfile.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError) as e:
-            raise FlopgapError(f"cannot read machine profile {path}: {e}; re-measure with --refresh") from None
-        if prof.fingerprint == fp:
+        prof, why = _read_cache(path)
+        if prof is not None and prof.fingerprint == fp:
             prof.source = "cache"
             return prof
+        if prof is not None:
+            why = "it is for another machine fingerprint"
+        print(f"flopgap: re-measuring the machine profile: cached {path} is stale ({why})", file=sys.stderr)
     prof = measure_profile(device, quick=quick, progress=progress)
     prof.save(path)
     return prof

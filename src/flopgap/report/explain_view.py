@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
 
@@ -92,6 +94,8 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
                   + f"; FLOP efficiency {pct(t['efficiency'])} of peak")
     if t["unmatched_records"]:
         console.print(f"[yellow]{t['unmatched_records']} counted ops got no profiler event[/yellow]")
+    if t.get("interrupted"):
+        console.print("[yellow]interrupted: the rigorous median is from the samples taken before Ctrl-C[/yellow]")
 
     cls = Table(title="roofline classes: time share vs FLOP share", title_justify="left")
     for col in ("class", "ops", "time", "time share", "FLOP share", "bytes"):
@@ -125,14 +129,16 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
             console.print(f"    ops: {names}")
 
 
-def render_prediction(pred, console: Console, measured: float | None = None) -> None:
+def render_prediction(pred, console: Console, measured: float | None = None, interrupted: bool = False) -> None:
     console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)}  "
                   f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
                   f"{fmt_seconds(pred.per_op_s)} per op)"
                   + ("" if pred.calibrated else "  [yellow]no calibration: roofline only[/yellow]"))
-    if measured is not None:
+    if measured is not None and math.isfinite(measured) and measured > 0:
         console.print(f"measured median {fmt_seconds(measured)}, error {pct(pred.latency_s / measured - 1.0, 1)}")
+    if interrupted:
+        console.print("[yellow]interrupted: the measured median is from the samples taken before Ctrl-C[/yellow]")
     t = Table(title="predicted time by method", title_justify="left")
     for col in ("method", "ops", "predicted", "share"):
         t.add_column(col, justify="left" if col == "method" else "right")

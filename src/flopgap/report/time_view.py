@@ -61,6 +61,8 @@ def _rows(m: Measurement) -> list[tuple[str, str]]:
         rows.append(("host dispatch", fmt_seconds(m.dispatch_median)))
     if m.peak_memory_bytes is not None:
         rows.append(("peak device memory", fmt_bytes(m.peak_memory_bytes)))
+    elif m.notes and m.spec.device.startswith("cuda"):
+        rows.append(("peak device memory", "not per model (interleaved run)"))
     rows.append(("wall time", f"{m.wall_s:.2f} s"))
     return rows
 
@@ -105,7 +107,7 @@ def render_comparison(c: Comparison, console: Console) -> None:
 
 def render_repeats(r: ProcessRepeats, console: Console) -> None:
     if not r.results:
-        console.print("[yellow]no process finished[/yellow]")
+        console.print("[yellow]no process finished[/yellow]" + (f": {r.failure}" if r.failure else ""))
         return
     first = r.results[0]
     ratio = isinstance(first, Comparison)
@@ -125,6 +127,9 @@ def render_repeats(r: ProcessRepeats, console: Console) -> None:
     console.print(table)
     what = "ratio" if ratio else "median"
     mid = f"{r.median:.3f}" if ratio else fmt_seconds(r.median)
-    console.print(f"[bold]between processes[/bold]: median of {what}s {mid}, spread max/min = {r.spread:.3f}")
+    spread = f"{r.spread:.3f}" if not math.isnan(r.spread) else "n/a (needs 2 processes)"
+    console.print(f"[bold]between processes[/bold]: median of {what}s {mid}, spread max/min = {spread}")
     if r.interrupted:
         console.print(f"[yellow]interrupted: {len(r.results)} of {r.requested} processes reported[/yellow]")
+    if r.failure:
+        console.print(f"[yellow]stopped: {r.failure}; {len(r.results)} of {r.requested} processes reported[/yellow]")

@@ -74,6 +74,8 @@ def render_variants(result, console: Console) -> None:
         seen.add(r.variant)
         lines = r.notes or ([r.reason] if r.reason else [])
         console.print(f"  {r.variant}: " + (" | ".join(lines) if lines else "-"))
+    for note in result.settings.get("notes", []):
+        console.print(f"[yellow]  {note}[/yellow]", soft_wrap=True)
     if result.findings:
         console.print("[bold]findings[/bold]")
         for f in result.findings:

@@ -12,10 +12,10 @@ import socket
 import subprocess
 import sys
 
-__all__ = ["environment"]
+__all__ = ["environment", "cpu_model"]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -94,7 +94,7 @@ def environment(device: str | None = None) -> dict:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "flopgap": _flopgap_version(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": _physical_cores(),
         "torch_threads": torch.get_num_threads(),

@@ -5,7 +5,9 @@ Each repeat runs ``python -m flopgap time ARGS --json -`` to completion, one aft
 other (never in parallel: they would disturb each other). The spread is the max/min
 ratio of the per-process medians (or ratios, for ``--vs``); the headline figure is
 their median. Ctrl-C keeps every process that finished, and the partial result of the
-one running when it reports one.
+one running when it reports one. A child that rejects its arguments (exit 2) is the
+caller's usage error; any other failure ends the run and keeps the processes that
+finished, with the reason in ``failure``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from flopgap.errors import FlopgapError, UsageError
+from flopgap._json import jsonable
+from flopgap.errors import UsageError
 from flopgap.timing._timer import TIME_SCHEMA, Comparison, Measurement
 
 __all__ = ["ProcessRepeats", "repeat_in_processes"]
@@ -33,6 +36,7 @@ class ProcessRepeats:
     requested: int
     results: list[Measurement | Comparison] = field(default_factory=list)
     interrupted: bool = False
+    failure: str | None = None   # why the run stopped before ``requested`` processes, if one failed
 
     @property
     def values(self) -> list[float]:
@@ -41,9 +45,10 @@ class ProcessRepeats:
 
     @property
     def spread(self) -> float:
-        """max/min of the per-process values: 1.0 is perfectly reproducible."""
+        """max/min of the per-process values: 1.0 is perfectly reproducible; NaN (``null``
+        in JSON) with fewer than 2 positive values, where there is no spread to speak of."""
         v = [x for x in self.values if x > 0]
-        return max(v) / min(v) if len(v) >= 1 else math.nan
+        return max(v) / min(v) if len(v) >= 2 else math.nan
 
     @property
     def median(self) -> float:
@@ -55,18 +60,19 @@ class ProcessRepeats:
         return [(r.a if isinstance(r, Comparison) else r).cold_s for r in self.results]
 
     def to_dict(self) -> dict:
-        return {
+        return jsonable({
             "schema": TIME_SCHEMA, "kind": "processes", "args": self.args, "requested": self.requested,
-            "completed": len(self.results), "interrupted": self.interrupted,
+            "completed": len(self.results), "interrupted": self.interrupted, "failure": self.failure,
             "values": self.values, "median": self.median, "spread": self.spread, "cold_s": self.cold_s,
             "results": [r.to_dict() for r in self.results],
-        }
+        })
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProcessRepeats":
         if not isinstance(d, dict) or d.get("schema") != TIME_SCHEMA or d.get("kind") != "processes":
             raise UsageError(f"not a {TIME_SCHEMA} processes result")
-        return cls(list(d["args"]), d["requested"], [_parse(r) for r in d["results"]], d.get("interrupted", False))
+        return cls(list(d["args"]), d["requested"], [_parse(r) for r in d["results"]], d.get("interrupted", False),
+                   d.get("failure"))
 
 
 def _parse(d: dict) -> Measurement | Comparison:
@@ -80,8 +86,14 @@ def _last_line(text: str) -> str:
 
 def repeat_in_processes(args: list[str], processes: int, *,
                         on_result: Callable[[int, Measurement | Comparison], None] | None = None,
-                        python: str = sys.executable) -> ProcessRepeats:
-    """Run ``flopgap time *args --json -`` in ``processes`` fresh processes in turn."""
+                        python: str = sys.executable, popen: Callable[..., subprocess.Popen] = subprocess.Popen
+                        ) -> ProcessRepeats:
+    """Run ``flopgap time *args --json -`` in ``processes`` fresh processes in turn.
+
+    Raises :class:`UsageError` when a child rejects the arguments (its exit 2, with its
+    message); on any other failure returns the processes that finished, with
+    ``failure`` saying what went wrong. ``popen`` is replaceable for tests.
+    """
     if processes < 1:
         raise UsageError(f"--processes must be a positive integer, got {processes}")
     if any(a in ("--json", "--processes") or a.startswith(("--json=", "--processes=")) for a in args):
@@ -89,7 +101,7 @@ def repeat_in_processes(args: list[str], processes: int, *,
     out = ProcessRepeats(list(args), processes)
     cmd = [python, "-m", "flopgap", "time", *args, "--json", "-"]
     for i in range(processes):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             stdout, stderr = proc.communicate()
         except KeyboardInterrupt:
@@ -107,12 +119,16 @@ def repeat_in_processes(args: list[str], processes: int, *,
                 break
             out.results.append(result)
             break
+        if proc.returncode == 2:  # the child's own usage error: the same arguments are ours
+            raise UsageError(_last_line(stderr).removeprefix("error: "))
         if proc.returncode not in (0, 130):
-            raise FlopgapError(f"process {i + 1} of {processes} failed (exit {proc.returncode}): {_last_line(stderr)}")
+            out.failure = f"process {i + 1} of {processes} failed (exit {proc.returncode}): {_last_line(stderr)}"
+            break
         try:
             result = _parse(json.loads(stdout))
-        except (ValueError, KeyError, TypeError) as e:
-            raise FlopgapError(f"process {i + 1} of {processes} wrote no {TIME_SCHEMA} JSON ({type(e).__name__})") from None
+        except (ValueError, KeyError, TypeError, UsageError) as e:
+            out.failure = f"process {i + 1} of {processes} wrote no {TIME_SCHEMA} JSON ({type(e).__name__})"
+            break
         out.results.append(result)
         if on_result:
             on_result(i, result)

@@ -36,9 +36,6 @@ class CpuRunner:
         self.clock = clock
         self._sync = getattr(clock, "sync", None)
 
-    def call_once(self) -> float:
-        return self.run_block(1).wall
-
     def run_block(self, n: int) -> BlockTiming:
         fn, inputs, clock, sync = self.fn, self.inputs, self.clock, self._sync
         t0 = clock()

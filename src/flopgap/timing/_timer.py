@@ -35,8 +35,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flopgap.errors import UsageError
+from flopgap._json import jsonable
+from flopgap.errors import UsageError, one_line
 from flopgap.timing._clock import Clock, clock_floor, default_clock
+from flopgap.timing._context import check_device, threads_context
 from flopgap.timing._cuda import CudaRunner
 from flopgap.timing._env import environment
 from flopgap.timing._runner import CpuRunner
@@ -52,6 +54,8 @@ _OVERHEAD_RATIO = 1000       # a block lasts >= 1000x the clock floor: clock err
 _WARMUP_SHARE = 0.25         # default warm-up bound: a quarter of max_time
 _MAX_WARMUP_SAMPLES = 1000
 _CHECK_GROWTH = 20           # after min_samples, check the CI each time n grows by n // 20
+_SHARED_PEAK_NOTE = ("peak device memory not reported: the models ran interleaved and the device's peak "
+                     "counter is shared by both (time each alone for its peak)")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class Measurement:
     dispatch_samples: list[float] | None = None
     device_samples: list[float] | None = None
     peak_memory_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
 
     @cached_property
     def _stats(self) -> dict:
@@ -153,21 +158,21 @@ class Measurement:
 
     def to_dict(self) -> dict:
         """JSON-ready; statistics that are unknown (too few samples) are ``None``."""
-        s = {k: _none_if_nan(v) for k, v in self._stats.items()}
+        s = jsonable(self._stats)
         return {
             "schema": TIME_SCHEMA,
             "kind": "measurement",
             "spec": self.spec.to_dict(),
             "ci_method": CI_METHOD,
             "median": s["median"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-            "half_width": _none_if_nan(self.half_width),
+            "half_width": jsonable(self.half_width),
             "mean": s["mean"], "p5": s["p5"], "p95": s["p95"], "min": s["min"], "max": s["max"], "iqr": s["iqr"],
             "outliers": s["outliers"], "precision_met": self.precision_met, "interrupted": self.interrupted,
             "cold_s": self.cold_s, "warmup_calls": self.warmup_calls, "steady": self.steady,
             "block_size": self.block_size, "n_samples": len(self.samples), "calls": self.calls,
             "wall_s": self.wall_s, "clock_floor_s": self.clock_floor_s,
             "dispatch_median": self.dispatch_median, "device_median": self.device_median,
-            "peak_memory_bytes": self.peak_memory_bytes,
+            "peak_memory_bytes": self.peak_memory_bytes, "notes": list(self.notes),
             "samples": list(self.samples), "warmup_samples": list(self.warmup_samples),
             "dispatch_samples": self.dispatch_samples, "device_samples": self.device_samples,
             "environment": self.environment,
@@ -182,7 +187,7 @@ class Measurement:
             steady=d.get("steady", True), environment=d.get("environment", {}), wall_s=d.get("wall_s", math.nan),
             clock_floor_s=d.get("clock_floor_s", 0.0), interrupted=d.get("interrupted", False),
             dispatch_samples=d.get("dispatch_samples"), device_samples=d.get("device_samples"),
-            peak_memory_bytes=d.get("peak_memory_bytes"),
+            peak_memory_bytes=d.get("peak_memory_bytes"), notes=list(d.get("notes", [])),
         )
 
 
@@ -216,8 +221,7 @@ class Comparison:
     def to_dict(self) -> dict:
         return {
             "schema": TIME_SCHEMA, "kind": "comparison",
-            "ratio": _none_if_nan(self.ratio), "ci_low": _none_if_nan(self.ci_low),
-            "ci_high": _none_if_nan(self.ci_high),
+            "ratio": jsonable(self.ratio), "ci_low": jsonable(self.ci_low), "ci_high": jsonable(self.ci_high),
             "confidence": self.a.spec.confidence, "ci_method": RATIO_CI_METHOD, "resamples": self.resamples,
             "excludes_one": self.excludes_one, "interrupted": self.interrupted,
             "a": self.a.to_dict(), "b": self.b.to_dict(),
@@ -228,10 +232,6 @@ class Comparison:
         _check_schema(d, "comparison")
         return cls(Measurement.from_dict(d["a"]), Measurement.from_dict(d["b"]), d.get("interrupted", False),
                    d.get("resamples", 2000))
-
-
-def _none_if_nan(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def _check_schema(d: dict, kind: str) -> None:
@@ -287,8 +287,7 @@ def _cold(job: _Job) -> None:
     except (KeyboardInterrupt, UsageError):
         raise
     except Exception as e:
-        text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
-        raise UsageError(f"{job.name} raised on its first call: {text}") from None
+        raise UsageError(f"{job.name} raised on its first call: {one_line(e)}") from None
 
 
 def _warm_up(job: _Job, clock: Clock, opt: _Options, min_block_s: float, progress) -> None:
@@ -362,15 +361,8 @@ def _hw(job: _Job, opt: _Options) -> float:
 def _torch_context(threads: int | None, grad: bool):
     import torch
 
-    before = torch.get_num_threads()
-    if threads is not None and threads != before:
-        torch.set_num_threads(threads)
-    try:
-        with torch.enable_grad() if grad else torch.inference_mode():
-            yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+    with threads_context(threads), torch.enable_grad() if grad else torch.inference_mode():
+        yield
 
 
 def _resolve_device(device, inputs: tuple, cuda_hooks: CudaHooks | None) -> str:
@@ -378,14 +370,8 @@ def _resolve_device(device, inputs: tuple, cuda_hooks: CudaHooks | None) -> str:
 
     if device is None:
         device = next((str(t.device) for t in inputs if isinstance(t, torch.Tensor)), "cpu")
-    device = str(device)
-    if device.startswith("cuda"):
-        if cuda_hooks is None and not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} requested but CUDA is not available on this machine")
-        return device
-    if device != "cpu":
-        raise UsageError(f"unsupported device {device!r}: flopgap times on cpu or cuda")
-    return device
+    # fake CUDA hooks (tests) stand in for a GPU: no availability check then
+    return check_device(device, need_cuda=cuda_hooks is None)
 
 
 def _describe(inputs: tuple) -> tuple[str, ...]:
@@ -460,7 +446,8 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
             _warm_up(job, clock, opt, min_block_s, progress)
         interrupted = _sample(jobs, clock, opt, t_start, progress)
         wall = clock() - t_begin
-        peaks = [j.runner.peak_memory() for j in jobs]
+        # the device's peak counter is global: it is one model's peak only when one model ran
+        peaks = [jobs[0].runner.peak_memory()] if len(jobs) == 1 else [None] * len(jobs)
 
     out = []
     for job, (_, _, inputs), peak in zip(jobs, named, peaks):
@@ -471,6 +458,7 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
             warmup_calls=job.warmup_calls, warmup_samples=job.warmup, steady=job.steady, environment=env,
             wall_s=wall, clock_floor_s=floor, interrupted=interrupted,
             dispatch_samples=job.dispatch or None, device_samples=job.device or None, peak_memory_bytes=peak,
+            notes=[_SHARED_PEAK_NOTE] if len(jobs) > 1 and dev.startswith("cuda") else [],
         ))
     if progress:
         progress("done", {"interrupted": interrupted})

@@ -1,5 +1,6 @@
 """Measurements around one variant besides latency: no-op detection (module tree and
-counted op sequence), numerical error against eager, peak memory of one call, weight bytes.
+counted op sequence), numerical error against eager, peak memory of one call (weight
+bytes: :func:`flopgap.explain.weight_bytes`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["tree_signature", "op_sequence", "output_error", "peak_memory", "weight_bytes", "op_changes"]
+__all__ = ["tree_signature", "op_sequence", "output_error", "peak_memory", "op_changes"]
 
 PEAK_MEMORY_METHOD = {
     "cpu": "peak of the running sum of CPU allocator events (torch.profiler, profile_memory=True) during one "
@@ -87,33 +88,6 @@ def output_error(variant_out, eager_out) -> tuple[float, float]:
     return max_abs, max_rel
 
 
-def weight_bytes(module: nn.Module) -> int:
-    """Bytes of parameters and buffers (shared tensors once), packed int8 weights included."""
-    seen: set[int] = set()
-    total = 0
-    for sub in module.modules():
-        for t in list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False)):
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            total += _tensor_nbytes(t)
-        packed = getattr(sub, "_packed_params", None)
-        if packed is not None and callable(getattr(sub, "weight", None)):
-            with contextlib.suppress(Exception):
-                w, b = sub.weight(), sub.bias()
-                total += w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
-    return total
-
-
-def _tensor_nbytes(t: torch.Tensor) -> int:
-    inner = getattr(t, "__tensor_flatten__", None)
-    if inner is not None and type(t) not in (torch.Tensor, nn.Parameter):
-        with contextlib.suppress(Exception):
-            names, _ = t.__tensor_flatten__()
-            return sum(_tensor_nbytes(getattr(t, n)) for n in names if isinstance(getattr(t, n), torch.Tensor))
-    return t.numel() * t.element_size()
-
-
 @contextlib.contextmanager
 def _filter_stderr_fd(noise: tuple[str, ...]):
     """Capture file descriptor 2 and write back every line except known profiler noise
@@ -141,6 +115,20 @@ def _filter_stderr_fd(noise: tuple[str, ...]):
 _KINETO_NOISE = ("SyncActivityProfilerHandler", "gpuGetDeviceCount", "DeviceProperties.cpp")
 
 
+@contextlib.contextmanager
+def _kineto_quiet():
+    """``KINETO_LOG_LEVEL=5`` (errors only) while the profiler runs, unless the user set
+    it; the environment is restored after, so nothing leaks into the caller's process."""
+    before = os.environ.get("KINETO_LOG_LEVEL")
+    if before is None:
+        os.environ["KINETO_LOG_LEVEL"] = "5"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("KINETO_LOG_LEVEL", None)
+
+
 def peak_memory(fn, inputs: tuple) -> tuple[int | None, str]:
     """(peak bytes of one call, method) on the device of the inputs."""
     on_cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in inputs)
@@ -154,8 +142,7 @@ def peak_memory(fn, inputs: tuple) -> tuple[int | None, str]:
         return torch.cuda.max_memory_allocated() - start, PEAK_MEMORY_METHOD["cuda"]
     from torch.profiler import ProfilerActivity, profile
 
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
-    with _filter_stderr_fd(_KINETO_NOISE):
+    with _kineto_quiet(), _filter_stderr_fd(_KINETO_NOISE):
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn(*inputs)
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]

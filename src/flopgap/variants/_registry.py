@@ -26,6 +26,10 @@ def _no_verdict() -> bool | None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class Built:
     """What a variant's ``build`` returns.
@@ -33,9 +37,10 @@ class Built:
     ``fn`` is called as ``fn(*prepare(inputs))``. ``module`` is the transformed module
     tree used for no-op detection and counting (``None`` when there is none); set
     ``countable=False`` when the counting pass cannot see the work (compiled code
-    bypasses the dispatcher). ``verdict`` is called after the first call and may return
-    ``False`` ("changed nothing", e.g. the compiler produced no graph), ``True`` or
-    ``None`` (no opinion: decide from the module tree and op sequence).
+    bypasses the dispatcher). ``before_first_call`` is called just before the first call
+    at each input shape (batch), and ``verdict`` right after it; the verdict may return
+    ``False`` ("changed nothing", e.g. the compiler produced no graph for that call),
+    ``True`` or ``None`` (no opinion: decide from the module tree and op sequence).
     """
 
     fn: Callable
@@ -45,6 +50,7 @@ class Built:
     countable: bool = True
     compiled: bool = False
     verdict: Callable[[], bool | None] = _no_verdict
+    before_first_call: Callable[[], None] = _nothing
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import contextlib
 import copy
 import gc
 import logging
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from flopgap.errors import UsageError
+from flopgap._json import jsonable
+from flopgap.errors import UsageError, one_line
+from flopgap.timing import check_device, environment, threads_context
 from flopgap.variants._registry import Built, Variant, default_variants, get_variant
 
 __all__ = ["VariantRow", "VariantsResult", "run_variants", "VARIANTS_SCHEMA"]
@@ -77,7 +78,7 @@ class VariantRow:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["per_item_s"] = self.per_item_s
-        return _no_nan(d)
+        return jsonable(d)
 
 
 @dataclass
@@ -127,28 +128,9 @@ class VariantsResult:
             },
             "settings": self.settings,
             "rows": [r.to_dict() for r in self.rows],
-            "findings": _no_nan(self.findings),
+            "findings": jsonable(self.findings),
             "environment": self.environment,
         }
-
-
-def _no_nan(value):
-    """NaN (e.g. a CI from too few samples) becomes null: JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_no_nan(v) for v in value]
-    return value
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".strip()
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:240]
-    return type(e).__name__
 
 
 def _resolve_variants(variants, module: nn.Module, device: str) -> list[Variant]:
@@ -226,38 +208,31 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
     the baseline. ``precision`` and ``max_time`` go to the timer for each comparison.
     ``explain=True`` runs :func:`flopgap.explain.explain` on eager and on each variant
     that came out slower (where the counting pass can see it) to give the "why".
+    Where eager cannot be counted at a batch size, no-op detection by op sequence is off
+    there, and ``settings["notes"]`` (and each row's notes) say so.
     """
     from flopgap.count import count
     from flopgap.models import call_model, make_inputs, resolve_inputs
     from flopgap.variants._findings import findings
     from flopgap.variants._probe import PEAK_MEMORY_METHOD, op_sequence, tree_signature
 
+    device = check_device(device)
+    kind = torch.device(device).type   # cpu | cuda: what the variants' predicates look at
     loaded = _load(spec_or_loaded, kwargs)
-    device = device or "cpu"
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"device must be cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but torch.cuda.is_available() is False")
     batches = _check_sizes(batches, "batch sizes", allow_none=False)
     threads = _check_sizes(threads, "thread counts", allow_none=True)
     if not (max_time > 0) or not (0 < precision < 1):
         raise UsageError(f"max_time must be > 0 and precision in (0, 1), got {max_time} and {precision}")
     eager = loaded.module.to(device).eval()
-    chosen = _resolve_variants(variants, eager, device)
+    chosen = _resolve_variants(variants, eager, kind)
     say = progress or (lambda msg: None)
 
     result = VariantsResult(
         loaded.spec, [], [v.name for v in chosen], list(batches), list(threads), [], device=device,
         settings={"precision": precision, "max_time": max_time,
-                  "peak_memory_method": PEAK_MEMORY_METHOD["cuda" if device == "cuda" else "cpu"],
-                  "explain": explain},
+                  "peak_memory_method": PEAK_MEMORY_METHOD[kind], "explain": explain},
     )
-    try:
-        from flopgap.timing import environment
-
-        result.environment = environment(device)
-    except Exception:  # timing stage missing or broken: keep the torch version at least
-        result.environment = {"torch": torch.__version__}
+    result.environment = environment(device)
     eager_sig = tree_signature(eager)
 
     try:
@@ -272,8 +247,10 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
                     warnings.simplefilter("ignore")
                     c = count(eager, inputs, model=loaded.spec)
                 ops = op_sequence(c)
-            except Exception:  # counting is a bonus here, never a reason to stop
+            except Exception as e:  # counting is a bonus here, never a reason to stop: say what is lost
                 ops = None
+                note = f"eager count failed at batch {b}: {one_line(e)}; no-op detection off"
+                result.settings.setdefault("notes", []).append(note)
             cases[b] = _BatchCase(specs, inputs, eager_out, ops, len(ops) if ops is not None else None,
                                   explain_on=explain)
         result.inputs = [" ".join(map(str, cases[b].specs)) for b in batches]
@@ -295,11 +272,8 @@ class _Ctx:
 
 
 def _build(variant: Variant, eager: nn.Module, inputs: tuple, threads: int | None) -> _Ctx:
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with threads_context(threads), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
             built = variant.build(copy.deepcopy(eager), inputs)
@@ -310,9 +284,7 @@ def _build(variant: Variant, eager: nn.Module, inputs: tuple, threads: int | Non
     except KeyboardInterrupt:
         raise
     except Exception as e:
-        return _Ctx(None, _one_line(e), None, [])
-    finally:
-        torch.set_num_threads(before)
+        return _Ctx(None, one_line(e), None, [])
 
 
 def _warning_lines(caught) -> list[str]:
@@ -337,6 +309,9 @@ def _run_variant(result, variant, eager, eager_sig, cases, threads, device, prec
         built = ctx.built
         row.notes = list(built.notes) + [f"warning: {w}" for w in ctx.warnings if w not in built.notes]
         row.compiled = built.compiled
+        if case.eager_ops is None and variant.name != "eager":
+            row.notes.append("no-op detection off: the eager model could not be counted at this batch "
+                             "(see settings.notes)")
         say(f"{variant.name}: batch {b}" + (f", {threads} threads" if threads else ""))
         try:
             _measure_row(row, variant, built, eager, eager_sig, case, threads, device, precision, max_time, count)
@@ -347,7 +322,7 @@ def _run_variant(result, variant, eager, eager_sig, cases, threads, device, prec
         except _Phase as e:
             row.status, row.reason = "failed", str(e)
         except Exception as e:
-            row.status, row.reason = "failed", _one_line(e)
+            row.status, row.reason = "failed", one_line(e)
     del ctx
     gc.collect()
 
@@ -372,25 +347,23 @@ def _quiet_compiler_logs(on: bool):
 
 
 def _measure_row(row, variant, built, eager, eager_sig, case, threads, device, precision, max_time, count):
+    from flopgap.explain import weight_bytes
     from flopgap.timing import compare, measure
-    from flopgap.variants._probe import op_changes, op_sequence, output_error, peak_memory, tree_signature, weight_bytes
+    from flopgap.variants._probe import op_changes, op_sequence, output_error, peak_memory, tree_signature
 
     inputs = built.prepare(case.inputs)
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(), _quiet_compiler_logs(built.compiled):
+        with threads_context(threads), warnings.catch_warnings(), torch.inference_mode(), \
+                _quiet_compiler_logs(built.compiled):
             warnings.simplefilter("ignore")
+            built.before_first_call()
             t0 = time.perf_counter()
             out = built.fn(*inputs)
-            if device == "cuda":
+            if device.startswith("cuda"):
                 torch.cuda.synchronize()
             row.first_call_s = time.perf_counter() - t0
     except Exception as e:
-        raise _Phase(f"first call{' (compiling)' if built.compiled else ''}: {_one_line(e)}") from None
-    finally:
-        torch.set_num_threads(before)
+        raise _Phase(f"first call{' (compiling)' if built.compiled else ''}: {one_line(e)}") from None
     row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
     del out
 
@@ -406,7 +379,7 @@ def _measure_row(row, variant, built, eager, eager_sig, case, threads, device, p
                 warnings.simplefilter("ignore")
                 variant_ops = op_sequence(count(built.module, inputs, model=variant.name))
         except Exception as e:
-            row.notes.append(f"counting pass could not run on this variant: {_one_line(e)}")
+            row.notes.append(f"counting pass could not run on this variant: {one_line(e)}")
     elif not built.countable:
         row.notes.append("kernel-op count n/a: compiled code runs outside the dispatcher the counting pass watches")
     row.ops_eager = case.eager_ops_n
@@ -471,13 +444,10 @@ def _explain_summary(e) -> dict:
 def _explain_pair(case, eager, module, inputs, name, device, threads) -> dict:
     """flopgap.explain on eager (once per batch and thread count) and on the variant, with the
     row's thread count; a failure is noted, not raised."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     try:
         from flopgap.explain import explain
 
-        with warnings.catch_warnings():
+        with threads_context(threads), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cache = case.eager_explain if case.eager_explain is not None else {}
             case.eager_explain = cache
@@ -489,9 +459,7 @@ def _explain_pair(case, eager, module, inputs, name, device, threads) -> dict:
     except KeyboardInterrupt:
         raise
     except Exception as e:  # explain is optional here: say why it is missing
-        return {"error": _one_line(e)}
-    finally:
-        torch.set_num_threads(before)
+        return {"error": one_line(e)}
 
 
 def _compact(m) -> dict:

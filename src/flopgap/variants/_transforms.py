@@ -16,6 +16,7 @@ import warnings
 import torch
 from torch import nn
 
+from flopgap.errors import one_line
 from flopgap.variants._registry import Built, Variant, register_variant
 
 __all__ = ["torchao_status"]
@@ -67,14 +68,8 @@ def torchao_status() -> tuple[bool, str]:
     except ImportError as e:
         return False, f"torchao is not installed ({e.name or e}): pip install 'flopgap[quant]'"
     except Exception as e:  # torchao present but broken with this torch
-        return False, f"torchao cannot run int8 dynamic quantization here: {_one_line(e)}"
+        return False, f"torchao cannot run int8 dynamic quantization here: {one_line(e)}"
     return True, f"torchao {torchao.__version__}"
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    return line[:240]
 
 
 # --------------------------------------------------------------------------- eager
@@ -197,17 +192,23 @@ def _compiler(mode: str | None):
         # a fresh cache: one model's specialisations must not count against another's
         # recompile limit (past it dynamo silently runs eager)
         torch._dynamo.reset()
-        before = _unique_graphs()
         compiled = torch.compile(module, mode=mode, dynamic=False)
+        # graphs before the first call at each batch size: a batch that adds none ran eager
+        # (e.g. past dynamo's recompile limit), even when an earlier batch compiled
+        before: list[int] = []
+
+        def arm() -> None:
+            before[:] = [_unique_graphs()]
 
         def verdict() -> bool | None:
-            return False if _unique_graphs() == before else None
+            return False if before and _unique_graphs() == before[0] else None
 
         shown = mode or "default"
         notes = [f"torch.compile(mode={shown!r}, backend='inductor', dynamic=False): one specialisation per "
                  "input shape, compiled on the first call (its time is reported apart as compile time; inductor's "
                  "on-disk caches make a repeat compile of the same graph faster than a cold one)"]
-        return Built(compiled, module, notes=notes, countable=False, compiled=True, verdict=verdict)
+        return Built(compiled, module, notes=notes, countable=False, compiled=True, verdict=verdict,
+                     before_first_call=arm)
 
     return build
 
