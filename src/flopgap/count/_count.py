@@ -48,19 +48,21 @@ def _tensor_bytes(values) -> int:
     return total
 
 
+_FREE = Cost(0, 0, 0, 0)
+
+
 def cost_of_call(func, args: tuple, kwargs: dict, outs: tuple, noop: bool = False,
                  copied: bool = False) -> tuple[str, str, Cost]:
     """(family, kind, cost) for one recorded call; bytes resolved to integers."""
-    read = _tensor_bytes(args) + _tensor_bytes(kwargs.values())
-    written = _tensor_bytes(outs)
     if noop:
-        return "noop", "noop", Cost(0, 0, 0, 0)
+        return "noop", "noop", _FREE
     entry = lookup(func)
-    flags = schema_flags(func)
     if entry is not None and entry.formula is None:
-        return entry.family, entry.family, Cost(0, 0, 0, 0)
-    if flags & _ALIAS_RETURN and not copied:
-        return "view", "view", Cost(0, 0, 0, 0)  # aliasing op that did not copy
+        return entry.family, entry.family, _FREE
+    if schema_flags(func) & _ALIAS_RETURN and not copied:
+        return "view", "view", _FREE  # aliasing op that did not copy
+    read = _tensor_bytes(args) + (_tensor_bytes(kwargs.values()) if kwargs else 0)
+    written = _tensor_bytes(outs)
     if entry is not None:
         family = entry.family
         try:
@@ -68,7 +70,7 @@ def cost_of_call(func, args: tuple, kwargs: dict, outs: tuple, noop: bool = Fals
         except Exception:  # a formula that cannot read these arguments: FLOPs unknown, bytes known
             return "uncovered", "uncovered", Cost(0, 0, read, written)
         if cost.noop:
-            return "noop", "noop", Cost(0, 0, 0, 0)
+            return "noop", "noop", _FREE
         kind = "data-movement" if family in ("data-movement", "embedding") and cost.flops == 0 else "compute"
     elif torch.Tag.pointwise in getattr(func, "tags", ()):
         family, kind = "pointwise", "compute"
@@ -116,12 +118,12 @@ def _prefixes(name: str) -> list[str]:
     return [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def _module_params(module: nn.Module) -> dict[str, int]:
+def _module_params(module: nn.Module, named: list | None = None) -> dict[str, int]:
     """Parameter count of every module (recursive, shared tensors once), packed
     quantized weights included (``quantize_dynamic`` hides them from named_parameters)."""
     totals: dict[str, int] = {}
     seen: set[int] = set()
-    for name, sub in module.named_modules():
+    for name, sub in (module.named_modules() if named is None else named):
         n = 0
         for p in sub._parameters.values():
             if p is not None and id(p) not in seen:
@@ -158,27 +160,38 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
 
             raise UsageError("meta counting needs a module built on the meta device (load_model(spec, meta=True))")
         inputs = tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
-    params = _module_params(module)
+    named = list(module.named_modules())  # one traversal serves params, hooks and aggregation
+    params = _module_params(module, named)
     grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
     with grad_ctx, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with record_calls(module) as rec:
+        with record_calls(module, named) as rec:
             call_model(module, inputs, model)
     records = []
     for i, (func, mod, args, kwargs, outs, noop, copied) in enumerate(rec.calls):
         family, kind, cost = cost_of_call(func, args, kwargs, outs, noop, copied)
         in_shapes, in_dtypes = _shapes(args)
         out_shapes, _ = _shapes(outs)
-        records.append(OpRecord(i, str(func), mod, family, kind, in_shapes, in_dtypes, out_shapes,
+        records.append(OpRecord(i, _op_name(func), mod, family, kind, in_shapes, in_dtypes, out_shapes,
                                 cost.flops, cost.macs, cost.bytes_read, cost.bytes_written))
-    modules = _aggregate(module, records, params)
+    modules = _aggregate(named, records, params)
     return CountResult(model, describe_inputs(inputs), params.get("", 0), records, modules,
                        mode="grad" if grad else "inference", meta=meta, environment=_environment())
 
 
-def _aggregate(module: nn.Module, records: list[OpRecord], params: dict[str, int]) -> list[ModuleStats]:
+_OP_NAMES: dict = {}
+
+
+def _op_name(func) -> str:
+    name = _OP_NAMES.get(func)
+    if name is None:
+        name = _OP_NAMES[func] = str(func)
+    return name
+
+
+def _aggregate(named: list, records: list[OpRecord], params: dict[str, int]) -> list[ModuleStats]:
     stats: dict[str, ModuleStats] = {}
-    for name, sub in module.named_modules():
+    for name, sub in named:
         stats[name] = ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
                                   params=params.get(name, 0))
     chains: dict[str, list[ModuleStats]] = {}

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flopgap.count._registry import Meta
+from flopgap.count._registry import Meta, lookup
 
 __all__ = ["record_calls"]
 
-_MUTABLE, _ALIAS_RETURN = 1, 2
+_MUTABLE, _ALIAS_RETURN, _CHECK_COPY = 1, 2, 4
 
 
 _FLAGS: dict = {}
@@ -36,6 +36,9 @@ def _schema_flags(func) -> int:
     flags = _MUTABLE if schema.is_mutable else 0
     if not schema.is_mutable and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns):
         flags |= _ALIAS_RETURN
+        entry = lookup(func)
+        if entry is None or entry.formula is not None:
+            flags |= _CHECK_COPY  # may alias or copy (reshape, contiguous, to): look at the storage
     return flags
 
 
@@ -78,8 +81,7 @@ class _Recorder(TorchDispatchMode):
         self.stack: list[str] = [""]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = func(*args, **kwargs) if kwargs else func(*args)
         flags = _FLAGS.get(func)
         if flags is None:
             flags = schema_flags(func)
@@ -89,14 +91,14 @@ class _Recorder(TorchDispatchMode):
                 if a is out:
                     noop = True  # returned its input unchanged (contiguous(), dropout(train=False))
                     break
-            if not noop and flags & _ALIAS_RETURN and args and isinstance(args[0], torch.Tensor):
+            if not noop and flags & _CHECK_COPY and args and isinstance(args[0], torch.Tensor):
                 key = _storage_key(out)
                 copied = key is not None and key != _storage_key(args[0])  # reshape that had to copy
         outs = out if isinstance(out, (tuple, list)) else (out,)
         self.calls.append((
             func, self.stack[-1],
             tuple([_meta(a) for a in args]),
-            {k: _meta(v) for k, v in kwargs.items()} if kwargs else kwargs,
+            {k: _meta(v) for k, v in kwargs.items()} if kwargs else {},
             tuple([_meta(o) for o in outs]),
             noop, copied,
         ))
@@ -104,15 +106,18 @@ class _Recorder(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def record_calls(module: nn.Module):
+def record_calls(module: nn.Module, named: list | None = None):
     """Context manager yielding the recorder; module names are ``state_dict`` style.
 
+    ``named`` is ``list(module.named_modules())`` when the caller already has it.
     Module tracking uses the *global* forward hooks: per-module hooks would change
     what runs (``nn.TransformerEncoderLayer`` leaves its fused fast path when a hook is
     attached to it), and counting must see the model exactly as it runs.
     """
     recorder = _Recorder()
-    names = {id(sub): name for name, sub in module.named_modules() if name}
+    if named is None:
+        named = list(module.named_modules())
+    names = {id(sub): name for name, sub in named if name}
     stack = recorder.stack
 
     def pre(mod, args):

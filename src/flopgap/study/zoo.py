@@ -155,19 +155,14 @@ def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0
         "prediction": _prediction(prediction),
     }
     if with_explain:
-        import torch
+        from flopgap.timing import threads_context
 
         explain = stage("flopgap.explain", "explain")
         # measure=False: the model was just timed above; explain adds the profiler's view,
         # profiled with the same thread count the timing used
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
+        with threads_context(threads):
             exp = explain(loaded.module, inputs, name=item.model, count_result=counted, profile=profile,
                           measure=False)
-        finally:
-            torch.set_num_threads(before)
         payload["finding"] = _top_finding(exp)
         payload["findings"] = findings_payload(exp)
     return payload
