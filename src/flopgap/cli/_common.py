@@ -12,8 +12,8 @@ from rich.console import Console
 
 from flopgap.errors import UsageError
 
-__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "console", "err_console",
-           "load", "write_json", "write_text", "non_negative"]
+__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "console",
+           "err_console", "load", "write_json", "write_text", "non_negative", "keep"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
@@ -68,3 +68,29 @@ def non_negative(name: str, value: int) -> int:
     if value < 0:
         raise UsageError(f"{name} must be >= 0, got {value}")
     return value
+
+
+HtmlOpt = Annotated[Optional[str], typer.Option("--html", help="also write a self-contained HTML report of this result to this path")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="also save this result in a results store (SQLAlchemy URL or SQLite path, e.g. flopgap.db); list with 'flopgap runs --db URL'")]
+
+
+def keep(kind: str, model: str, payload: dict, *, html: str | None, db: str | None, config: dict,
+         figures=()) -> None:
+    """``--html`` and ``--db`` for any command: a report of ``payload`` and/or one stored run."""
+    if html:
+        from flopgap.report.generic import sections_from_result
+        from flopgap.report.html import write_html
+
+        path = write_html(html, f"flopgap {kind}: {model}", sections_from_result(f"{kind}: {model}", payload,
+                                                                                   figures=figures),
+                          machine=payload.get("environment") or None)
+        err_console.print(f"wrote report {path}", highlight=False, markup=False)
+    if db:
+        from flopgap.store import open_store
+        from flopgap.timing import environment
+
+        store = open_store(db)
+        run_id = store.start_run(kind, config, environment())
+        store.put(run_id, model, kind, payload)
+        store.finish_run(run_id)
+        err_console.print(f"stored as run {run_id} ({kind}) in {store.url}", highlight=False, markup=False)

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, CsvOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console, load,
-                                 non_negative, write_json, write_text)
+from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
+                                 keep, load, non_negative, write_json, write_text)
 
 
 @app.command()
@@ -23,6 +23,8 @@ def count(
     top: Annotated[int, typer.Option(help="number of top ops by FLOPs shown")] = 10,
     json_path: JsonOpt = None,
     csv_path: CsvOpt = None,
+    html: HtmlOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Count params, FLOPs (FMA = 2 FLOPs), MACs, bytes read/written, intensity and ops,
     per op and per module, captured at the dispatcher.
@@ -44,6 +46,10 @@ def count(
         write_json(json_path, result.to_dict())
     if csv_path:
         write_text(csv_path, count_csv(result))
+    if html or db:
+        data = result.to_dict()
+        keep("count", loaded.spec, data, html=html, db=db,
+             config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta})
 
 
 @app.command()

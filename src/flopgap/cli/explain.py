@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console, err_console, load,
-                                 write_json)
+from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
+                                 err_console, keep, load, write_json)
 
 _CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model, cores, threads, torch "
                "version, device) as JSON in $FLOPGAP_CACHE_DIR, or ~/.cache/flopgap/ when that is unset; "
@@ -94,6 +94,8 @@ def explain(
     depth: Annotated[int, typer.Option(help="module tree depth shown")] = 1,
     plot: Annotated[Optional[str], typer.Option(help="write the roofline plot to this .png path")] = None,
     json_path: JsonOpt = None,
+    html: HtmlOpt = None,
+    db: DbOpt = None,
 ) -> None:
     from flopgap.errors import UsageError
     from flopgap.explain import explain as run_explain
@@ -120,6 +122,17 @@ def explain(
         err_console.print(f"wrote {plot}")
     if json_path:
         write_json(json_path, ex.to_dict())
+    if html or db:
+        figures = []
+        if html:  # the roofline plot, embedded
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as tmp:
+                png = roofline_plot(ex, Path(tmp) / "roofline.png")
+                figures.append((png.read_bytes(), "roofline: achieved FLOP/s vs arithmetic intensity per op"))
+        keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, figures=figures,
+             config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure})
     if ex.totals.get("interrupted"):
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)
@@ -143,6 +156,8 @@ def predict(
     measure: Annotated[bool, typer.Option("--measure", help="also time the model (flopgap.timing.measure) and report the error")] = False,
     max_time: Annotated[float, typer.Option(help="seconds for --measure")] = 2.0,
     json_path: JsonOpt = None,
+    html: HtmlOpt = None,
+    db: DbOpt = None,
 ) -> None:
     from flopgap.count import count as run_count
     from flopgap.explain import predict as run_predict
@@ -169,6 +184,9 @@ def predict(
         render_prediction(pred, console, measured=measured, interrupted=interrupted)
     if json_path:
         write_json(json_path, data)
+    if html or db:
+        keep("predict", loaded.spec, data, html=html, db=db,
+             config={"model": loaded.spec, "inputs": input, "batch": batch, "measure": measure})
     if interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)

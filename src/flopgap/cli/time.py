@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console, err_console, load,
-                                 write_json)
+from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
+                                 err_console, keep, load, write_json)
 from flopgap.errors import FlopgapError, UsageError
 
 
@@ -74,6 +74,8 @@ def time_(
     processes: Annotated[int, typer.Option("--processes", help="repeat the whole measurement in N fresh processes and report the spread between them")] = 1,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] (default: cpu)")] = None,
     json_path: JsonOpt = None,
+    html: HtmlOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Time a model: cold first call, warm-up to steady state, then adaptive samples
     until the 95% CI of the median is within --precision (or --max-time runs out).
@@ -125,6 +127,11 @@ def time_(
                 render_measurement(result, console)
     if json_path:
         write_json(json_path, result.to_dict())
+    if html or db:  # an interrupted run is kept too: it says so in its payload
+        label = f"{model} vs {vs}" if vs else model
+        keep("time", label, result.to_dict(), html=html, db=db,
+             config={"model": model, "vs": vs, "inputs": input, "batch": batch, "threads": threads, "grad": grad,
+                     "precision": precision, "max_time": max_time, "processes": processes, "device": device})
     if result.interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)

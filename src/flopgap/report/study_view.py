@@ -244,6 +244,13 @@ def sections_for(result, *, plots: bool = True) -> list[Section]:
         return seed_sections(result, plots=plots)
     if kind == "shufflenet-v2":
         return shufflenet_sections(result, plots=plots)
+    if hasattr(result, "measurements"):  # a single command's run saved with --db
+        from flopgap.report.generic import sections_from_result
+
+        out = [Section(f"run {result.run.id}", [_run_para(result.run)])]
+        for m in result.measurements:
+            out += sections_from_result(f"{m.kind}: {m.model}", m.payload if isinstance(m.payload, dict) else {})
+        return out
     raise ValueError(f"no report for {kind!r} runs")
 
 

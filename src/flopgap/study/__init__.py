@@ -12,12 +12,25 @@ once, and resumes an interrupted run (``resume=True``) without duplicates. The
 ``*_result(store, run_id)`` functions rebuild a result (and its analysis) from the store.
 """
 
+from dataclasses import dataclass
+
 from flopgap.study._stats import correlate, flops_fit, inversions, ratio_verdict
 from flopgap.study.seed import CLAIMS, SeedResult, run_seed, seed_result
 from flopgap.study.shufflenet import ShuffleResult, run_shufflenet, shufflenet_result
 from flopgap.study.zoo import DEMO_MODELS, ZOOS, ZooResult, analyze_zoo, run_zoo, zoo_items, zoo_result
 
-__all__ = ["run_zoo", "run_seed", "run_shufflenet", "zoo_result", "seed_result", "shufflenet_result",
+SINGLE_KINDS = ("count", "time", "explain", "predict", "variants")  # runs saved by --db on those commands
+
+
+@dataclass
+class StoredResult:
+    """A run that one command saved with ``--db`` (one measurement; reported generically)."""
+
+    run: object
+    measurements: list
+
+
+__all__ = ["StoredResult", "SINGLE_KINDS", "run_zoo", "run_seed", "run_shufflenet", "zoo_result", "seed_result", "shufflenet_result",
            "result_for_run", "ZooResult", "SeedResult", "ShuffleResult", "analyze_zoo", "zoo_items", "ZOOS",
            "DEMO_MODELS", "CLAIMS", "correlate", "inversions", "flops_fit", "ratio_verdict"]
 
@@ -28,6 +41,9 @@ def result_for_run(store, run_id):
 
     run = store.run(run_id)
     builders = {"zoo": zoo_result, "seed": seed_result, "shufflenet-v2": shufflenet_result}
-    if run.kind not in builders:
-        raise UsageError(f"run {run.id} is a {run.kind!r} run; flopgap report knows zoo, seed and shufflenet-v2 runs")
-    return builders[run.kind](store, run.id)
+    if run.kind in builders:
+        return builders[run.kind](store, run.id)
+    if run.kind in SINGLE_KINDS:
+        return StoredResult(run, store.measurements(run.id))
+    raise UsageError(f"run {run.id} is a {run.kind!r} run; flopgap report knows "
+                     f"{', '.join([*builders, *SINGLE_KINDS])} runs")
