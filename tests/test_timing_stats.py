@@ -95,3 +95,22 @@ def test_median_half_width_agrees_with_summarize():
         x = rng.lognormal(0, 0.3, n)
         s = summarize(x)
         assert median_half_width(x) == pytest.approx(half_width(s["median"], s["ci_low"], s["ci_high"]))
+
+
+def test_health_warnings_from_recorded_numbers():
+    from flopgap.timing import Measurement, TimingSpec, health_warnings
+
+    spec = TimingSpec(name="m", inputs=(), device="cpu", threads=2, grad=False, precision=0.01, max_time=1.0)
+    calm = [1.0e-3] * 20
+    quiet = Measurement(spec, calm, 1, 2e-3, 5, environment={"logical_cores": 2, "load_average": [1.1, 1, 1]})
+    assert health_warnings(quiet) == []
+    # load 2.6 on 2 cores with 2 threads: (2.6 - 1) + 2 > 2.5 -> busy
+    busy = Measurement(spec, calm, 1, 2e-3, 5, environment={"logical_cores": 2, "load_average": [2.6, 2, 2]})
+    assert len(health_warnings(busy)) == 1 and "load average 2.60 on 2 logical cores" in health_warnings(busy)[0]
+    # one thread never oversubscribes a 2-core machine through its own threads
+    one = Measurement(TimingSpec("m", (), "cpu", 1, False, 0.01, 1.0), calm, 1, 2e-3, 5,
+                      environment={"logical_cores": 2, "load_average": [2.6, 2, 2]})
+    assert health_warnings(one) == []
+    tail = Measurement(spec, [1e-3] * 17 + [5e-3] * 3, 1, 2e-3, 5, environment={})
+    assert any(w.startswith("heavy tail: p95 is") for w in health_warnings(tail))
+    assert "warnings" in quiet.to_dict() and quiet.to_dict()["warnings"] == []

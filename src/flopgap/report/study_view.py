@@ -354,10 +354,17 @@ def print_sections(sections: Sequence[Section], console: Console, *, wide: int =
                     cells = [Text(r[i]) for i in cols if i not in prose]
                     t.add_row(*([Text(str(n))] + cells if prose else cells))
                 console.print(t)
+                first: dict[tuple, int] = {}  # the same prose (one model in several pairs) is printed once
                 for n, r in enumerate(rows, 1):
                     lines = [f"{b.columns[i]}: {r[i]}" for i in prose if r[i]]
-                    if lines:
-                        console.print(Text(f"  {n}. {r[0]}", style="bold"))
-                        for line in lines:
-                            console.print(Text(f"     {line}"))
+                    if not lines:
+                        continue
+                    key = (r[0], *lines)
+                    if key in first:
+                        console.print(Text(f"  {n}. {r[0]}: as {first[key]}.", style="dim"))
+                        continue
+                    first[key] = n
+                    console.print(Text(f"  {n}. {r[0]}", style="bold"))
+                    for line in lines:
+                        console.print(Text(f"     {line}"))
         console.print()

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flopgap.report._format import fmt_bytes, fmt_seconds, pct
-from flopgap.timing import Comparison, Measurement, ProcessRepeats
+from flopgap.timing import Comparison, Measurement, ProcessRepeats, health_warnings
 
 __all__ = ["render_measurement", "render_comparison", "render_repeats"]
 
@@ -77,7 +77,15 @@ def render_measurement(m: Measurement, console: Console) -> None:
     console.print(table)
     if m.interrupted:
         console.print("[yellow]interrupted: figures are from the samples taken before Ctrl-C[/yellow]")
+    _print_warnings(m, console)
     console.print(f"[dim]{_CI_NOTE}[/dim]")
+
+
+def _print_warnings(m: Measurement, console: Console, prefix: str = "") -> None:
+    from rich.text import Text
+
+    for w in health_warnings(m):
+        console.print(Text(f"warning: {prefix}{w}", style="yellow"))
 
 
 def render_comparison(c: Comparison, console: Console) -> None:
@@ -102,6 +110,8 @@ def render_comparison(c: Comparison, console: Console) -> None:
                   f"95% CI {c.ci_low:.3f} .. {c.ci_high:.3f} (paired bootstrap over {len(a.samples)} rounds): {verdict}")
     if c.interrupted:
         console.print("[yellow]interrupted: figures are from the rounds completed before Ctrl-C[/yellow]")
+    _print_warnings(a, console, f"{a.spec.name}: ")
+    _print_warnings(b, console, f"{b.spec.name}: ")
     console.print(f"[dim]{_CI_NOTE}; wall time {a.wall_s:.2f} s[/dim]")
 
 

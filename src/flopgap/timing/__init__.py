@@ -12,8 +12,10 @@ replaceable (:class:`Clock`; :class:`FakeClock` for tests). See docs/timing.md.
 from flopgap.timing._clock import Clock, FakeClock
 from flopgap.timing._context import check_device, threads_context
 from flopgap.timing._env import environment
+from flopgap.timing._health import health_warnings
 from flopgap.timing._processes import ProcessRepeats, repeat_in_processes
 from flopgap.timing._timer import TIME_SCHEMA, Comparison, CudaHooks, Measurement, TimingSpec, compare, measure
 
 __all__ = ["measure", "compare", "environment", "Measurement", "Comparison", "TimingSpec", "Clock", "FakeClock",
-           "CudaHooks", "ProcessRepeats", "repeat_in_processes", "TIME_SCHEMA", "threads_context", "check_device"]
+           "CudaHooks", "ProcessRepeats", "repeat_in_processes", "TIME_SCHEMA", "threads_context", "check_device",
+           "health_warnings"]

@@ -168,6 +168,7 @@ class Measurement:
             "half_width": jsonable(self.half_width),
             "mean": s["mean"], "p5": s["p5"], "p95": s["p95"], "min": s["min"], "max": s["max"], "iqr": s["iqr"],
             "outliers": s["outliers"], "precision_met": self.precision_met, "interrupted": self.interrupted,
+            "warnings": _health(self),
             "cold_s": self.cold_s, "warmup_calls": self.warmup_calls, "steady": self.steady,
             "block_size": self.block_size, "n_samples": len(self.samples), "calls": self.calls,
             "wall_s": self.wall_s, "clock_floor_s": self.clock_floor_s,
@@ -511,3 +512,9 @@ def compare(fn_a: Callable[..., Any], inputs_a: tuple, fn_b: Callable[..., Any],
                                threads=threads, grad=grad, device=device, clock=clock, progress=progress,
                                cuda_hooks=cuda_hooks, opt=opt)
     return Comparison(a, b, interrupted, resamples)
+
+
+def _health(m) -> list[str]:
+    from flopgap.timing._health import health_warnings
+
+    return health_warnings(m)

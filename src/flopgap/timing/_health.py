@@ -1,0 +1,39 @@
+"""Is a measurement trustworthy? Warnings computed from what was recorded, never guessed.
+
+On a small shared CPU the worst failure is silent: OpenMP threads that lose their core
+to another process wait for each other at every barrier, and a 10 us op takes
+milliseconds. Nothing in a median says so; the spread of the samples and the machine's
+load at the start do.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["health_warnings"]
+
+_TAIL_RATIO = 2.0  # p95 / median above this: a heavy tail (bursts of interference)
+
+
+def health_warnings(m) -> list[str]:
+    """One sentence per problem found in ``m`` (a :class:`Measurement`), with its numbers."""
+    out: list[str] = []
+    env = m.environment or {}
+    threads = m.spec.threads
+    cores = env.get("logical_cores") or 0
+    load = (env.get("load_average") or [None])[0]
+    if load is not None and cores and threads > 1 and (load - 1) + threads > cores + 0.5:
+        # load - 1: this process itself is one runnable task at the start
+        out.append(f"the machine was busy (load average {load:.2f} on {cores} logical cores) while timing with "
+                   f"{threads} threads: an intra-op thread that loses its core stalls every op; "
+                   "re-run on a quiet machine or with --threads 1")
+    median, p95 = m.median, m.p95
+    if math.isfinite(median) and median > 0 and math.isfinite(p95) and p95 / median > _TAIL_RATIO:
+        out.append(f"heavy tail: p95 is {p95 / median:.1f}x the median, so something interfered in bursts; "
+                   "the median is robust to it, the mean is not")
+    if not m.steady:
+        out.append("warm-up did not reach a steady state within its bound: early samples may still be drifting")
+    if not m.precision_met and not m.interrupted:
+        out.append(f"the CI is wider than --precision {100 * m.spec.precision:g}% after --max-time "
+                   f"{m.spec.max_time:g} s: give it more time or accept the wider CI")
+    return out
