@@ -37,6 +37,7 @@ import numpy as np
 
 from flopgap._json import jsonable
 from flopgap.errors import UsageError, one_line
+from flopgap.models._inputs import describe_inputs
 from flopgap.timing._clock import Clock, clock_floor, default_clock
 from flopgap.timing._context import check_device, threads_context
 from flopgap.timing._cuda import CudaRunner
@@ -375,18 +376,6 @@ def _resolve_device(device, inputs: tuple, cuda_hooks: CudaHooks | None) -> str:
     return check_device(device, need_cuda=cuda_hooks is None)
 
 
-def _describe(inputs: tuple) -> tuple[str, ...]:
-    import torch
-
-    out = []
-    for t in inputs:
-        if isinstance(t, torch.Tensor):
-            out.append("x".join(map(str, t.shape)) + ":" + str(t.dtype).removeprefix("torch."))
-        else:
-            out.append(type(t).__name__)
-    return tuple(out)
-
-
 def _options(precision, max_time, min_time, confidence, min_samples, max_samples, warmup_max_time, warmup_tol,
              min_block_s, max_block, threads) -> _Options:
     if not (isinstance(precision, (int, float)) and 0 <= precision < 1):
@@ -452,7 +441,7 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
 
     out = []
     for job, (_, _, inputs), peak in zip(jobs, named, peaks):
-        spec = TimingSpec(job.name, _describe(tuple(inputs)), dev, used_threads, bool(grad), opt.precision,
+        spec = TimingSpec(job.name, tuple(describe_inputs(inputs)), dev, used_threads, bool(grad), opt.precision,
                           opt.max_time, opt.confidence, opt.min_samples, opt.min_time)
         out.append(Measurement(
             spec=spec, samples=job.samples, block_size=job.block, cold_s=job.cold_s,
