@@ -12,13 +12,12 @@ larger of CPU time and device time, and the kernel launches under it are counted
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
-import sys
 from dataclasses import dataclass, field
 
 import torch
+
+from flopgap._quiet import quiet_profiler
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
            "profiler_name"]
@@ -106,26 +105,6 @@ def align(records: list, events: list) -> list[int | None]:
     return out
 
 
-@contextlib.contextmanager
-def _quiet_fd2():
-    """Silence file descriptor 2 (kineto logs profiler start/stop from C++)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 @dataclass
 class Attribution:
     """Per-record times (seconds, median over profiled calls; ``None``: no event
@@ -177,7 +156,7 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     if calls is None:
         calls = int(min(30, max(3, target_s / max(per_call, 1e-6))))
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with _quiet_fd2(), torch.inference_mode():
+    with quiet_profiler(), torch.inference_mode():
         with profile(activities=acts, record_shapes=True) as prof:
             for _ in range(_EMPTY_MARKERS):  # the marker's own cost, subtracted from each call
                 with record_function(_EMPTY):

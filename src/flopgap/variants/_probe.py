@@ -5,14 +5,12 @@ bytes: :func:`flopgap.explain.weight_bytes`).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
+
+from flopgap._quiet import quiet_profiler
 
 __all__ = ["tree_signature", "op_sequence", "output_error", "peak_memory", "op_changes"]
 
@@ -88,47 +86,6 @@ def output_error(variant_out, eager_out) -> tuple[float, float]:
     return max_abs, max_rel
 
 
-@contextlib.contextmanager
-def _filter_stderr_fd(noise: tuple[str, ...]):
-    """Capture file descriptor 2 and write back every line except known profiler noise
-    (kineto prints start/stop markers from C++ straight to the descriptor)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
-                    if not any(n in ln for n in noise)]
-            if kept:
-                sys.stderr.write("".join(kept))
-
-
-_KINETO_NOISE = ("SyncActivityProfilerHandler", "gpuGetDeviceCount", "DeviceProperties.cpp")
-
-
-@contextlib.contextmanager
-def _kineto_quiet():
-    """``KINETO_LOG_LEVEL=5`` (errors only) while the profiler runs, unless the user set
-    it; the environment is restored after, so nothing leaks into the caller's process."""
-    before = os.environ.get("KINETO_LOG_LEVEL")
-    if before is None:
-        os.environ["KINETO_LOG_LEVEL"] = "5"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("KINETO_LOG_LEVEL", None)
-
-
 def peak_memory(fn, inputs: tuple) -> tuple[int | None, str]:
     """(peak bytes of one call, method) on the device of the inputs."""
     on_cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in inputs)
@@ -142,7 +99,7 @@ def peak_memory(fn, inputs: tuple) -> tuple[int | None, str]:
         return torch.cuda.max_memory_allocated() - start, PEAK_MEMORY_METHOD["cuda"]
     from torch.profiler import ProfilerActivity, profile
 
-    with _kineto_quiet(), _filter_stderr_fd(_KINETO_NOISE):
+    with quiet_profiler():
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn(*inputs)
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
