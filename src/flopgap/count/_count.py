@@ -129,7 +129,8 @@ def _module_params(module: nn.Module, named: list | None = None) -> dict[str, in
             if p is not None and id(p) not in seen:
                 seen.add(id(p))
                 n += p.numel()
-        if getattr(sub, "_packed_params", None) is not None and callable(getattr(sub, "weight", None)):
+        # a dict lookup, not getattr: nn.Module.__getattr__ on a missing name costs microseconds
+        if sub._modules.get("_packed_params") is not None and callable(getattr(sub, "weight", None)):
             with contextlib.suppress(Exception):
                 n += sub.weight().numel()
                 b = sub.bias()
