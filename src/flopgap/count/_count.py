@@ -214,4 +214,18 @@ def _aggregate(named: list, records: list[OpRecord], params: dict[str, int]) -> 
 
 
 def _environment() -> dict:
-    return {"torch": torch.__version__}
+    """What a count depends on: the torch build decides which ops dispatch (counts do not
+    depend on the machine; timing results carry the full machine metadata)."""
+    import platform
+
+    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "flopgap": _version()}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("flopgap")
+    except Exception:  # running from a source tree that is not installed
+        return ""
