@@ -164,3 +164,17 @@ def test_op_keys_follow_the_counting_family():
     convt = _rec("aten.conv_transpose2d.input", "conv", [[1, 8, 4, 4], [8, 8, 3, 3]], ["float32"] * 2, [[1, 8, 6, 6]])
     assert op_key(convt) == "aten.conv_transpose2d.input" and weight_bytes(convt) == 0
     assert (itemsize("int64"), itemsize("bool"), itemsize("bfloat16"), itemsize("qint8"), itemsize("")) == (8, 1, 2, 1, 4)
+
+
+def test_busy_warning_from_recorded_load():
+    from flopgap.machine import MachineProfile
+
+    prof = MachineProfile.synthetic()
+    prof.fingerprint = {"cores": 2, "threads": 2}
+    assert prof.busy_warning() is None  # no load recorded (older caches)
+    prof.load_average = [1.1, 1.3]
+    assert prof.busy_warning() is None  # only this process running
+    prof.load_average = [1.2, 3.4]  # (3.4 - 1) + 2 threads > 2 cores + 0.5
+    assert "load average up to 3.40 on 2 logical cores" in prof.busy_warning()
+    again = MachineProfile.from_dict(prof.to_dict())
+    assert again.load_average == [1.2, 3.4] and again.busy_warning() == prof.busy_warning()

@@ -105,6 +105,22 @@ class MachineProfile:
     measured_at: str = ""
     seconds: float = 0.0
     source: str = "measured"   # measured | cache | synthetic
+    load_average: list | None = None  # 1-minute load at the start and the end of measuring
+
+    def busy_warning(self) -> str | None:
+        """Why this profile may not describe the machine, if it was measured while other
+        processes competed for the cores (timings then run up to ~100x slow)."""
+        threads = (self.fingerprint or {}).get("threads") or 1
+        cores = (self.fingerprint or {}).get("cores") or os.cpu_count() or 1
+        loads = [x for x in (self.load_average or []) if x is not None]
+        if not loads:
+            return None
+        worst = max(loads)
+        if (worst - 1) + threads > cores + 0.5:
+            return (f"the machine profile was measured while the machine was busy (load average up to "
+                    f"{worst:.2f} on {cores} logical cores, {threads} threads): its ceilings and calibration, "
+                    "and so predictions, may be off; re-measure on a quiet machine with --refresh-machine")
+        return None
 
     def peak(self, dtype: str = "float32") -> float:
         """Peak FLOP/s for a tensor dtype name (``float32``, ``bfloat16``, ``qint8`` ...)."""
@@ -124,6 +140,7 @@ class MachineProfile:
                 "llc_bytes": self.llc_bytes, "l2_bytes": self.l2_bytes, "page_fault_s": self.page_fault_s,
                 "spreads": self.spreads, "stream": self.stream, "quick": self.quick,
                 "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
+                "load_average": self.load_average,
                 "calibration": self.calibration, "chains": self.chains}
 
     @classmethod
@@ -137,7 +154,8 @@ class MachineProfile:
                    d.get("spreads", {}), d.get("stream", {}), d.get("calibration", []), d.get("chains", []),
                    d.get("llc_bytes", _L3_FALLBACK_BYTES), d.get("l2_bytes", 2**20), d.get("page_fault_s"),
                    d.get("quick", False),
-                   d.get("measured_at", ""), d.get("seconds", 0.0), d.get("source", "measured"))
+                   d.get("measured_at", ""), d.get("seconds", 0.0), d.get("source", "measured"),
+                   d.get("load_average"))
 
     @classmethod
     def synthetic(cls, *, peak: float = 1e11, mem_bandwidth: float = 1e10, cache_bandwidth: float = 5e10,
@@ -299,6 +317,7 @@ def measure_profile(device=None, *, quick: bool = False,
 
     dev = _device(device)
     t0 = time.perf_counter()
+    load_start = _load1()
     min_run = 0.05 if quick else 0.2
     fp = fingerprint(dev)
     spreads: dict[str, dict] = {}
@@ -346,7 +365,15 @@ def measure_profile(device=None, *, quick: bool = False,
         chains=chains, llc_bytes=llc, l2_bytes=_l2_bytes(), page_fault_s=fault.value if fault is not None else None,
         spreads=spreads, stream={k: f.value for k, f in main.items()}, calibration=calibration, quick=quick,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=time.perf_counter() - t0,
+        load_average=[load_start, _load1()],
     )
+
+
+def _load1() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
 
 
 def cache_path(fp: dict, quick: bool) -> Path:
@@ -378,10 +405,16 @@ def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
         prof, why = _read_cache(path)
         if prof is not None and prof.fingerprint == fp:
             prof.source = "cache"
+            warning = prof.busy_warning()
+            if warning:
+                print(f"flopgap: warning: {warning} ({path})", file=sys.stderr)
             return prof
         if prof is not None:
             why = "it is for another machine fingerprint"
         print(f"flopgap: re-measuring the machine profile: cached {path} is stale ({why})", file=sys.stderr)
     prof = measure_profile(device, quick=quick, progress=progress)
     prof.save(path)
+    warning = prof.busy_warning()
+    if warning:
+        print(f"flopgap: warning: {warning}", file=sys.stderr)
     return prof
