@@ -166,15 +166,18 @@ def test_op_keys_follow_the_counting_family():
     assert (itemsize("int64"), itemsize("bool"), itemsize("bfloat16"), itemsize("qint8"), itemsize("")) == (8, 1, 2, 1, 4)
 
 
-def test_busy_warning_from_recorded_load():
+def test_busy_warning_from_recorded_competition():
     from flopgap.machine import MachineProfile
+    from flopgap.machine._profile import _others_running
 
     prof = MachineProfile.synthetic()
     prof.fingerprint = {"cores": 2, "threads": 2}
-    assert prof.busy_warning() is None  # no load recorded (older caches)
-    prof.load_average = [1.1, 1.3]
-    assert prof.busy_warning() is None  # only this process running
-    prof.load_average = [1.2, 3.4]  # (3.4 - 1) + 2 threads > 2 cores + 0.5
-    assert "load average up to 3.40 on 2 logical cores" in prof.busy_warning()
+    assert prof.busy_warning() is None  # nothing recorded (older caches)
+    prof.competing = [0, 0, 0, 0]
+    assert prof.busy_warning() is None  # only this process ran
+    prof.competing = [0, 1, 0, 0]  # one other runnable thread + 2 threads here > 2 cores
+    assert "1 thread(s) of other processes were runnable (2 logical cores, 2 threads here)" in prof.busy_warning()
     again = MachineProfile.from_dict(prof.to_dict())
-    assert again.load_average == [1.2, 3.4] and again.busy_warning() == prof.busy_warning()
+    assert again.competing == [0, 1, 0, 0] and again.busy_warning() == prof.busy_warning()
+    n = _others_running(samples=2)
+    assert n is None or n >= 0

@@ -105,20 +105,20 @@ class MachineProfile:
     measured_at: str = ""
     seconds: float = 0.0
     source: str = "measured"   # measured | cache | synthetic
-    load_average: list | None = None  # 1-minute load at the start and the end of measuring
+    competing: list | None = None  # other processes' runnable threads, sampled while measuring
 
     def busy_warning(self) -> str | None:
-        """Why this profile may not describe the machine, if it was measured while other
-        processes competed for the cores (timings then run up to ~100x slow)."""
+        """Why this profile may not describe the machine, if other processes competed for
+        the cores while it was measured (timings then run up to ~100x slow)."""
         threads = (self.fingerprint or {}).get("threads") or 1
         cores = (self.fingerprint or {}).get("cores") or os.cpu_count() or 1
-        loads = [x for x in (self.load_average or []) if x is not None]
-        if not loads:
+        samples = [x for x in (self.competing or []) if x is not None]
+        if not samples:
             return None
-        worst = max(loads)
-        if (worst - 1) + threads > cores + 0.5:
-            return (f"the machine profile was measured while the machine was busy (load average up to "
-                    f"{worst:.2f} on {cores} logical cores, {threads} threads): its ceilings and calibration, "
+        others = max(samples)
+        if others + threads > cores:
+            return (f"the machine profile was measured while {others} thread(s) of other processes were "
+                    f"runnable ({cores} logical cores, {threads} threads here): its ceilings and calibration, "
                     "and so predictions, may be off; re-measure on a quiet machine with --refresh-machine")
         return None
 
@@ -140,7 +140,7 @@ class MachineProfile:
                 "llc_bytes": self.llc_bytes, "l2_bytes": self.l2_bytes, "page_fault_s": self.page_fault_s,
                 "spreads": self.spreads, "stream": self.stream, "quick": self.quick,
                 "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
-                "load_average": self.load_average,
+                "competing": self.competing,
                 "calibration": self.calibration, "chains": self.chains}
 
     @classmethod
@@ -155,7 +155,7 @@ class MachineProfile:
                    d.get("llc_bytes", _L3_FALLBACK_BYTES), d.get("l2_bytes", 2**20), d.get("page_fault_s"),
                    d.get("quick", False),
                    d.get("measured_at", ""), d.get("seconds", 0.0), d.get("source", "measured"),
-                   d.get("load_average"))
+                   d.get("competing"))
 
     @classmethod
     def synthetic(cls, *, peak: float = 1e11, mem_bandwidth: float = 1e10, cache_bandwidth: float = 5e10,
@@ -317,7 +317,7 @@ def measure_profile(device=None, *, quick: bool = False,
 
     dev = _device(device)
     t0 = time.perf_counter()
-    load_start = _load1()
+    competing = [_others_running()]
     min_run = 0.05 if quick else 0.2
     fp = fingerprint(dev)
     spreads: dict[str, dict] = {}
@@ -356,8 +356,11 @@ def measure_profile(device=None, *, quick: bool = False,
         lf = _launch_latency(dev, min_run)
         spreads["launch_latency_s"] = lf.to_dict()
         launch = lf.value
+    competing.append(_others_running())
     calibration = run_calibration(quick=quick, progress=progress) if dev.type == "cpu" else []
+    competing.append(_others_running())
     chains = run_chains(quick=quick, progress=progress) if dev.type == "cpu" else []
+    competing.append(_others_running())
     return MachineProfile(
         fingerprint=fp, peak_flops=peaks, mem_bandwidth=main["triad"].max,
         cache_bandwidth=cache["triad"].max, cache_bytes=_L2_WORKING_SET_BYTES,
@@ -365,15 +368,32 @@ def measure_profile(device=None, *, quick: bool = False,
         chains=chains, llc_bytes=llc, l2_bytes=_l2_bytes(), page_fault_s=fault.value if fault is not None else None,
         spreads=spreads, stream={k: f.value for k, f in main.items()}, calibration=calibration, quick=quick,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=time.perf_counter() - t0,
-        load_average=[load_start, _load1()],
+        competing=competing,
     )
 
 
-def _load1() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:  # not available on this platform
-        return None
+def _others_running(samples: int = 5) -> int | None:
+    """Runnable threads of *other* processes right now (Linux): the kernel's count of
+    runnable tasks (/proc/loadavg) less this process's own runnable threads; the smallest
+    of a few samples 10 ms apart, so that a passing blip does not count. ``None`` where
+    /proc is not there. (The load average cannot tell this process's threads from others'.)"""
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+            mine = 0
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{task}/stat") as f:
+                        mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
+                except OSError:  # the thread ended meanwhile
+                    continue
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(max(running - mine, 0))
+        time.sleep(0.01)
+    return min(counts)
 
 
 def cache_path(fp: dict, quick: bool) -> Path:
