@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from flopgap.errors import one_line
+from flopgap.errors import FlopgapError, one_line
 
 __all__ = ["Item", "RunOutcome", "open_run", "run_items"]
 
@@ -109,3 +109,16 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
         if bar is not None:
             bar.stop()
     return outcome
+
+
+def close_run(store, run_id: int, result, *, measured: bool, nothing: str):
+    """End a study run: ``failed`` (and a one-line error naming the first failure) when
+    nothing was measured, ``incomplete`` when some items failed (listed, and --resume
+    retries them), else ``finished``; ``result.run`` is refreshed from the store."""
+    if not measured:
+        store.set_status(run_id, "failed")
+        name, err = next(iter(result.failures.items()), ("", "nothing measured"))
+        raise FlopgapError(f"{nothing}; first failure: {name}: {err}")
+    store.set_status(run_id, "incomplete" if result.failures else "finished")
+    result.run = store.run(run_id)
+    return result

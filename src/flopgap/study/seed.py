@@ -20,8 +20,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-from flopgap.errors import FlopgapError, UsageError
-from flopgap.study._runner import Item, RunOutcome, open_run, run_items
+from flopgap.errors import UsageError
+from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import ratio_verdict
 
 __all__ = ["Claim", "CLAIMS", "SeedResult", "run_seed", "seed_result", "measure_seed_model", "compare_pair"]
@@ -239,10 +239,5 @@ def run_seed(*, store, max_time: float = 3.0, precision: float = 0.01, threads: 
     result = seed_result(store, run_id, outcome=outcome)
     for claim in result.claims:
         store.put(run_id, claim["id"], "claim", claim, on_conflict="replace")
-    if not result.comparisons:
-        store.set_status(run_id, "failed")
-        name, err = next(iter(result.failures.items()), ("", "nothing measured"))
-        raise FlopgapError(f"the seed study measured nothing; first failure: {name}: {err}")
-    store.set_status(run_id, "incomplete" if result.failures else "finished")
-    result.run = store.run(run_id)
-    return result
+    return close_run(store, run_id, result, measured=bool(result.comparisons),
+                     nothing="the seed study measured nothing")

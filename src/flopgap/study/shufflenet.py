@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from flopgap.errors import FlopgapError, UsageError
-from flopgap.study._runner import Item, RunOutcome, open_run, run_items
+from flopgap.errors import UsageError
+from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import ratio_verdict
 
 __all__ = ["Config", "CONFIGS", "GUIDELINES", "ShuffleResult", "build_config", "run_shufflenet", "shufflenet_result"]
@@ -282,11 +282,6 @@ def run_shufflenet(*, store, spatial: int = 28, max_time: float = 2.0, precision
     result = shufflenet_result(store, run_id, outcome=outcome)
     for g in result.guidelines:
         store.put(run_id, g["guideline"], "guideline", g, on_conflict="replace")
-    if all(r["speed"] is None or r["verdict"] == "(reference)" for r in result.rows):
-        store.set_status(run_id, "failed")
-        name, err = next(iter(result.failures.items()), ("", "nothing measured"))
-        raise FlopgapError(f"the shufflenet-v2 study measured nothing; first failure: {name}: {err}")
-    store.set_status(run_id, "incomplete" if result.failures else "finished")
-    result.run = store.run(run_id)
-    return result
+    measured = not all(r["speed"] is None or r["verdict"] == "(reference)" for r in result.rows)
+    return close_run(store, run_id, result, measured=measured, nothing="the shufflenet-v2 study measured nothing")
 

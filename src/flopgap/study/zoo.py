@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from flopgap.errors import FlopgapError, UsageError
-from flopgap.study._runner import Item, RunOutcome, open_run, run_items
+from flopgap.errors import UsageError
+from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import correlate, flops_fit, inversions
 
 __all__ = ["ZOOS", "METRICS", "DEMO_MODELS", "ZooResult", "zoo_items", "measure_zoo_model", "run_zoo",
@@ -261,11 +261,4 @@ def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = Non
     outcome = run_items(store, run_id, items, measure, kind="model", progress=progress, label="zoo",
                         resumed=resumed, console=console)
     result = zoo_result(store, run_id, outcome=outcome, n_boot=n_boot)
-    if not result.rows:
-        store.set_status(run_id, "failed")
-        name, err = next(iter(result.failures.items()), ("", "no models measured"))
-        raise FlopgapError(f"every model failed; first: {name}: {err}")
-    # some models failed: 'incomplete' (listed, and --resume retries them); else 'finished'
-    store.set_status(run_id, "incomplete" if result.failures else "finished")
-    result.run = store.run(run_id)
-    return result
+    return close_run(store, run_id, result, measured=bool(result.rows), nothing="every model failed")
