@@ -9,8 +9,17 @@ favours them). Reported per method: share within +-10% and +-25% of the measured
 median, median absolute error, Spearman rho over all models and over those under
 1.5 GFLOPs.
 
+The measured side: each model is timed in ``--passes`` interleaved passes (median of
+the pass medians), and by default in a process whose glibc mmap/trim thresholds are
+pinned, as the machine profile is measured (``flopgap.machine._isolated``): with
+glibc's moving thresholds a model's per-call page faults depend on which models ran
+before it in the process (mnasnet0_5: about 950 faults per call run alone, 0 after
+larger models), which the prediction cannot know. ``--allocator default`` measures
+with glibc as it comes.
+
     .venv/bin/python benchmarks/predict_accuracy.py [--quick] [--models a,b] [--threads N]
-        [--max-time S] [--quick-machine] [--refresh-machine] [--json out.json]
+        [--max-time S] [--quick-machine] [--refresh-machine] [--json out.json] [--passes N]
+        [--allocator pinned|default]
 """
 
 from __future__ import annotations
@@ -74,7 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick-machine", action="store_true", help="use the quick machine profile")
     ap.add_argument("--refresh-machine", action="store_true", help="re-measure the machine profile first")
     ap.add_argument("--json", help="write all rows and scores to this path")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="interleaved timing passes over all models; a model's figure is the median of its "
+                         "pass medians (default 3; 1 with --quick)")
+    ap.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
+                    help="pinned (default): re-run this script with glibc's mmap/trim thresholds pinned, as the "
+                         "machine profile is measured, so that no model pays per-call page faults that depend on "
+                         "which models ran before it in this process; default: glibc as it comes")
     args = ap.parse_args(argv)
+
+    from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
+
+    if args.allocator == "pinned" and not allocator_pinned():
+        import os
+        import subprocess
+
+        argv_ = sys.argv[1:] if argv is None else list(argv)
+        return subprocess.call([sys.executable, __file__, *argv_], env={**os.environ, **PINNED_ALLOCATOR})
 
     from flopgap.count import count
     from flopgap.explain import predict
@@ -96,21 +121,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine profile ({prof.source}{', quick' if prof.quick else ''}, {len(prof.calibration)} calibration "
           f"cases): peak fp32 {prof.peak('float32') / 1e9:.0f} GFLOP/s, memory {prof.mem_bandwidth / 1e9:.1f} GB/s, "
           f"dispatch {prof.dispatch_overhead_s * 1e6:.2f} us; threads {torch.get_num_threads()}", flush=True)
-    rows = []
+    passes = args.passes or (1 if args.quick else 3)
+    print(f"allocator: {args.allocator} {prof.allocator or ''}; {passes} interleaved timing pass(es)", flush=True)
+    rows, models = [], []
     for spec in specs:
         lm = load_model(spec)
         x = make_inputs(resolve_inputs(lm, None, 1 if spec.startswith("torchvision:") else None))
         res = count(lm.module, x, model=spec)
         pred = predict(res, prof)
-        m = measure(lm.module, x, name=spec, max_time=max_time, precision=0.02)
-        faults = _faults_per_call(lm.module, x)
-        row = {"model": spec, "flops": res.flops, "params": res.params, "ops": len(res.kernel_ops),
-               "measured_s": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "predicted_s": pred.latency_s,
-               "roofline_s": pred.roofline_s, "page_faults_per_call": faults}
-        rows.append(row)
-        print(f"{spec:34s} {res.flops / 1e9:8.3f} GFLOP  measured {m.median * 1e3:9.3f} ms  predicted "
-              f"{pred.latency_s * 1e3:9.3f} ms  error {pred.latency_s / m.median - 1:+7.1%}  "
-              f"page faults/call {faults if faults is not None else '-'}", flush=True)
+        models.append((lm.module, x))
+        rows.append({"model": spec, "flops": res.flops, "params": res.params, "ops": len(res.kernel_ops),
+                     "predicted_s": pred.latency_s, "roofline_s": pred.roofline_s, "pass_medians_s": [],
+                     "page_faults_per_call": []})
+    # the machine's speed drifts over minutes on a shared host: each model is timed once
+    # per pass, so that a slow spell hits one pass of every model, not every pass of one
+    for p in range(passes):
+        for row, (module, x) in zip(rows, models):
+            m = measure(module, x, name=row["model"], max_time=max_time, precision=0.02)
+            row["pass_medians_s"].append(m.median)
+            row["page_faults_per_call"].append(_faults_per_call(module, x))
+        print(f"# pass {p + 1}/{passes} done ({time.time() - t0:.0f} s)", flush=True)
+    for row in rows:
+        row["measured_s"] = float(np.median(row["pass_medians_s"]))
+        faults = [f for f in row["page_faults_per_call"] if f is not None]
+        print(f"{row['model']:34s} {row['flops'] / 1e9:8.3f} GFLOP  measured {row['measured_s'] * 1e3:9.3f} ms  "
+              f"predicted {row['predicted_s'] * 1e3:9.3f} ms  error {row['predicted_s'] / row['measured_s'] - 1:+7.1%}  "
+              f"passes {'/'.join(f'{v * 1e3:.3g}' for v in row['pass_medians_s'])}  "
+              f"page faults/call {max(faults) if faults else '-'}", flush=True)
     meas = np.array([r["measured_s"] for r in rows])
     flops = np.array([max(r["flops"], 1) for r in rows], dtype=float)
     params = np.array([max(r["params"], 1) for r in rows], dtype=float)

@@ -100,7 +100,7 @@ def test_machine_reads_the_cache(env, capsys):
     assert rc == 0, err
     assert err == ""
     d = json.loads(out)
-    assert d["schema"] == "flopgap.machine/1" and d["source"] == "cache" and d["peak_flops"] == {"fp32": 1e11}
+    assert d["schema"] == "flopgap.machine/2" and d["source"] == "cache" and d["peak_flops"] == {"fp32": 1e11}
 
 
 @pytest.mark.parametrize("command", ["machine", "explain", "predict"])

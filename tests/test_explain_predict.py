@@ -143,3 +143,90 @@ def test_cold_weights_floor_applies_above_l2_and_only_for_models_beyond_the_llc(
     one = _meta_count(nn.Sequential(nn.Linear(1024, 1024)), (1, 1024))                   # 4.2 MB <= 8 MB
     two = _meta_count(nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 1024)), (1, 1024))  # 8.4 MB
     assert not weights_are_cold(one.ops, prof) and weights_are_cold(two.ops, prof)
+
+
+def test_byte_only_ops_get_one_curve_over_all_calibrated_widths():
+    # gelu was timed at two base widths (16 channels for small sizes, 64 for large): its
+    # time depends on bytes only, so both are one curve; a [1, 28, 28, 768] input
+    # (channel dimension read as 28) must land on that curve, not between two partial ones
+    op = "aten.gelu.default"
+    cal = [{"label": f"gelu {b} c{c}", "op": op, "key": op, "features": [0, c], "flops": 0, "bytes": b,
+            "seconds": t, "per_channel": False}
+           for c, b, t in ((4.0, 1e3, 1e-6), (4.0, 1e4, 2e-6), (6.0, 1e5, 1e-5), (6.0, 1e7, 1e-3))]
+    p = Predictor(MachineProfile.synthetic(calibration=cal))
+    assert list(p.curves[op]) == [0.0]
+    r = _meta_count(nn.GELU(), (1, 28, 28, 768)).kernel_ops[0]
+    assert r.bytes == 2 * 4 * 28 * 28 * 768
+    t, method = p.op_time(r)
+    assert method == "curve"
+    # between the 1e5 and 1e7 points, log-linear: log t = log 1e-5 + 2 * (log b - log 1e5) / 2
+    assert t == pytest.approx(1e-5 * r.bytes / 1e5)
+
+
+def _weight_samples() -> list[dict]:
+    # hot: 2 us fixed cost, 1e11 FLOP/s; cold: 8 us fixed cost, 2.5e10 FLOP/s (each case's
+    # rate net of its table's fixed cost; the smallest case's own: F / (0.1 t))
+    base = {"op": "aten.linear.default", "key": "matmul", "bytes": 0}
+    return [{**base, "label": "a", "features": [0, 3, 3], "flops": 2e4, "seconds": 2e-6},
+            {**base, "label": "b", "features": [0, 10, 10], "flops": 2e6, "seconds": 2e-6 + 2e-5},
+            {**base, "label": "a cold", "features": [0, 3, 3], "flops": 2e4, "seconds": 8e-6, "cold": True},
+            {**base, "label": "b cold", "features": [0, 10, 10], "flops": 2e6, "seconds": 8e-6 + 8e-5,
+             "cold": True}]
+
+
+def test_cold_weight_cases_predict_ops_of_models_whose_weights_exceed_the_cache():
+    prof = MachineProfile.synthetic(calibration=_weight_samples())
+    prof.llc_bytes = 8 * 2**20
+    p = Predictor(prof)
+    assert set(p.knn) == {"matmul", "matmul cold"}
+    small = _meta_count(nn.Linear(1024, 1024), (1, 1024))            # 4 MiB of weights: fits half of 8 MiB
+    big = _meta_count(nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 1024)), (1, 1024))  # 8 MiB: not
+    from flopgap.explain._predict import weights_are_cold
+
+    assert not weights_are_cold(small.ops, prof) and weights_are_cold(big.ops, prof)
+    r = small.kernel_ops[0]
+    hot_t, hot_m = p.op_time(r, cold_weights=False)
+    cold_t, cold_m = p.op_time(r, cold_weights=True)
+    assert (hot_m, cold_m) == ("knn:matmul", "knn:matmul cold")
+    assert hot_t == pytest.approx(2e-6 + r.flops / 1e11)
+    assert cold_t == pytest.approx(8e-6 + r.flops / 2.5e10)
+    assert predict(big, prof).ops[0]["method"] == "knn:matmul cold"
+
+
+def test_page_faults_of_blocks_above_32_mib_are_predicted_per_call():
+    from flopgap.explain._predict import fault_s
+
+    prof = MachineProfile.synthetic()
+    prof.page_fault_s = 1e-6
+    # a 1024x1024x3x3 fp32 weight is 36 MiB: oneDNN reorders it into a fresh block every call
+    big = _meta_count(nn.Conv2d(1024, 1024, 3, padding=1, bias=False), (1, 1024, 7, 7)).kernel_ops[0]
+    assert fault_s(big, prof) == pytest.approx(1024 * 1024 * 9 * 4 / 4096 * 1e-6)
+    small = _meta_count(nn.Conv2d(512, 512, 3, padding=1, bias=False), (1, 512, 7, 7)).kernel_ops[0]
+    assert fault_s(small, prof) == 0.0                                # 9 MiB: from the heap
+    relu = _meta_count(nn.ReLU(), (1, 16, 1024, 1024)).kernel_ops[0]   # 64 MiB out
+    assert fault_s(relu, prof) == pytest.approx(64 * 2**20 / 4096 * 1e-6)
+    inplace = _meta_count(nn.ReLU(inplace=True), (1, 16, 1024, 1024)).kernel_ops[0]
+    assert inplace.op == "aten.relu_.default" and fault_s(inplace, prof) == 0.0
+    prof.page_fault_s = None                                          # not measured (CUDA, synthetic)
+    assert fault_s(big, prof) == 0.0
+    prof.page_fault_s = 1e-6
+    assert predict(_meta_count(nn.Conv2d(1024, 1024, 3, padding=1, bias=False), (1, 1024, 7, 7)),
+                   prof).ops[0]["page_faults_s"] == pytest.approx(9216e-6)
+
+
+def test_pool_keys_carry_the_window_and_fall_back_to_the_nearest_calibrated_one():
+    from flopgap.machine._features import pool_window
+
+    k2 = _meta_count(nn.MaxPool2d(2, 2), (1, 64, 56, 56)).kernel_ops[0]
+    k3 = _meta_count(nn.MaxPool2d(3, 2, 1), (1, 64, 56, 56)).kernel_ops[0]
+    adaptive = _meta_count(nn.AdaptiveAvgPool2d(1), (1, 64, 7, 7)).kernel_ops[0]
+    assert (pool_window(k2), pool_window(k3), pool_window(adaptive)) == (4, 9, None)
+    assert (op_key(k2), op_key(k3)) == (f"{k2.op}:w4", f"{k3.op}:w9")
+    assert op_key(adaptive) == adaptive.op
+    key9 = f"{k3.op}:w9"
+    cal = [{"label": "p", "op": k3.op, "key": key9, "features": [0, 6.0], "flops": 0, "bytes": b, "seconds": t}
+           for b, t in ((1e3, 1e-6), (1e7, 1e-3))]
+    p = Predictor(MachineProfile.synthetic(calibration=cal))
+    assert p.op_time(k3)[1] == "curve"
+    t, method = p.op_time(k2)                                         # only the 3x3 window is calibrated
+    assert method == "curve:" + key9 and t == pytest.approx(p._curve_time(key9, k2.bytes, 6.0))

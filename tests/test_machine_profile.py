@@ -32,7 +32,7 @@ def fake_measure(monkeypatch):
         p.source = "measured"
         return p
 
-    monkeypatch.setattr(_profile, "measure_profile", measure)
+    monkeypatch.setattr(_profile, "_measure", lambda device, quick, progress: measure(device, quick=quick, progress=progress))
     return calls
 
 
@@ -88,7 +88,7 @@ def test_other_fingerprint_is_not_reused(cache, fake_measure):
 @pytest.mark.parametrize("text, why", [
     ("{not json", "JSONDecodeError"),
     ("[1, 2]", "a machine profile is a JSON object, got list"),
-    ('{"schema": "flopgap.machine/0"}', "machine profile schema 'flopgap.machine/0' is not 'flopgap.machine/1'"),
+    ('{"schema": "flopgap.machine/0"}', "machine profile schema 'flopgap.machine/0' is not 'flopgap.machine/2'"),
 ])
 def test_unusable_cache_is_remeasured_and_said(cache, fake_measure, capsys, text, why):
     path = _profile.cache_path(fingerprint(), True)
@@ -97,7 +97,7 @@ def test_unusable_cache_is_remeasured_and_said(cache, fake_measure, capsys, text
     assert prof.source == "measured" and fake_measure == [True]
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "re-measuring the machine profile" in err and why in err and str(path) in err
-    assert json.loads(path.read_text())["schema"] == "flopgap.machine/1"   # replaced by the new profile
+    assert json.loads(path.read_text())["schema"] == "flopgap.machine/2"   # replaced by the new profile
     assert profile_machine(quick=True).source == "cache" and fake_measure == [True]
 
 
@@ -181,3 +181,34 @@ def test_busy_warning_from_recorded_competition():
     assert again.competing == [0, 1, 0, 0] and again.busy_warning() == prof.busy_warning()
     n = _others_running(samples=2)
     assert n is None or n >= 0
+
+
+def test_allocator_pinned_needs_both_thresholds():
+    from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
+
+    assert allocator_pinned(dict(PINNED_ALLOCATOR))
+    assert not allocator_pinned({})
+    assert not allocator_pinned({"MALLOC_TRIM_THRESHOLD_": PINNED_ALLOCATOR["MALLOC_TRIM_THRESHOLD_"]})
+
+
+def test_cpu_profile_is_measured_in_a_pinned_child_unless_already_pinned(monkeypatch):
+    from flopgap.machine import _isolated
+
+    calls = []
+    monkeypatch.setattr(_isolated, "measure_in_child", lambda **kw: calls.append(("child", kw["quick"])) or "c")
+    monkeypatch.setattr(_profile, "measure_profile", lambda device, quick, progress: calls.append(("here", quick)) or "h")
+    for k in _isolated.PINNED_ALLOCATOR:
+        monkeypatch.delenv(k, raising=False)
+    assert _profile._measure(None, True, None) == "c"
+    for k, v in _isolated.PINNED_ALLOCATOR.items():
+        monkeypatch.setenv(k, v)
+    assert _profile._measure(None, False, None) == "h"
+    assert calls == [("child", True), ("here", False)]
+
+
+def test_a_failing_child_is_one_clear_error():
+    from flopgap.errors import FlopgapError
+    from flopgap.machine._isolated import measure_in_child
+
+    with pytest.raises(FlopgapError, match=r"measuring the machine profile failed \(exit 1\): .*"):
+        measure_in_child(quick=True, threads=0)   # torch.set_num_threads(0) raises in the child

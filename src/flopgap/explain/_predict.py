@@ -3,23 +3,30 @@
 Per op (every dispatched op, views included: each one costs a dispatch)::
 
     conv / matmul (k-NN on shape):  t = O_key + max(F / R_hat, W / mem_bandwidth)
+        key    = the op's family (conv:dense, conv:depthwise, conv:grouped, matmul ...);
+                 when the model's weights (all conv/linear weights) exceed half the
+                 last-level cache, the cases timed with a *cold* weight (each call reads
+                 its weight from memory, see ``_calibrate._weight``) and W = 0: inside
+                 such a model an op's weight was evicted since its last call
+                 (mobilenet_v3_large's 1280x1000 classifier: 60 us hot, 270 us cold)
         O_key  = time of the smallest calibrated case of that key (fixed per-call cost)
         R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
                  log2 shape features, weights 1/(d + 0.25)^2), where
                  R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
-        W      = the op's weight bytes when they exceed the L2 cache and the model's
-                 weights (all conv/linear weights) exceed half the last-level cache, else 0:
-                 a case repeated alone keeps its weights in cache, such a model
-                 streams them from memory once per call
+        W      = (profiles without cold cases) the op's weight bytes when they exceed
+                 the L2 cache and the model's weights are cold as above, else 0
     calibrated memory op:           t = interpolation of log t over log bytes on that
                                     op's curve; beyond the largest case t scales with bytes;
-                                    between the curves of the two nearest calibrated
-                                    channel counts: log-linear in log2 channels
+                                    for ops timed at several channel counts (batch norm,
+                                    pooling, ...), log-linear in log2 channels between
+                                    the curves of the two nearest counts; other ops
+                                    (elementwise, layer norm) by bytes alone
     other memory-like op:           the ``aten.add.Tensor`` curve at the op's bytes
     free op (view, no-op):          the median ``flatten`` (a view) time
     anything else:                  roofline = max(F / peak, B / bandwidth, O)
 
-then the in-sequence correction ``t' = s * t + c`` for every non-free op, plus
+then the in-sequence correction ``t' = s * t + c`` for every non-free op, plus the
+page faults every call pays whatever the allocator's state (:func:`fault_s`), plus
 ``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s`` and
 ``c`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
 disturbed by another process does not drag the fit; 0.25 <= s <= 4, 0 <= c <= 50 us) on the profile's
@@ -40,7 +47,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine._features import channels, op_features, op_key, weight_bytes
+from flopgap.machine._calibrate import COLD
+from flopgap.machine._features import WINDOW, channels, is_conv, op_features, op_key, pool_window, weight_bytes
 
 __all__ = ["Prediction", "predict", "Predictor", "PREDICT_SCHEMA"]
 
@@ -90,7 +98,8 @@ class Predictor:
         self.curves: dict[str, dict[float, tuple[np.ndarray, np.ndarray]]] = {}
         by_key: dict[str, list[dict]] = {}
         for s in profile.calibration:
-            by_key.setdefault(s["key"], []).append(s)
+            # a conv/linear timed with a cold weight has a k-NN model of its own
+            by_key.setdefault(s["key"] + (COLD if s.get("cold") else ""), []).append(s)
         for key, rows in by_key.items():
             if key.startswith(("conv:", "matmul")):
                 overhead = min(r["seconds"] for r in rows)
@@ -98,9 +107,12 @@ class Predictor:
                 rates = np.array([r["flops"] / max(r["seconds"] - overhead, 0.1 * r["seconds"]) for r in rows])
                 self.knn[key] = (overhead, feats, np.log(np.maximum(rates, 1.0)))
             else:
+                # an op whose time depends on bytes alone (elementwise, layer norm ...) was
+                # calibrated at two base widths only: one curve over all of its cases
+                per_channel = any(r.get("per_channel", True) for r in rows)
                 by_c: dict[float, list] = {}
                 for r in rows:
-                    c = r["features"][1] if len(r["features"]) > 1 else 0.0
+                    c = r["features"][1] if per_channel and len(r["features"]) > 1 else 0.0
                     by_c.setdefault(c, []).append((max(r["bytes"], 1), r["seconds"]))
                 self.curves[key] = {}
                 for c, pts in by_c.items():
@@ -186,16 +198,29 @@ class Predictor:
         t0, t1 = self._on_curve(curves[c0], nbytes), self._on_curve(curves[c1], nbytes)
         return math.exp((1 - w) * math.log(t0) + w * math.log(t1))
 
+    def _nearest_window(self, r) -> str | None:
+        w = pool_window(r)
+        if w is None:
+            return None
+        prefix = r.op + WINDOW
+        sizes = [int(k[len(prefix):]) for k in self.curves if k.startswith(prefix)]
+        return f"{prefix}{min(sizes, key=lambda s: abs(math.log(s / w)))}" if sizes else None
+
     def op_time(self, r, cold_weights: bool = False) -> tuple[float, str]:
         """(seconds, method) for one count record; ``cold_weights``: the model's weights
         do not fit the last-level cache (see :func:`weights_are_cold`)."""
         key = op_key(r)
+        if cold_weights and key + COLD in self.knn and r.flops > 0:
+            return self._knn_time(key + COLD, op_features(r), r.flops), "knn:" + key + COLD
         if key in self.knn and r.flops > 0:
             return self._knn_time(key, op_features(r), r.flops, weight_bytes(r), cold_weights), "knn:" + key
         if key in self.curves:
             return self._curve_time(key, r.bytes, op_features(r)[1]), "curve"
         if r.op in self.curves:  # a profile calibrated before this op had a shape model of its own
             return self._curve_time(r.op, r.bytes, math.log2(max(channels(r), 1))), "curve"
+        near = self._nearest_window(r)
+        if near is not None:  # a pool window that was not calibrated: the nearest one that was
+            return self._curve_time(near, r.bytes, op_features(r)[1]), "curve:" + near
         if r.is_free:
             if self.view_s is not None:
                 return self.view_s, "view"
@@ -207,6 +232,34 @@ class Predictor:
             rate = math.exp(float(np.percentile(log_rates, 75)))
             return self.profile.dispatch_overhead_s + r.flops / rate, "matmul-rate"
         return classify(r.flops, r.bytes, self.profile, op_dtype(r)).time, "roofline"
+
+
+_MMAP_MAX = 32 * 2**20  # glibc's largest mmap threshold (64-bit): larger blocks always get fresh pages
+
+
+def fault_s(r, profile) -> float:
+    """Seconds of minor page faults an op pays on every call, whatever the allocator's
+    state: glibc serves each block above 32 MiB (its largest mmap threshold) with fresh
+    pages, one fault per 4 KiB; such blocks are the op's outputs of that size, and for a
+    convolution its weight, which oneDNN reorders into a temporary block on every call
+    (a 1024x1024x3x3 conv: 36 MiB, 9,217 faults per call, measured)."""
+    if not profile.page_fault_s:
+        return 0.0
+    out = _allocated_bytes(r)
+    big = out if out > _MMAP_MAX else 0
+    w = weight_bytes(r) if is_conv(r) else 0
+    if w > _MMAP_MAX:
+        big += w
+    return big / 4096 * profile.page_fault_s
+
+
+def _allocated_bytes(r) -> int:
+    """Bytes an op allocates for its result: what it writes, unless it is free (a view)
+    or in place (``aten.relu_``: it writes into its input)."""
+    parts = r.op.split(".")
+    if r.is_free or (len(parts) > 1 and parts[1].endswith("_")):
+        return 0
+    return r.bytes_written
 
 
 def weights_are_cold(records, profile) -> bool:
@@ -228,15 +281,16 @@ def predict(count_result, profile) -> Prediction:
     total = roof_total = 0.0
     for r in count_result.ops:
         roof = 0.0 if r.is_free else classify(r.flops, r.bytes, profile, op_dtype(r)).time
+        faults = fault_s(r, profile)
         if pred.calibrated:
             t, method = pred.op_time(r, cold)
-            t = pred.scale * t + (0.0 if r.is_free else pred.per_op_s)
+            t = pred.scale * t + (0.0 if r.is_free else pred.per_op_s) + faults
         else:
-            t, method = roof, "roofline" if not r.is_free else "free"
+            t, method = roof + faults, "roofline" if not r.is_free else "free"
         total += t
         roof_total += roof
         ops.append({"index": r.index, "op": r.op, "module": r.module, "key": op_key(r), "method": method,
-                    "predicted_s": t, "roofline_s": roof})
+                    "predicted_s": t, "roofline_s": roof, "page_faults_s": faults})
     calls = _module_calls(count_result)
     mod_s = calls * profile.module_overhead_s
     return Prediction(count_result.model, total + mod_s, roof_total, mod_s, calls, ops,

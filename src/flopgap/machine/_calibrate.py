@@ -11,6 +11,7 @@ group width 8-64, linears from 1x8x8 to 197x3072x768, elementwise ops from 1 KB 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -40,26 +41,48 @@ class _Call(nn.Module):
 Case = tuple[str, Callable[[], tuple[Callable, tuple]]]
 
 
-def _conv(n, cin, cout, hw, k, stride=1, groups=1) -> Case:
+_COLD_BYTES = 64 * 2**20   # cold weights rotate over 2x a 32 MiB last-level cache
+_MAX_COPIES = 4096
+COLD = " cold"             # label suffix of a case whose weight is cold at every call
+
+
+def _weight(shape: tuple, cold: bool) -> Callable[[], torch.Tensor]:
+    """The weight for each call: the same tensor (hot: it stays in cache when the op is
+    repeated alone), or, ``cold``, copies taken in turn whose total exceeds the
+    last-level cache, so that each call reads its weight from memory, as a conv or
+    linear does inside a model whose weights do not fit the cache. The input stays hot,
+    as it does in a model (the previous op just wrote it)."""
+    w = torch.randn(*shape)
+    if not cold:
+        return lambda: w
+    copies = int(min(_MAX_COPIES, max(2, math.ceil(_COLD_BYTES / max(w.nbytes, 1)))))
+    return itertools.cycle([w.clone() for _ in range(copies)]).__next__
+
+
+def _conv(n, cin, cout, hw, k, stride=1, groups=1, cold=False) -> Case:
     def build():
         x = torch.randn(n, cin, hw, hw)
-        w = torch.randn(cout, cin // groups, k, k)
+        w = _weight((cout, cin // groups, k, k), cold)
         b = torch.randn(cout)
-        return (lambda x: F.conv2d(x, w, b, stride, k // 2, 1, groups)), (x,)
-    return f"conv {cin}->{cout} k{k} s{stride} g{groups} @{hw}", build
+        return (lambda x: F.conv2d(x, w(), b, stride, k // 2, 1, groups)), (x,)
+    return f"conv {cin}->{cout} k{k} s{stride} g{groups} @{hw}{COLD if cold else ''}", build
 
 
-def _linear(m, k, n) -> Case:
+def _linear(m, k, n, cold=False) -> Case:
     def build():
         x = torch.randn(m, k)
-        w = torch.randn(n, k)
+        w = _weight((n, k), cold)
         b = torch.randn(n)
-        return (lambda x: F.linear(x, w, b)), (x,)
-    return f"linear {m}x{k}->{n}", build
+        return (lambda x: F.linear(x, w(), b)), (x,)
+    return f"linear {m}x{k}->{n}{COLD if cold else ''}", build
 
 
-def _conv_cases() -> Iterator[Case]:
-    yield _conv(1, 8, 8, 4, 1)                     # the smallest: dispatch + oneDNN setup
+def _conv_cases(cold: bool = False) -> Iterator[Case]:
+    yield from (_conv(*a, cold=cold) for a in _conv_shapes())
+
+
+def _conv_shapes() -> Iterator[tuple]:
+    yield 1, 8, 8, 4, 1                     # the smallest: dispatch + oneDNN setup
     pairs = [(16, 16), (32, 32), (64, 64), (128, 128), (256, 256), (512, 512), (24, 144), (144, 24),
              (64, 256), (256, 64), (512, 128), (128, 512), (1024, 256), (256, 1024), (2048, 512), (512, 2048)]
     for k in (1, 3):
@@ -67,33 +90,37 @@ def _conv_cases() -> Iterator[Case]:
             for hw in (7, 14, 28, 56, 112):
                 flops = 2 * cin * cout * k * k * hw * hw
                 if 2e5 <= flops <= 1.0e9:
-                    yield _conv(1, cin, cout, hw, k)
+                    yield 1, cin, cout, hw, k
     for cin, cout, hw, k in [(3, 64, 224, 7), (3, 32, 224, 3), (3, 16, 224, 3), (3, 24, 224, 3),
                              (64, 64, 56, 3), (128, 128, 28, 3), (256, 256, 14, 3), (32, 64, 112, 3)]:
-        yield _conv(1, cin, cout, hw, k, stride=2)
+        yield 1, cin, cout, hw, k, 2
     for c in (16, 64, 240, 576, 960):               # squeeze-excitation: 1x1 convs on a 1x1 map
-        yield _conv(1, c, max(c // 4, 8), 1, 1)
-        yield _conv(1, max(c // 4, 8), c, 1, 1)
+        yield 1, c, max(c // 4, 8), 1, 1
+        yield 1, max(c // 4, 8), c, 1, 1
     for c in (16, 32, 64, 96, 144, 240, 384, 576, 960):
         for hw in (7, 14, 28, 56, 112):
             if 2e4 <= c * hw * hw <= 2.5e6:
                 for k, s in ((3, 1), (5, 1), (3, 2), (5, 2)):
-                    yield _conv(1, c, c, hw, k, stride=s, groups=c)
+                    yield 1, c, c, hw, k, s, c
     for width in (8, 16, 32, 64):
         for c in (64, 128, 256, 512, 1024):
             for hw in (7, 14, 28, 56):
                 if c > width and 1e4 <= c * hw * hw <= 1.6e6:
-                    yield _conv(1, c, c, hw, 3, groups=c // width)
+                    yield 1, c, c, hw, 3, 1, c // width
 
 
-def _linear_cases() -> Iterator[Case]:
-    yield _linear(1, 8, 8)
+def _linear_cases(cold: bool = False) -> Iterator[Case]:
+    yield from (_linear(*a, cold=cold) for a in _linear_shapes())
+
+
+def _linear_shapes() -> Iterator[tuple]:
+    yield 1, 8, 8
     for m in (1, 8, 64, 197):
         for k, n in [(64, 64), (100, 100), (256, 256), (512, 512), (1000, 1000), (1024, 1024), (2048, 1000),
                      (1280, 1000), (576, 1024), (768, 768), (768, 3072), (3072, 768), (4096, 4096), (9216, 4096),
                      (100, 500), (1000, 10), (10, 1000)]:
             if m * k * n <= 2.5e8:
-                yield _linear(m, k, n)
+                yield m, k, n
 
 
 def _qlinear(m, k, n) -> Case:
@@ -120,7 +147,14 @@ _SIZES = (256, 2048, 16384, 65536, 200704, 802816, 3211264)  # elements: 1 KB ..
 # per-channel work (batch-norm scale/shift, pooling per channel) makes an op's time depend
 # on the channel count, not only on bytes: the memory ops are timed at several widths
 _CHANNELS = (16, 64, 256, 1024)
-_CHANNEL_OPS = ("add", "relu_", "hardswish_", "mul", "batch_norm", "adaptive_avg_pool2d", "mean", "max_pool2d")
+_CHANNEL_OPS = ("add", "relu_", "hardswish_", "mul", "batch_norm", "adaptive_avg_pool2d", "mean", "max_pool2d",
+                "max_pool2d_k2", "avg_pool2d_k2")
+
+
+def _per_channel(label: str) -> bool:
+    """Whether a case's time is modelled per channel count (its op is timed at several
+    widths); the other memory ops are timed at two base widths and modelled by bytes alone."""
+    return label.split(" ", 1)[0] in _CHANNEL_OPS
 
 
 def _nchw(n_el: int, c: int) -> torch.Tensor:
@@ -165,7 +199,9 @@ def _memory_ops(n_el: int, c: int) -> dict[str, Callable[[], tuple[Callable, tup
         "layer_norm": ln,
         "softmax": unary(lambda x: torch.softmax(x, -1)),
         "cat": binary(lambda x, y: torch.cat([x, y], 1)),
-        "max_pool2d": unary(lambda x: F.max_pool2d(x, 3, 2, 1)),
+        "max_pool2d": unary(lambda x: F.max_pool2d(x, 3, 2, 1)),     # ResNet's stem
+        "max_pool2d_k2": unary(lambda x: F.max_pool2d(x, 2, 2)),      # VGG's, and most U-Nets'
+        "avg_pool2d_k2": unary(lambda x: F.avg_pool2d(x, 2, 2)),      # DenseNet's transitions
         "adaptive_avg_pool2d": unary(lambda x: F.adaptive_avg_pool2d(x, 1)),
         "mean": unary(lambda x: x.mean((2, 3), keepdim=True)),
         "contiguous": unary(lambda x: x.transpose(2, 3).contiguous()),
@@ -173,27 +209,33 @@ def _memory_ops(n_el: int, c: int) -> dict[str, Callable[[], tuple[Callable, tup
     }
 
 
+_NEEDS_2X2 = ("max_pool2d_k2", "avg_pool2d_k2")  # a 2x2 window needs a map of 2x2 or more
+
+
 def _memory_cases(sizes) -> Iterator[Case]:
     for n_el in sizes:
         base = 16 if n_el < 4096 else 64
         for name, build in _memory_ops(n_el, base).items():
-            yield f"{name} {n_el} c{base}", build
+            if name not in _NEEDS_2X2 or n_el >= 4 * base:
+                yield f"{name} {n_el} c{base}", build
         for c in _CHANNELS:
             if c != base and n_el >= c:
                 ops = _memory_ops(n_el, c)
                 for name in _CHANNEL_OPS:
-                    yield f"{name} {n_el} c{c}", ops[name]
+                    if name not in _NEEDS_2X2 or n_el >= 4 * c:
+                        yield f"{name} {n_el} c{c}", ops[name]
 
 
 _QUICK_SIZES = (256, 65536, 3211264)
 
 
 def calibration_cases(quick: bool = False) -> list[Case]:
-    """The grid; ``quick`` keeps every 4th conv/linear shape and 3 of the 7 sizes of
-    each memory op (about a quarter of the cases, for tests and a first look)."""
+    """The grid; every conv and linear shape twice, with a hot and a cold weight (see
+    :func:`_weight`); ``quick`` keeps every 4th conv/linear case and 3 of the 7 sizes
+    of each memory op (about a quarter of the cases, for tests and a first look)."""
+    conv, lin = [*_conv_cases(), *_conv_cases(cold=True)], [*_linear_cases(), *_linear_cases(cold=True)]
     if not quick:
-        return [*_conv_cases(), *_linear_cases(), *_qlinear_cases(), *_memory_cases(_SIZES)]
-    conv, lin = list(_conv_cases()), list(_linear_cases())
+        return [*conv, *lin, *_qlinear_cases(), *_memory_cases(_SIZES)]
     return [*conv[::4], *lin[::4], *list(_qlinear_cases())[::2], *_memory_cases(_QUICK_SIZES)]
 
 
@@ -232,6 +274,7 @@ def run_calibration(quick: bool = False, progress: Callable[[int, int, str], Non
         times = time_call(lambda: fn(*inputs), min_run_time=min(max(min_run, 8 * once), 0.15))
         samples.append({"label": label, "op": rec.op, "key": op_key(rec), "features": op_features(rec),
                         "flops": rec.flops, "bytes": rec.bytes, "ops": len(ops),
+                        "per_channel": _per_channel(label), "cold": label.endswith(COLD),
                         "seconds": float(times.min()), "seconds_median": float(np.median(times))})
     return samples
 

@@ -94,7 +94,26 @@ def op_key(r) -> str:
         return "matmul"
     if is_quantized_linear(r) and _matmul_dims(r) is not None:
         return "matmul:int8"
+    w = pool_window(r)
+    if w is not None:
+        return f"{r.op}{WINDOW}{w}"
     return r.op
+
+
+WINDOW = ":w"  # key suffix of a windowed pool: elements per window (a 2x2 max pool: ":w4")
+
+
+def pool_window(r) -> int | None:
+    """Elements per pooling window of a (non-adaptive) max/avg pool, from its count
+    (FLOPs = output elements x window): a 2x2 window does under half the work of a 3x3
+    one on the same input, which bytes alone do not tell."""
+    if r.family != "pool" or "adaptive" in r.op or not r.flops or not r.output_shapes or not r.output_shapes[0]:
+        return None
+    shape = r.output_shapes[0]
+    if not all(isinstance(d, int) for d in shape):
+        return None
+    n = math.prod(shape)
+    return round(r.flops / n) if n else None
 
 
 def op_features(r) -> list[float]:

@@ -53,7 +53,7 @@ from flopgap.timing._env import cpu_model
 
 __all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA"]
 
-MACHINE_SCHEMA = "flopgap.machine/1"
+MACHINE_SCHEMA = "flopgap.machine/2"  # 2: cold-weight cases, per_channel flags, pinned allocator
 _L3_FALLBACK_BYTES = 32 * 2**20
 _L2_WORKING_SET_BYTES = 3 * 64 * 2**10   # 3 arrays x 64 KiB: resident in a 512 KiB+ L2
 
@@ -106,6 +106,7 @@ class MachineProfile:
     seconds: float = 0.0
     source: str = "measured"   # measured | cache | synthetic
     competing: list | None = None  # other processes' runnable threads, sampled while measuring
+    allocator: dict | None = None  # glibc malloc variables set while measuring (see _isolated)
 
     def busy_warning(self) -> str | None:
         """Why this profile may not describe the machine, if other processes competed for
@@ -140,7 +141,7 @@ class MachineProfile:
                 "llc_bytes": self.llc_bytes, "l2_bytes": self.l2_bytes, "page_fault_s": self.page_fault_s,
                 "spreads": self.spreads, "stream": self.stream, "quick": self.quick,
                 "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
-                "competing": self.competing,
+                "competing": self.competing, "allocator": self.allocator,
                 "calibration": self.calibration, "chains": self.chains}
 
     @classmethod
@@ -155,7 +156,7 @@ class MachineProfile:
                    d.get("llc_bytes", _L3_FALLBACK_BYTES), d.get("l2_bytes", 2**20), d.get("page_fault_s"),
                    d.get("quick", False),
                    d.get("measured_at", ""), d.get("seconds", 0.0), d.get("source", "measured"),
-                   d.get("competing"))
+                   d.get("competing"), d.get("allocator"))
 
     @classmethod
     def synthetic(cls, *, peak: float = 1e11, mem_bandwidth: float = 1e10, cache_bandwidth: float = 5e10,
@@ -368,8 +369,15 @@ def measure_profile(device=None, *, quick: bool = False,
         chains=chains, llc_bytes=llc, l2_bytes=_l2_bytes(), page_fault_s=fault.value if fault is not None else None,
         spreads=spreads, stream={k: f.value for k, f in main.items()}, calibration=calibration, quick=quick,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=time.perf_counter() - t0,
-        competing=competing,
+        competing=competing, allocator=_allocator(),
     )
+
+
+def _allocator() -> dict:
+    """glibc's malloc tuning this profile was measured under (the variables that were set)."""
+    from flopgap.machine._isolated import PINNED_ALLOCATOR
+
+    return {k: os.environ[k] for k in PINNED_ALLOCATOR if k in os.environ}
 
 
 def _others_running(samples: int = 5) -> int | None:
@@ -394,6 +402,17 @@ def _others_running(samples: int = 5) -> int | None:
         counts.append(max(running - mine, 0))
         time.sleep(0.01)
     return min(counts)
+
+
+def _measure(device, quick: bool, progress) -> MachineProfile:
+    """A CPU profile is measured in a child process with glibc's allocator pinned (see
+    ``flopgap.machine._isolated``), unless this process already runs so; a CUDA
+    profile (no calibration grid) in this process."""
+    from flopgap.machine._isolated import allocator_pinned, measure_in_child
+
+    if _device(device).type == "cpu" and not allocator_pinned():
+        return measure_in_child(quick=quick, threads=torch.get_num_threads(), progress=progress)
+    return measure_profile(device, quick=quick, progress=progress)
 
 
 def cache_path(fp: dict, quick: bool) -> Path:
@@ -432,7 +451,7 @@ def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
         if prof is not None:
             why = "it is for another machine fingerprint"
         print(f"flopgap: re-measuring the machine profile: cached {path} is stale ({why})", file=sys.stderr)
-    prof = measure_profile(device, quick=quick, progress=progress)
+    prof = _measure(device, quick, progress)
     prof.save(path)
     warning = prof.busy_warning()
     if warning:
