@@ -103,29 +103,42 @@ def test_uncalibrated_memory_op_falls_back_to_the_add_curve():
     assert t == pytest.approx(p._curve_time(add, r.bytes))
 
 
-def test_sequence_fit_recovers_scale_and_per_op_cost_from_chains():
+def test_sequence_fit_recovers_scale_per_op_and_per_byte_costs_from_chains():
     from dataclasses import asdict
+
+    from flopgap.explain._predict import handoff_bytes
 
     cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6),
            _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2)]          # 1e11 FLOP/s net of 2 us
     base = Predictor(MachineProfile.synthetic(calibration=cal))
     chains = []
-    for width, depth in ((64, 4), (256, 8), (1024, 2)):
-        res = _meta_count(nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)]), (1, width))
+    nets = [(nn.Sequential(*[nn.Linear(w, w) for _ in range(d)]), (1, w)) for w, d in ((64, 4), (256, 8), (1024, 2))]
+    nets.append((nn.Sequential(*[nn.ReLU() for _ in range(6)]), (1, 2**18)))   # 1 MiB handed over per op
+    for module, shape in nets:
+        res = _meta_count(module, shape)
         p = sum(base.op_time(r)[0] for r in res.ops)
-        calls = depth + 1
-        # measured = 1.5 x the per-op sum + 3 us per op + module calls x 1 us
-        t = 1.5 * p + 3e-6 * depth + calls * 1e-6
-        chains.append({"label": f"mlp {width}", "ops": [asdict(r) for r in res.ops], "module_calls": calls,
+        calls = len(module) + 1
+        n = sum(1 for r in res.ops if not r.is_free)
+        a = sum(handoff_bytes(r) for r in res.ops)
+        # measured = 1.5 x the per-op sum + 3 us per op + 0.1 ns per handed-over byte + module calls x 1 us
+        t = 1.5 * p + 3e-6 * n + 1e-10 * a + calls * 1e-6
+        chains.append({"label": f"net {shape}", "ops": [asdict(r) for r in res.ops], "module_calls": calls,
                        "seconds": t, "seconds_min": t})
+    assert handoff_bytes(_meta_count(nn.Linear(256, 256), (1, 256)).kernel_ops[0]) == 256 * 4 + 256 * 4  # x, bias
     prof = MachineProfile.synthetic(calibration=cal, chains=chains, module_overhead_s=1e-6)
     pred = Predictor(prof)
     assert pred.scale == pytest.approx(1.5) and pred.per_op_s == pytest.approx(3e-6)
+    assert pred.per_byte_s == pytest.approx(1e-10)
     res = _meta_count(nn.Sequential(nn.Linear(128, 128), nn.Linear(128, 128)), (1, 128))
     out = predict(res, prof)
     ops_sum = sum(base.op_time(r)[0] for r in res.ops)
-    assert out.latency_s == pytest.approx(1.5 * ops_sum + 2 * 3e-6 + 3 * 1e-6)
-    assert out.to_dict()["sequence_fit"]["scale"] == pytest.approx(1.5)
+    handed = sum(handoff_bytes(r) for r in res.ops)
+    assert out.latency_s == pytest.approx(1.5 * ops_sum + 2 * 3e-6 + 1e-10 * handed + 3 * 1e-6)
+    fit = out.to_dict()["sequence_fit"]
+    assert fit["scale"] == pytest.approx(1.5) and fit["per_byte_s"] == pytest.approx(1e-10)
+    # with two chains the per-byte term cannot be told apart: it stays 0
+    two = Predictor(MachineProfile.synthetic(calibration=cal, chains=chains[:2], module_overhead_s=1e-6))
+    assert two.per_byte_s == 0.0
 
 
 def test_cold_weights_floor_applies_above_l2_and_only_for_models_beyond_the_llc():

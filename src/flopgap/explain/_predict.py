@@ -25,14 +25,19 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
     free op (view, no-op):          the median ``flatten`` (a view) time
     anything else:                  roofline = max(F / peak, B / bandwidth, O)
 
-then the in-sequence correction ``t' = s * t + c`` for every non-free op, plus the
+then the in-sequence correction ``t' = s * t + c + b * A`` for every non-free op (``A``:
+the activation bytes it reads, :func:`handoff_bytes`), plus the
 page faults every call pays whatever the allocator's state (:func:`fault_s`), plus
-``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s`` and
-``c`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
-disturbed by another process does not drag the fit; 0.25 <= s <= 4, 0 <= c <= 50 us) on the profile's
-synthetic chains: T_chain - module calls x module_overhead = s * sum(t) + c * ops
-(T_chain: the chain's fastest timed block, as for the single-op cases).
-With fewer than 2 chains, s = 1 and c = 0.
+``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s``, ``c``
+and ``b`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
+disturbed by another process does not drag the fit; 0.25 <= s <= 4, 0 <= c <= 50 us,
+0 <= b <= 1 s/GB) on the profile's synthetic chains:
+T_chain - module calls x module_overhead = s * sum(t) + c * ops + b * sum(A)
+(T_chain: the chain's fastest timed block, as for the single-op cases). ``b`` is the cost
+of handing data from op to op: an op repeated alone finds its input in its own
+threads' caches, in a model the input was just written by another op, partitioned
+across the threads another way. With fewer than 3 chains b = 0; with fewer than 2,
+s = 1 and c = 0 too.
 The calibration cases are single ops on a fixed grid (``flopgap.machine._calibrate``),
 never the models being predicted. With no calibration (a synthetic or CUDA profile)
 every op uses the roofline term.
@@ -55,6 +60,7 @@ __all__ = ["Prediction", "predict", "Predictor", "PREDICT_SCHEMA"]
 PREDICT_SCHEMA = "flopgap.predict/1"
 _K = 4
 _SCALE_MIN, _SCALE_MAX, _PER_OP_MAX_US = 0.25, 4.0, 50.0
+_PER_GB_MAX_S = 1.0  # handoff at no less than 1 GB/s
 _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-movement", "embedding", "uncovered")
 
 
@@ -70,6 +76,7 @@ class Prediction:
     calibrated: bool = True
     scale: float = 1.0
     per_op_s: float = 0.0
+    per_byte_s: float = 0.0
     chain_fit: list[dict] = field(default_factory=list)
 
     def by_method(self) -> dict[str, dict]:
@@ -84,7 +91,8 @@ class Prediction:
         return {"schema": PREDICT_SCHEMA, "model": self.model, "latency_s": self.latency_s,
                 "roofline_s": self.roofline_s, "module_overhead_s": self.module_overhead_s,
                 "module_calls": self.module_calls, "calibrated": self.calibrated,
-                "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "chains": self.chain_fit},
+                "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "per_byte_s": self.per_byte_s,
+                                 "chains": self.chain_fit},
                 "by_method": self.by_method(), "ops": self.ops, "machine": self.profile}
 
 
@@ -126,7 +134,7 @@ class Predictor:
         flat = self.curves.get("aten.flatten.using_ints")
         self.view_s = (float(np.exp(np.median(np.concatenate([v[1] for v in flat.values()]))))
                        if flat is not None else None)
-        self.scale, self.per_op_s = 1.0, 0.0
+        self.scale, self.per_op_s, self.per_byte_s = 1.0, 0.0, 0.0
         self.chain_fit = self._fit_chains(profile.chains) if self.calibrated else []
 
     def _fit_chains(self, chains: list[dict]) -> list[dict]:
@@ -138,24 +146,31 @@ class Predictor:
             cold = weights_are_cold(recs, self.profile)
             p = sum(self.op_time(r, cold)[0] for r in recs)
             n = sum(1 for r in recs if not r.is_free)
+            a = sum(handoff_bytes(r) for r in recs)
             # the fastest block, like the calibration cases: least disturbed by other processes
             t = ch.get("seconds_min", ch["seconds"])
             target = t - ch["module_calls"] * self.profile.module_overhead_s
-            rows.append((ch["label"], p, n, target, t))
+            rows.append((ch["label"], p, n, a, target, t))
         if len(rows) >= 2:
             p_ = np.array([r[1] for r in rows])
             n_ = np.array([r[2] for r in rows], dtype=float)
-            tg = np.maximum(np.array([r[3] for r in rows]), 1e-9)
+            a_ = np.array([r[3] for r in rows], dtype=float)
+            tg = np.maximum(np.array([r[4] for r in rows]), 1e-9)
+            # the per-byte term needs a third chain to be told apart from s and c
+            b_max = _PER_GB_MAX_S if len(rows) >= 3 else 0.0
 
-            def resid(x):  # relative error of each chain; c in microseconds for conditioning
-                return (x[0] * p_ + x[1] * 1e-6 * n_ - tg) / tg
+            def resid(x):  # relative error of each chain; c in us and b in s/GB for conditioning
+                return (x[0] * p_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ - tg) / tg
 
-            fit = least_squares(resid, x0=[1.0, 0.0], bounds=([_SCALE_MIN, 0.0], [_SCALE_MAX, _PER_OP_MAX_US]),
-                                loss="soft_l1", f_scale=0.1)
-            # sub-nanosecond per-op terms are solver round-off of a zero bound
+            fit = least_squares(resid, x0=[1.0, 0.0, 0.0],
+                                bounds=([_SCALE_MIN, 0.0, 0.0], [_SCALE_MAX, _PER_OP_MAX_US, max(b_max, 1e-12)]),
+                                loss="soft_l1", f_scale=0.1, xtol=1e-12, ftol=1e-12, gtol=1e-12)
+            # sub-nanosecond per-op terms (and sub-1e-15 s per byte) are solver round-off of a zero bound
             self.scale, self.per_op_s = float(fit.x[0]), round(float(fit.x[1]) * 1e-6, 12)
-        return [{"label": lb, "per_op_sum_s": p, "ops": n, "measured_s": t,
-                 "fitted_s": self.scale * p + self.per_op_s * n + (t - tg)} for lb, p, n, tg, t in rows]
+            self.per_byte_s = round(float(fit.x[2]) * 1e-9, 15) if b_max else 0.0
+        return [{"label": lb, "per_op_sum_s": p, "ops": n, "handoff_bytes": a, "measured_s": t,
+                 "fitted_s": self.scale * p + self.per_op_s * n + self.per_byte_s * a + (t - tg)}
+                for lb, p, n, a, tg, t in rows]
 
     @property
     def calibrated(self) -> bool:
@@ -262,6 +277,13 @@ def _allocated_bytes(r) -> int:
     return r.bytes_written
 
 
+def handoff_bytes(r) -> int:
+    """Bytes of activations an op reads: what it reads less its weight (0 for free ops).
+    In a model these were just written by other ops, on other threads' cores and in
+    other layouts; an op repeated alone finds its input where it left it."""
+    return 0 if r.is_free else max(r.bytes_read - weight_bytes(r), 0)
+
+
 def weights_are_cold(records, profile) -> bool:
     """True when the model's conv/linear weights together exceed half the last-level
     cache: activations share it, and a set-associative, shared cache holds less than
@@ -284,7 +306,7 @@ def predict(count_result, profile) -> Prediction:
         faults = fault_s(r, profile)
         if pred.calibrated:
             t, method = pred.op_time(r, cold)
-            t = pred.scale * t + (0.0 if r.is_free else pred.per_op_s) + faults
+            t = pred.scale * t + (0.0 if r.is_free else pred.per_op_s) + pred.per_byte_s * handoff_bytes(r) + faults
         else:
             t, method = roof + faults, "roofline" if not r.is_free else "free"
         total += t
@@ -295,4 +317,5 @@ def predict(count_result, profile) -> Prediction:
     mod_s = calls * profile.module_overhead_s
     return Prediction(count_result.model, total + mod_s, roof_total, mod_s, calls, ops,
                       {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source},
-                      pred.calibrated, pred.scale, pred.per_op_s, pred.chain_fit)
+                      calibrated=pred.calibrated, scale=pred.scale, per_op_s=pred.per_op_s,
+                      per_byte_s=pred.per_byte_s, chain_fit=pred.chain_fit)

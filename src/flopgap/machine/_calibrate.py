@@ -292,6 +292,23 @@ def _basic(c: int) -> nn.Module:
                          nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
 
 
+class _Bottleneck(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        m = c // 4
+        self.body = nn.Sequential(nn.Conv2d(c, m, 1, bias=False), nn.BatchNorm2d(m), nn.ReLU(inplace=True),
+                                  nn.Conv2d(m, m, 3, padding=1, bias=False), nn.BatchNorm2d(m), nn.ReLU(inplace=True),
+                                  nn.Conv2d(m, c, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + x)
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 3, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
 class _SE(nn.Module):
     def __init__(self, c: int):
         super().__init__()
@@ -305,8 +322,8 @@ class _SE(nn.Module):
 
 def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
     """Small synthetic networks (not any model flopgap is evaluated on): stacks of
-    inverted-residual, basic-residual, squeeze-excitation and MLP blocks over a range
-    of widths and resolutions. Their measured time against the per-op prediction
+    inverted-residual, basic, bottleneck, depthwise-separable, conv-bn-relu,
+    squeeze-excitation and MLP blocks over a range of widths and resolutions. Their measured time against the per-op prediction
     tells how ops cost in sequence, inside ``nn.Module`` calls, compared with alone."""
     specs = [
         ("ir c16 e4 k3 @56 x3", lambda: nn.Sequential(*[_inverted_residual(16, 4, 3, nn.ReLU) for _ in range(3)]),
@@ -320,6 +337,17 @@ def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Mo
         ("se c96 @14 x4", lambda: nn.Sequential(*[_SE(96) for _ in range(4)]), (1, 96, 14, 14)),
         ("mlp 256 x8", lambda: nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(256, 256), nn.ReLU())]),
          (1, 256)),
+        ("ir c24 e6 k3 @28 x3", lambda: nn.Sequential(*[_inverted_residual(24, 6, 3, nn.ReLU6) for _ in range(3)]),
+         (1, 24, 28, 28)),
+        ("bottleneck c256 @14 x2", lambda: nn.Sequential(_Bottleneck(256), _Bottleneck(256)), (1, 256, 14, 14)),
+        ("ir c64 e4 k5 @14 x2", lambda: nn.Sequential(*[_inverted_residual(64, 4, 5, nn.Hardswish) for _ in range(2)]),
+         (1, 64, 14, 14)),
+        ("conv-bn-relu c32 @112 x2", lambda: nn.Sequential(*_conv_bn_relu(32, 32), *_conv_bn_relu(32, 32)),
+         (1, 32, 112, 112)),
+        ("dw-separable c128 @28 x3", lambda: nn.Sequential(*[m for _ in range(3) for m in
+                                                             (*_conv_bn_relu(128, 128, 3, 128),
+                                                              *_conv_bn_relu(128, 128, 1))]),
+         (1, 128, 28, 28)),
         ("mlp 2048 x4 -> 1000", lambda: nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(4)], nn.Linear(2048, 1000)),
          (1, 2048)),
     ]

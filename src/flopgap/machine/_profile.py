@@ -17,9 +17,11 @@ the machine reaches undisturbed. Costs (dispatch, module call, launch) use the m
   under ``torch.inference_mode()``;
 - ``launch_latency_s`` (CUDA only): seconds per queued tiny kernel (CPU launch cost);
 - ``module_overhead_s``: one ``nn.Module.__call__`` that dispatches nothing;
-- ``calibration``: single-op timings over a grid of shapes (``_calibrate``), what
+- ``calibration``: single-op timings over a grid of shapes, convs and linears with hot
+  and with cold weights (``_calibrate``), what
   :func:`flopgap.explain.predict` fits its per-op-family model on;
-- ``chains``: 8 small synthetic networks (inverted-residual, residual, SE, MLP stacks;
+- ``chains``: 13 small synthetic networks (inverted-residual, basic, bottleneck,
+  depthwise-separable, conv-bn-relu, SE and MLP stacks;
   none of them a model flopgap is evaluated on), counted and timed, from which the
   predictor fits how ops cost in sequence and inside modules;
 - ``llc_bytes`` / ``l2_bytes``: cache sizes from sysfs;

@@ -48,7 +48,8 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
 
         pred = Predictor(prof)
         console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t + "
-                      f"{fmt_seconds(pred.per_op_s)} per op; chains: "
+                      f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read; "
+                      "chains: "
                       + ", ".join(f"{c['label']} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
                                   for c in pred.chain_fit))
     keys: dict[str, int] = {}
@@ -129,11 +130,15 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
             console.print(f"    ops: {names}")
 
 
+def _per_gb(seconds_per_byte: float) -> str:
+    return fmt_seconds(seconds_per_byte * 1e9)
+
+
 def render_prediction(pred, console: Console, measured: float | None = None, interrupted: bool = False) -> None:
     console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)}  "
                   f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
-                  f"{fmt_seconds(pred.per_op_s)} per op)"
+                  f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read)"
                   + ("" if pred.calibrated else "  [yellow]no calibration: roofline only[/yellow]"))
     if measured is not None and math.isfinite(measured) and measured > 0:
         console.print(f"measured median {fmt_seconds(measured)}, error {pct(pred.latency_s / measured - 1.0, 1)}")
