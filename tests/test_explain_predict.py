@@ -192,11 +192,15 @@ def test_cold_weight_cases_predict_ops_of_models_whose_weights_exceed_the_cache(
     prof.llc_bytes = 8 * 2**20
     p = Predictor(prof)
     assert set(p.knn) == {"matmul", "matmul cold"}
-    small = _meta_count(nn.Linear(1024, 1024), (1, 1024))            # 4 MiB of weights: fits half of 8 MiB
+    small = _meta_count(nn.Linear(1000, 1000), (1, 1000))            # 4.0 MB of weights: fits half of 8 MiB
     big = _meta_count(nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 1024)), (1, 1024))  # 8 MiB: not
+    # small weights, but 4.2 MB of activations written per call besides them: cold too
+    busy = _meta_count(nn.Sequential(nn.Linear(1000, 1000), nn.Unflatten(1, (1, 1000)), nn.Upsample(scale_factor=1050)),
+                       (1, 1000))
     from flopgap.explain._predict import weights_are_cold
 
     assert not weights_are_cold(small.ops, prof) and weights_are_cold(big.ops, prof)
+    assert weights_are_cold(busy.ops, prof)
     r = small.kernel_ops[0]
     hot_t, hot_m = p.op_time(r, cold_weights=False)
     cold_t, cold_m = p.op_time(r, cold_weights=True)

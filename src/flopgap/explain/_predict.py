@@ -4,17 +4,18 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
 
     conv / matmul (k-NN on shape):  t = O_key + max(F / R_hat, W / mem_bandwidth)
         key    = the op's family (conv:dense, conv:depthwise, conv:grouped, matmul ...);
-                 when the model's weights (all conv/linear weights) exceed half the
-                 last-level cache, the cases timed with a *cold* weight (each call reads
-                 its weight from memory, see ``_calibrate._weight``) and W = 0: inside
-                 such a model an op's weight was evicted since its last call
-                 (mobilenet_v3_large's 1280x1000 classifier: 60 us hot, 270 us cold)
+                 when what the model touches per call (conv/linear weights plus the
+                 activations its ops write) exceeds half the last-level cache, the
+                 cases timed with a *cold* weight (each call reads its weight from
+                 memory, see ``_calibrate._weight``) and W = 0: inside such a model an
+                 op's weight was evicted since its last call (mobilenet_v3_large's
+                 1280x1000 classifier: 60 us hot, 270 us cold)
         O_key  = time of the smallest calibrated case of that key (fixed per-call cost)
         R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
                  log2 shape features, weights 1/(d + 0.25)^2), where
                  R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
         W      = (profiles without cold cases) the op's weight bytes when they exceed
-                 the L2 cache and the model's weights are cold as above, else 0
+                 the L2 cache and the model is cold as above, else 0
     calibrated memory op:           t = interpolation of log t over log bytes on that
                                     op's curve; beyond the largest case t scales with bytes;
                                     for ops timed at several channel counts (batch norm,
@@ -285,10 +286,14 @@ def handoff_bytes(r) -> int:
 
 
 def weights_are_cold(records, profile) -> bool:
-    """True when the model's conv/linear weights together exceed half the last-level
-    cache: activations share it, and a set-associative, shared cache holds less than
-    its size of one model's data from one call to the next."""
-    return sum(weight_bytes(r) for r in records) > profile.llc_bytes / 2
+    """True when what the model touches in one call, its conv/linear weights plus the
+    activations its ops write, exceeds half the last-level cache: between two calls
+    of an op the rest of the model streams that much data through the cache, so the
+    op's weight has been evicted (mobilenet_v3_small: 10 MB of weights, 18 MB of
+    activations; its 1024x1000 classifier runs at the cold-weight rate inside it).
+    Half: a shared, set-associative cache (shared with other tenants on a VM) holds
+    less than its size of one program's data."""
+    return sum(weight_bytes(r) + (0 if r.is_free else r.bytes_written) for r in records) > profile.llc_bytes / 2
 
 
 def _module_calls(count_result) -> int:
