@@ -247,3 +247,24 @@ def test_pool_keys_carry_the_window_and_fall_back_to_the_nearest_calibrated_one(
     assert p.op_time(k3)[1] == "curve"
     t, method = p.op_time(k2)                                         # only the 3x3 window is calibrated
     assert method == "curve:" + key9 and t == pytest.approx(p._curve_time(key9, k2.bytes, 6.0))
+
+
+def test_ragged_depthwise_convs_have_their_own_key_with_a_fallback():
+    aligned = _meta_count(nn.Conv2d(64, 64, 3, padding=1, groups=64), (1, 64, 28, 28)).kernel_ops[0]
+    ragged = _meta_count(nn.Conv2d(58, 58, 3, padding=1, groups=58), (1, 58, 28, 28)).kernel_ops[0]
+    assert (op_key(aligned), op_key(ragged)) == ("conv:depthwise", "conv:depthwise:ragged")
+    assert op_features(ragged) == op_features(aligned)[:6] + [math.log2(58)]
+    base = {"op": "aten.conv2d.default", "bytes": 0}
+    # the smallest case of each table is its fixed cost; a second case sets the rate
+    dw = [{**base, "label": "a", "key": "conv:depthwise", "features": [0, 0, 0, 0, 0, 0, 0], "flops": 1e3,
+           "seconds": 1e-6},
+          {**base, "label": "b", "key": "conv:depthwise", "features": op_features(aligned), "flops": aligned.flops,
+           "seconds": 1e-6 + aligned.flops / 1e10}]
+    only_aligned = Predictor(MachineProfile.synthetic(calibration=dw))
+    t, method = only_aligned.op_time(ragged)
+    assert method == "knn:conv:depthwise"                 # a profile without ragged cases
+    rag = [{**c, "key": "conv:depthwise:ragged", "seconds": 2 * c["seconds"]} for c in dw]
+    both = Predictor(MachineProfile.synthetic(calibration=dw + rag))
+    t2, method2 = both.op_time(ragged)
+    assert method2 == "knn:conv:depthwise:ragged" and t2 > t
+    assert both.op_time(aligned)[1] == "knn:conv:depthwise"

@@ -54,7 +54,7 @@ from scipy.optimize import least_squares
 
 from flopgap.explain._roofline import classify, op_dtype
 from flopgap.machine._calibrate import COLD
-from flopgap.machine._features import WINDOW, channels, is_conv, op_features, op_key, pool_window, weight_bytes
+from flopgap.machine._features import RAGGED, WINDOW, channels, is_conv, op_features, op_key, pool_window, weight_bytes
 
 __all__ = ["Prediction", "predict", "Predictor", "PREDICT_SCHEMA"]
 
@@ -226,6 +226,8 @@ class Predictor:
         """(seconds, method) for one count record; ``cold_weights``: the model's weights
         do not fit the last-level cache (see :func:`weights_are_cold`)."""
         key = op_key(r)
+        if key.endswith(RAGGED) and key not in self.knn:  # a profile without ragged cases
+            key = key[:-len(RAGGED)]
         if cold_weights and key + COLD in self.knn and r.flops > 0:
             return self._knn_time(key + COLD, op_features(r), r.flops), "knn:" + key + COLD
         if key in self.knn and r.flops > 0:

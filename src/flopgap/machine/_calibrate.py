@@ -97,7 +97,8 @@ def _conv_shapes() -> Iterator[tuple]:
     for c in (16, 64, 240, 576, 960):               # squeeze-excitation: 1x1 convs on a 1x1 map
         yield 1, c, max(c // 4, 8), 1, 1
         yield 1, max(c // 4, 8), c, 1, 1
-    for c in (16, 32, 64, 96, 144, 240, 384, 576, 960):
+    # depthwise: channel counts that fill whole 16-float vectors, and ragged ones
+    for c in (16, 32, 64, 96, 144, 240, 384, 576, 960, 24, 40, 58, 72, 88, 116, 120, 200, 232, 1000):
         for hw in (7, 14, 28, 56, 112):
             if 2e4 <= c * hw * hw <= 2.5e6:
                 for k, s in ((3, 1), (5, 1), (3, 2), (5, 2)):
@@ -280,11 +281,23 @@ def run_calibration(quick: bool = False, progress: Callable[[int, int, str], Non
 
 
 # ---------------------------------------------------------------- synthetic chains
+class _InvertedResidual(nn.Module):
+    """MobileNetV2's block at stride 1: 1x1 expand, depthwise, 1x1 project, plus the
+    residual (the block's input is read again after the three convs)."""
+
+    def __init__(self, c: int, e: int, k: int, act):
+        super().__init__()
+        h = c * e
+        self.body = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), act(),
+                                  nn.Conv2d(h, h, k, padding=k // 2, groups=h, bias=False), nn.BatchNorm2d(h), act(),
+                                  nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
 def _inverted_residual(c: int, e: int, k: int, act) -> nn.Module:
-    h = c * e
-    return nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), act(),
-                         nn.Conv2d(h, h, k, padding=k // 2, groups=h, bias=False), nn.BatchNorm2d(h), act(),
-                         nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c))
+    return _InvertedResidual(c, e, k, act)
 
 
 def _basic(c: int) -> nn.Module:

@@ -5,8 +5,9 @@
 counting registry's family of the op (``OpRecord.family``), so every op the counting
 stage files under ``conv`` or ``matmul`` (einsum, mv, ``_int_mm`` ...) is seen the same way:
 
-- ``conv:dense`` / ``conv:depthwise`` / ``conv:grouped`` (family ``conv``, not
-  transposed) and ``matmul`` (family ``matmul`` with two matrix operands):
+- ``conv:dense`` / ``conv:depthwise`` (``conv:depthwise:ragged`` when the channels
+  are not a multiple of 16) / ``conv:grouped`` (family ``conv``, not transposed) and
+  ``matmul`` (family ``matmul`` with two matrix operands):
   a k-nearest-neighbour model of achieved FLOP/s over log2 shape features;
 - ``matmul:int8``: a quantized linear (``quantized.linear*``), the same features, its
   own model (int8 kernels run at another rate than float ones);
@@ -88,7 +89,7 @@ def op_key(r) -> str:
             if groups == 1:
                 return "conv:dense"
             if cin_g == 1 and groups == cin:
-                return "conv:depthwise"
+                return "conv:depthwise" + (RAGGED if cin % SIMD_FLOATS else "")
             return "conv:grouped"
     if r.family == "matmul" and _matmul_dims(r) is not None:
         return "matmul"
@@ -100,6 +101,10 @@ def op_key(r) -> str:
     return r.op
 
 
+SIMD_FLOATS = 16   # fp32 lanes of an AVX-512 register: oneDNN blocks channels by it
+RAGGED = ":ragged"  # a depthwise conv whose channels are not a multiple of SIMD_FLOATS:
+# on this AVX-512 EPYC such convs (58, 72, 88, 116 channels) ran 1.2-1.7x slower than the
+# rate of their aligned neighbours (64, 96, 144) predicted, so they have their own cases
 WINDOW = ":w"  # key suffix of a windowed pool: elements per window (a 2x2 max pool: ":w4")
 
 
