@@ -13,8 +13,12 @@ __all__ = ["render_machine", "render_explanation", "render_prediction"]
 
 
 def _short(op: str) -> str:
+    """``aten.max_pool2d.default:w4`` -> ``max_pool2d:w4`` (a key's suffix is kept)."""
     parts = op.split(".")
-    return parts[1] if len(parts) >= 2 else op
+    if len(parts) < 2:
+        return op
+    suffix = parts[-1].split(":", 1)
+    return parts[1] + (":" + suffix[1] if len(suffix) == 2 else "")
 
 
 def render_machine(prof, console: Console, path: str | None = None) -> None:
@@ -54,7 +58,8 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
                                   for c in pred.chain_fit))
     keys: dict[str, int] = {}
     for s in prof.calibration:
-        keys[s["key"]] = keys.get(s["key"], 0) + 1
+        k = s["key"] + (" cold" if s.get("cold") else "")
+        keys[k] = keys.get(k, 0) + 1
     if keys:
         console.print(f"calibration: {len(prof.calibration)} single-op cases: "
                       + ", ".join(f"{_short(k) if k.startswith('aten.') else k} {n}" for k, n in sorted(keys.items())))
