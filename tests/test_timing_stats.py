@@ -114,3 +114,19 @@ def test_health_warnings_from_recorded_numbers():
     tail = Measurement(spec, [1e-3] * 17 + [5e-3] * 3, 1, 2e-3, 5, environment={})
     assert any(w.startswith("heavy tail: p95 is") for w in health_warnings(tail))
     assert "warnings" in quiet.to_dict() and quiet.to_dict()["warnings"] == []
+
+
+def test_page_fault_warning_names_the_allocator_from_the_recorded_count():
+    from flopgap.timing import Measurement, TimingSpec, health_warnings
+
+    spec = TimingSpec(name="m", inputs=(), device="cpu", threads=1, grad=False, precision=0.01, max_time=1.0)
+    calm = [1.0e-3] * 20
+    few = Measurement(spec, calm, 1, 2e-3, 5, page_faults_per_call=49.0)
+    many = Measurement(spec, calm, 1, 2e-3, 5, page_faults_per_call=948.0)
+    unknown = Measurement(spec, calm, 1, 2e-3, 5)
+    assert health_warnings(few) == [] and health_warnings(unknown) == []
+    (w,) = health_warnings(many)
+    assert w.startswith("948 minor page faults per call while sampling") and "MALLOC_TRIM_THRESHOLD_" in w
+    d = many.to_dict()
+    assert d["page_faults_per_call"] == 948.0 and d["warnings"] == [w]
+    assert Measurement.from_dict(d).page_faults_per_call == 948.0

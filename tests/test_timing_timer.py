@@ -409,3 +409,16 @@ def test_compare_on_cuda_reports_no_shared_peak_memory():
     assert "peak device memory not reported" in c.a.notes[0] and c.a.notes == c.b.notes
     back = Measurement.from_dict(json.loads(json.dumps(c.a.to_dict())))
     assert back.notes == c.a.notes and back.peak_memory_bytes is None
+
+
+def test_page_faults_per_call_are_counted_while_sampling():
+    import resource  # noqa: F401  (POSIX: the count comes from getrusage)
+
+    n = 16 * 2**20  # 64 MiB of float32: above glibc's largest mmap threshold, fresh pages every call
+    m = measure(lambda: torch.empty(n).fill_(1.0), (), precision=0.5, max_time=0.5, min_time=0.0, min_samples=6)
+    # 16,384 pages per call, each faulted once (a little more for the interpreter's own)
+    assert m.page_faults_per_call >= 0.9 * n * 4 / 4096
+    assert any("minor page faults per call" in w for w in m.to_dict()["warnings"])
+    reused = torch.empty(n)
+    q = measure(lambda: reused.fill_(1.0), (), precision=0.5, max_time=0.5, min_time=0.0, min_samples=6)
+    assert q.page_faults_per_call < 50

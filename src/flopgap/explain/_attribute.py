@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flopgap._quiet import quiet_profiler
+from flopgap.timing._env import minor_faults
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
            "profiler_name"]
@@ -29,13 +30,6 @@ _EMPTY_MARKERS = 5
 _FAULT_CALLS = 3
 
 
-def _minor_faults() -> int | None:
-    """Minor page faults of this process so far (None where ``resource`` is missing)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 _LOOKAHEAD = 8
 
 
@@ -146,11 +140,11 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
             module(*inputs)
         sync()
         per_call = (_time.perf_counter() - t0) / max(warmup, 1)
-        faults = _minor_faults()
+        faults = minor_faults()
         for _ in range(_FAULT_CALLS):
             module(*inputs)
         sync()
-        faults_after = _minor_faults()
+        faults_after = minor_faults()
     faults_per_call = ((faults_after - faults) / _FAULT_CALLS
                        if faults is not None and faults_after is not None else None)
     if calls is None:

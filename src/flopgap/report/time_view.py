@@ -63,6 +63,8 @@ def _rows(m: Measurement) -> list[tuple[str, str]]:
         rows.append(("peak device memory", fmt_bytes(m.peak_memory_bytes)))
     elif m.notes and m.spec.device.startswith("cuda"):
         rows.append(("peak device memory", "not per model (interleaved run)"))
+    if m.page_faults_per_call is not None:
+        rows.append(("minor page faults", f"{m.page_faults_per_call:,.1f} per call while sampling"))
     rows.append(("wall time", f"{m.wall_s:.2f} s"))
     return rows
 

@@ -12,7 +12,17 @@ import socket
 import subprocess
 import sys
 
-__all__ = ["environment", "cpu_model"]
+__all__ = ["environment", "cpu_model", "minor_faults"]
+
+
+def minor_faults() -> int | None:
+    """Minor page faults of this process so far (``getrusage``; None where the
+    ``resource`` module is missing, as on Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def cpu_model() -> str:

@@ -13,6 +13,7 @@ import math
 __all__ = ["health_warnings"]
 
 _TAIL_RATIO = 2.0  # p95 / median above this: a heavy tail (bursts of interference)
+_FAULTS_PER_CALL = 50  # minor page faults per call from which the allocator is named
 
 
 def health_warnings(m) -> list[str]:
@@ -31,6 +32,13 @@ def health_warnings(m) -> list[str]:
     if math.isfinite(median) and median > 0 and math.isfinite(p95) and p95 / median > _TAIL_RATIO:
         out.append(f"heavy tail: p95 is {p95 / median:.1f}x the median, so something interfered in bursts; "
                    "the median is robust to it, the mean is not")
+    faults = getattr(m, "page_faults_per_call", None)
+    if faults is not None and faults >= _FAULTS_PER_CALL:
+        out.append(f"{faults:,.0f} minor page faults per call while sampling: the allocator hands this model fresh "
+                   "pages on every call, and with glibc how many depends on what ran before in the process, so "
+                   "another process may measure it faster or slower; pin MALLOC_MMAP_THRESHOLD_ and "
+                   "MALLOC_TRIM_THRESHOLD_, or use jemalloc/tcmalloc, to measure the steady state "
+                   "(flopgap explain prices the faults)")
     if not m.steady:
         out.append("warm-up did not reach a steady state within its bound: early samples may still be drifting")
     if not m.precision_met and not m.interrupted:

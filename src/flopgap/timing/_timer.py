@@ -41,7 +41,7 @@ from flopgap.models._inputs import describe_inputs
 from flopgap.timing._clock import Clock, clock_floor, default_clock
 from flopgap.timing._context import check_device, threads_context
 from flopgap.timing._cuda import CudaRunner
-from flopgap.timing._env import environment
+from flopgap.timing._env import environment, minor_faults
 from flopgap.timing._runner import CpuRunner
 from flopgap.timing._stats import (CI_METHOD, MIN_SAMPLES_95, RATIO_CI_METHOD, half_width, median_half_width, ratio_ci,
                                   summarize)
@@ -119,6 +119,7 @@ class Measurement:
     device_samples: list[float] | None = None
     peak_memory_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    page_faults_per_call: float | None = None  # minor faults per call while sampling (None: unknown)
 
     @cached_property
     def _stats(self) -> dict:
@@ -175,6 +176,7 @@ class Measurement:
             "wall_s": self.wall_s, "clock_floor_s": self.clock_floor_s,
             "dispatch_median": self.dispatch_median, "device_median": self.device_median,
             "peak_memory_bytes": self.peak_memory_bytes, "notes": list(self.notes),
+            "page_faults_per_call": self.page_faults_per_call,
             "samples": list(self.samples), "warmup_samples": list(self.warmup_samples),
             "dispatch_samples": self.dispatch_samples, "device_samples": self.device_samples,
             "environment": self.environment,
@@ -190,6 +192,7 @@ class Measurement:
             clock_floor_s=d.get("clock_floor_s", 0.0), interrupted=d.get("interrupted", False),
             dispatch_samples=d.get("dispatch_samples"), device_samples=d.get("device_samples"),
             peak_memory_bytes=d.get("peak_memory_bytes"), notes=list(d.get("notes", [])),
+            page_faults_per_call=d.get("page_faults_per_call"),
         )
 
 
@@ -434,11 +437,17 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
         t_start = clock()
         for job in jobs:
             _warm_up(job, clock, opt, min_block_s, progress)
+        faults0 = minor_faults()
         interrupted = _sample(jobs, clock, opt, t_start, progress)
+        faults1 = minor_faults()
         wall = clock() - t_begin
         # the device's peak counter is global: it is one model's peak only when one model ran
         peaks = [jobs[0].runner.peak_memory()] if len(jobs) == 1 else [None] * len(jobs)
 
+    # faults are counted per process: one model's only when one model ran
+    sampled = sum(len(j.samples) * j.block for j in jobs)
+    faults = ((faults1 - faults0) / sampled if len(jobs) == 1 and sampled and faults0 is not None
+              and faults1 is not None else None)
     out = []
     for job, (_, _, inputs), peak in zip(jobs, named, peaks):
         spec = TimingSpec(job.name, tuple(describe_inputs(inputs)), dev, used_threads, bool(grad), opt.precision,
@@ -449,6 +458,7 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
             wall_s=wall, clock_floor_s=floor, interrupted=interrupted,
             dispatch_samples=job.dispatch or None, device_samples=job.device or None, peak_memory_bytes=peak,
             notes=[_SHARED_PEAK_NOTE] if len(jobs) > 1 and dev.startswith("cuda") else [],
+            page_faults_per_call=faults,
         ))
     if progress:
         progress("done", {"interrupted": interrupted})
