@@ -51,7 +51,13 @@ def measure_in_child(*, quick: bool, threads: int,
         cmd = [sys.executable, "-m", "flopgap.machine._isolated", str(out), "--threads", str(threads)]
         if quick:
             cmd.append("--quick")
-        env = {**os.environ, **PINNED_ALLOCATOR}
+        # the child imports this very flopgap, wherever it was imported from (a source
+        # tree put on sys.path by hand included)
+        import flopgap
+
+        root = str(Path(list(flopgap.__path__)[0]).resolve().parent)
+        env = {**os.environ, **PINNED_ALLOCATOR,
+               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         with open(Path(tmp) / "stderr", "w+") as err:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             try:
