@@ -322,6 +322,39 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 3, groups: int = 1) -> list[nn.M
             nn.ReLU(inplace=True)]
 
 
+def _ir_stage(cin: int, cout: int, e: int, k: int, stride: int) -> nn.Module:
+    """An inverted-residual block that changes width and may downsample (no residual)."""
+    h = cin * e
+    return nn.Sequential(nn.Conv2d(cin, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU6(),
+                         nn.Conv2d(h, h, k, stride, k // 2, groups=h, bias=False), nn.BatchNorm2d(h), nn.ReLU6(),
+                         nn.Conv2d(h, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+
+# Varied stacks: every block differs (width, kernel 3 or 5, expansion 6 or 3, stride 2 on
+# every other block), as in real networks, which rarely repeat a shape. Ops whose shape
+# did not run a moment ago cost more in sequence: here a stack of 8 distinct
+# inverted-residual blocks ran 1.33x its ops' summed times alone, 4 identical blocks
+# 1.12x (one thread). Chains of repeated blocks alone would miss that.
+def _varied_ir(widths: tuple[int, ...]) -> nn.Module:
+    return nn.Sequential(*[_ir_stage(a, b, 6 if i % 2 == 0 else 3, 3 if i % 2 == 0 else 5, 2 if i % 2 == 0 else 1)
+                           for i, (a, b) in enumerate(zip(widths, widths[1:]))])
+
+
+def _varied_dense(widths: tuple[int, ...]) -> nn.Module:
+    layers = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers += [nn.Conv2d(a, b, 3, 2 if i % 2 == 0 else 1, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _varied_dw_separable(widths: tuple[int, ...]) -> nn.Module:
+    layers = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers += [nn.Conv2d(a, a, 3, 2 if i % 2 == 0 else 1, 1, groups=a, bias=False), nn.BatchNorm2d(a),
+                   nn.ReLU(inplace=True), *_conv_bn_relu(a, b, 1)]
+    return nn.Sequential(*layers)
+
+
 class _SE(nn.Module):
     def __init__(self, c: int):
         super().__init__()
@@ -336,7 +369,8 @@ class _SE(nn.Module):
 def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
     """Small synthetic networks (not any model flopgap is evaluated on): stacks of
     inverted-residual, basic, bottleneck, depthwise-separable, conv-bn-relu,
-    squeeze-excitation and MLP blocks over a range of widths and resolutions. Their measured time against the per-op prediction
+    squeeze-excitation and MLP blocks over a range of widths and resolutions, and
+    three stacks whose blocks all differ (see ``_varied_ir``). Their measured time against the per-op prediction
     tells how ops cost in sequence, inside ``nn.Module`` calls, compared with alone."""
     specs = [
         ("ir c16 e4 k3 @56 x3", lambda: nn.Sequential(*[_inverted_residual(16, 4, 3, nn.ReLU) for _ in range(3)]),
@@ -361,6 +395,10 @@ def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Mo
                                                              (*_conv_bn_relu(128, 128, 3, 128),
                                                               *_conv_bn_relu(128, 128, 1))]),
          (1, 128, 28, 28)),
+        ("ir varied 16..256 x8 @112", lambda: _varied_ir((16, 24, 32, 48, 64, 96, 128, 192, 256)), (1, 16, 112, 112)),
+        ("dense varied 32..512 x5 @112", lambda: _varied_dense((32, 48, 96, 160, 320, 512)), (1, 32, 112, 112)),
+        ("dw-separable varied 32..512 x6 @112", lambda: _varied_dw_separable((32, 64, 96, 128, 256, 384, 512)),
+         (1, 32, 112, 112)),
         ("mlp 2048 x4 -> 1000", lambda: nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(4)], nn.Linear(2048, 1000)),
          (1, 2048)),
     ]
