@@ -103,42 +103,60 @@ def test_uncalibrated_memory_op_falls_back_to_the_add_curve():
     assert t == pytest.approx(p._curve_time(add, r.bytes))
 
 
-def test_sequence_fit_recovers_scale_per_op_and_per_byte_costs_from_chains():
+def test_sequence_fit_recovers_scale_per_op_per_byte_and_cold_memory_terms_from_chains():
     from dataclasses import asdict
 
-    from flopgap.explain._predict import handoff_bytes
+    from flopgap.explain._predict import handoff_bytes, is_memory_class, weights_are_cold
 
     cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6),
            _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2)]          # 1e11 FLOP/s net of 2 us
-    base = Predictor(MachineProfile.synthetic(calibration=cal))
-    chains = []
+    llc = 8 * 2**20                                                     # cold beyond 4 MiB per call
+    base_prof = MachineProfile.synthetic(calibration=cal)
+    base_prof.llc_bytes = llc
+    base = Predictor(base_prof)
     nets = [(nn.Sequential(*[nn.Linear(w, w) for _ in range(d)]), (1, w)) for w, d in ((64, 4), (256, 8), (1024, 2))]
-    nets.append((nn.Sequential(*[nn.ReLU() for _ in range(6)]), (1, 2**18)))   # 1 MiB handed over per op
+    nets += [(nn.Sequential(*[nn.ReLU() for _ in range(d)]), (1, 2**18)) for d in (2, 6)]  # 1 MiB per op
+    chains = []
     for module, shape in nets:
         res = _meta_count(module, shape)
-        p = sum(base.op_time(r)[0] for r in res.ops)
+        cold = weights_are_cold(res.ops, base_prof)
+        times = [base.op_time(r, cold)[0] for r in res.ops]
+        p = sum(times)
+        m = sum(t for r, t in zip(res.ops, times) if is_memory_class(r)) if cold else 0.0
         calls = len(module) + 1
         n = sum(1 for r in res.ops if not r.is_free)
         a = sum(handoff_bytes(r) for r in res.ops)
-        # measured = 1.5 x the per-op sum + 3 us per op + 0.1 ns per handed-over byte + module calls x 1 us
-        t = 1.5 * p + 3e-6 * n + 1e-10 * a + calls * 1e-6
+        # measured = 1.5 x the per-op sum + 3 us per op + 0.1 ns per handed-over byte
+        #            + 0.5 x the memory-class ops of a cold chain + module calls x 1 us
+        t = 1.5 * p + 3e-6 * n + 1e-10 * a + 0.5 * m + calls * 1e-6
         chains.append({"label": f"net {shape}", "ops": [asdict(r) for r in res.ops], "module_calls": calls,
                        "seconds": t, "seconds_min": t})
+    # which chains are cold: the 8 MiB MLP (no memory-class op) and the six 1 MiB ReLUs
+    assert [weights_are_cold(_meta_count(mm, sh).ops, base_prof) for mm, sh in nets] == [False, False, True, False,
+                                                                                          True]
     assert handoff_bytes(_meta_count(nn.Linear(256, 256), (1, 256)).kernel_ops[0]) == 256 * 4 + 256 * 4  # x, bias
     prof = MachineProfile.synthetic(calibration=cal, chains=chains, module_overhead_s=1e-6)
+    prof.llc_bytes = llc
     pred = Predictor(prof)
     assert pred.scale == pytest.approx(1.5) and pred.per_op_s == pytest.approx(3e-6)
-    assert pred.per_byte_s == pytest.approx(1e-10)
-    res = _meta_count(nn.Sequential(nn.Linear(128, 128), nn.Linear(128, 128)), (1, 128))
-    out = predict(res, prof)
-    ops_sum = sum(base.op_time(r)[0] for r in res.ops)
-    handed = sum(handoff_bytes(r) for r in res.ops)
+    assert pred.per_byte_s == pytest.approx(1e-10) and pred.cold_memory_extra == pytest.approx(0.5)
+    hot = _meta_count(nn.Sequential(nn.Linear(128, 128), nn.Linear(128, 128)), (1, 128))
+    out = predict(hot, prof)
+    ops_sum = sum(base.op_time(r)[0] for r in hot.ops)
+    handed = sum(handoff_bytes(r) for r in hot.ops)
     assert out.latency_s == pytest.approx(1.5 * ops_sum + 2 * 3e-6 + 1e-10 * handed + 3 * 1e-6)
+    relus = _meta_count(nn.Sequential(*[nn.ReLU() for _ in range(5)]), (1, 2**18))   # 5 MiB written: cold
+    relu_t = [base.op_time(r, True)[0] for r in relus.ops]
+    out = predict(relus, prof)
+    assert out.latency_s == pytest.approx((1.5 + 0.5) * sum(relu_t) + 5 * 3e-6
+                                          + 1e-10 * sum(handoff_bytes(r) for r in relus.ops) + 6 * 1e-6)
     fit = out.to_dict()["sequence_fit"]
+    assert out.cold and fit["cold_model"] and not predict(hot, prof).cold
     assert fit["scale"] == pytest.approx(1.5) and fit["per_byte_s"] == pytest.approx(1e-10)
-    # with two chains the per-byte term cannot be told apart: it stays 0
+    assert fit["cold_memory_extra"] == pytest.approx(0.5)
+    # with two chains the per-byte and cold-memory terms cannot be told apart: they stay 0
     two = Predictor(MachineProfile.synthetic(calibration=cal, chains=chains[:2], module_overhead_s=1e-6))
-    assert two.per_byte_s == 0.0
+    assert two.per_byte_s == 0.0 and two.cold_memory_extra == 0.0
 
 
 def test_cold_weights_floor_applies_above_l2_and_only_for_models_beyond_the_llc():

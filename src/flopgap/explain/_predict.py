@@ -26,19 +26,22 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
     free op (view, no-op):          the median ``flatten`` (a view) time
     anything else:                  roofline = max(F / peak, B / bandwidth, O)
 
-then the in-sequence correction ``t' = s * t + c + b * A`` for every non-free op (``A``:
-the activation bytes it reads, :func:`handoff_bytes`), plus the
+then the in-sequence correction ``t' = s * t + c + b * A (+ e * t)`` for every non-free
+op (``A``: the activation bytes it reads, :func:`handoff_bytes`; ``e * t`` only for a
+memory-class op, :func:`is_memory_class`, in a model whose footprint exceeds half the
+last-level cache, :func:`weights_are_cold`), plus the
 page faults every call pays whatever the allocator's state (:func:`fault_s`), plus
 ``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s``, ``c``
 and ``b`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
 disturbed by another process does not drag the fit; 0.25 <= s <= 4, 0 <= c <= 50 us,
 0 <= b <= 1 s/GB) on the profile's synthetic chains:
-T_chain - module calls x module_overhead = s * sum(t) + c * ops + b * sum(A)
+T_chain - module calls x module_overhead = s * sum(t) + c * ops + b * sum(A) + e * sum(t of
+memory-class ops, in cold chains only), 0 <= e <= 4
 (T_chain: the chain's fastest timed block, as for the single-op cases). ``b`` is the cost
 of handing data from op to op: an op repeated alone finds its input in its own
 threads' caches, in a model the input was just written by another op, partitioned
-across the threads another way. With fewer than 3 chains b = 0; with fewer than 2,
-s = 1 and c = 0 too.
+across the threads another way. With fewer than 4 chains, or no cold chain with
+memory-class ops, e = 0; with fewer than 3, b = 0 too; with fewer than 2, s = 1 and c = 0.
 The calibration cases are single ops on a fixed grid (``flopgap.machine._calibrate``),
 never the models being predicted. With no calibration (a synthetic or CUDA profile)
 every op uses the roofline term.
@@ -62,6 +65,8 @@ PREDICT_SCHEMA = "flopgap.predict/1"
 _K = 4
 _SCALE_MIN, _SCALE_MAX, _PER_OP_MAX_US = 0.25, 4.0, 50.0
 _PER_GB_MAX_S = 1.0  # handoff at no less than 1 GB/s
+_COLD_MEMORY_MAX = 4.0
+_DENSE_KEYS = ("conv:dense", "conv:grouped", "matmul")
 _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-movement", "embedding", "uncovered")
 
 
@@ -78,6 +83,8 @@ class Prediction:
     scale: float = 1.0
     per_op_s: float = 0.0
     per_byte_s: float = 0.0
+    cold_memory_extra: float = 0.0
+    cold: bool = False  # the model's footprint exceeds half the last-level cache (weights_are_cold)
     chain_fit: list[dict] = field(default_factory=list)
 
     def by_method(self) -> dict[str, dict]:
@@ -93,6 +100,7 @@ class Prediction:
                 "roofline_s": self.roofline_s, "module_overhead_s": self.module_overhead_s,
                 "module_calls": self.module_calls, "calibrated": self.calibrated,
                 "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "per_byte_s": self.per_byte_s,
+                                 "cold_memory_extra": self.cold_memory_extra, "cold_model": self.cold,
                                  "chains": self.chain_fit},
                 "by_method": self.by_method(), "ops": self.ops, "machine": self.profile}
 
@@ -135,7 +143,7 @@ class Predictor:
         flat = self.curves.get("aten.flatten.using_ints")
         self.view_s = (float(np.exp(np.median(np.concatenate([v[1] for v in flat.values()]))))
                        if flat is not None else None)
-        self.scale, self.per_op_s, self.per_byte_s = 1.0, 0.0, 0.0
+        self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra = 1.0, 0.0, 0.0, 0.0
         self.chain_fit = self._fit_chains(profile.chains) if self.calibrated else []
 
     def _fit_chains(self, chains: list[dict]) -> list[dict]:
@@ -145,33 +153,41 @@ class Predictor:
         for ch in chains:
             recs = [OpRecord(**d) for d in ch["ops"]]
             cold = weights_are_cold(recs, self.profile)
-            p = sum(self.op_time(r, cold)[0] for r in recs)
+            times = [self.op_time(r, cold)[0] for r in recs]
+            p = sum(times)
+            m = sum(t for r, t in zip(recs, times) if is_memory_class(r)) if cold else 0.0
             n = sum(1 for r in recs if not r.is_free)
             a = sum(handoff_bytes(r) for r in recs)
             # the fastest block, like the calibration cases: least disturbed by other processes
             t = ch.get("seconds_min", ch["seconds"])
             target = t - ch["module_calls"] * self.profile.module_overhead_s
-            rows.append((ch["label"], p, n, a, target, t))
+            rows.append((ch["label"], p, n, a, m, target, t))
         if len(rows) >= 2:
             p_ = np.array([r[1] for r in rows])
             n_ = np.array([r[2] for r in rows], dtype=float)
             a_ = np.array([r[3] for r in rows], dtype=float)
-            tg = np.maximum(np.array([r[4] for r in rows]), 1e-9)
-            # the per-byte term needs a third chain to be told apart from s and c
+            m_ = np.array([r[4] for r in rows])
+            tg = np.maximum(np.array([r[5] for r in rows]), 1e-9)
+            # each extra term needs one more chain (and, for the last, a cold chain with
+            # memory-class ops) to be told apart from the others
             b_max = _PER_GB_MAX_S if len(rows) >= 3 else 0.0
+            e_max = _COLD_MEMORY_MAX if len(rows) >= 4 and m_.any() else 0.0
 
             def resid(x):  # relative error of each chain; c in us and b in s/GB for conditioning
-                return (x[0] * p_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ - tg) / tg
+                return (x[0] * p_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ + x[3] * m_ - tg) / tg
 
-            fit = least_squares(resid, x0=[1.0, 0.0, 0.0],
-                                bounds=([_SCALE_MIN, 0.0, 0.0], [_SCALE_MAX, _PER_OP_MAX_US, max(b_max, 1e-12)]),
+            fit = least_squares(resid, x0=[1.0, 0.0, 0.0, 0.0],
+                                bounds=([_SCALE_MIN, 0.0, 0.0, 0.0],
+                                        [_SCALE_MAX, _PER_OP_MAX_US, max(b_max, 1e-12), max(e_max, 1e-12)]),
                                 loss="soft_l1", f_scale=0.1, xtol=1e-12, ftol=1e-12, gtol=1e-12)
             # sub-nanosecond per-op terms (and sub-1e-15 s per byte) are solver round-off of a zero bound
             self.scale, self.per_op_s = float(fit.x[0]), round(float(fit.x[1]) * 1e-6, 12)
             self.per_byte_s = round(float(fit.x[2]) * 1e-9, 15) if b_max else 0.0
-        return [{"label": lb, "per_op_sum_s": p, "ops": n, "handoff_bytes": a, "measured_s": t,
-                 "fitted_s": self.scale * p + self.per_op_s * n + self.per_byte_s * a + (t - tg)}
-                for lb, p, n, a, tg, t in rows]
+            self.cold_memory_extra = round(float(fit.x[3]), 9) if e_max else 0.0
+        return [{"label": lb, "per_op_sum_s": p, "ops": n, "handoff_bytes": a, "cold_memory_s": m, "measured_s": t,
+                 "fitted_s": self.scale * p + self.per_op_s * n + self.per_byte_s * a + self.cold_memory_extra * m
+                 + (t - tg)}
+                for lb, p, n, a, m, tg, t in rows]
 
     @property
     def calibrated(self) -> bool:
@@ -280,6 +296,16 @@ def _allocated_bytes(r) -> int:
     return r.bytes_written
 
 
+def is_memory_class(r) -> bool:
+    """An op that runs at memory or overhead speed, not at a dense kernel's FLOP rate:
+    not free, and not a dense or grouped conv or a matmul (depthwise convs, norms,
+    activations, pools, adds ...). In a model that streams more than the cache per
+    call, such ops lose most to evicted code, parameters and buffers: streaming 32 MB
+    between two calls made a batch norm 2.5-3.5x and a depthwise conv 2.5x slower, a
+    1x1 conv 1.35-1.5x (one thread, here)."""
+    return not r.is_free and not op_key(r).startswith(_DENSE_KEYS)
+
+
 def handoff_bytes(r) -> int:
     """Bytes of activations an op reads: what it reads less its weight (0 for free ops).
     In a model these were just written by other ops, on other threads' cores and in
@@ -313,7 +339,9 @@ def predict(count_result, profile) -> Prediction:
         faults = fault_s(r, profile)
         if pred.calibrated:
             t, method = pred.op_time(r, cold)
-            t = pred.scale * t + (0.0 if r.is_free else pred.per_op_s) + pred.per_byte_s * handoff_bytes(r) + faults
+            extra = pred.cold_memory_extra * t if cold and is_memory_class(r) else 0.0
+            t = (pred.scale * t + extra + (0.0 if r.is_free else pred.per_op_s) + pred.per_byte_s * handoff_bytes(r)
+                 + faults)
         else:
             t, method = roof + faults, "roofline" if not r.is_free else "free"
         total += t
@@ -325,4 +353,5 @@ def predict(count_result, profile) -> Prediction:
     return Prediction(count_result.model, total + mod_s, roof_total, mod_s, calls, ops,
                       {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source},
                       calibrated=pred.calibrated, scale=pred.scale, per_op_s=pred.per_op_s,
-                      per_byte_s=pred.per_byte_s, chain_fit=pred.chain_fit)
+                      per_byte_s=pred.per_byte_s, cold_memory_extra=pred.cold_memory_extra, cold=cold,
+                      chain_fit=pred.chain_fit)

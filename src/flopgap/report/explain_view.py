@@ -52,8 +52,8 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
 
         pred = Predictor(prof)
         console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t + "
-                      f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read; "
-                      "chains: "
+                      f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read, "
+                      f"memory-class ops in cold models +{pred.cold_memory_extra:.0%}; chains: "
                       + ", ".join(f"{c['label']} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
                                   for c in pred.chain_fit))
     keys: dict[str, int] = {}
@@ -143,7 +143,9 @@ def render_prediction(pred, console: Console, measured: float | None = None, int
     console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)}  "
                   f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
-                  f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read)"
+                  f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
+                  + (f", memory-class ops +{pred.cold_memory_extra:.0%} in this cold model" if pred.cold_memory_extra
+                     and pred.cold else "") + ")"
                   + ("" if pred.calibrated else "  [yellow]no calibration: roofline only[/yellow]"))
     if measured is not None and math.isfinite(measured) and measured > 0:
         console.print(f"measured median {fmt_seconds(measured)}, error {pct(pred.latency_s / measured - 1.0, 1)}")
