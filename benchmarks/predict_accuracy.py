@@ -50,21 +50,6 @@ def _fit_loglog(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.exp(b + a * np.log(x))
 
 
-def _faults_per_call(module, inputs, calls: int = 3) -> float | None:
-    """Minor page faults per call (glibc hands large activations fresh pages unless its
-    dynamic mmap threshold has grown; each fault costs about a microsecond)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    with torch.inference_mode():
-        module(*inputs)
-        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(calls):
-            module(*inputs)
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / calls
-
-
 def _scores(pred: np.ndarray, meas: np.ndarray, flops: np.ndarray) -> dict:
     err = pred / meas - 1.0
     small = flops < SMALL_FLOPS
@@ -139,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         for row, (module, x) in zip(rows, models):
             m = measure(module, x, name=row["model"], max_time=max_time, precision=0.02)
             row["pass_medians_s"].append(m.median)
-            row["page_faults_per_call"].append(_faults_per_call(module, x))
+            row["page_faults_per_call"].append(m.page_faults_per_call)  # counted while sampling
         print(f"# pass {p + 1}/{passes} done ({time.time() - t0:.0f} s)", flush=True)
     for row in rows:
         row["measured_s"] = float(np.median(row["pass_medians_s"]))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flopgap._figures import save_figure
 from flopgap.errors import UsageError
 
 __all__ = ["roofline_plot"]
@@ -50,11 +51,4 @@ def roofline_plot(ex, path: str | Path) -> Path:
     ax.set_title(f"{ex.model}: {peak / 1e9:.0f} GFLOP/s peak, {prof.mem_bandwidth / 1e9:.0f} GB/s memory")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    except OSError as e:
-        raise UsageError(f"cannot write {str(path)!r}: {e.strerror}") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flopgap._figures import save_figure
 from flopgap.errors import UsageError
 
 __all__ = ["plot_variants"]
@@ -46,11 +47,4 @@ def plot_variants(result, path: str | Path) -> Path:
     ax_thr.legend(fontsize=8)
     fig.suptitle(f"{result.model}: variants on {result.device}")
     fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    except OSError as e:
-        raise UsageError(f"cannot write {str(path)!r}: {e.strerror}") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
