@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -86,3 +87,11 @@ def test_models_lists_seed_examples():
     assert p.returncode == 0
     for name in ("seed:ex1-small", "seed:ex1-large", "seed:ex2-deep", "seed:ex2-wide", "seed:ex3-float"):
         assert name in p.stdout
+
+
+def test_python_m_flopgap_cli_is_the_same_cli():
+    # `python -m flopgap.cli` (used where the console script is not installed, e.g. a GPU
+    # image running from src/) gives the same exit codes and one-line errors
+    r = subprocess.run([sys.executable, "-m", "flopgap.cli", "count", "torchvision:no_such_model"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no_such_model" in r.stderr

@@ -94,3 +94,20 @@ def test_every_counted_kernel_op_gets_a_time_on_a_small_model():
     assert att.unmatched_events == {}
     assert att.call_s >= att.ops_s > 0
     assert att.launches == [0] * len(res.ops)   # CPU: no kernel launches
+
+
+def test_gpu_side_annotations_are_not_calls():
+    # on CUDA the profiler records each record_function range twice: on the host, with
+    # the ops under it, and as a GPU-side annotation of the same name with no children
+    from torch.autograd import DeviceType
+
+    from flopgap.explain._attribute import _host_side
+
+    @dataclass
+    class DevEv:
+        name: str
+        device_type: object
+
+    evs = [DevEv("flopgap::call", DeviceType.CPU), DevEv("flopgap::call", DeviceType.CUDA),
+           DevEv("aten::relu", DeviceType.CPU), DevEv("flopgap::call", DeviceType.CPU)]
+    assert _host_side(evs, "flopgap::call") == [evs[0], evs[3]]

@@ -36,6 +36,24 @@ def test_roofline_only_prediction_is_the_sum_plus_module_calls():
     assert d["schema"] == "flopgap.predict/1" and d["by_method"]["roofline"]["ops"] == 3
 
 
+def test_cuda_family_overheads_are_the_floor_of_an_uncalibrated_prediction():
+    # a CUDA-like profile: no calibration, host cost 30 us per linear and 9 us per relu;
+    # a huge matmul family op above that floor keeps its roofline time
+    prof = MachineProfile.synthetic(peak=1e11, mem_bandwidth=1e10, cache_bandwidth=5e10, cache_bytes=100_000,
+                                    dispatch_overhead_s=5e-6, module_overhead_s=1e-6)
+    prof.op_overhead_s = {"matmul": 30e-6, "pointwise": 9e-6}
+    res = _meta_count(nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2000)), (1, 100))
+    pred = predict(res, prof)
+    # the last linear reads W, b and x and writes y: 816,400 B, 81.6 us at 10 GB/s, above the 30 us floor
+    big = (2000 * 100 + 2000 + 100) * 4 + 2000 * 4
+    assert [o["method"] for o in pred.ops] == ["op overhead", "op overhead", "roofline"]
+    assert [o["predicted_s"] for o in pred.ops][:2] == [30e-6, 9e-6]
+    assert pred.ops[2]["predicted_s"] == pytest.approx(big / 1e10)
+    assert pred.latency_s == pytest.approx(30e-6 + 9e-6 + big / 1e10 + 4 * 1e-6)
+    d = MachineProfile.from_dict(prof.to_dict())
+    assert d.op_overhead_s == {"matmul": 30e-6, "pointwise": 9e-6}
+
+
 def _knn_sample(key, feats, flops, seconds, op="aten.linear.default"):
     return {"label": "x", "op": op, "key": key, "features": feats, "flops": flops, "bytes": 0, "seconds": seconds}
 

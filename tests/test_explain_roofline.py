@@ -215,3 +215,30 @@ def test_weight_bytes_include_packed_int8_weights():
     assert weight_bytes(q) == 16 * 8 * 1 + 8 * 4                     # int8 weight, float32 bias
     shared = nn.Sequential(lin[0], lin[0])
     assert weight_bytes(shared) == weight_bytes(lin)                 # a shared layer counts once
+
+
+def test_cuda_gpu_idle_share_and_finding():
+    # a CUDA attribution: 20 ops, 4 us each on the host, 1 us of kernels each -> 20 us of
+    # kernels in a 100 us call: the GPU waits 80% of it for 25 launches of 8 us
+    res = _meta_count(TinyChain(), (4,))
+    prof = MachineProfile.synthetic(peak=1e11, mem_bandwidth=1e10, cache_bandwidth=5e10, cache_bytes=100_000,
+                                    dispatch_overhead_s=5e-6, module_overhead_s=1e-6)
+    prof.launch_latency_s = 8e-6
+    att = Attribution(times=[4e-6] * 20, launches=[1] * 19 + [6], calls=5, call_s=100e-6, ops_s=80e-6,
+                      device="cuda", device_times=[1e-6] * 20, device_s=20e-6)
+    ex = build_explanation(res, att, prof, measurement={"median": 90e-6})
+    assert ex.totals["device_s"] == pytest.approx(20e-6)
+    assert ex.totals["gpu_idle_share"] == pytest.approx(0.8)
+    assert [x["device_time_s"] for x in ex.ops if not x["free"]] == [1e-6] * 20
+    idle = next(f for f in ex.findings if f["kind"] == "gpu_idle")
+    assert idle["numbers"] == {"device_s": pytest.approx(20e-6), "call_s": pytest.approx(100e-6),
+                               "gpu_idle_share": pytest.approx(0.8), "kernel_launches": 25,
+                               "launch_latency_s": 8e-6}
+    assert "80%" in idle["text"] and "launch-bound" in idle["text"]
+
+
+def test_cpu_explanation_has_no_gpu_finding():
+    res = _meta_count(TinyChain(), (4,))
+    ex = _explain(res, [4e-6] * 20, 100e-6)
+    assert ex.totals["device_s"] is None and ex.totals["gpu_idle_share"] is None
+    assert not any(f["kind"] == "gpu_idle" for f in ex.findings)

@@ -16,7 +16,7 @@ _CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model
                "nothing is read from the working directory. The first run for a fingerprint measures it "
                "(about a minute on a 2-core CPU; --quick-machine: about 20 s).")
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda (CUDA path unverified on this build's test machines)")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda")]
 RefreshOpt = Annotated[bool, typer.Option("--refresh-machine", help="re-measure the machine profile instead of using the cache")]
 QuickOpt = Annotated[bool, typer.Option("--quick-machine", help="use a quick machine profile (fewer, shorter micro-benchmarks; cached apart from the full one)")]
 

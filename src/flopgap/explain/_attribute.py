@@ -7,7 +7,9 @@ are what the counting pass's dispatch mode saw, in the same order. They are alig
 to the count records by op name (``aten.conv2d.default`` <-> ``aten::conv2d``) with a
 small look-ahead, input shapes breaking ties. An op's time is the median over the
 profiled calls of its event's total CPU time (its children included); on CUDA the
-larger of CPU time and device time, and the kernel launches under it are counted.
+larger of CPU time and device time (kernel time), and the kernel launches under it
+are counted. On CUDA the profiler also records each marker as a GPU-side annotation
+of the same name: only the CPU-side marker events delimit calls.
 """
 
 from __future__ import annotations
@@ -114,14 +116,29 @@ class Attribution:
     device: str = "cpu"
     marker_s: float = 0.0       # median cost of an empty marker, already subtracted from call_s
     page_faults_per_call: float | None = None  # minor page faults per unprofiled call (POSIX)
+    device_times: list[float | None] | None = None  # CUDA: per-record median kernel time (GPU busy)
+    device_s: float | None = None                   # CUDA: median per call of all kernel time under the marker
+
+
+def _device_time_s(ev) -> float:
+    """Kernel time under ``ev`` (its children included), seconds."""
+    dev = getattr(ev, "device_time_total", None)
+    if dev is None:  # torch < 2.4 named it cuda_time_total
+        dev = getattr(ev, "cuda_time_total", 0.0)
+    return (dev or 0.0) * 1e-6
 
 
 def _event_time_s(ev, cuda: bool) -> float:
-    cpu = ev.cpu_time_total
-    if cuda:
-        dev = getattr(ev, "device_time_total", 0.0) or 0.0
-        return max(cpu, dev) * 1e-6
-    return cpu * 1e-6
+    cpu = ev.cpu_time_total * 1e-6
+    return max(cpu, _device_time_s(ev)) if cuda else cpu
+
+
+def _host_side(events: list, name: str) -> list:
+    """Events named ``name`` recorded on the host: on CUDA the profiler adds a GPU-side
+    annotation of each ``record_function`` range, with no CPU children, that is not a call."""
+    from torch.autograd import DeviceType
+
+    return [e for e in events if e.name == name and getattr(e, "device_type", DeviceType.CPU) == DeviceType.CPU]
 
 
 def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = None, warmup: int = 2,
@@ -160,10 +177,12 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
                     module(*inputs)
                     sync()
         events = list(prof.events())
-    markers = [e for e in events if e.name == _MARKER]
-    empty = [e.cpu_time_total * 1e-6 for e in events if e.name == _EMPTY]
+    markers = _host_side(events, _MARKER)
+    empty = [e.cpu_time_total * 1e-6 for e in _host_side(events, _EMPTY)]
     marker_s = statistics.median(empty) if empty else 0.0
     per_record: list[list[float]] = [[] for _ in records]
+    per_record_dev: list[list[float]] = [[] for _ in records]
+    device_sums: list[float] = []
     launches = [0] * len(records)
     call_times, op_sums, unmatched_sums = [], [], []
     unmatched: dict[str, int] = {}
@@ -177,6 +196,8 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
                 continue
             t = _event_time_s(tops[k], cuda)
             per_record[ri].append(t)
+            if cuda:
+                per_record_dev[ri].append(_device_time_s(tops[k]))
             s += t
             used.add(k)
             if mi == 0:
@@ -189,11 +210,15 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
                     unmatched[ev.name] = unmatched.get(ev.name, 0) + 1
         call_times.append(max(m.cpu_time_total * 1e-6 - marker_s, s + u))
         op_sums.append(s)
+        if cuda:
+            device_sums.append(sum(_device_time_s(ev) for ev in tops))
         unmatched_sums.append(u)
     if not markers:
         from flopgap.errors import FlopgapError
 
         raise FlopgapError("torch.profiler recorded no calls; cannot attribute time")
     times = [statistics.median(v) if v else None for v in per_record]
+    dev_times = [statistics.median(v) if v else None for v in per_record_dev] if cuda else None
     return Attribution(times, launches, len(markers), statistics.median(call_times), statistics.median(op_sums),
-                       unmatched, statistics.median(unmatched_sums), device, marker_s, faults_per_call)
+                       unmatched, statistics.median(unmatched_sums), device, marker_s, faults_per_call,
+                       device_times=dev_times, device_s=statistics.median(device_sums) if device_sums else None)

@@ -64,7 +64,8 @@ class Explanation:
                 "flops": "a fused multiply-add is 2 FLOPs",
                 "bytes": "every tensor input read once (weights included), every output written once; views free",
                 "time": "torch.profiler total CPU time of each top-level op (children included), median over "
-                        "profiled calls; shares are of the profiled call",
+                        "profiled calls (on CUDA the larger of CPU and kernel time; device_time_s is the kernel "
+                        "time alone); shares are of the profiled call",
                 "class": "roofline: max(FLOPs/peak, bytes/bandwidth, dispatch overhead); bandwidth is the "
                          "cache-resident one when the op's bytes fit the cache test",
             },
@@ -89,7 +90,9 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
     prediction = predict(count_result, profile)
     call_s = attribution.call_s
     rows = []
-    for r, t, n_launch, p in zip(count_result.ops, attribution.times, attribution.launches, prediction.ops):
+    dev_times = attribution.device_times or [None] * len(count_result.ops)
+    for r, t, n_launch, p, dt in zip(count_result.ops, attribution.times, attribution.launches, prediction.ops,
+                                     dev_times):
         roof = classify(r.flops, r.bytes, profile, op_dtype(r))
         peak = profile.peak(op_dtype(r))
         rows.append({
@@ -98,6 +101,7 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
             "share": (t / call_s if t is not None and call_s else None),
             "achieved_flops_s": (r.flops / t if t else None), "achieved_bytes_s": (r.bytes / t if t else None),
             "efficiency": (r.flops / t / peak if t and r.flops else None), "launches": n_launch,
+            "device_time_s": dt,
             "cls": roof.cls, "t_compute": roof.t_compute, "t_memory": roof.t_memory,
             "t_overhead": roof.t_overhead, "roofline_s": roof.time, "predicted_s": p["predicted_s"],
             "matched": t is not None,
@@ -151,6 +155,10 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
         "achieved_flops_s": flops / ref if ref else 0.0, "efficiency": flops / ref / peak if ref and peak else 0.0,
         "ridge_intensity": peak / profile.mem_bandwidth, "batch": batch,
         "launches": sum(attribution.launches), "device": attribution.device,
+        # CUDA: kernel time per call (the GPU busy) and the share of the call the GPU waits on the host
+        "device_s": attribution.device_s,
+        "gpu_idle_share": (max(0.0, 1.0 - attribution.device_s / call_s)
+                           if attribution.device_s is not None and call_s else None),
         "page_faults_per_call": attribution.page_faults_per_call,
     }
     ex = Explanation(count_result.model, list(count_result.inputs), rows, list(mods.values()), classes, totals,

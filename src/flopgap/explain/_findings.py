@@ -80,6 +80,25 @@ def findings(ex) -> list[dict]:
                         **({"kernel_launches": ex.totals["launches"]} if ex.totals.get("launches") else {})},
             "ops": _top(ov_rows),
         })
+    # ------------------------------------------------------------ GPU waiting on the host (CUDA)
+    dev_s = ex.totals.get("device_s")
+    if dev_s is not None and ex.totals.get("gpu_idle_share") is not None:
+        idle = ex.totals["gpu_idle_share"]
+        n_launch = ex.totals.get("launches") or 0
+        launch = prof.launch_latency_s
+        out.append({
+            "kind": "gpu_idle", "title": "GPU busy vs waiting on the host",
+            "text": (f"the GPU runs kernels for {_us(dev_s)} of the {_us(total)} profiled call; "
+                     f"{idle:.0%} of the call it waits for the host to dispatch and launch "
+                     f"{n_launch} kernels"
+                     + (f" ({n_launch} x {_us(launch)} measured launch latency = {_us(n_launch * launch)})"
+                        if launch and n_launch else "")
+                     + (": launch-bound, so CUDA graphs or torch.compile shorten it and a larger batch is "
+                        "nearly free" if idle >= 0.5 else "") + "."),
+            "numbers": {"device_s": dev_s, "call_s": total, "gpu_idle_share": idle, "kernel_launches": n_launch,
+                        **({"launch_latency_s": launch} if launch else {})},
+            "ops": _top([r for r in rows if r.get("device_time_s") is not None], key="device_time_s"),
+        })
     # ------------------------------------------------------------ memory access
     mem_rows = [r for r in rows if r["cls"] == "memory"]
     mem_time = sum(r["time_s"] for r in mem_rows)

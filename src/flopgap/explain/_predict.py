@@ -342,8 +342,12 @@ def predict(count_result, profile) -> Prediction:
             extra = pred.cold_memory_extra * t if cold and is_memory_class(r) else 0.0
             t = (pred.scale * t + extra + (0.0 if r.is_free else pred.per_op_s) + pred.per_byte_s * handoff_bytes(r)
                  + faults)
+        elif r.is_free:
+            t, method = roof + faults, "free"
+        elif r.family in profile.op_overhead_s and profile.op_overhead_s[r.family] > roof:
+            t, method = profile.op_overhead_s[r.family] + faults, "op overhead"   # CUDA: the host's cost per op
         else:
-            t, method = roof + faults, "roofline" if not r.is_free else "free"
+            t, method = roof + faults, "roofline"
         total += t
         roof_total += roof
         ops.append({"index": r.index, "op": r.op, "module": r.module, "key": op_key(r), "method": method,

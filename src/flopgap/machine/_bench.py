@@ -55,6 +55,9 @@ def _timer_cls():
     return Timer
 
 
+_MIN_BLOCKS = 3
+
+
 def time_call(fn: Callable[[], object], *, min_run_time: float = 0.05, threads: int | None = None,
               sync: Callable[[], None] | None = None) -> np.ndarray:
     """Seconds per call of ``fn()``, one value per timed block (blocked_autorange).
@@ -69,7 +72,10 @@ def time_call(fn: Callable[[], object], *, min_run_time: float = 0.05, threads: 
     with torch.inference_mode():
         fn()  # warm-up: first-call allocation, oneDNN primitive creation
         m = timer.blocked_autorange(min_run_time=min_run_time)
-    return np.asarray(m.times, dtype=float)
+        times = list(m.times)
+        while len(times) < _MIN_BLOCKS:  # a spread needs several blocks; autorange may stop at one
+            times.extend(timer.timeit(m.number_per_run).times)
+    return np.asarray(times, dtype=float)
 
 
 def figure_from_times(times: np.ndarray, work: float, unit: str) -> Figure:

@@ -12,10 +12,15 @@ the machine reaches undisturbed. Costs (dispatch, module call, launch) use the m
 - ``mem_bandwidth``: STREAM triad ``a = b + s*c`` on arrays 4x the last-level cache
   (bytes = 3 arrays x size); copy and add are kept in ``stream``;
 - ``cache_bandwidth``: the same triad on arrays that fit the per-core L2
-  (``cache_bytes`` is the working set of that test);
+  (``cache_bytes`` is the working set of that test); on CUDA on arrays filling half
+  the GPU's L2, 20 triads replayed in one CUDA graph (one launch each would time
+  the launches);
 - ``dispatch_overhead_s``: one tiny eager op (``torch.add`` of two 1-element tensors)
   under ``torch.inference_mode()``;
 - ``launch_latency_s`` (CUDA only): seconds per queued tiny kernel (CPU launch cost);
+- ``op_overhead_s`` (CUDA only): seconds per call of one tiny op of each family (linear,
+  3x3 conv, batch norm, relu, pool, mean, softmax, attention, embedding): the host's
+  dispatch-and-launch cost, each family's floor in the CUDA prediction;
 - ``module_overhead_s``: one ``nn.Module.__call__`` that dispatches nothing;
 - ``calibration``: single-op timings over a grid of shapes, convs and linears with hot
   and with cold weights (``_calibrate``), what
@@ -110,6 +115,7 @@ class MachineProfile:
     source: str = "measured"   # measured | cache | synthetic
     competing: list | None = None  # other processes' runnable threads, sampled while measuring
     allocator: dict | None = None  # glibc malloc variables set while measuring (see _isolated)
+    op_overhead_s: dict = field(default_factory=dict)  # CUDA: host seconds per tiny op, by op family
 
     def busy_warning(self) -> str | None:
         """Why this profile may not describe the machine, if other processes competed for
@@ -144,7 +150,7 @@ class MachineProfile:
                 "llc_bytes": self.llc_bytes, "l2_bytes": self.l2_bytes, "page_fault_s": self.page_fault_s,
                 "spreads": self.spreads, "stream": self.stream, "quick": self.quick,
                 "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
-                "competing": self.competing, "allocator": self.allocator,
+                "competing": self.competing, "allocator": self.allocator, "op_overhead_s": self.op_overhead_s,
                 "calibration": self.calibration, "chains": self.chains}
 
     @classmethod
@@ -159,7 +165,7 @@ class MachineProfile:
                    d.get("llc_bytes", _L3_FALLBACK_BYTES), d.get("l2_bytes", 2**20), d.get("page_fault_s"),
                    d.get("quick", False),
                    d.get("measured_at", ""), d.get("seconds", 0.0), d.get("source", "measured"),
-                   d.get("competing"), d.get("allocator"))
+                   d.get("competing"), d.get("allocator"), d.get("op_overhead_s") or {})
 
     @classmethod
     def synthetic(cls, *, peak: float = 1e11, mem_bandwidth: float = 1e10, cache_bandwidth: float = 5e10,
@@ -270,6 +276,67 @@ def _stream(n_el: int, dev: torch.device, min_run: float) -> dict[str, Figure]:
     }
 
 
+def _cuda_l2_triad(dev: torch.device, min_run: float, reps: int = 20) -> tuple[Figure, int]:
+    """GPU L2-resident bandwidth: a triad over three arrays filling half the L2, run
+    ``reps`` times inside one CUDA graph so that the launch latency (several us, longer
+    than one such kernel) is not what is timed. Falls back to plain launches where
+    graph capture fails. Returns the figure and the working set in bytes."""
+    l2 = int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0) or 2**22)
+    n_el = max(l2 // 2 // 3 // 4, 2**14)
+    a = torch.zeros(n_el, device=dev)
+    b = torch.randn(n_el, device=dev)
+    c = torch.randn(n_el, device=dev)
+
+    def body():
+        for _ in range(reps):
+            torch.add(b, c, alpha=3.0, out=a)
+
+    fn = body
+    try:
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            body()  # warm-up on a side stream, as graph capture requires
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            body()
+        fn = graph.replay
+    except RuntimeError:  # capture not supported here: launches are then part of the time
+        pass
+    times = time_call(fn, min_run_time=min_run, sync=torch.cuda.synchronize)
+    return figure_from_times(times, reps * 3 * 4 * n_el, "B/s"), 3 * 4 * n_el
+
+
+def _op_overheads(dev: torch.device, min_run: float) -> dict[str, Figure]:
+    """Seconds per call of one tiny op of each family (a few KB, far below any ceiling):
+    on a GPU what the host spends dispatching and launching it, which is what an op costs
+    when the GPU waits on the host (batch 1, small layers). The CUDA profile has no
+    calibration grid; the predictor uses these as each family's floor there."""
+    F = torch.nn.functional
+    x = torch.randn(1, 16, 8, 8, device=dev)
+    v = torch.randn(1, 64, device=dev)
+    w = torch.randn(64, 64, device=dev)
+    b = torch.randn(64, device=dev)
+    cw = torch.randn(16, 16, 3, 3, device=dev)
+    c16 = torch.ones(16, device=dev)
+    q = torch.randn(1, 2, 16, 32, device=dev)
+    table = torch.randn(100, 64, device=dev)
+    idx = torch.arange(8, device=dev)
+    cases = {
+        "matmul": lambda: F.linear(v, w, b),
+        "conv": lambda: F.conv2d(x, cw, padding=1),
+        "norm": lambda: F.batch_norm(x, c16, c16, c16, c16, False),
+        "pointwise": lambda: torch.relu(x),
+        "pool": lambda: F.max_pool2d(x, 2),
+        "reduction": lambda: x.mean((2, 3)),
+        "softmax": lambda: torch.softmax(v, -1),
+        "attention": lambda: F.scaled_dot_product_attention(q, q, q),
+        "embedding": lambda: F.embedding(idx, table),
+    }
+    return {fam: figure_of_seconds(time_call(fn, min_run_time=min_run)) for fam, fn in cases.items()}
+
+
 def _tiny_op(dev: torch.device, min_run: float) -> Figure:
     x = torch.ones(1, device=dev)
     y = torch.ones(1, device=dev)
@@ -345,9 +412,11 @@ def measure_profile(device=None, *, quick: bool = False,
     main = _stream(big if dev.type == "cpu" else 2**26, dev, min_run)
     for k, f in main.items():
         spreads[f"stream.{k}"] = f.to_dict()
-    small_el = _L2_WORKING_SET_BYTES // 3 // 4
-    cache = _stream(small_el, dev, min_run)
-    spreads["cache_bandwidth"] = cache["triad"].to_dict()
+    if dev.type == "cuda":
+        cache_fig, cache_set = _cuda_l2_triad(dev, min_run)
+    else:
+        cache_fig, cache_set = _stream(_L2_WORKING_SET_BYTES // 3 // 4, dev, min_run)["triad"], _L2_WORKING_SET_BYTES
+    spreads["cache_bandwidth"] = cache_fig.to_dict()
     tiny = _tiny_op(dev, min_run)
     spreads["dispatch_overhead_s"] = tiny.to_dict()
     mod = _module_call(min_run)
@@ -356,10 +425,14 @@ def measure_profile(device=None, *, quick: bool = False,
     if fault is not None:
         spreads["page_fault_s"] = fault.to_dict()
     launch = None
+    op_overhead: dict[str, float] = {}
     if dev.type == "cuda":
         lf = _launch_latency(dev, min_run)
         spreads["launch_latency_s"] = lf.to_dict()
         launch = lf.value
+        for fam, f in _op_overheads(dev, min_run).items():
+            spreads[f"op_overhead_s.{fam}"] = f.to_dict()
+            op_overhead[fam] = f.value
     competing.append(_others_running())
     calibration = run_calibration(quick=quick, progress=progress) if dev.type == "cpu" else []
     competing.append(_others_running())
@@ -367,12 +440,12 @@ def measure_profile(device=None, *, quick: bool = False,
     competing.append(_others_running())
     return MachineProfile(
         fingerprint=fp, peak_flops=peaks, mem_bandwidth=main["triad"].max,
-        cache_bandwidth=cache["triad"].max, cache_bytes=_L2_WORKING_SET_BYTES,
+        cache_bandwidth=cache_fig.max, cache_bytes=cache_set,
         dispatch_overhead_s=tiny.value, module_overhead_s=mod.value, launch_latency_s=launch,
         chains=chains, llc_bytes=llc, l2_bytes=_l2_bytes(), page_fault_s=fault.value if fault is not None else None,
         spreads=spreads, stream={k: f.value for k, f in main.items()}, calibration=calibration, quick=quick,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=time.perf_counter() - t0,
-        competing=competing, allocator=_allocator(),
+        competing=competing, allocator=_allocator(), op_overhead_s=op_overhead,
     )
 
 

@@ -88,6 +88,8 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
                   f"cache {si(prof.cache_bandwidth, 'B/s')}, dispatch overhead {fmt_seconds(prof.dispatch_overhead_s)}")
     line = (f"profiled call {fmt_seconds(t['call_s'])} (median of {t['profiled_calls']}): ops "
             f"{fmt_seconds(t['ops_s'])}, outside ops {fmt_seconds(t['outside_s'])}")
+    if t.get("device_s") is not None:
+        line += f"; GPU kernels {fmt_seconds(t['device_s'])} (GPU idle {pct(t['gpu_idle_share'], 0)})"
     if t["measured_median_s"] is not None:
         line += (f"; rigorous median {fmt_seconds(t['measured_median_s'])} "
                  f"(profiler overhead {pct(t['profiler_overhead'], 0)})")

@@ -37,6 +37,14 @@ def _speedup(r) -> str:
     return f"{r.speedup:.2g}x [{lo:.2g}, {hi:.2g}]"
 
 
+def _paired_eager(r) -> str:
+    """Eager's median in the alternating pair the speed-up comes from (it can differ from
+    the eager row, timed alone at another moment, when the machine drifts)."""
+    if r.variant == "eager" or r.eager_latency_s is None or r.latency_s is None:
+        return "-"
+    return fmt_seconds(r.eager_latency_s)
+
+
 def render_variants(result, console: Console) -> None:
     """Print the sweep: a row per variant x batch x threads, then notes and findings."""
     console.print(f"[bold]{result.model}[/bold]  inputs {'; '.join(result.inputs)}  on {result.device}"
@@ -46,7 +54,7 @@ def render_variants(result, console: Console) -> None:
     table = Table(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   title=f"variants vs eager (speed-up = eager / variant, 95% CI{threads})")
     cols = ["variant", "batch"] + (["thr"] if show_threads else []) + [
-        "status", "latency", "speed-up [CI]", "items/s", "abs err", "rel err", "peak mem", "ops", "1st call"]
+        "status", "latency", "eager (paired)", "speed-up [CI]", "items/s", "abs err", "rel err", "peak mem", "ops", "1st call"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("variant", "status") else "right", no_wrap=True)
     for r in sorted(result.rows, key=lambda r: (r.batch, r.threads or 0, result.variants.index(r.variant)
@@ -60,7 +68,7 @@ def render_variants(result, console: Console) -> None:
         first = "-" if r.first_call_s is None else ("compile " if r.compiled else "") + fmt_seconds(r.first_call_s)
         ops = ops.replace("->n/a", "->?") if r.compiled else ops
         cells = [r.variant, str(r.batch)] + ([str(r.threads or "default")] if show_threads else []) + [
-            f"[{style}]{r.status}[/{style}]" if style else r.status, lat, _speedup(r),
+            f"[{style}]{r.status}[/{style}]" if style else r.status, lat, _paired_eager(r), _speedup(r),
             si(r.throughput), _err(r.max_abs_err), _err(r.max_rel_err),
             "-" if r.peak_mem_bytes is None else fmt_bytes(r.peak_mem_bytes), ops, first]
         table.add_row(*cells)
@@ -84,6 +92,6 @@ def render_variants(result, console: Console) -> None:
             console.print(f"  [{style}]{text}[/{style}]" if style else f"  {text}", soft_wrap=True)
     method = result.settings.get("peak_memory_method", "")
     console.print(f"[dim]Latency: median per call, ±: larger side of its 95% CI; speed-up from alternating timing of eager and the "
-                  f"variant. Errors vs eager outputs on the same input (rel = max|diff| / max|eager|). Ops: counted kernel ops, "
+                  f"variant (eager (paired): eager's median in that pair). Errors vs eager outputs on the same input (rel = max|diff| / max|eager|). Ops: counted kernel ops, "
                   f"eager->variant (? where compiled code bypasses the dispatcher). "
                   f"Peak memory: {method}. First call includes compilation for compiled variants.[/dim]")

@@ -55,6 +55,22 @@ def _has_ci(r) -> bool:
         v is None or math.isnan(v) for v in r.latency_ci)
 
 
+def _gpu_half_support(device: str, variant: str) -> str:
+    """The GPU's name and whether it has tensor cores for the variant's dtype."""
+    import torch
+
+    try:
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+    except (RuntimeError, AssertionError, ValueError):  # no CUDA here (e.g. a stored result re-rendered)
+        return f"device {device}"
+    need = (7, 0) if variant == "fp16" else (8, 0)
+    dt = "fp16" if variant == "fp16" else "bf16"
+    has = (major, minor) >= need
+    return (f"GPU {name} (sm_{major}{minor}): {dt} tensor cores {'present' if has else 'absent'}; "
+            "at small batch a GPU call is usually bound by kernel launches, which halving the bytes does not shorten")
+
+
 def _why_slower(r, result) -> str:
     """The "why" for a slower variant, in numbers the sweep has."""
     parts = []
@@ -76,7 +92,11 @@ def _why_slower(r, result) -> str:
                      f"{eager.ops_eager} kernel op(s) ({_us(r.eager_latency_s / eager.ops_eager)} per op on average): "
                      "where eager's ops are already single GEMMs or fused kernels there is little left to fuse, "
                      "and the compiled call adds a fixed per-call cost (guards, wrapper)")
-    if r.variant in ("bf16", "fp16", "bf16-autocast"):
+    if r.variant in ("bf16", "fp16", "bf16-autocast") and str(result.device).startswith("cuda"):
+        parts.append(_gpu_half_support(result.device, r.variant))
+        if r.ops is not None and r.ops_eager is not None and r.ops != r.ops_eager:
+            parts.append(f"{r.ops} kernel ops vs eager's {r.ops_eager} (casts)")
+    elif r.variant in ("bf16", "fp16", "bf16-autocast"):
         flags = cpu_flags()
         if flags and r.variant != "fp16":
             fast = sorted(flags & {"avx512_bf16", "amx_bf16"})

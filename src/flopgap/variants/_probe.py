@@ -17,8 +17,7 @@ __all__ = ["tree_signature", "op_sequence", "output_error", "peak_memory", "op_c
 PEAK_MEMORY_METHOD = {
     "cpu": "peak of the running sum of CPU allocator events (torch.profiler, profile_memory=True) during one "
            "call, above the level at its start: activations, workspaces and outputs, not weights",
-    "cuda": "torch.cuda.max_memory_allocated during one call minus memory allocated before it "
-            "(path not verified on a GPU)",
+    "cuda": "torch.cuda.max_memory_allocated during one call minus memory allocated before it",
 }
 
 
