@@ -85,8 +85,15 @@ def _conv_shapes() -> Iterator[tuple]:
     yield 1, 8, 8, 4, 1                     # the smallest: dispatch + oneDNN setup
     pairs = [(16, 16), (32, 32), (64, 64), (128, 128), (256, 256), (512, 512), (24, 144), (144, 24),
              (64, 256), (256, 64), (512, 128), (128, 512), (1024, 256), (256, 1024), (2048, 512), (512, 2048)]
-    for k in (1, 3):
-        for cin, cout in pairs:
+    # narrow, unequal widths: expansions and projections by 3-6x (inverted residuals,
+    # MobileNet/MnasNet/EfficientNet style) run 1x1 convs far from the square pairs'
+    # rates (24->72 at 56x56 took 2x what its square neighbours predicted), and 4x growth
+    # or reduction in 3x3 convs (DenseNet style: 128->32 ran 0.8x its neighbours' estimate)
+    expand = [(8, 24), (24, 8), (16, 48), (48, 16), (16, 96), (96, 16), (24, 72), (72, 24), (32, 192), (192, 32),
+              (40, 240), (240, 40), (64, 384), (384, 64), (96, 576), (576, 96), (160, 960), (960, 160)]
+    grow = [(128, 32), (32, 128), (16, 64), (64, 16), (48, 192), (192, 48)]
+    for k, extra in ((1, expand + grow), (3, grow)):
+        for cin, cout in pairs + extra:
             for hw in (7, 14, 28, 56, 112):
                 flops = 2 * cin * cout * k * k * hw * hw
                 if 2e5 <= flops <= 1.0e9:
