@@ -153,6 +153,11 @@ def test_sequence_fit_recovers_scale_per_op_per_byte_and_cold_memory_terms_from_
     assert [weights_are_cold(_meta_count(mm, sh).ops, base_prof) for mm, sh in nets] == [False, False, True, False,
                                                                                           True]
     assert handoff_bytes(_meta_count(nn.Linear(256, 256), (1, 256)).kernel_ops[0]) == 256 * 4 + 256 * 4  # x, bias
+    # pools ran at their single-op time inside models: no handoff, not memory-class
+    pool = _meta_count(nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112)).kernel_ops[0]
+    bn = _meta_count(nn.BatchNorm2d(64).eval(), (1, 64, 56, 56)).kernel_ops[0]
+    assert handoff_bytes(pool) == 0 and not is_memory_class(pool)
+    assert handoff_bytes(bn) == 64 * 56 * 56 * 4 + 4 * 64 * 4 and is_memory_class(bn)  # x and its 4 per-channel vectors
     prof = MachineProfile.synthetic(calibration=cal, chains=chains, module_overhead_s=1e-6)
     prof.llc_bytes = llc
     pred = Predictor(prof)

@@ -301,19 +301,22 @@ def _allocated_bytes(r) -> int:
 
 def is_memory_class(r) -> bool:
     """An op that runs at memory or overhead speed, not at a dense kernel's FLOP rate:
-    not free, and not a dense or grouped conv or a matmul (depthwise convs, norms,
-    activations, pools, adds ...). In a model that streams more than the cache per
+    not free, not a pool, and not a dense or grouped conv or a matmul (depthwise convs,
+    norms, activations, adds ...). In a model that streams more than the cache per
     call, such ops lose most to evicted code, parameters and buffers: streaming 32 MB
     between two calls made a batch norm 2.5-3.5x and a depthwise conv 2.5x slower, a
-    1x1 conv 1.35-1.5x (one thread, here)."""
-    return not r.is_free and not op_key(r).startswith(_DENSE_KEYS)
+    1x1 conv 1.35-1.5x (one thread, here). Pools are left out: in resnet18, resnet50,
+    densenet121 and squeezenet1_0 the max and average pools, profiled inside the model,
+    took 1.00-1.02x their single-op time (their kernels, not memory, set their pace)."""
+    return not r.is_free and r.family != "pool" and not op_key(r).startswith(_DENSE_KEYS)
 
 
 def handoff_bytes(r) -> int:
     """Bytes of activations an op reads: what it reads less its weight (0 for free ops).
     In a model these were just written by other ops, on other threads' cores and in
-    other layouts; an op repeated alone finds its input where it left it."""
-    return 0 if r.is_free else max(r.bytes_read - weight_bytes(r), 0)
+    other layouts; an op repeated alone finds its input where it left it. 0 for pools,
+    which ran at their single-op time inside models (see :func:`is_memory_class`)."""
+    return 0 if r.is_free or r.family == "pool" else max(r.bytes_read - weight_bytes(r), 0)
 
 
 def weights_are_cold(records, profile) -> bool:

@@ -347,6 +347,33 @@ def _varied_ir(widths: tuple[int, ...]) -> nn.Module:
                            for i, (a, b) in enumerate(zip(widths, widths[1:]))])
 
 
+def _varied_ir_deep(widths: tuple[int, ...], down: tuple[int, ...]) -> nn.Module:
+    """Many distinct inverted-residual blocks, downsampling only at the blocks in ``down``
+    (as a whole mobile network does over its depth), expansion 6 or 3, kernel 3 or 5."""
+    return nn.Sequential(*[_ir_stage(a, b, 6 if i % 2 == 0 else 3, 3 if i % 3 else 5, 2 if i in down else 1)
+                           for i, (a, b) in enumerate(zip(widths, widths[1:]))])
+
+
+class _XBlock(nn.Module):
+    """1x1 -> grouped 3x3 (group width 16) -> 1x1 with a residual: the ResNeXt/RegNet block."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn_relu(cin, cout, 1),
+                                  nn.Conv2d(cout, cout, 3, stride, 1, groups=cout // 16, bias=False),
+                                  nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                  nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.short(x))
+
+
+def _varied_x(widths: tuple[int, ...], down: tuple[int, ...]) -> nn.Module:
+    return nn.Sequential(*[_XBlock(a, b, 2 if i in down else 1) for i, (a, b) in enumerate(zip(widths, widths[1:]))])
+
+
 def _varied_dense(widths: tuple[int, ...]) -> nn.Module:
     layers = []
     for i, (a, b) in enumerate(zip(widths, widths[1:])):
@@ -376,8 +403,9 @@ class _SE(nn.Module):
 def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
     """Small synthetic networks (not any model flopgap is evaluated on): stacks of
     inverted-residual, basic, bottleneck, depthwise-separable, conv-bn-relu,
-    squeeze-excitation and MLP blocks over a range of widths and resolutions, and
-    three stacks whose blocks all differ (see ``_varied_ir``). Their measured time against the per-op prediction
+    squeeze-excitation and MLP blocks over a range of widths and resolutions, three
+    stacks whose blocks all differ (see ``_varied_ir``), and two deep ones of distinct
+    blocks (inverted-residual and grouped-conv "X" blocks, as many as a whole network). Their measured time against the per-op prediction
     tells how ops cost in sequence, inside ``nn.Module`` calls, compared with alone."""
     specs = [
         ("ir c16 e4 k3 @56 x3", lambda: nn.Sequential(*[_inverted_residual(16, 4, 3, nn.ReLU) for _ in range(3)]),
@@ -406,6 +434,11 @@ def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Mo
         ("dense varied 32..512 x5 @112", lambda: _varied_dense((32, 48, 96, 160, 320, 512)), (1, 32, 112, 112)),
         ("dw-separable varied 32..512 x6 @112", lambda: _varied_dw_separable((32, 64, 96, 128, 256, 384, 512)),
          (1, 32, 112, 112)),
+        # deep: as many distinct blocks as a whole mobile network, 112 -> 7 over the depth
+        ("ir varied deep 16..320 x14 @112", lambda: _varied_ir_deep(
+            (16, 24, 24, 32, 32, 40, 64, 64, 80, 96, 112, 160, 192, 240, 320), (0, 2, 5, 9)), (1, 16, 112, 112)),
+        ("x-block varied 32..448 x9 @56", lambda: _varied_x((32, 48, 48, 96, 112, 208, 224, 400, 432, 448),
+                                                            (0, 3, 6)), (1, 32, 56, 56)),
         ("mlp 2048 x4 -> 1000", lambda: nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(4)], nn.Linear(2048, 1000)),
          (1, 2048)),
     ]
