@@ -25,9 +25,9 @@ the machine reaches undisturbed. Costs (dispatch, module call, launch) use the m
 - ``calibration``: single-op timings over a grid of shapes, convs and linears with hot
   and with cold weights (``_calibrate``), what
   :func:`flopgap.explain.predict` fits its per-op-family model on;
-- ``chains``: 16 small synthetic networks (inverted-residual, basic, bottleneck,
-  depthwise-separable, conv-bn-relu, SE and MLP stacks, and three varied stacks whose
-  blocks all differ;
+- ``chains``: 18 small synthetic networks (inverted-residual, basic, bottleneck,
+  depthwise-separable, conv-bn-relu, SE and MLP stacks, three varied stacks whose
+  blocks all differ, and two deep stacks of distinct blocks;
   none of them a model flopgap is evaluated on), counted and timed, from which the
   predictor fits how ops cost in sequence and inside modules;
 - ``llc_bytes`` / ``l2_bytes``: cache sizes from sysfs;
