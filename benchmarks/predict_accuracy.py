@@ -19,7 +19,11 @@ with glibc as it comes.
 
     .venv/bin/python benchmarks/predict_accuracy.py [--quick] [--models a,b] [--threads N]
         [--max-time S] [--quick-machine] [--refresh-machine] [--json out.json] [--passes N]
-        [--allocator pinned|default]
+        [--allocator pinned|default] [--no-drift-check]
+
+After each timing pass the profile's synthetic chains are re-timed and compared with
+their profile times; a run where they moved by more than 5% is flagged, since its
+scores then measure the machine's drift as much as the predictor.
 """
 
 from __future__ import annotations
@@ -59,6 +63,27 @@ def _scores(pred: np.ndarray, meas: np.ndarray, flops: np.ndarray) -> dict:
             "rho_small": float(rho_small), "n": int(len(meas)), "n_small": int(small.sum())}
 
 
+DRIFT_WARN = 0.05
+
+
+def _chain_drift(prof) -> dict | None:
+    """Re-time the profile's synthetic chains now (after a timing pass) and compare with
+    their profile medians: on a shared VM the speed of op *sequences* moves by 5-40%
+    over minutes while single ops do not, and a profile timed in one state predicts
+    models timed in another badly. A diagnostic only: the prediction never uses it."""
+    from flopgap.machine._calibrate import run_chains
+
+    if not prof.chains:
+        return None
+    then = {c["label"]: c["seconds"] for c in prof.chains}
+    now = {c["label"]: c["seconds"] for c in run_chains(quick=prof.quick)}
+    ratios = [now[k] / then[k] for k in then if k in now and then[k] > 0]
+    if not ratios:
+        return None
+    return {"median": float(np.median(ratios)), "min": float(min(ratios)), "max": float(max(ratios)),
+            "n": len(ratios)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", help="comma-separated specs (default: 24 torchvision models + the seed's)")
@@ -75,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="pinned (default): re-run this script with glibc's mmap/trim thresholds pinned, as the "
                          "machine profile is measured, so that no model pays per-call page faults that depend on "
                          "which models ran before it in this process; default: glibc as it comes")
+    ap.add_argument("--no-drift-check", dest="drift_check", action="store_false",
+                    help="skip re-timing the profile's chains after each pass (a diagnostic of machine drift)")
     args = ap.parse_args(argv)
 
     from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
@@ -120,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
                      "page_faults_per_call": []})
     # the machine's speed drifts over minutes on a shared host: each model is timed once
     # per pass, so that a slow spell hits one pass of every model, not every pass of one
+    drift = []
     for p in range(passes):
         for row, (module, x) in zip(rows, models):
             m = measure(module, x, name=row["model"], max_time=max_time, precision=0.02)
             row["pass_medians_s"].append(m.median)
             row["page_faults_per_call"].append(m.page_faults_per_call)  # counted while sampling
-        print(f"# pass {p + 1}/{passes} done ({time.time() - t0:.0f} s)", flush=True)
+        d = _chain_drift(prof) if args.drift_check else None
+        drift.append(d)
+        print(f"# pass {p + 1}/{passes} done ({time.time() - t0:.0f} s)"
+              + (f"; the profile's chains now take {d['median']:.2f}x their profile time (median of {d['n']}, "
+                 f"{d['min']:.2f}-{d['max']:.2f})" if d else ""), flush=True)
     for row in rows:
         row["measured_s"] = float(np.median(row["pass_medians_s"]))
         faults = [f for f in row["page_faults_per_call"] if f is not None]
@@ -149,10 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     for k, s in scores.items():
         print(f"{k:16s} {s['within_10']:6.0%} {s['within_25']:6.0%} {s['median_abs_error']:9.1%} "
               f"{s['rho_all']:8.3f} {s['rho_small']:10.3f}")
+    moved = [d for d in drift if d and abs(d["median"] - 1.0) > DRIFT_WARN]
+    if moved:
+        per_pass = ", ".join(f"{d['median']:.2f}x" for d in drift if d)
+        print(f"warning: the machine's speed for op sequences moved between the profile and the timing passes "
+              f"(chains {per_pass} of their profile time): these scores "
+              "measure the drift as much as the predictor; compare runs whose chains stayed within "
+              f"{DRIFT_WARN:.0%}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"schema": "flopgap.predict_accuracy/1", "machine": prof.fingerprint, "profile_quick": prof.quick,
-                       "scores": scores, "rows": rows}, f, indent=1)
+                       "scores": scores, "rows": rows, "chain_drift_per_pass": drift}, f, indent=1)
     return 0
 
 
