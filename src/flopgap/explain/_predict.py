@@ -160,8 +160,8 @@ class Predictor:
             n = sum(1 for r in recs if not r.is_free)
             a = sum(handoff_bytes(r) for r in recs)
             # the chain's median, as a model is scored by its median: the in-sequence terms
-            # then carry typical sequence cost over the single ops' fastest blocks (with the
-            # fastest block here too, three runs scored 57/37/33% within +-10%; 63/40/37%)
+            # then carry typical sequence cost over the single ops' fastest blocks (three
+            # runs re-scored: 57/37/33% within +-10% with the fastest block, 63/40/37% so)
             t = ch["seconds"]
             target = t - ch["module_calls"] * self.profile.module_overhead_s
             rows.append((ch["label"], p, n, a, m, target, t))
