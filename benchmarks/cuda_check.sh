@@ -5,7 +5,10 @@
 #   OUT=/tmp/cuda_out STEPS="env machine explain unit" bash benchmarks/cuda_check.sh   # some steps
 #
 # Uses the python3 found on PATH (the GPU image's, which has torch + torchvision) with
-# src/ on PYTHONPATH; SQLAlchemy is installed from .whl/ when it is missing. Each step
+# src/ on PYTHONPATH; SQLAlchemy is installed from .whl/ when it is missing (an offline
+# GPU machine: fetch it beforehand with `python3 -m pip download --no-deps
+# --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
+# sqlalchemy==2.1.9` and carry .whl, which .git/info/exclude keeps out of the repo). Each step
 # has its own time limit so one hang cannot eat the device lease. Everything lands in
 # $OUT: log.txt (all output) and the JSON results of each CLI step. Steps:
 #   0. environment (GPU, torch, driver)
