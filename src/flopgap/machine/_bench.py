@@ -55,15 +55,15 @@ def _timer_cls():
     return Timer
 
 
-_MIN_BLOCKS = 3
-
-
 def time_call(fn: Callable[[], object], *, min_run_time: float = 0.05, threads: int | None = None,
-              sync: Callable[[], None] | None = None) -> np.ndarray:
+              sync: Callable[[], None] | None = None, min_blocks: int = 3) -> np.ndarray:
     """Seconds per call of ``fn()``, one value per timed block (blocked_autorange).
 
     ``sync`` (e.g. ``torch.cuda.synchronize``) is called after each call so that
-    asynchronous devices are timed to completion.
+    asynchronous devices are timed to completion. At least ``min_blocks`` blocks: a
+    reported spread needs several, and autorange may stop at one. The calibration grid
+    and the chains, which keep only a fastest block or a median, pass 1 (3 doubled the
+    quick grid's time, 47 -> 87 s).
     """
     Timer = _timer_cls()
     stmt = "fn(); sync()" if sync is not None else "fn()"
@@ -73,7 +73,7 @@ def time_call(fn: Callable[[], object], *, min_run_time: float = 0.05, threads: 
         fn()  # warm-up: first-call allocation, oneDNN primitive creation
         m = timer.blocked_autorange(min_run_time=min_run_time)
         times = list(m.times)
-        while len(times) < _MIN_BLOCKS:  # a spread needs several blocks; autorange may stop at one
+        while len(times) < min_blocks:
             times.extend(timer.timeit(m.number_per_run).times)
     return np.asarray(times, dtype=float)
 

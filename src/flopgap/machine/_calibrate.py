@@ -279,7 +279,7 @@ def run_calibration(quick: bool = False, progress: Callable[[int, int, str], Non
             fn(*inputs)
             once = time.perf_counter() - t0
         # enough blocks that the fastest one is likely undisturbed: >= ~8 for slow ops
-        times = time_call(lambda: fn(*inputs), min_run_time=min(max(min_run, 8 * once), 0.15))
+        times = time_call(lambda: fn(*inputs), min_run_time=min(max(min_run, 8 * once), 0.15), min_blocks=1)
         samples.append({"label": label, "op": rec.op, "key": op_key(rec), "features": op_features(rec),
                         "flops": rec.flops, "bytes": rec.bytes, "ops": len(ops),
                         "per_channel": _per_channel(label), "cold": label.endswith(COLD),
@@ -469,7 +469,7 @@ def run_chains(quick: bool = False, progress: Callable[[int, int, str], None] | 
         module, inputs = build()
         with torch.inference_mode():
             res = count(module, inputs, model=label)
-        times = time_call(lambda: module(*inputs), min_run_time=0.05 if quick else 0.2)
+        times = time_call(lambda: module(*inputs), min_run_time=0.05 if quick else 0.2, min_blocks=1)
         out.append({"label": label, "ops": [asdict(r) for r in res.ops],
                     "module_calls": sum(1 for m in res.modules if m.ops_all > 0),
                     "seconds": float(np.median(times)), "seconds_min": float(times.min())})

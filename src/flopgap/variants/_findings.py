@@ -92,13 +92,11 @@ def _why_slower(r, result) -> str:
                      f"{eager.ops_eager} kernel op(s) ({_us(r.eager_latency_s / eager.ops_eager)} per op on average): "
                      "where eager's ops are already single GEMMs or fused kernels there is little left to fuse, "
                      "and the compiled call adds a fixed per-call cost (guards, wrapper)")
-    if r.variant in ("bf16", "fp16", "bf16-autocast") and str(result.device).startswith("cuda"):
-        parts.append(_gpu_half_support(result.device, r.variant))
-        if r.ops is not None and r.ops_eager is not None and r.ops != r.ops_eager:
-            parts.append(f"{r.ops} kernel ops vs eager's {r.ops_eager} (casts)")
-    elif r.variant in ("bf16", "fp16", "bf16-autocast"):
-        flags = cpu_flags()
-        if flags and r.variant != "fp16":
+    if r.variant in ("bf16", "fp16", "bf16-autocast"):
+        flags = None if str(result.device).startswith("cuda") else cpu_flags()
+        if flags is None:
+            parts.append(_gpu_half_support(result.device, r.variant))
+        elif flags and r.variant != "fp16":
             fast = sorted(flags & {"avx512_bf16", "amx_bf16"})
             parts.append(f"CPU bf16 support: {', '.join(fast) if fast else 'no avx512_bf16/amx_bf16 (emulated)'}")
         elif flags:
