@@ -16,8 +16,9 @@
 #   2. flopgap's timer interleaved with torch.utils.benchmark and a bare CUDA-event loop
 #   3. flopgap machine --device cuda --quick (peak FLOP/s per dtype, bandwidth, launch latency)
 #   4. flopgap explain on CUDA: kernel launches counted, GPU busy vs idle, classes, findings
-#   5. flopgap variants on CUDA: bf16, fp16, channels_last, compile, compile-cudagraphs
-#   6. the unit tests of the timer, the profiler join and the machine profile, with CUDA present
+#   5. flopgap predict --device cuda --measure on five models
+#   6. flopgap variants on CUDA: bf16, fp16, channels_last, compile, compile-cudagraphs
+#   7. the unit tests of the timer, the profiler join and the machine profile, with CUDA present
 set -u
 OUT=${OUT:-/tmp/flopgap_cuda}
 mkdir -p "$OUT"
@@ -78,6 +79,12 @@ step machine 90 $FG machine --device cuda --quick --refresh --json "$OUT/machine
 step explain-ex2-deep 60 $FG explain seed:ex2-deep --device cuda --quick-machine --max-time 3 --json "$OUT/explain_ex2.json"
 step explain-resnet18 60 $FG explain torchvision:resnet18 --device cuda --quick-machine --max-time 3 --json "$OUT/explain_resnet18.json"
 step explain-resnet50 60 $FG explain torchvision:resnet50 --device cuda --quick-machine --max-time 3 --json "$OUT/explain_resnet50.json"
+# the CUDA prediction: per-op floors (roofline, host cost of a tiny op per family) with the
+# in-sequence scale and per-op cost fitted on the profile's chains, timed on the GPU
+for m in seed:ex2-deep torchvision:resnet18 torchvision:resnet50 torchvision:mobilenet_v2 torchvision:convnext_tiny; do
+  step "predict-${m#*:}" 45 $FG predict "$m" --device cuda --quick-machine --measure --max-time 2 \
+    --json "$OUT/predict_${m#*:}.json"
+done
 step variants 150 $FG variants torchvision:resnet18 --device cuda --try eager,bf16,fp16,channels_last,compile,compile-cudagraphs \
   --batch 1,32 --max-time 2 --json "$OUT/variants_resnet18.json"
 step unit-tests 90 $PY -m pytest -q -x -p no:cacheprovider tests/test_timing_timer.py tests/test_explain_join.py \

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write all rows and scores to this path")
     ap.add_argument("--passes", type=int, default=None,
                     help="interleaved timing passes over all models; a model's figure is the median of its "
-                         "pass medians (default 3; 1 with --quick)")
+                         "pass medians (default 5; 1 with --quick): this VM's slow spells last about as long as a "
+                         "pass, and often cover two passes in a row")
     ap.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
                     help="pinned (default): re-run this script with glibc's mmap/trim thresholds pinned, as the "
                          "machine profile is measured, so that no model pays per-call page faults that depend on "
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine profile ({prof.source}{', quick' if prof.quick else ''}, {len(prof.calibration)} calibration "
           f"cases): peak fp32 {prof.peak('float32') / 1e9:.0f} GFLOP/s, memory {prof.mem_bandwidth / 1e9:.1f} GB/s, "
           f"dispatch {prof.dispatch_overhead_s * 1e6:.2f} us; threads {torch.get_num_threads()}", flush=True)
-    passes = args.passes or (1 if args.quick else 3)
+    passes = args.passes or (1 if args.quick else 5)
     print(f"allocator: {args.allocator} {prof.allocator or ''}; {passes} interleaved timing pass(es)", flush=True)
     rows, models = [], []
     for spec in specs:

@@ -54,6 +54,39 @@ def test_cuda_family_overheads_are_the_floor_of_an_uncalibrated_prediction():
     assert d.op_overhead_s == {"matmul": 30e-6, "pointwise": 9e-6}
 
 
+def test_an_uncalibrated_profile_with_chains_fits_scale_and_per_op_cost_on_its_floors():
+    # CUDA profiles have chains but no calibration: T_chain = s x sum(floors) + c x ops
+    # (+ module calls x module overhead); the per-byte and cold-memory terms stay 0
+    from dataclasses import asdict
+
+    prof = MachineProfile.synthetic(peak=1e11, mem_bandwidth=1e10, cache_bandwidth=5e10, cache_bytes=100_000,
+                                    dispatch_overhead_s=5e-6, module_overhead_s=1e-6)
+    prof.op_overhead_s = {"matmul": 30e-6, "pointwise": 9e-6}
+    chains = []
+    # linears only, relus only, and both: the floor per op differs, so s and c separate
+    for i, (w, d, block) in enumerate(((64, 3, ("linear",)), (128, 6, ("relu",)), (256, 2, ("linear", "relu")),
+                                       (32, 4, ("linear", "relu")))):
+        net = nn.Sequential(*[nn.Linear(w, w) if k == "linear" else nn.ReLU() for _ in range(d) for k in block])
+        res = _meta_count(net, (1, w))
+        # every linear and relu at its family's floor (the 256x256 linear's roofline: 26 us)
+        floors = d * sum(30e-6 if k == "linear" else 9e-6 for k in block)
+        n = sum(1 for r in res.ops if not r.is_free)
+        calls = len(net) + 1
+        t = 1.25 * floors + 4e-6 * n + calls * 1e-6
+        chains.append({"label": f"c{i}", "ops": [asdict(r) for r in res.ops], "module_calls": calls,
+                       "seconds": t, "seconds_min": t})
+    prof.chains = chains
+    p = Predictor(prof)
+    assert not p.calibrated
+    assert p.scale == pytest.approx(1.25) and p.per_op_s == pytest.approx(4e-6)
+    assert p.per_byte_s == 0.0 and p.cold_memory_extra == 0.0
+    res = _meta_count(nn.Sequential(nn.Linear(100, 100), nn.ReLU()), (1, 100))
+    pred = predict(res, prof)
+    assert [o["method"] for o in pred.ops] == ["op overhead", "op overhead"]
+    assert pred.latency_s == pytest.approx(1.25 * 39e-6 + 2 * 4e-6 + 3 * 1e-6)
+    assert pred.scale == pytest.approx(1.25) and len(pred.chain_fit) == 4
+
+
 def _knn_sample(key, feats, flops, seconds, op="aten.linear.default"):
     return {"label": "x", "op": op, "key": key, "features": feats, "flops": flops, "bytes": 0, "seconds": seconds}
 
@@ -288,6 +321,30 @@ def test_pool_keys_carry_the_window_and_fall_back_to_the_nearest_calibrated_one(
     assert p.op_time(k3)[1] == "curve"
     t, method = p.op_time(k2)                                         # only the 3x3 window is calibrated
     assert method == "curve:" + key9 and t == pytest.approx(p._curve_time(key9, k2.bytes, 6.0))
+
+
+def test_stride_1_pools_have_their_own_key_and_fall_back_to_their_window():
+    s1 = _meta_count(nn.MaxPool2d(3, 1, 1), (1, 192, 28, 28)).kernel_ops[0]      # googlenet's branch pool
+    s2 = _meta_count(nn.MaxPool2d(3, 2, 1), (1, 192, 56, 56)).kernel_ops[0]      # same output map
+    ceil = _meta_count(nn.MaxPool2d(3, 2, ceil_mode=True), (1, 64, 112, 112)).kernel_ops[0]
+    assert op_key(s1) == f"{s1.op}:w9:s1" and op_key(s2) == op_key(ceil) == f"{s2.op}:w9"
+    assert s1.flops == s2.flops == 192 * 28 * 28 * 9                          # same window work
+    assert s1.bytes == 2 * 192 * 28 * 28 * 4 and s2.bytes == 5 * 192 * 28 * 28 * 4  # not the same bytes
+    curve = [(1e3, 1e-6), (1e7, 1e-3)]
+    cal = [{"label": "p", "op": s2.op, "key": k, "features": [0, 7.0], "flops": 0, "bytes": b, "seconds": t * f}
+           for k, f in ((f"{s2.op}:w9", 1.0), (f"{s2.op}:w9:s1", 4.0)) for b, t in curve]
+    p = Predictor(MachineProfile.synthetic(calibration=cal))
+    assert p.op_time(s1) == (pytest.approx(p._curve_time(f"{s1.op}:w9:s1", s1.bytes, 7.0)), "curve")
+    assert p.op_time(s2)[1] == "curve"
+    # at equal bytes the stride-1 pool costs its own curve's 4x, not the stride-2 one's
+    assert p._curve_time(f"{s1.op}:w9:s1", s1.bytes, 7.0) == pytest.approx(4 * p._curve_time(f"{s2.op}:w9",
+                                                                                              s1.bytes, 7.0))
+    # a profile calibrated before stride-1 cases: the stride-2 curve of the window, on bytes
+    old = Predictor(MachineProfile.synthetic(calibration=[c for c in cal if not c["key"].endswith(":s1")]))
+    assert old.op_time(s1) == (pytest.approx(old._curve_time(f"{s1.op}:w9", s1.bytes, 7.0)), f"curve:{s1.op}:w9")
+    # the stride class is preferred, not required: with only stride-1 cases a stride-2 pool uses them
+    only_s1 = Predictor(MachineProfile.synthetic(calibration=[c for c in cal if c["key"].endswith(":s1")]))
+    assert only_s1.op_time(s2)[1] == f"curve:{s1.op}:w9:s1"
 
 
 def test_ragged_depthwise_convs_have_their_own_key_with_a_fallback():

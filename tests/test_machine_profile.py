@@ -145,6 +145,22 @@ def test_calibration_quick_grid_and_samples():
     assert all(s["seconds"] > 0 for s in samples)
 
 
+def test_calibration_keeps_each_cases_fastest_block_over_both_passes(monkeypatch):
+    from flopgap.machine import _calibrate
+
+    subset = [c for c in calibration_cases(quick=True)
+              if c[0] in ("linear 1x8->8", "relu_ 256 c16", "conv 8->8 k1 s1 g1 @4")]
+    # pass 1: the conv in a slow spell (10 ms), pass 2: the linear in one; per case
+    # (conv, linear, relu) the blocks of each pass, in timing order
+    blocks = iter([[10e-3, 11e-3], [2e-6, 3e-6], [1e-6, 4e-6],      # pass 1
+                   [5e-6, 6e-6], [9e-3, 8e-3], [2e-6, 0.5e-6]])     # pass 2
+    monkeypatch.setattr(_calibrate, "time_call", lambda fn, **kw: np.array(next(blocks)))
+    samples = run_calibration(cases=subset, passes=2)
+    assert [s["seconds"] for s in samples] == [5e-6, 2e-6, 0.5e-6]
+    assert [s["seconds_median"] for s in samples] == pytest.approx([10.5e-3, 2.5e-6, 2.5e-6])  # pass 1's
+    assert next(blocks, None) is None                                          # 2 passes x 3 cases
+
+
 def _rec(op, family, shapes, dtypes, out):
     return OpRecord(0, op, "", family, "compute", shapes, dtypes, out, 0, 0, 0, 0)
 
@@ -226,3 +242,27 @@ def test_cuda_cache_bandwidth_is_l2_resident_and_beats_launches():
     # graph-replayed figure must beat it (it did by several times on an H100)
     plain = _profile._stream(working_set // 12, dev, 0.02)["triad"]
     assert fig.value > plain.value
+
+
+def test_chains_are_timed_in_interleaved_rounds_and_keep_the_median_of_all_blocks(monkeypatch):
+    from flopgap.machine import _calibrate
+
+    order, step = [], iter(range(1, 1000))
+
+    def fake_time_call(fn, *, min_run_time, min_blocks, **_):   # 2 blocks per call, known values
+        order.append(min_run_time)
+        k = next(step)
+        return np.array([k * 1e-3, k * 1e-3 + 1e-4])
+
+    monkeypatch.setattr(_calibrate, "time_call", fake_time_call)
+    n = len(_calibrate.chain_cases(quick=True))
+    out = _calibrate.run_chains(quick=True, rounds=3)
+    assert len(out) == n and len(order) == 3 * n
+    assert order == [pytest.approx(0.05 / 3)] * (3 * n)      # the burst split across the rounds
+    for i, c in enumerate(out):
+        # chain i got calls i+1, n+i+1, 2n+i+1 (all chains, then all again): median of its 6 blocks
+        ks = [i + 1, n + i + 1, 2 * n + i + 1]
+        blocks = [v for k in ks for v in (k * 1e-3, k * 1e-3 + 1e-4)]
+        assert c["seconds"] == pytest.approx(float(np.median(blocks)))
+        assert c["seconds_min"] == pytest.approx((i + 1) * 1e-3)
+        assert c["module_calls"] >= 1 and c["ops"]

@@ -151,6 +151,7 @@ def predict(
     input: InputOpt = None,
     batch: BatchOpt = None,
     kwargs: KwargsOpt = None,
+    device: DeviceOpt = "cpu",
     refresh_machine: RefreshOpt = False,
     quick_machine: QuickOpt = False,
     measure: Annotated[bool, typer.Option("--measure", help="also time the model (flopgap.timing.measure) and report the error")] = False,
@@ -162,10 +163,13 @@ def predict(
     from flopgap.count import count as run_count
     from flopgap.explain import predict as run_predict
     from flopgap.report.explain_view import render_prediction
+    from flopgap.timing import check_device
 
+    device = check_device(device, what="--device")
     loaded, _, tensors = load(model, input, batch, kwargs)
-    prof = _profile("cpu", refresh_machine, quick_machine)
-    result = run_count(loaded.module, tensors, model=loaded.spec)
+    prof = _profile(device, refresh_machine, quick_machine)
+    module, tensors = _on_device(loaded, tensors, device)
+    result = run_count(module, tensors, model=loaded.spec)
     pred = run_predict(result, prof)
     data = pred.to_dict()
     measured, interrupted = None, False
@@ -174,7 +178,7 @@ def predict(
 
         from flopgap.timing import measure as timing_measure
 
-        m = timing_measure(loaded.module, tensors, name=loaded.spec, max_time=max_time, precision=0.02)
+        m = timing_measure(module, tensors, name=loaded.spec, max_time=max_time, precision=0.02, device=device)
         measured, interrupted = m.median, m.interrupted
         known = math.isfinite(m.median) and m.median > 0  # Ctrl-C before any sample: no median
         data["measured_median_s"] = m.median if known else None
@@ -186,7 +190,7 @@ def predict(
         write_json(json_path, data)
     if html or db:
         keep("predict", loaded.spec, data, html=html, db=db,
-             config={"model": loaded.spec, "inputs": input, "batch": batch, "measure": measure})
+             config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure})
     if interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)

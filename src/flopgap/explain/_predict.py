@@ -58,7 +58,8 @@ from scipy.optimize import least_squares
 
 from flopgap.explain._roofline import classify, op_dtype
 from flopgap.machine._calibrate import COLD
-from flopgap.machine._features import RAGGED, WINDOW, channels, is_conv, op_features, op_key, pool_window, weight_bytes
+from flopgap.machine._features import (RAGGED, STRIDE1, WINDOW, channels, is_conv, op_features, op_key,
+                                       pool_keeps_size, pool_window, weight_bytes)
 
 __all__ = ["Prediction", "predict", "Predictor", "PREDICT_SCHEMA"]
 
@@ -148,7 +149,7 @@ class Predictor:
         self.view_s = (float(np.exp(np.median(np.concatenate([v[1] for v in flat.values()]))))
                        if flat is not None else None)
         self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra = 1.0, 0.0, 0.0, 0.0
-        self.chain_fit = self._fit_chains(profile.chains) if self.calibrated else []
+        self.chain_fit = self._fit_chains(profile.chains)
 
     def _fit_chains(self, chains: list[dict]) -> list[dict]:
         from flopgap.count import OpRecord
@@ -157,7 +158,7 @@ class Predictor:
         for ch in chains:
             recs = [OpRecord(**d) for d in ch["ops"]]
             cold = weights_are_cold(recs, self.profile)
-            times = [self.op_time(r, cold)[0] for r in recs]
+            times = [self.op_time(r, cold)[0] if self.calibrated else self.uncalibrated_time(r)[0] for r in recs]
             p = sum(times)
             m = sum(t for r, t in zip(recs, times) if is_memory_class(r)) if cold else 0.0
             n = sum(1 for r in recs if not r.is_free)
@@ -175,9 +176,10 @@ class Predictor:
             m_ = np.array([r[4] for r in rows])
             tg = np.maximum(np.array([r[5] for r in rows]), 1e-9)
             # each extra term needs one more chain (and, for the last, a cold chain with
-            # memory-class ops) to be told apart from the others
-            b_max = _PER_GB_MAX_S if len(rows) >= 3 else 0.0
-            e_max = _COLD_MEMORY_MAX if len(rows) >= 4 and m_.any() else 0.0
+            # memory-class ops) to be told apart from the others; without a calibration
+            # (CUDA) the per-op times are floors (roofline, host cost of a tiny op): s and c only
+            b_max = _PER_GB_MAX_S if len(rows) >= 3 and self.calibrated else 0.0
+            e_max = _COLD_MEMORY_MAX if len(rows) >= 4 and m_.any() and self.calibrated else 0.0
 
             def resid(x):  # relative error of each chain; c in us and b in s/GB for conditioning
                 return (x[0] * p_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ + x[3] * m_ - tg) / tg
@@ -241,8 +243,24 @@ class Predictor:
         if w is None:
             return None
         prefix = r.op + WINDOW
-        sizes = [int(k[len(prefix):]) for k in self.curves if k.startswith(prefix)]
-        return f"{prefix}{min(sizes, key=lambda s: abs(math.log(s / w)))}" if sizes else None
+        keys = [k for k in self.curves if k.startswith(prefix)]
+        # the same stride class when calibrated (a profile without stride-1 cases: the others)
+        same = [k for k in keys if k.endswith(STRIDE1) == pool_keeps_size(r)] or keys
+        if not same:
+            return None
+        return min(same, key=lambda k: abs(math.log(int(k[len(prefix):].split(":")[0]) / w)))
+
+    def uncalibrated_time(self, r) -> tuple[float, str]:
+        """(seconds, method) of an op on a profile without calibration (CUDA, synthetic):
+        the roofline, floored by the host's measured cost of a tiny op of its family
+        (CUDA: ``op_overhead_s``); free ops their roofline (0)."""
+        roof = 0.0 if r.is_free else classify(r.flops, r.bytes, self.profile, op_dtype(r)).time
+        if r.is_free:
+            return roof, "free"
+        floor = self.profile.op_overhead_s.get(r.family, 0.0)
+        if floor > roof:
+            return floor, "op overhead"   # CUDA: the host's cost per op
+        return roof, "roofline"
 
     def op_time(self, r, cold_weights: bool = False) -> tuple[float, str]:
         """(seconds, method) for one count record; ``cold_weights``: the model's weights
@@ -348,15 +366,14 @@ def predict(count_result, profile) -> Prediction:
         faults = fault_s(r, profile)
         if pred.calibrated:
             t, method = pred.op_time(r, cold)
-            extra = pred.cold_memory_extra * t if cold and is_memory_class(r) else 0.0
-            t = (pred.scale * t + extra + (0.0 if r.is_free else pred.per_op_s) + pred.per_byte_s * handoff_bytes(r)
-                 + faults)
-        elif r.is_free:
-            t, method = roof + faults, "free"
-        elif r.family in profile.op_overhead_s and profile.op_overhead_s[r.family] > roof:
-            t, method = profile.op_overhead_s[r.family] + faults, "op overhead"   # CUDA: the host's cost per op
         else:
-            t, method = roof + faults, "roofline"
+            t, method = pred.uncalibrated_time(r)
+        if not r.is_free:  # the in-sequence terms (identity without chains: s = 1, c = b = e = 0)
+            extra = pred.cold_memory_extra * t if cold and is_memory_class(r) else 0.0
+            t = pred.scale * t + extra + pred.per_op_s + pred.per_byte_s * handoff_bytes(r)
+        elif pred.calibrated:
+            t = pred.scale * t
+        t += faults
         total += t
         roof_total += roof
         ops.append({"index": r.index, "op": r.op, "module": r.module, "key": op_key(r), "method": method,

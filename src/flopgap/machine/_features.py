@@ -97,7 +97,7 @@ def op_key(r) -> str:
         return "matmul:int8"
     w = pool_window(r)
     if w is not None:
-        return f"{r.op}{WINDOW}{w}"
+        return f"{r.op}{WINDOW}{w}" + (STRIDE1 if pool_keeps_size(r) else "")
     return r.op
 
 
@@ -106,6 +106,7 @@ RAGGED = ":ragged"  # a depthwise conv whose channels are not a multiple of SIMD
 # on this AVX-512 EPYC such convs (58, 72, 88, 116 channels) ran 1.2-1.7x slower than the
 # rate of their aligned neighbours (64, 96, 144) predicted, so they have their own cases
 WINDOW = ":w"  # key suffix of a windowed pool: elements per window (a 2x2 max pool: ":w4")
+STRIDE1 = ":s1"  # ... and of one whose output keeps its input's size (stride 1, "same" padding)
 
 
 def pool_window(r) -> int | None:
@@ -119,6 +120,18 @@ def pool_window(r) -> int | None:
         return None
     n = math.prod(shape)
     return round(r.flops / n) if n else None
+
+
+def pool_keeps_size(r) -> bool:
+    """A windowed pool whose output map is its input's (stride 1, as GoogLeNet's
+    inception branches): per byte it does 4x the window work of a stride-2 pool (it reads
+    each input once per output, a stride-2 one four inputs per output); on the stride-2
+    curve, googlenet's 3x3 stride-1 max pools were predicted at 0.5x their time (192
+    channels at 28x28: 1,358 us alone, 666 us predicted)."""
+    if not r.input_shapes or not r.output_shapes or not r.input_shapes[0] or not r.output_shapes[0]:
+        return False
+    a, b = r.input_shapes[0], r.output_shapes[0]
+    return len(a) >= 3 and len(a) == len(b) and list(a[-2:]) == list(b[-2:])
 
 
 def op_features(r) -> list[float]:

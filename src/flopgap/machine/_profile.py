@@ -436,7 +436,7 @@ def measure_profile(device=None, *, quick: bool = False,
     competing.append(_others_running())
     calibration = run_calibration(quick=quick, progress=progress) if dev.type == "cpu" else []
     competing.append(_others_running())
-    chains = run_chains(quick=quick, progress=progress) if dev.type == "cpu" else []
+    chains = run_chains(quick=quick, progress=progress, device=dev)
     competing.append(_others_running())
     return MachineProfile(
         fingerprint=fp, peak_flops=peaks, mem_bandwidth=main["triad"].max,

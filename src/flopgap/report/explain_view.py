@@ -147,8 +147,12 @@ def render_prediction(pred, console: Console, measured: float | None = None, int
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
                   f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
                   + (f", memory-class ops +{pred.cold_memory_extra:.0%} in this cold model" if pred.cold_memory_extra
-                     and pred.cold else "") + ")"
-                  + ("" if pred.calibrated else "  [yellow]no calibration: roofline only[/yellow]"))
+                     and pred.cold else "")
+                  + ")"
+                  + ("" if pred.calibrated else
+                     "  [yellow]no calibration: per-op floors (roofline, or the host's cost of a tiny op of the "
+                     "family) with the chain fit[/yellow]" if pred.chain_fit else
+                     "  [yellow]no calibration, no chains: per-op floors only (roofline, host cost per op)[/yellow]"))
     if measured is not None and math.isfinite(measured) and measured > 0:
         console.print(f"measured median {fmt_seconds(measured)}, error {pct(pred.latency_s / measured - 1.0, 1)}")
     if interrupted:
