@@ -10,13 +10,14 @@
 # --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
 # sqlalchemy==2.1.9` and carry .whl, which .git/info/exclude keeps out of the repo). Each step
 # has its own time limit so one hang cannot eat the device lease. Everything lands in
-# $OUT: log.txt (all output) and the JSON results of each CLI step. Steps:
+# $OUT/cuda_check.tgz: log.txt (all output) and the JSON results of each CLI step. Steps:
 #   0. environment (GPU, torch, driver)
 #   1. flopgap time on CUDA (resnet18, the seed's ex2-deep)
 #   2. flopgap's timer interleaved with torch.utils.benchmark and a bare CUDA-event loop
 #   3. flopgap machine --device cuda --quick (peak FLOP/s per dtype, bandwidth, launch latency)
 #   4. flopgap explain on CUDA: kernel launches counted, GPU busy vs idle, classes, findings
 #   5. flopgap predict --device cuda --measure on five models
+#   5b. (fullmachine, fullpredict) the full CUDA profile, and predict --measure on six models, twice each
 #   6. flopgap variants on CUDA: bf16, fp16, channels_last, compile, compile-cudagraphs
 #   7. the unit tests of the timer, the profiler join and the machine profile, with CUDA present
 set -u
@@ -85,8 +86,22 @@ for m in seed:ex2-deep torchvision:resnet18 torchvision:resnet50 torchvision:mob
   step "predict-${m#*:}" 45 $FG predict "$m" --device cuda --quick-machine --measure --max-time 2 \
     --json "$OUT/predict_${m#*:}.json"
 done
+# the full CUDA profile (18 chains in 3 rounds, larger micro-benchmarks), then each model
+# predicted and measured in two processes per model, in two interleaved rounds: the host's
+# speed moves between processes (resnet18: 1.74 and 2.77 ms in two processes of session 4)
+step fullmachine 150 $FG machine --device cuda --refresh --json "$OUT/machine_full.json"
+for r in 1 2; do
+  for m in seed:ex2-deep torchvision:resnet18 torchvision:resnet50 torchvision:mobilenet_v2 \
+           torchvision:convnext_tiny torchvision:efficientnet_b0; do
+    step "fullpredict-${m#*:}-$r" 45 $FG predict "$m" --device cuda --measure --max-time 2 \
+      --json "$OUT/fullpredict_${m#*:}_$r.json"
+  done
+done
 step variants 150 $FG variants torchvision:resnet18 --device cuda --try eager,bf16,fp16,channels_last,compile,compile-cudagraphs \
   --batch 1,32 --max-time 2 --json "$OUT/variants_resnet18.json"
 step unit-tests 90 $PY -m pytest -q -x -p no:cacheprovider tests/test_timing_timer.py tests/test_explain_join.py \
   tests/test_machine_profile.py tests/test_explain_predict.py tests/test_explain_roofline.py
 echo "done $(date -u +%H:%M:%S)" | tee -a "$LOG"
+# one archive: the device tool brings back a limited number of files (session 4 lost the
+# log, the full profile and four predictions to that limit)
+(cd "$OUT" && tar czf /tmp/cuda_check.tgz . && find . -mindepth 1 -delete && mv /tmp/cuda_check.tgz .)

@@ -101,6 +101,14 @@ def _conv_shapes() -> Iterator[tuple]:
     for cin, cout, hw, k in [(3, 64, 224, 7), (3, 32, 224, 3), (3, 16, 224, 3), (3, 24, 224, 3),
                              (64, 64, 56, 3), (128, 128, 28, 3), (256, 256, 14, 3), (32, 64, 112, 3)]:
         yield 1, cin, cout, hw, k, 2
+    # 1x1 convs at stride 2: the shortcut projections of ResNet and RegNet blocks. oneDNN
+    # subsamples the input first; with no such case, their nearest neighbours (1x1 at
+    # stride 1, 3x3 at stride 2) put a 64->160 one at 28x28 at 27 us, a third of its 81 us
+    for cin, cout in [(16, 32), (32, 64), (64, 128), (128, 256), (256, 512), (512, 1024), (1024, 2048),
+                      (64, 256), (48, 104), (104, 208), (208, 440), (64, 160), (160, 400), (128, 288), (288, 672)]:
+        for hw in (14, 28, 56, 112):
+            if 2e4 <= cin * hw * hw <= 3.3e6 and 2 * cin * cout * (hw // 2) ** 2 <= 5e8:
+                yield 1, cin, cout, hw, 1, 2
     for c in (16, 64, 240, 576, 960):               # squeeze-excitation: 1x1 convs on a 1x1 map
         yield 1, c, max(c // 4, 8), 1, 1
         yield 1, max(c // 4, 8), c, 1, 1
