@@ -266,3 +266,26 @@ def test_chains_are_timed_in_interleaved_rounds_and_keep_the_median_of_all_block
         assert c["seconds"] == pytest.approx(float(np.median(blocks)))
         assert c["seconds_min"] == pytest.approx((i + 1) * 1e-3)
         assert c["module_calls"] >= 1 and c["ops"]
+
+
+def test_chain_rounds_can_be_spread_over_the_calibration_passes(monkeypatch):
+    # the profile times a round of chains before the grid and after each of its passes
+    from flopgap.machine import _calibrate
+
+    log = []
+
+    def fake_time_call(fn, *, min_run_time, min_blocks, sync=None, **_):
+        log.append("chain" if min_run_time == pytest.approx(0.05 / 3) else "case")
+        return np.array([len(log) * 1e-6])
+
+    monkeypatch.setattr(_calibrate, "time_call", fake_time_call)
+    subset = [c for c in calibration_cases(quick=True) if c[0] in ("linear 1x8->8", "relu_ 256 c16")]
+    timer = _calibrate.ChainTimer(quick=True)
+    n = len(_calibrate.chain_cases(quick=True))
+    timer.time_round()
+    run_calibration(cases=subset, passes=2, after_pass=lambda p: timer.time_round())
+    assert log == ["chain"] * n + ["case"] * 2 + ["chain"] * n + ["case"] * 2 + ["chain"] * n
+    chains = timer.results()
+    assert all(c["rounds"] == 3 for c in chains)
+    # chain 0 was timed at calls 1, n+3 and 2n+5: its median is the middle one
+    assert chains[0]["seconds"] == pytest.approx((n + 3) * 1e-6) and chains[0]["seconds_min"] == pytest.approx(1e-6)

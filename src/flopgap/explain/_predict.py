@@ -37,8 +37,8 @@ disturbed by another process does not drag the fit; 1 <= s <= 4, 0 <= c <= 50 us
 0 <= b <= 1 s/GB) on the profile's synthetic chains:
 T_chain - module calls x module_overhead = s * sum(t) + c * ops + b * sum(A) + e * sum(t of
 memory-class ops, in cold chains only), 0 <= e <= 4
-(T_chain: the chain's median timed block, as a model is scored by its median; the
-single-op cases use their fastest block). ``b`` is the cost
+(T_chain: the chain's median in its least-disturbed round, as a model is scored by its
+median in its least-disturbed pass; the single-op cases use their fastest block). ``b`` is the cost
 of handing data from op to op: an op repeated alone finds its input in its own
 threads' caches, in a model the input was just written by another op, partitioned
 across the threads another way. With fewer than 4 chains, or no cold chain with
@@ -163,10 +163,12 @@ class Predictor:
             m = sum(t for r, t in zip(recs, times) if is_memory_class(r)) if cold else 0.0
             n = sum(1 for r in recs if not r.is_free)
             a = sum(handoff_bytes(r) for r in recs)
-            # the chain's median, as a model is scored by its median: the in-sequence terms
-            # then carry typical sequence cost over the single ops' fastest blocks (three
-            # runs re-scored: 57/37/33% within +-10% with the fastest block, 63/40/37% so)
-            t = ch["seconds"]
+            # the chain's median in its least-disturbed round (its median over all blocks
+            # for a profile timed in one round): a model is scored by its median in its
+            # least-disturbed pass, and the single ops by their fastest block, so that all
+            # three describe this machine undisturbed (see docs/explain.md)
+            rounds = ch.get("round_seconds") or []
+            t = min(rounds) if len(rounds) >= 2 else ch["seconds"]
             target = t - ch["module_calls"] * self.profile.module_overhead_s
             rows.append((ch["label"], p, n, a, m, target, t))
         if len(rows) >= 2:

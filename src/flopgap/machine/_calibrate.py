@@ -262,7 +262,8 @@ CALIBRATION_PASSES = 2
 
 
 def run_calibration(quick: bool = False, progress: Callable[[int, int, str], None] | None = None,
-                    cases: list[Case] | None = None, passes: int | None = None) -> list[dict]:
+                    cases: list[Case] | None = None, passes: int | None = None,
+                    after_pass: Callable[[int], None] | None = None) -> list[dict]:
     """Count and time every case (default: :func:`calibration_cases`); one sample dict
     per case (op, key, features, flops, bytes, seconds per call).
 
@@ -274,6 +275,8 @@ def run_calibration(quick: bool = False, progress: Callable[[int, int, str], Non
     and each case keeps its fastest block of all: a slow spell can outlast every block of
     one case (two full profiles ten minutes apart: 5% of their 1,603 cases differed by
     more than 1.7x, one 1x1 conv by 9.6x, 105 against 1,010 us), rarely both passes.
+    ``after_pass(p)`` is called after pass ``p`` (the profile times a round of its chains
+    there).
     """
     from flopgap.count import count
 
@@ -315,6 +318,8 @@ def run_calibration(quick: bool = False, progress: Callable[[int, int, str], Non
                             "flops": rec.flops, "bytes": rec.bytes, "ops": len(ops),
                             "per_channel": _per_channel(label), "cold": label.endswith(COLD),
                             "seconds": float(times.min()), "seconds_median": float(np.median(times))})
+        if after_pass is not None:
+            after_pass(p)
     return samples
 
 
@@ -488,44 +493,70 @@ def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Mo
 CHAIN_ROUNDS = 3
 
 
+class ChainTimer:
+    """The synthetic chains, counted once, timed in rounds that the caller may spread
+    over time (``time_round``), and their results (``results``). On a CUDA ``device``
+    each call is synchronised, so a chain's time is the host's issue time or the GPU's
+    work, whichever is longer.
+
+    ``seconds`` is the median over all of a chain's blocks of all rounds: on a shared
+    host the speed of op sequences moves within a minute (a bottleneck chain took
+    0.74 ms, then 0.51 ms one round later), and one burst per chain fits the in-sequence
+    terms to whichever spell it fell in. The machine profile spreads its rounds over
+    the calibration grid (before, between and after its passes, minutes apart): in a
+    profile whose three rounds ran back to back in one slow spell, the chains later ran
+    0.75x their profile time and every model was over-predicted, vgg11 by 15%."""
+
+    def __init__(self, quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
+                 device: str | torch.device = "cpu", burst_s: float | None = None):
+        from dataclasses import asdict
+
+        from flopgap.count import count
+
+        dev = torch.device(device)
+        self._sync = torch.cuda.synchronize if dev.type == "cuda" else None
+        self.burst_s = burst_s if burst_s is not None else (0.05 if quick else 0.2) / CHAIN_ROUNDS
+        cases = chain_cases(quick)
+        self._built, self._rows = [], []
+        for i, (label, build) in enumerate(cases):
+            if progress is not None:
+                progress(i, len(cases), label)
+            module, inputs = build()
+            if dev.type != "cpu":
+                module, inputs = module.to(dev), tuple(t.to(dev) for t in inputs)
+            with torch.inference_mode():
+                res = count(module, inputs, model=label)
+            self._built.append((module, inputs))
+            self._rows.append({"label": label, "ops": [asdict(r) for r in res.ops],
+                               "module_calls": sum(1 for m in res.modules if m.ops_all > 0), "blocks": []})
+        self.rounds = 0
+
+    def time_round(self) -> None:
+        """Time every chain once (one burst of ``burst_s`` each)."""
+        for row, (module, inputs) in zip(self._rows, self._built):
+            row["blocks"].append(time_call(lambda: module(*inputs), min_run_time=self.burst_s, min_blocks=1,
+                                           sync=self._sync).tolist())
+        self.rounds += 1
+
+    def results(self) -> list[dict]:
+        """Per chain: ``seconds`` (median of all blocks), ``seconds_min`` (fastest block) and
+        ``round_seconds`` (each round's median, in order)."""
+        out = []
+        for row in self._rows:
+            times = np.concatenate([np.asarray(b) for b in row["blocks"]])
+            out.append({k: v for k, v in row.items() if k != "blocks"}
+                       | {"seconds": float(np.median(times)), "seconds_min": float(times.min()),
+                          "round_seconds": [float(np.median(b)) for b in row["blocks"]], "rounds": self.rounds})
+        return out
+
+
 def run_chains(quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
                rounds: int | None = None, device: str | torch.device = "cpu") -> list[dict]:
-    """Count and time each synthetic chain: its op records (as dicts), module calls and
-    median seconds per call (a model is timed by its median). On a CUDA ``device`` each
-    call is synchronised, so a chain's time is the host's issue time or the GPU's work,
-    whichever is longer.
-
-    The chains are timed in ``rounds`` interleaved rounds (all chains, then all again
-    ...), and ``seconds`` is the median over all of a chain's blocks: on a shared host
-    the speed of op sequences moves within a minute (a bottleneck chain took 0.74 ms, then
-    0.51 ms one round later), and one burst per chain would fit the in-sequence terms to
-    whichever spell each chain fell in."""
-    from dataclasses import asdict
-
-    from flopgap.count import count
-
+    """Count and time each synthetic chain (:class:`ChainTimer`) in ``rounds`` rounds back
+    to back (default 3; 1 when ``quick``): its op records (as dicts), module calls and
+    median seconds per call (a model is timed by its median)."""
     rounds = rounds or (1 if quick else CHAIN_ROUNDS)
-    dev = torch.device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    cases = chain_cases(quick)
-    built, out = [], []
-    for i, (label, build) in enumerate(cases):
-        if progress is not None:
-            progress(i, len(cases), label)
-        module, inputs = build()
-        if dev.type != "cpu":
-            module, inputs = module.to(dev), tuple(t.to(dev) for t in inputs)
-        with torch.inference_mode():
-            res = count(module, inputs, model=label)
-        built.append((module, inputs))
-        out.append({"label": label, "ops": [asdict(r) for r in res.ops],
-                    "module_calls": sum(1 for m in res.modules if m.ops_all > 0), "blocks": []})
-    burst = (0.05 if quick else 0.2) / rounds
+    timer = ChainTimer(quick, progress, device=device, burst_s=(0.05 if quick else 0.2) / rounds)
     for _ in range(rounds):
-        for row, (module, inputs) in zip(out, built):
-            row["blocks"].extend(time_call(lambda: module(*inputs), min_run_time=burst, min_blocks=1,
-                                           sync=sync).tolist())
-    for row in out:
-        times = np.asarray(row.pop("blocks"))
-        row["seconds"], row["seconds_min"] = float(np.median(times)), float(times.min())
-    return out
+        timer.time_round()
+    return timer.results()

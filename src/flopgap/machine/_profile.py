@@ -384,7 +384,7 @@ def measure_profile(device=None, *, quick: bool = False,
                     progress: Callable[[int, int, str], None] | None = None) -> MachineProfile:
     """Run every micro-benchmark now (no cache). ``quick`` uses smaller arrays, shorter
     runs and a quarter of the calibration grid (seconds instead of a minute)."""
-    from flopgap.machine._calibrate import run_calibration, run_chains
+    from flopgap.machine._calibrate import ChainTimer, run_calibration, run_chains
 
     dev = _device(device)
     t0 = time.perf_counter()
@@ -434,9 +434,19 @@ def measure_profile(device=None, *, quick: bool = False,
             spreads[f"op_overhead_s.{fam}"] = f.to_dict()
             op_overhead[fam] = f.value
     competing.append(_others_running())
-    calibration = run_calibration(quick=quick, progress=progress) if dev.type == "cpu" else []
-    competing.append(_others_running())
-    chains = run_chains(quick=quick, progress=progress, device=dev)
+    if dev.type == "cpu":
+        # the chains' rounds spread over the grid: one before it and one after each pass
+        timer = ChainTimer(quick, progress)
+        timer.time_round()
+        def after_pass(_p: int) -> None:
+            timer.time_round()
+            competing.append(_others_running())
+
+        calibration = run_calibration(quick=quick, progress=progress, after_pass=after_pass)
+        chains = timer.results()
+    else:
+        calibration = []
+        chains = run_chains(quick=quick, progress=progress, device=dev)
     competing.append(_others_running())
     return MachineProfile(
         fingerprint=fp, peak_flops=peaks, mem_bandwidth=main["triad"].max,
