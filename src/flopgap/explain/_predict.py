@@ -370,11 +370,13 @@ def predict(count_result, profile) -> Prediction:
             t, method = pred.op_time(r, cold)
         else:
             t, method = pred.uncalibrated_time(r)
-        if not r.is_free:  # the in-sequence terms (identity without chains: s = 1, c = b = e = 0)
+        # the in-sequence terms (identity without chains: s = 1, c = b = e = 0); a free op
+        # (a view: its dispatch only) is scaled, nothing more
+        if r.is_free:
+            t = pred.scale * t
+        else:
             extra = pred.cold_memory_extra * t if cold and is_memory_class(r) else 0.0
             t = pred.scale * t + extra + pred.per_op_s + pred.per_byte_s * handoff_bytes(r)
-        elif pred.calibrated:
-            t = pred.scale * t
         t += faults
         total += t
         roof_total += roof

@@ -282,42 +282,47 @@ def run_calibration(quick: bool = False, progress: Callable[[int, int, str], Non
 
     cases = calibration_cases(quick) if cases is None else cases
     passes = passes or (1 if quick else CALIBRATION_PASSES)
-    samples: list[dict] = []
-    timed: dict[int, int] = {}  # case index -> its sample's index
     min_run = 0.004 if quick else 0.01
-    total = len(cases) * passes
-    for p in range(passes):
-        for i, (label, build) in enumerate(cases):
-            if p and i not in timed:  # a case with no op to time
-                continue
+
+    def build(i: int):
+        with warnings.catch_warnings():  # deprecation notes of quantized ops: not our user's concern
+            warnings.simplefilter("ignore")
+            return cases[i][1]()
+
+    def time_case(fn, inputs) -> np.ndarray:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            fn(*inputs)
+            once = time.perf_counter() - t0
+        # enough blocks that the fastest one is likely undisturbed: >= ~8 for slow ops
+        return time_call(lambda: fn(*inputs), min_run_time=min(max(min_run, 8 * once), 0.15), min_blocks=1)
+
+    samples: list[dict] = []
+    timed: list[int] = []  # the case index of each sample (cases with no op to time have none)
+    for i, (label, _) in enumerate(cases):
+        if progress is not None:
+            progress(i, len(cases) * passes, label)
+        fn, inputs = build(i)
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            res = count(_Call(fn), inputs, model=label)
+        ops = res.kernel_ops or [r for r in res.ops]
+        if not ops:
+            continue
+        rec = max(ops, key=lambda r: (r.flops, r.bytes))  # the op that did the work
+        times = time_case(fn, inputs)
+        timed.append(i)
+        samples.append({"label": label, "op": rec.op, "key": op_key(rec), "features": op_features(rec),
+                        "flops": rec.flops, "bytes": rec.bytes, "ops": len(ops),
+                        "per_channel": _per_channel(label), "cold": label.endswith(COLD),
+                        "seconds": float(times.min()), "seconds_median": float(np.median(times))})
+    if after_pass is not None:
+        after_pass(0)
+    for p in range(1, passes):
+        for s, i in zip(samples, timed):
             if progress is not None:
-                progress(p * len(cases) + i, total, label)
-            with warnings.catch_warnings():  # deprecation notes of quantized ops: not our user's concern
-                warnings.simplefilter("ignore")
-                fn, inputs = build()
-                if not p:
-                    with torch.inference_mode():
-                        res = count(_Call(fn), inputs, model=label)
-            if not p:
-                ops = res.kernel_ops or [r for r in res.ops]
-                if not ops:
-                    continue
-                rec = max(ops, key=lambda r: (r.flops, r.bytes))  # the op that did the work
-            with torch.inference_mode():
-                t0 = time.perf_counter()
-                fn(*inputs)
-                once = time.perf_counter() - t0
-            # enough blocks that the fastest one is likely undisturbed: >= ~8 for slow ops
-            times = time_call(lambda: fn(*inputs), min_run_time=min(max(min_run, 8 * once), 0.15), min_blocks=1)
-            if p:
-                s = samples[timed[i]]
-                s["seconds"] = min(s["seconds"], float(times.min()))
-                continue
-            timed[i] = len(samples)
-            samples.append({"label": label, "op": rec.op, "key": op_key(rec), "features": op_features(rec),
-                            "flops": rec.flops, "bytes": rec.bytes, "ops": len(ops),
-                            "per_channel": _per_channel(label), "cold": label.endswith(COLD),
-                            "seconds": float(times.min()), "seconds_median": float(np.median(times))})
+                progress(p * len(cases) + i, len(cases) * passes, s["label"])
+            s["seconds"] = min(s["seconds"], float(time_case(*build(i)).min()))
         if after_pass is not None:
             after_pass(p)
     return samples
