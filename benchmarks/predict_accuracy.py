@@ -77,12 +77,12 @@ def _chain_drift(prof) -> dict | None:
     their profile medians: on a shared VM the speed of op *sequences* moves by 5-40%
     over minutes while single ops do not, and a profile timed in one state predicts
     models timed in another badly. A diagnostic only: the prediction never uses it."""
-    from flopgap.machine._calibrate import run_chains
+    from flopgap.machine._calibrate import chain_reference_s, run_chains
 
     if not prof.chains:
         return None
     # against what the fit used: a chain's median in its least-disturbed round of the profile
-    then = {c["label"]: min(c.get("round_seconds") or [c["seconds"]]) for c in prof.chains}
+    then = {c["label"]: chain_reference_s(c) for c in prof.chains}
     now = {c["label"]: c["seconds"] for c in run_chains(quick=prof.quick)}
     ratios = [now[k] / then[k] for k in then if k in now and then[k] > 0]
     if not ratios:
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, s in scores_median.items():
         print(f"{k:16s} {s['within_10']:6.0%} {s['within_25']:6.0%} {s['median_abs_error']:9.1%} "
               f"{s['rho_all']:8.3f} {s['rho_small']:10.3f}")
-    moved = [d for d in drift if d and abs(d["median"] - 1.0) > DRIFT_WARN]
+    moved = [d for d in drift if d and not _calm(d)]
     if moved:
         per_pass = ", ".join(f"{d['median']:.2f}x" for d in drift if d)
         print(f"warning: the machine's speed for op sequences moved between the profile and the timing passes "

@@ -57,7 +57,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine._calibrate import COLD
+from flopgap.machine._calibrate import COLD, chain_reference_s
 from flopgap.machine._features import (RAGGED, STRIDE1, WINDOW, channels, is_conv, op_features, op_key,
                                        pool_keeps_size, pool_window, weight_bytes)
 
@@ -167,8 +167,7 @@ class Predictor:
             # for a profile timed in one round): a model is scored by its median in its
             # least-disturbed pass, and the single ops by their fastest block, so that all
             # three describe this machine undisturbed (see docs/explain.md)
-            rounds = ch.get("round_seconds") or []
-            t = min(rounds) if len(rounds) >= 2 else ch["seconds"]
+            t = chain_reference_s(ch)
             target = t - ch["module_calls"] * self.profile.module_overhead_s
             rows.append((ch["label"], p, n, a, m, target, t))
         if len(rows) >= 2:

@@ -555,6 +555,13 @@ class ChainTimer:
         return out
 
 
+def chain_reference_s(chain: dict) -> float:
+    """A profiled chain's time as the in-sequence fit uses it: its median in its
+    least-disturbed round (its median over all blocks when it was timed in one round)."""
+    rounds = chain.get("round_seconds") or []
+    return min(rounds) if len(rounds) >= 2 else chain["seconds"]
+
+
 def run_chains(quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
                rounds: int | None = None, device: str | torch.device = "cpu") -> list[dict]:
     """Count and time each synthetic chain (:class:`ChainTimer`) in ``rounds`` rounds back

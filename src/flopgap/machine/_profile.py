@@ -438,6 +438,7 @@ def measure_profile(device=None, *, quick: bool = False,
         # the chains' rounds spread over the grid: one before it and one after each pass
         timer = ChainTimer(quick, progress)
         timer.time_round()
+
         def after_pass(_p: int) -> None:
             timer.time_round()
             competing.append(_others_running())
