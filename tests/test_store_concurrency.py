@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from flopgap.store import Store
+from flopgap.store import SCHEMA_VERSION, Store
 
 WRITER = textwrap.dedent("""
     import sys
@@ -63,4 +63,4 @@ def test_two_processes_creating_a_fresh_store(tmp_path):
         assert p.returncode == 0, err
     s = Store(url)
     assert sorted(r.measurements for r in s.runs()) == [50, 50]
-    assert s.schema_version() == 1
+    assert s.schema_version() == SCHEMA_VERSION

@@ -92,7 +92,7 @@ def test_schema_version_indexes_and_wal(store, tmp_path):
     assert names["ix_measurements_run"] == ["run_id"]
     assert {ix["name"] for ix in insp.get_indexes("runs")} >= {"ix_runs_kind_config", "ix_runs_machine"}
     uniques = insp.get_unique_constraints("measurements")
-    assert any(u["column_names"] == ["run_id", "model", "kind", "key"] for u in uniques)
+    assert any(u["column_names"] == ["run_id", "model", "kind", "key", "target"] for u in uniques)
     with sqlite3.connect(tmp_path / "r.db") as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

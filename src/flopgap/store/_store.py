@@ -16,18 +16,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import create_engine, event, func, insert, inspect, select, update
+from sqlalchemy import create_engine, event, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from flopgap._json import jsonable as _jsonable  # one JSON rule for files and the store
 from flopgap.errors import FlopgapError, UsageError
+from flopgap.store._claims import ClaimsMixin
 from flopgap.store._schema import MIGRATIONS, SCHEMA_VERSION, measurements, meta, runs
 
 __all__ = ["Store", "RunInfo", "StoredMeasurement", "DEFAULT_URL", "config_hash", "machine_fingerprint"]
 
 DEFAULT_URL = "sqlite:///flopgap.db"
 _BUSY_TIMEOUT_MS = 60_000  # a second writer waits up to a minute for the lock
+_MIGRATION_LOCK = 0x666C6F70  # PostgreSQL advisory lock id ("flop") that serialises migrations
 _VOLATILE = ("time", "date", "load", "pid", "uptime", "free", "available", "temperature", "timestamp")
 RUN_STATUSES = ("running", "finished", "interrupted", "incomplete", "failed")
 
@@ -79,12 +81,18 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class StoredMeasurement:
+    """One stored row. ``target`` is the kind of machine it was measured for (a
+    ``--machines`` label; ``''`` on one machine), ``machine_fingerprint`` the machine
+    that measured it."""
+
     run_id: int
     model: str
     kind: str
     key: str
     payload: Any
     created: str = field(compare=False, default="")
+    target: str = ""
+    machine_fingerprint: str = field(compare=False, default="")
 
 
 def _normalize_url(url: str | None) -> str:
@@ -127,7 +135,7 @@ def _retry_locked(statement, budget_s: float = _BUSY_TIMEOUT_MS / 1000) -> None:
             time.sleep(0.02)
 
 
-class Store:
+class Store(ClaimsMixin):
     """A results store at a SQLAlchemy URL (``sqlite:///flopgap.db`` by default).
 
     ``Store(url)`` opens (creating and migrating as needed; ``create=False`` refuses a
@@ -184,6 +192,8 @@ class Store:
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # many nodes may open a fresh store at once
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             meta.create(conn, checkfirst=True)
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
             current = int(row[0]) if row else 0
@@ -301,16 +311,19 @@ class Store:
 
     # ------------------------------------------------------------ measurements
     def put(self, run_id: int, model: str, kind: str, payload: Any, *, key: str = "",
-            on_conflict: str = "error") -> bool:
+            on_conflict: str = "error", target: str = "", machine: str = "") -> bool:
         """Store one measurement in its own transaction; True if a row was written.
 
-        ``(run_id, model, kind, key)`` is unique. On a conflict ``on_conflict`` decides:
-        ``error`` raises :class:`FlopgapError`, ``skip`` keeps the stored row (returns
-        False), ``replace`` overwrites it.
+        ``(run_id, model, kind, key, target)`` is unique. On a conflict ``on_conflict``
+        decides: ``error`` raises :class:`FlopgapError`, ``skip`` keeps the stored row
+        (returns False), ``replace`` overwrites it. ``machine`` is the fingerprint of the
+        machine that measured it (default: the run's).
         """
         if on_conflict not in ("error", "skip", "replace"):
             raise ValueError(f"on_conflict must be error, skip or replace, got {on_conflict!r}")
-        values = dict(run_id=run_id, model=model, kind=kind, key=key, payload=_jsonable(payload), created=_now())
+        fp = machine or select(runs.c.machine_fingerprint).where(runs.c.id == run_id).scalar_subquery()
+        values = dict(run_id=run_id, model=model, kind=kind, key=key, target=target, machine_fingerprint=fp,
+                      payload=_jsonable(payload), created=_now())
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(measurements).values(**values))
@@ -328,25 +341,28 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(measurements).where(
                 measurements.c.run_id == run_id, measurements.c.model == model,
-                measurements.c.kind == kind, measurements.c.key == key,
-            ).values(payload=values["payload"], created=values["created"]))
+                measurements.c.kind == kind, measurements.c.key == key, measurements.c.target == target,
+            ).values(payload=values["payload"], created=values["created"], machine_fingerprint=fp))
         return True
 
-    def measurements(self, run_id: int, *, kind: str | None = None, model: str | None = None) -> list[StoredMeasurement]:
-        """A run's measurements in the order they were stored."""
+    def measurements(self, run_id: int, *, kind: str | None = None, model: str | None = None,
+                     target: str | None = None) -> list[StoredMeasurement]:
+        """A run's measurements in the order they were stored (of one ``target``, if given)."""
         q = select(measurements).where(measurements.c.run_id == run_id).order_by(measurements.c.id)
         if kind is not None:
             q = q.where(measurements.c.kind == kind)
         if model is not None:
             q = q.where(measurements.c.model == model)
+        if target is not None:
+            q = q.where(measurements.c.target == target)
         with self.engine.connect() as conn:
-            return [StoredMeasurement(r["run_id"], r["model"], r["kind"], r["key"], r["payload"], r["created"])
-                    for r in conn.execute(q).mappings()]
+            return [_stored(r) for r in conn.execute(q).mappings()]
 
-    def done(self, run_id: int, kind: str) -> set[tuple[str, str]]:
-        """``(model, key)`` pairs of ``kind`` already stored in a run (what resume skips)."""
+    def done(self, run_id: int, kind: str, target: str = "") -> set[tuple[str, str]]:
+        """``(model, key)`` pairs of ``kind`` already stored in a run for ``target`` (what
+        resume skips)."""
         q = select(measurements.c.model, measurements.c.key).where(
-            measurements.c.run_id == run_id, measurements.c.kind == kind)
+            measurements.c.run_id == run_id, measurements.c.kind == kind, measurements.c.target == target)
         with self.engine.connect() as conn:
             return {(m, k) for m, k in conn.execute(q)}
 
@@ -355,12 +371,16 @@ class Store:
         q = (select(measurements).where(measurements.c.model == model, measurements.c.kind == kind)
              .order_by(measurements.c.id))
         with self.engine.connect() as conn:
-            return [StoredMeasurement(r["run_id"], r["model"], r["kind"], r["key"], r["payload"], r["created"])
-                    for r in conn.execute(q).mappings()]
+            return [_stored(r) for r in conn.execute(q).mappings()]
 
     def put_many(self, run_id: int, rows: Iterable[tuple[str, str, str, Any]]) -> int:
         """Store ``(model, kind, key, payload)`` rows one transaction each; returns rows written."""
         return sum(self.put(run_id, m, k, p, key=key) for m, k, key, p in rows)
+
+
+def _stored(r) -> StoredMeasurement:
+    return StoredMeasurement(r["run_id"], r["model"], r["kind"], r["key"], r["payload"], r["created"], r["target"],
+                             r["machine_fingerprint"])
 
 
 def open_store(url: str | None, *, create: bool = True) -> Store:
