@@ -16,6 +16,7 @@ import typer
 from flopgap.cli._app import app
 from flopgap.cli import count as _count  # noqa: F401  (registers commands)
 from flopgap.cli import study as _study  # noqa: F401
+from flopgap.cli import fleet as _fleet  # noqa: F401  (study machines)
 from flopgap.cli import variants as _variants  # noqa: F401
 from flopgap.cli import time as _time  # noqa: F401
 from flopgap.cli import explain as _explain  # noqa: F401

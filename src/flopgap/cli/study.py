@@ -10,6 +10,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import console, err_console, write_json
+from flopgap.cli._executor import AddressOpt, ExecutorOpt, LeaseOpt, MachinesOpt, check_lease, make_executor, report_nodes
 from flopgap.errors import UsageError
 
 STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
@@ -77,7 +78,8 @@ def _stored(result, store, quiet: bool = False) -> None:
     extra = ""
     if o is not None:
         extra = f" ({len(o.measured)} measured" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
-                (f", {len(o.failed)} failed" if o.failed else "") + ")"
+                (f", {len(o.elsewhere)} stored by another worker" if o.elsewhere else "") + \
+                (f", {len(o.failed)} failed" if o.failed else "") + (f"; executor {o.executor}" if o.executor != "local" else "") + ")"
     console.print(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}", markup=False,
                   highlight=False)
 
@@ -97,6 +99,7 @@ def study_zoo(
     precision: PrecisionOpt = 0.02,
     threads: ThreadsOpt = None,
     no_explain: Annotated[bool, typer.Option("--no-explain", help="skip explain's findings (the prediction is still made)")] = False,
+    no_time: Annotated[bool, typer.Option("--no-time", help="count and predict only: nothing is timed, so items may share a machine (latencies shown are predictions)")] = False,
     quick_profile: QuickProfileOpt = False,
     resume: ResumeOpt = False,
     db: DbOpt = DEFAULT_DB,
@@ -104,6 +107,10 @@ def study_zoo(
     csv: CsvDirOpt = None,
     json_path: JsonOpt = None,
     no_plots: NoPlotsOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    machines: MachinesOpt = None,
+    lease: LeaseOpt = 60.0,
 ) -> None:
     """Zoo correlation study: count, time, predict and explain every model, then correlate
     params, FLOPs, bytes, op count and the prediction with measured latency (Spearman,
@@ -116,10 +123,13 @@ def study_zoo(
     model_list = _split_models(models)
     if zoo and model_list:
         raise UsageError("give a zoo name or --models, not both")
+    ex, lease_s = make_executor(executor, address, machines), check_lease(lease)
     store = open_store(db)
     result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), max_time=max_time,
                      precision=precision, threads=threads, with_explain=not no_explain, resume=resume,
-                     progress=_progress(), console=err_console, quick_profile=quick_profile)
+                     progress=_progress(), console=err_console, quick_profile=quick_profile, timed=not no_time,
+                     executor=ex, lease_s=lease_s)
+    report_nodes(ex, err_console)
     _emit(result, html=html, csv=csv, json_path=json_path, plots=not no_plots)
     _stored(result, store, quiet=json_path == "-")
 
@@ -136,6 +146,10 @@ def study_seed(
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,
     json_path: JsonOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    machines: MachinesOpt = None,
+    lease: LeaseOpt = 60.0,
 ) -> None:
     """The seed article's three examples measured rigorously: each claim's latency ratio
     with a 95% CI, a verdict (holds / does not hold / inconclusive at this noise) and
@@ -145,10 +159,12 @@ def study_seed(
     from flopgap.study import run_seed
 
     _check_timing(max_time, precision, threads)
+    ex, lease_s = make_executor(executor, address, machines), check_lease(lease)
     store = open_store(db)
     result = run_seed(store=store, max_time=max_time, precision=precision, threads=threads,
                       with_explain=not no_explain, resume=resume, progress=_progress(), console=err_console,
-                      quick_profile=quick_profile)
+                      quick_profile=quick_profile, executor=ex, lease_s=lease_s)
+    report_nodes(ex, err_console)
     _emit(result, html=html, csv=csv, json_path=json_path)
     _stored(result, store, quiet=json_path == "-")
 

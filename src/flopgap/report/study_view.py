@@ -62,7 +62,8 @@ def title_for(result) -> str:
     run = result.run
     names = {"zoo": "Zoo correlation study", "seed": "Seed article case study",
              "shufflenet-v2": "ShuffleNet V2 guidelines case study"}
-    return f"flopgap: {names.get(run.kind, run.kind)} (run {run.id})"
+    where = f" on {len(result.results)} kinds of machine" if hasattr(result, "comparison") else ""
+    return f"flopgap: {names.get(run.kind, run.kind)}{where} (run {run.id})"
 
 
 def _run_para(run) -> Para:
@@ -237,6 +238,10 @@ def shufflenet_sections(result, *, plots: bool = True) -> list[Section]:
 
 
 def sections_for(result, *, plots: bool = True) -> list[Section]:
+    if hasattr(result, "comparison"):  # one study on several kinds of machine
+        from flopgap.report.fleet_view import fleet_sections
+
+        return fleet_sections(result, plots=plots)
     kind = result.run.kind
     if kind == "zoo":
         return zoo_sections(result, plots=plots)

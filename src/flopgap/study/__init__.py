@@ -6,6 +6,13 @@
 - :func:`run_seed`: the seed article's three examples, measured rigorously, one
   verdict per claim.
 - :func:`run_shufflenet`: ShuffleNet V2's four guidelines (Tables 1-4) at equal FLOPs.
+- :func:`compare_machines` / :func:`machines_from_runs`: one zoo (or the seed's claims)
+  on several machines: latency per machine, rank changes, swaps, inversions on one
+  machine only, the best-ranking count per machine, verdicts per machine.
+
+Where items run is an executor's business (:class:`LocalExecutor`, the default, or
+:class:`RayExecutor` for a cluster, ``--executor ray``); every item is claimed in the
+store before it is measured, so no item is measured into a run twice.
 
 Each runs into a :class:`flopgap.store.Store`, commits every finished measurement at
 once, and resumes an interrupted run (``resume=True``) without duplicates. The
@@ -14,7 +21,10 @@ once, and resumes an interrupted run (``resume=True``) without duplicates. The
 
 from dataclasses import dataclass
 
+from flopgap.study._ray import RayExecutor
 from flopgap.study._stats import correlate, flops_fit, inversions, ratio_verdict
+from flopgap.study.executor import Executor, LocalExecutor
+from flopgap.study.fleet import FleetResult, MachineComparison, compare_machines, fleet_result, machines_from_runs
 from flopgap.study.seed import CLAIMS, SeedResult, run_seed, seed_result
 from flopgap.study.shufflenet import ShuffleResult, run_shufflenet, shufflenet_result
 from flopgap.study.zoo import DEMO_MODELS, ZOOS, ZooResult, analyze_zoo, run_zoo, zoo_items, zoo_result
@@ -32,7 +42,9 @@ class StoredResult:
 
 __all__ = ["StoredResult", "SINGLE_KINDS", "run_zoo", "run_seed", "run_shufflenet", "zoo_result", "seed_result", "shufflenet_result",
            "result_for_run", "ZooResult", "SeedResult", "ShuffleResult", "analyze_zoo", "zoo_items", "ZOOS",
-           "DEMO_MODELS", "CLAIMS", "correlate", "inversions", "flops_fit", "ratio_verdict"]
+           "DEMO_MODELS", "CLAIMS", "correlate", "inversions", "flops_fit", "ratio_verdict", "Executor",
+           "LocalExecutor", "RayExecutor", "compare_machines", "machines_from_runs", "fleet_result", "FleetResult",
+           "MachineComparison"]
 
 
 def result_for_run(store, run_id):
@@ -41,6 +53,8 @@ def result_for_run(store, run_id):
 
     run = store.run(run_id)
     builders = {"zoo": zoo_result, "seed": seed_result, "shufflenet-v2": shufflenet_result}
+    if run.kind in ("zoo", "seed") and len(run.config.get("machines") or ()) > 1:
+        return fleet_result(store, run.id)
     if run.kind in builders:
         return builders[run.kind](store, run.id)
     if run.kind in SINGLE_KINDS:

@@ -1,26 +1,28 @@
-"""The loop every study shares: measure items one by one, commit each as soon as it is done.
+"""The loop every study shares: measure items, commit each as soon as it is done.
 
 Pseudocode::
 
     run = store.find_resumable(kind, config, machine) if resume else None
     run = run or store.start_run(kind, config, machine)
-    for item in items:
-        if (item.model, item.key) already stored in run: skip          # resume, no duplicates
-        payload = measure(item)                                          # may take seconds
-        store.put(run, item.model, kind, payload, key=item.key)          # its own transaction
+    for target in executor.targets():                   # kinds of machine ("" on one machine)
+        skip every (item.model, item.key) already stored for target     # resume, no duplicates
+    executor.run(job, the rest)       # each item: claim, measure, store + mark done, one transaction
     (Ctrl-C: the run is marked 'interrupted'; kill -9: it stays 'running'; both resumable)
 
-A model that fails (it raises any exception but Ctrl-C) is recorded as
-an ``error`` row and reported; it never turns into a result. A resumed run retries it.
+Items are claimed in the store before they are measured (:mod:`flopgap.study.executor`),
+so two processes resuming one run, or many cluster nodes sharing it, measure each item
+once. A model that fails (it raises any exception but Ctrl-C) is recorded as an
+``error`` row and reported; it never turns into a result. A resumed run retries it.
 """
 
 from __future__ import annotations
 
-import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from flopgap.errors import FlopgapError, one_line
+from flopgap.errors import FlopgapError
+from flopgap.study.executor import DEFAULT_LEASE_S, ItemOutcome, Job, LocalExecutor
 
 __all__ = ["Item", "RunOutcome", "open_run", "run_items"]
 
@@ -42,11 +44,22 @@ class Item:
 
 @dataclass
 class RunOutcome:
+    """What one invocation did: ``measured`` here, ``skipped`` (stored before it began),
+    ``elsewhere`` (stored meanwhile by another process or node), ``failed`` (name -> error)."""
+
     run_id: int
     resumed: bool
     measured: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    elsewhere: list[str] = field(default_factory=list)
+    executor: str = "local"
+
+    def merge(self, other: "RunOutcome") -> None:
+        self.measured += other.measured
+        self.skipped += other.skipped
+        self.elsewhere += other.elsewhere
+        self.failed.update(other.failed)
 
 
 def open_run(store, kind: str, config: dict, machine: dict, *, resume: bool, name: str = "") -> tuple[int, bool]:
@@ -59,17 +72,32 @@ def open_run(store, kind: str, config: dict, machine: dict, *, resume: bool, nam
     return store.start_run(kind, config, machine, name=name), False
 
 
+def _name(model: str, key: str, target: str) -> str:
+    return " ".join(x for x in (model, key, f"@{target}" if target else "") if x)
+
+
 def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item], dict], *, kind: str,
               progress: bool = False, label: str = "measuring", resumed: bool = False,
-              console=None) -> RunOutcome:
-    """Measure every item not yet stored in ``run_id`` and commit each one as it finishes."""
-    outcome = RunOutcome(run_id, resumed)
-    done = store.done(run_id, kind)
-    todo = [it for it in items if (it.model, it.key) not in done]
-    outcome.skipped = [f"{it.model} {it.key}".strip() for it in items if (it.model, it.key) in done]
+              console=None, executor=None, timing: bool = True, prepare: Callable[[], dict] | None = None,
+              threads: int | None = None, lease_s: float = DEFAULT_LEASE_S) -> RunOutcome:
+    """Measure every item not yet stored in ``run_id`` (on each of the executor's targets)
+    and commit each one as it finishes. ``timing``: the measurement times something, so
+    a node runs one such item at a time; ``prepare`` runs once per node first."""
+    executor = executor or LocalExecutor()
+    outcome = RunOutcome(run_id, resumed, executor=executor.name)
+    work = []
+    for target in executor.targets():
+        done = store.done(run_id, kind, target)
+        for it in items:
+            if (it.model, it.key) in done:
+                outcome.skipped.append(_name(it.model, it.key, target))
+            else:
+                work.append((it, target))
+    job = Job(run_id, kind, measure, timing=timing, session=uuid.uuid4().hex[:16], lease_s=lease_s,
+              prepare=prepare, open_store=_store_opener(store), threads=threads, label=label)
 
     bar = None
-    if progress and todo:
+    if progress and work:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
@@ -77,38 +105,36 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                        console=console, transient=True)
         bar.start()
-        task = bar.add_task(label, total=len(todo))
+        task = bar.add_task(label, total=len(work))
+
+    def record(o: ItemOutcome) -> None:
+        name = _name(o.model, o.key, o.target)
+        if o.status == "measured":
+            outcome.measured.append(name)
+        elif o.status == "done":
+            outcome.elsewhere.append(name)
+        elif o.status == "failed":
+            outcome.failed[name] = o.error or "failed in this session"
+        if bar is not None:
+            bar.update(task, description=f"{label} {name[:48]}")
+            bar.advance(task)
+
     try:
-        for it in todo:
-            name = f"{it.model} {it.key}".strip()
-            if bar is not None:
-                bar.update(task, description=f"{label} {name[:48]}")
-            t0 = time.perf_counter()
-            try:
-                payload = measure(it)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:
-                # keep going with the other models; the failure is stored and shown, never a result,
-                # and retried on --resume
-                outcome.failed[name] = one_line(e)
-                store.put(run_id, it.model, "error", {"error": one_line(e), "kind": kind}, key=it.key,
-                          on_conflict="replace")
-            else:
-                payload = dict(payload)
-                payload.setdefault("wall_s", time.perf_counter() - t0)
-                # skip, not error: a second process resuming the same run may have stored it meanwhile
-                store.put(run_id, it.model, kind, payload, key=it.key, on_conflict="skip")
-                outcome.measured.append(name)
-            if bar is not None:
-                bar.advance(task)
-    except KeyboardInterrupt:
+        executor.run(job, work, store, record)
+    except BaseException:  # Ctrl-C, or a cluster that lost every node of a kind: resumable
         store.set_status(run_id, "interrupted")
         raise
     finally:
         if bar is not None:
             bar.stop()
     return outcome
+
+
+def _store_opener(store):
+    """How a worker elsewhere opens the same store: the store's class at its URL."""
+    from functools import partial
+
+    return partial(type(store), store.url) if hasattr(store, "url") else None
 
 
 def close_run(store, run_id: int, result, *, measured: bool, nothing: str):
@@ -121,4 +147,6 @@ def close_run(store, run_id: int, result, *, measured: bool, nothing: str):
         raise FlopgapError(f"{nothing}; first failure: {name}: {err}")
     store.set_status(run_id, "incomplete" if result.failures else "finished")
     result.run = store.run(run_id)
+    for per_machine in getattr(result, "results", {}).values():  # a run over several kinds of machine
+        per_machine.run = result.run
     return result

@@ -32,10 +32,23 @@ def machine_metadata() -> dict:
     return dict(environment())
 
 
+_PROFILES: dict = {}  # this process's profiles, by (quick, torch threads, cache folder)
+
+
 def machine_profile(*, quick: bool = False, progress: bool = False, console=None):
     """This machine's profile (cached by the machine stage; measured once, about a minute,
-    or seconds with ``quick``), with a transient progress bar when ``progress``."""
-    profile_machine = stage("flopgap.machine", "profile_machine")
+    or seconds with ``quick``), with a transient progress bar when ``progress``. Kept in
+    memory for the process, so a worker reads it from disk once."""
+    import torch
+
+    profile_machine, cache_dir = stage("flopgap.machine", "profile_machine", "cache_dir")
+    key = (quick, torch.get_num_threads(), str(cache_dir()))
+    if key not in _PROFILES:
+        _PROFILES[key] = _profile(profile_machine, quick, progress, console)
+    return _PROFILES[key]
+
+
+def _profile(profile_machine, quick: bool, progress: bool, console):
     if not progress:
         return profile_machine(quick=quick)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -24,7 +24,8 @@ from flopgap.errors import UsageError
 from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import ratio_verdict
 
-__all__ = ["Claim", "CLAIMS", "SeedResult", "run_seed", "seed_result", "measure_seed_model", "compare_pair"]
+__all__ = ["Claim", "CLAIMS", "SeedResult", "run_seed", "seed_result", "measure_seed_model", "compare_pair",
+           "SeedModelMeasure", "PairMeasure"]
 
 KIND = "seed"
 
@@ -132,6 +133,35 @@ def compare_pair(item: Item, *, max_time: float, precision: float, threads: int 
     return d
 
 
+@dataclass(frozen=True)
+class SeedModelMeasure:
+    """:func:`measure_seed_model` as a picklable object (it runs wherever the executor
+    puts the item, with that machine's own profile)."""
+
+    with_explain: bool = True
+    quick_profile: bool = False
+
+    def __call__(self, item: Item) -> dict:
+        profile = None
+        if self.with_explain:
+            from flopgap.study._stages import machine_profile
+
+            profile = machine_profile(quick=self.quick_profile)
+        return measure_seed_model(item, with_explain=self.with_explain, profile=profile)
+
+
+@dataclass(frozen=True)
+class PairMeasure:
+    """:func:`compare_pair` as a picklable object."""
+
+    max_time: float = 3.0
+    precision: float = 0.01
+    threads: int | None = None
+
+    def __call__(self, item: Item) -> dict:
+        return compare_pair(item, max_time=self.max_time, precision=self.precision, threads=self.threads)
+
+
 @dataclass
 class SeedResult:
     run: object
@@ -189,15 +219,20 @@ def _reason(findings: list, kinds: tuple[str, ...]) -> str:
     return as_dicts[0]["text"] if as_dicts else ""
 
 
-def seed_result(store, run_id: int | str, *, outcome: RunOutcome | None = None) -> SeedResult:
-    """Rebuild a seed run's result (and verdicts) from the store."""
+def seed_result(store, run_id: int | str, *, outcome: RunOutcome | None = None,
+                target: str | None = None) -> SeedResult:
+    """Rebuild a seed run's result (and verdicts) from the store; a run over several kinds
+    of machine is read one ``target`` at a time."""
+    from flopgap.study.zoo import _pick_target
+
     run = store.run(run_id)
     if run.kind != KIND:
         raise UsageError(f"run {run.id} is a {run.kind} run, not a seed study")
-    models = {m.model: m.payload for m in store.measurements(run.id, kind="model")}
-    comparisons = {m.model: m.payload for m in store.measurements(run.id, kind="comparison")}
+    target = _pick_target(run, target)
+    models = {m.model: m.payload for m in store.measurements(run.id, kind="model", target=target)}
+    comparisons = {m.model: m.payload for m in store.measurements(run.id, kind="comparison", target=target)}
     done = set(models) | set(comparisons)
-    failures = {m.model: m.payload.get("error", "") for m in store.measurements(run.id, kind="error")
+    failures = {m.model: m.payload.get("error", "") for m in store.measurements(run.id, kind="error", target=target)
                 if m.model not in done}
     claims = [_judge(c, models, comparisons) for c in CLAIMS]
     return SeedResult(run, models, comparisons, claims, failures, outcome)
@@ -206,38 +241,55 @@ def seed_result(store, run_id: int | str, *, outcome: RunOutcome | None = None) 
 def run_seed(*, store, max_time: float = 3.0, precision: float = 0.01, threads: int | None = None,
              with_explain: bool = True, resume: bool = False, progress: bool = False, console=None,
              quick_profile: bool = False, measure_model: Callable[[Item], dict] | None = None,
-             measure_pair: Callable[[Item], dict] | None = None, machine: dict | None = None) -> SeedResult:
-    """Run (or resume) the seed case study into ``store``; fakes can replace both measurements."""
+             measure_pair: Callable[[Item], dict] | None = None, machine: dict | None = None, executor=None,
+             lease_s: float | None = None):
+    """Run (or resume) the seed case study into ``store``; fakes can replace both measurements.
+
+    ``executor`` says where the items run (default: here); with several ``--machines``
+    labels each claim gets a verdict per kind of machine and the result is a
+    :class:`flopgap.study.fleet.FleetResult`."""
+    from flopgap.study.executor import DEFAULT_LEASE_S, LocalExecutor
+
+    executor = executor or LocalExecutor(machine=machine)
+    targets = list(executor.targets())
     config = {"study": "seed", "max_time": max_time, "precision": precision, "threads": threads,
               "explain": with_explain, "claims": [c.id for c in CLAIMS],
               "profile": "quick" if quick_profile else "full"}
+    if targets != [""]:
+        config["machines"] = targets
     if machine is None:
-        from flopgap.study._stages import machine_metadata
-
-        machine = machine_metadata()
+        machine = executor.machine()
+    prepare = None
     if measure_model is None:
-        profile = None
         if with_explain:
-            from flopgap.study._stages import machine_profile
+            from flopgap.study.zoo import ProfilePrepare
 
-            profile = machine_profile(quick=quick_profile, progress=progress, console=console)
+            if executor.name == "local":
+                from flopgap.study._stages import machine_profile
 
-        def measure_model(it: Item) -> dict:
-            return measure_seed_model(it, with_explain=with_explain, profile=profile)
+                machine_profile(quick=quick_profile, progress=progress, console=console)
+            prepare = ProfilePrepare(quick_profile)
+        measure_model = SeedModelMeasure(with_explain, quick_profile)
     if measure_pair is None:
-        def measure_pair(it: Item) -> dict:
-            return compare_pair(it, max_time=max_time, precision=precision, threads=threads)
+        measure_pair = PairMeasure(max_time, precision, threads)
 
     run_id, resumed = open_run(store, KIND, config, machine, resume=resume, name="seed article")
+    common = dict(progress=progress, resumed=resumed, console=console, executor=executor, threads=threads,
+                  lease_s=lease_s or DEFAULT_LEASE_S, prepare=prepare)
     outcome = run_items(store, run_id, [Item(s, spec=s) for s in SEED_SPECS], measure_model, kind="model",
-                        progress=progress, label="seed models", resumed=resumed, console=console)
-    pairs = run_items(store, run_id, [Item(f"{a}|{b}") for a, b in _pairs()], measure_pair, kind="comparison",
-                      progress=progress, label="seed pairs", resumed=resumed, console=console)
-    outcome.measured += pairs.measured
-    outcome.skipped += pairs.skipped
-    outcome.failed.update(pairs.failed)
-    result = seed_result(store, run_id, outcome=outcome)
-    for claim in result.claims:
-        store.put(run_id, claim["id"], "claim", claim, on_conflict="replace")
-    return close_run(store, run_id, result, measured=bool(result.comparisons),
-                     nothing="the seed study measured nothing")
+                        label="seed models", **common)
+    outcome.merge(run_items(store, run_id, [Item(f"{a}|{b}") for a, b in _pairs()], measure_pair,
+                            kind="comparison", label="seed pairs", **common))
+    per_target = {t: seed_result(store, run_id, outcome=outcome, target=t) for t in targets}
+    for t, res in per_target.items():
+        for claim in res.claims:
+            store.put(run_id, claim["id"], "claim", claim, on_conflict="replace", target=t)
+    if len(targets) > 1:
+        from flopgap.study.fleet import fleet_result
+
+        result = fleet_result(store, run_id, outcome=outcome)
+        measured = any(r.comparisons for r in result.results.values())
+    else:
+        result = per_target[targets[0]]
+        measured = bool(result.comparisons)
+    return close_run(store, run_id, result, measured=measured, nothing="the seed study measured nothing")

@@ -17,8 +17,8 @@ from flopgap.errors import UsageError
 from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import correlate, flops_fit, inversions
 
-__all__ = ["ZOOS", "METRICS", "DEMO_MODELS", "ZooResult", "zoo_items", "measure_zoo_model", "run_zoo",
-           "zoo_result", "analyze_zoo"]
+__all__ = ["ZOOS", "METRICS", "DEMO_MODELS", "ZooResult", "ZooMeasure", "zoo_items", "measure_zoo_model", "run_zoo",
+           "zoo_result", "analyze_zoo", "run_targets"]
 
 ZOOS = ("seed", "torchvision", "transformers")
 # what is correlated with latency, in table order: (payload field, column name)
@@ -127,8 +127,11 @@ def _top_finding(explanation) -> str:
 
 
 def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0.02, threads: int | None = None,
-                      with_explain: bool = True, profile=None) -> dict:
-    """Count, time, predict and explain one model; returns the stored payload."""
+                      with_explain: bool = True, profile=None, timed: bool = True) -> dict:
+    """Count, time, predict and explain one model; returns the stored payload.
+
+    ``timed=False`` counts and predicts only (nothing is timed or profiled: such items
+    may share a machine)."""
     from flopgap.count import count
     from flopgap.models import load_model, make_inputs, resolve_inputs
     from flopgap.study._stages import stage
@@ -141,6 +144,9 @@ def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0
     counted = count(loaded.module, inputs, model=item.model)
     if profile is None:
         profile = stage("flopgap.machine", "profile_machine")()
+    if not timed:
+        return {"spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs], "count": counted.totals(),
+                "timed": False, "prediction": _prediction(predict(counted, profile))}
     timed = measure(loaded.module, inputs, name=item.model, threads=threads, precision=precision, max_time=max_time)
     if getattr(timed, "interrupted", False):
         # timing stops on Ctrl-C and returns what it had: in a study that ends the run,
@@ -166,6 +172,43 @@ def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0
         payload["finding"] = _top_finding(exp)
         payload["findings"] = findings_payload(exp)
     return payload
+
+
+@dataclass(frozen=True)
+class ZooMeasure:
+    """The zoo's per-item measurement as a picklable object (it runs wherever the
+    executor puts the item): the machine profile is the one of the machine it runs on,
+    measured there once and cached (``quick_profile``: the quick one)."""
+
+    max_time: float = 2.0
+    precision: float = 0.02
+    threads: int | None = None
+    with_explain: bool = True
+    quick_profile: bool = False
+    timed: bool = True
+
+    def __call__(self, item: Item) -> dict:
+        from flopgap.study._stages import machine_profile
+
+        return measure_zoo_model(item, max_time=self.max_time, precision=self.precision, threads=self.threads,
+                                 with_explain=self.with_explain and self.timed,
+                                 profile=machine_profile(quick=self.quick_profile), timed=self.timed)
+
+
+@dataclass(frozen=True)
+class ProfilePrepare:
+    """Run once per node before its items, alone on it: measure (or load) the machine
+    profile there, and say what it is."""
+
+    quick: bool = False
+
+    def __call__(self) -> dict:
+        from flopgap.study._stages import machine_profile
+
+        p = machine_profile(quick=self.quick)
+        return {"profile": "quick" if p.quick else "full", "source": getattr(p, "source", ""),
+                "peak_fp32_flops": p.peak("float32"), "mem_bandwidth": p.mem_bandwidth,
+                "dispatch_overhead_s": p.dispatch_overhead_s, "warning": p.busy_warning() or ""}
 
 
 @dataclass
@@ -215,15 +258,35 @@ def analyze_zoo(rows: Sequence[dict], *, n_boot: int = 2000, seed: int = 0, top:
     return out
 
 
-def zoo_result(store, run_id: int | str, *, outcome: RunOutcome | None = None, n_boot: int = 2000) -> ZooResult:
-    """Rebuild a zoo run's result (and analysis) from the store."""
+def run_targets(run) -> list[str]:
+    """The kinds of machine a study run measures each item on (``[""]``: one, unlabelled)."""
+    return list(run.config.get("machines") or [""])
+
+
+def _pick_target(run, target: str | None) -> str:
+    targets = run_targets(run)
+    if target is None:
+        if len(targets) > 1:
+            raise UsageError(f"run {run.id} measured {len(targets)} kinds of machine ({', '.join(targets)}): "
+                             f"flopgap study machines {run.id} compares them")
+        return targets[0]
+    if target not in targets:
+        raise UsageError(f"run {run.id} has no machine kind {target!r} (it has: {', '.join(targets) or '-'})")
+    return target
+
+
+def zoo_result(store, run_id: int | str, *, outcome: RunOutcome | None = None, n_boot: int = 2000,
+               target: str | None = None) -> ZooResult:
+    """Rebuild a zoo run's result (and analysis) from the store; a run over several kinds
+    of machine is read one ``target`` at a time."""
     run = store.run(run_id)
     if run.kind != KIND:
         raise UsageError(f"run {run.id} is a {run.kind} run, not a zoo study")
-    rows = [_row(m.model, m.payload) for m in store.measurements(run.id, kind="model")]
+    target = _pick_target(run, target)
+    rows = [_row(m.model, m.payload) for m in store.measurements(run.id, kind="model", target=target)]
     ok = {(r["label"], f"b{r['batch']}") for r in rows}
-    failures = {f"{m.model} {m.key}": m.payload.get("error", "") for m in store.measurements(run.id, kind="error")
-                if (m.model, m.key) not in ok}
+    failures = {f"{m.model} {m.key}": m.payload.get("error", "")
+                for m in store.measurements(run.id, kind="error", target=target) if (m.model, m.key) not in ok}
     return ZooResult(run, rows, analyze_zoo(rows, n_boot=n_boot), failures, outcome)
 
 
@@ -231,34 +294,51 @@ def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = Non
             max_time: float = 2.0, precision: float = 0.02, threads: int | None = None, with_explain: bool = True,
             resume: bool = False, progress: bool = False, console=None, n_boot: int = 2000,
             quick_profile: bool = False, measure: Callable[[Item], dict] | None = None,
-            machine: dict | None = None) -> ZooResult:
+            machine: dict | None = None, timed: bool = True, executor=None, lease_s: float | None = None):
     """Run (or resume) a zoo study into ``store`` and return its analysed result.
 
     ``quick_profile`` predicts from the machine stage's quick profile (seconds to measure
-    instead of about a minute, once per machine). ``measure`` replaces the per-model
-    measurement (tests inject a fake); ``machine`` replaces the machine metadata
-    (default: ``flopgap.timing.environment()``).
+    instead of about a minute, once per machine). ``timed=False`` counts and predicts
+    only. ``executor`` says where the items run (default: here, one after the other;
+    :class:`flopgap.study.RayExecutor` for a cluster, where each item is measured once per
+    ``--machines`` label and the result is a :class:`flopgap.study.fleet.FleetResult`).
+    ``measure`` replaces the per-model measurement (tests inject a fake); ``machine``
+    replaces the run's machine record (default: the executor's).
     """
+    from flopgap.study.executor import DEFAULT_LEASE_S, LocalExecutor
+
     items = zoo_items(zoo, models, batches)
+    executor = executor or LocalExecutor(machine=machine)
+    targets = list(executor.targets())
     config = {"zoo": zoo if not models else "custom", "models": [it.model for it in items],
               "batches": [int(b) for b in batches], "max_time": max_time, "precision": precision,
               "threads": threads, "explain": with_explain, "profile": "quick" if quick_profile else "full"}
+    if not timed:
+        config["time"] = False
+    if targets != [""]:
+        config["machines"] = targets
     if machine is None:
-        from flopgap.study._stages import machine_metadata
-
-        machine = machine_metadata()
+        machine = executor.machine()
+    prepare = None
     if measure is None:
-        from flopgap.study._stages import machine_profile
+        if executor.name == "local":
+            from flopgap.study._stages import machine_profile
 
-        profile = machine_profile(quick=quick_profile, progress=progress, console=console)
-
-        def measure(it: Item) -> dict:
-            return measure_zoo_model(it, max_time=max_time, precision=precision, threads=threads,
-                                     with_explain=with_explain, profile=profile)
+            machine_profile(quick=quick_profile, progress=progress, console=console)  # measured once, with a bar
+        measure = ZooMeasure(max_time, precision, threads, with_explain, quick_profile, timed)
+        prepare = ProfilePrepare(quick_profile)
 
     run_id, resumed = open_run(store, KIND, config, machine, resume=resume,
                                name=zoo if not models else f"{len(set(i.model for i in items))} models")
     outcome = run_items(store, run_id, items, measure, kind="model", progress=progress, label="zoo",
-                        resumed=resumed, console=console)
-    result = zoo_result(store, run_id, outcome=outcome, n_boot=n_boot)
-    return close_run(store, run_id, result, measured=bool(result.rows), nothing="every model failed")
+                        resumed=resumed, console=console, executor=executor, timing=timed, prepare=prepare,
+                        threads=threads, lease_s=lease_s or DEFAULT_LEASE_S)
+    if len(targets) > 1:
+        from flopgap.study.fleet import fleet_result
+
+        result = fleet_result(store, run_id, outcome=outcome, n_boot=n_boot)
+        measured = any(r.rows for r in result.results.values())
+    else:
+        result = zoo_result(store, run_id, outcome=outcome, n_boot=n_boot)
+        measured = bool(result.rows)
+    return close_run(store, run_id, result, measured=measured, nothing="every model failed")
