@@ -261,3 +261,35 @@ def test_two_concurrent_resumes_of_one_run_measure_each_item_once(tmp_path):
     for run_id, status, rows, measured, elsewhere in outs:
         assert (int(run_id), status, int(rows)) == (rid, "finished", 8)           # both end with all 8
         assert int(measured) + int(elsewhere) == 8
+
+
+class FakeRay:
+    """Just what RayExecutor reads of a cluster: its nodes."""
+
+    def __init__(self, *nodes):
+        self._nodes = [{"NodeID": f"{i:02d}" * 8, "Alive": alive, "NodeManagerHostname": f"host{i}",
+                        "Resources": res} for i, (alive, res) in enumerate(nodes)]
+
+    def nodes(self):
+        return self._nodes
+
+
+def test_ray_executor_checks_the_clusters_resources_before_anything_runs():
+    from flopgap.study import RayExecutor
+
+    ex = RayExecutor("auto", ["cpu-small", "gpu-h200"])
+    assert ex.targets() == ("cpu-small", "gpu-h200")
+    # the run's machine record names the fleet, not the driver: any driver can resume it
+    assert ex.machine()["fingerprint"] == RayExecutor("other:6379", ["cpu-small", "gpu-h200"]).machine()["fingerprint"]
+    assert ex.machine()["fingerprint"] != RayExecutor("auto", ["cpu-small"]).machine()["fingerprint"]
+    small = {"CPU": 8, "flopgap_bench": 1, "flopgap_machine_cpu-small": 1}
+    gpu = {"CPU": 32, "GPU": 1, "flopgap_bench": 1, "flopgap_machine_gpu-h200": 1}
+    by_target = ex._check_cluster(FakeRay((True, small), (False, gpu), (True, gpu)))
+    assert {t: [n["NodeManagerHostname"] for n in ns] for t, ns in by_target.items()} == {
+        "cpu-small": ["host0"], "gpu-h200": ["host2"]}                       # dead nodes do not count
+    with pytest.raises(UsageError, match=r"""offers flopgap_bench, flopgap_machine_gpu-h200 \(machine kind gpu-h200\): """
+                                         r"""start measuring nodes with ray start --resources '\{"flopgap_bench": 1, """
+                                         r""""flopgap_machine_gpu-h200": 1\}'"""):
+        ex._check_cluster(FakeRay((True, small), (False, gpu)))
+    with pytest.raises(UsageError, match="offers flopgap_bench=4; a measuring node offers exactly 1"):
+        ex._check_cluster(FakeRay((True, {**small, "flopgap_bench": 4}), (True, gpu)))

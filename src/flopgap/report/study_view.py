@@ -297,7 +297,7 @@ def compare_runs(store, run_a, run_b, *, threshold: float = 0.05) -> dict:
         for m in store.measurements(run.id):
             t = _timed(m.payload)
             if t and all(v and v > 0 for v in t):
-                out[(m.model, m.kind, m.key)] = t
+                out[(m.model, m.kind, m.key + (f"@{m.target}" if m.target else ""))] = t  # one per kind of machine
         return out
 
     ta, tb = timed(ra), timed(rb)

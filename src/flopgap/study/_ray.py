@@ -210,7 +210,10 @@ class RayExecutor:
             try:
                 info = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
-                raise UsageError(f"node {host} cannot run flopgap: {one_line(e.cause if e.cause else e)}") from None
+                why = one_line(e.cause if e.cause else e)
+                if "sqlite" in repr(job.open_store):
+                    why += " (a SQLite file is seen only by the hosts that share its folder: use --db postgresql+psycopg://...)"
+                raise UsageError(f"node {host} cannot run flopgap: {why}") from None
             except ray.exceptions.RayError:  # the node died meanwhile: it gets no items
                 continue
             if info["flopgap"] != mine:
@@ -222,6 +225,9 @@ class RayExecutor:
     # ------------------------------------------------------------ run
     def run(self, job: Job, work: Sequence[tuple[Any, str]], store,
             on_outcome: Callable[[ItemOutcome], None] | None = None) -> list[ItemOutcome]:
+        if ":memory:" in repr(job.open_store) or "sqlite://'" in repr(job.open_store):
+            raise UsageError("an in-memory store cannot be shared with a cluster: use --db with a file or a "
+                             "PostgreSQL URL")
         ray = self._ray()
         by_target = self._check_cluster(ray)
         if not work:

@@ -131,10 +131,20 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
 
 
 def _store_opener(store):
-    """How a worker elsewhere opens the same store: the store's class at its URL."""
+    """How a worker elsewhere opens the same store: the store's class at its URL, a SQLite
+    file by its absolute path and never created anew (a worker whose host cannot see the
+    file fails instead of filling a store of its own)."""
     from functools import partial
+    from pathlib import Path
 
-    return partial(type(store), store.url) if hasattr(store, "url") else None
+    from sqlalchemy.engine import make_url
+
+    if not hasattr(store, "url"):
+        return None
+    url = make_url(store.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        url = url.set(database=str(Path(url.database).expanduser().resolve()))
+    return partial(type(store), url.render_as_string(hide_password=False), create=False)
 
 
 def close_run(store, run_id: int, result, *, measured: bool, nothing: str):
