@@ -293,3 +293,32 @@ def test_ray_executor_checks_the_clusters_resources_before_anything_runs():
         ex._check_cluster(FakeRay((True, small), (False, gpu)))
     with pytest.raises(UsageError, match="offers flopgap_bench=4; a measuring node offers exactly 1"):
         ex._check_cluster(FakeRay((True, {**small, "flopgap_bench": 4}), (True, gpu)))
+
+
+def test_a_kind_of_machine_can_time_on_its_own_device():
+    from flopgap.study import RayExecutor
+    from flopgap.study._ray import _gpus
+    from flopgap.study.executor import Job
+    from flopgap.study.zoo import ProfilePrepare, ZooMeasure
+
+    ex = RayExecutor("auto", ["cpu-small", "gpu-h200:cuda", "big:cpu"])
+    assert ex.targets() == ("cpu-small", "gpu-h200", "big") and ex.devices() == {"gpu-h200": "cuda", "big": "cpu"}
+    job = Job(1, "model", ZooMeasure(max_time=0.5), prepare=ProfilePrepare(quick=True),
+              devices=(("gpu-h200", "cuda"),))
+    assert job.measure_for("gpu-h200") == ZooMeasure(max_time=0.5, device="cuda")
+    assert job.measure_for("cpu-small") is job.measure
+    assert job.prepare_for("gpu-h200") == ProfilePrepare(quick=True, device="cuda")
+    assert (_gpus("cuda:1"), _gpus("cpu"), _gpus(None)) == (1, 0, 0)   # a CUDA item reserves a GPU of its node
+    with pytest.raises(UsageError, match="the device of --machines gpu"):
+        RayExecutor("auto", ["gpu:tpu"])
+    with pytest.raises(UsageError, match="the seed study times on the CPU"):
+        run_seed(store=None, executor=ex)
+
+
+def test_an_explicit_cpu_device_times_like_the_default():
+    from flopgap.machine import MachineProfile
+    from flopgap.study.zoo import measure_zoo_model
+
+    p = measure_zoo_model(Item("seed:ex3-float", "b1", "seed:ex3-float", 1), profile=MachineProfile.synthetic(),
+                          max_time=0.1, with_explain=False, device="cpu")
+    assert p["median"] > 0 and p["time"]["spec"]["device"] == "cpu"

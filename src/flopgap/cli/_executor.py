@@ -13,7 +13,7 @@ __all__ = ["ExecutorOpt", "AddressOpt", "MachinesOpt", "LeaseOpt", "make_executo
 
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="where items run: local (here, one after the other) or ray (the nodes of a Ray cluster offering the flopgap_bench resource; pip install 'flopgap[fleet]')")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address with --executor ray: auto, HOST:PORT or ray://HOST:10001 (default: start a one-node cluster here)")]
-MachinesOpt = Annotated[Optional[str], typer.Option("--machines", help="kinds of machine to measure every item on, comma-separated labels; a node of kind L offers the Ray resource flopgap_machine_L (--executor ray)")]
+MachinesOpt = Annotated[Optional[str], typer.Option("--machines", help="kinds of machine to measure every item on, comma-separated labels, each optionally LABEL:DEVICE (gpu-h200:cuda; zoo study); a node of kind L offers the Ray resource flopgap_machine_L (--executor ray)")]
 LeaseOpt = Annotated[float, typer.Option("--lease", help="seconds a worker holds an item without a heartbeat before another worker may take it over (a dead node's item waits this long)")]
 
 

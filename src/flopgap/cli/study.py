@@ -100,6 +100,7 @@ def study_zoo(
     threads: ThreadsOpt = None,
     no_explain: Annotated[bool, typer.Option("--no-explain", help="skip explain's findings (the prediction is still made)")] = False,
     no_time: Annotated[bool, typer.Option("--no-time", help="count and predict only: nothing is timed, so items may share a machine (latencies shown are predictions)")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="time (and profile) on this device: cpu (default), cuda, cuda:N; on a cluster a kind of machine may name its own, --machines gpu-h200:cuda")] = None,
     quick_profile: QuickProfileOpt = False,
     resume: ResumeOpt = False,
     db: DbOpt = DEFAULT_DB,
@@ -128,7 +129,7 @@ def study_zoo(
     result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), max_time=max_time,
                      precision=precision, threads=threads, with_explain=not no_explain, resume=resume,
                      progress=_progress(), console=err_console, quick_profile=quick_profile, timed=not no_time,
-                     executor=ex, lease_s=lease_s)
+                     executor=ex, lease_s=lease_s, device=device)
     report_nodes(ex, err_console)
     _emit(result, html=html, csv=csv, json_path=json_path, plots=not no_plots)
     _stored(result, store, quiet=json_path == "-")

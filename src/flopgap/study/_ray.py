@@ -76,13 +76,14 @@ def _flopgap_version() -> str:
     return version()
 
 
-def _worker(job: Job) -> _Worker:
-    """This worker process's store and node context (opened once per store and threads)."""
+def _worker(job: Job, target: str) -> _Worker:
+    """This worker process's store and node context (once per store, threads and device)."""
     import torch
 
     threads = job.threads or default_threads()
     torch.set_num_threads(threads)
-    key = (repr(job.open_store), threads)
+    device = job.device(target)
+    key = (repr(job.open_store), threads, device)
     if key not in _WORKERS:
         from flopgap._workers import worker_id
         from flopgap.study._stages import machine_metadata
@@ -90,7 +91,7 @@ def _worker(job: Job) -> _Worker:
         if job.open_store is None:
             raise FlopgapError("this job does not say how to open the results store on a node")
         store = job.open_store()
-        metadata = machine_metadata()
+        metadata = machine_metadata(device)
         fp = store.register_machine(metadata)
         _WORKERS[key] = _Worker(store, NodeContext(_node_name(), worker_id(), metadata, fp))
     return _WORKERS[key]
@@ -105,33 +106,41 @@ def _node_name() -> str:
         return socket.gethostname()
 
 
-def prepare_node(job: Job) -> dict:
-    """Run on one node, alone on it, before its first item: open the store, set threads,
-    prepare (machine profile), and describe the node."""
-    w = _worker(job)
-    summary = job.prepare() if job.prepare is not None else {}
+def prepare_node(job: Job, target: str) -> dict:
+    """Run on one node, alone on it, before its first item of kind ``target``: open the
+    store, set threads, prepare (machine profile of the kind's device), describe the node."""
+    w = _worker(job, target)
+    prepare = job.prepare_for(target)
+    summary = prepare() if prepare is not None else {}
     return {"node": w.node.name, "fingerprint": w.node.fingerprint, "flopgap": _flopgap_version(),
             "torch_threads": w.node.metadata.get("torch_threads"), "cpu_model": w.node.metadata.get("cpu_model"),
-            "prepare": summary}
+            "gpu": w.node.metadata.get("gpu"), "target": target, "prepare": summary}
 
 
 def run_item(job: Job, item, target: str) -> ItemOutcome:
     """Run on a node: claim, measure and store one item."""
-    w = _worker(job)
+    w = _worker(job, target)
     return work_item(job, item, target, w.store, w.node)
 
 
 class RayExecutor:
     """Runs a study's items on a Ray cluster: ``address`` of a running cluster (``auto``,
     ``HOST:PORT`` or ``ray://HOST:10001``), or ``None`` for a fresh one-node cluster on
-    this machine; ``machines``: the kinds of machine (labels) each item is measured on."""
+    this machine; ``machines``: the kinds of machine (labels) each item is measured on,
+    each optionally with the device it times on (``gpu-h200:cuda``; default the CPU)."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, machines: Sequence[str] = (), *, max_retries: int = 3,
                  init_kwargs: dict | None = None, clock: Callable[[], float] = time.time):
+        from flopgap.timing import check_device
+
         self.address = address or None
-        self._machines = tuple(check_label(m) for m in machines)
+        specs = [m.partition(":") for m in machines]
+        self._machines = tuple(check_label(label) for label, _, _ in specs)
+        # the driver need not have the nodes' GPUs
+        self._devices = {label: check_device(dev, what=f"the device of --machines {label}", need_cuda=False)
+                         for label, sep, dev in specs if sep}
         if len(set(self._machines)) != len(self._machines):
             raise UsageError(f"--machines names a label twice: {','.join(self._machines)}")
         self._max_retries = max_retries
@@ -144,6 +153,10 @@ class RayExecutor:
     # ------------------------------------------------------------ identity
     def targets(self) -> tuple[str, ...]:
         return self._machines or ("",)
+
+    def devices(self) -> dict[str, str]:
+        """The device of each kind of machine that names one (``label:cuda``)."""
+        return dict(self._devices)
 
     def machine(self) -> dict:
         """The run's machine record: a fleet of these kinds (its fingerprint does not depend
@@ -197,16 +210,18 @@ class RayExecutor:
         """Run ``prepare_node`` once on every live node of the job's kinds (per prepare step)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        key = (job.prepare, job.threads, repr(job.open_store))
+        key = (job.prepare, job.threads, repr(job.open_store), job.devices)
         done = self._prepared.setdefault(key, set())
-        todo = {n["NodeID"]: n for nodes in by_target.values() for n in nodes if n["NodeID"] not in done}
+        todo = {(n["NodeID"], t): n for t, nodes in by_target.items() for n in nodes
+                if (n["NodeID"], t) not in done}
         remote = self._remote_fn(ray, prepare_node)
-        refs = {remote.options(num_cpus=0, resources={BENCH_RESOURCE: 1}, max_retries=0,
-                               scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(job): nid
-                for nid in todo}
+        refs = {remote.options(num_cpus=0, num_gpus=_gpus(job.device(t)), resources={BENCH_RESOURCE: 1},
+                               max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)
+                               ).remote(job, t): (nid, t)
+                for nid, t in todo}
         mine = _flopgap_version()
-        for ref, nid in refs.items():
-            host = todo[nid].get("NodeManagerHostname", nid[:8])
+        for ref, (nid, t) in refs.items():
+            host = todo[(nid, t)].get("NodeManagerHostname", nid[:8])
             try:
                 info = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
@@ -219,7 +234,7 @@ class RayExecutor:
             if info["flopgap"] != mine:
                 raise UsageError(f"node {host} runs flopgap {info['flopgap'] or '(source tree)'}, this driver "
                                  f"{mine or '(source tree)'}: install the same flopgap on every node")
-            done.add(nid)
+            done.add((nid, t))
             self.nodes[nid] = {**info, "host": host}
 
     # ------------------------------------------------------------ run
@@ -237,11 +252,12 @@ class RayExecutor:
         options = {}
         for t, nodes in by_target.items():
             labels = {machine_resource(t): _SELECT} if t else {}
+            gpus = _gpus(job.device(t))
             if job.timing:
                 cpus = min(n["Resources"].get("CPU", 0) for n in nodes)
-                options[t] = dict(num_cpus=cpus, resources={BENCH_RESOURCE: 1, **labels})
+                options[t] = dict(num_cpus=cpus, num_gpus=gpus, resources={BENCH_RESOURCE: 1, **labels})
             else:
-                options[t] = dict(num_cpus=1, resources={BENCH_RESOURCE: _SHARED, **labels})
+                options[t] = dict(num_cpus=1, num_gpus=gpus, resources={BENCH_RESOURCE: _SHARED, **labels})
         poll = max(0.05, min(job.lease_s / 4, 5.0))
 
         def submit(item, target):
@@ -314,6 +330,12 @@ class RayExecutor:
             if not self._alive(ray, t):
                 raise FlopgapError(f"no live node of machine kind {t or 'any'} is left in the Ray cluster; "
                                    "what was measured is stored: start nodes and rerun with --resume")
+
+
+def _gpus(device: str | None) -> int:
+    """GPUs a task on ``device`` asks Ray for: one for a CUDA device (Ray then makes it the
+    task's visible GPU, so ``cuda:N`` names a GPU among those Ray gave the task)."""
+    return 1 if device and device.startswith("cuda") else 0
 
 
 def _json(d: dict) -> str:

@@ -79,10 +79,12 @@ def _name(model: str, key: str, target: str) -> str:
 def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item], dict], *, kind: str,
               progress: bool = False, label: str = "measuring", resumed: bool = False,
               console=None, executor=None, timing: bool = True, prepare: Callable[[], dict] | None = None,
-              threads: int | None = None, lease_s: float = DEFAULT_LEASE_S) -> RunOutcome:
+              threads: int | None = None, lease_s: float = DEFAULT_LEASE_S,
+              devices: dict[str, str] | None = None) -> RunOutcome:
     """Measure every item not yet stored in ``run_id`` (on each of the executor's targets)
     and commit each one as it finishes. ``timing``: the measurement times something, so
-    a node runs one such item at a time; ``prepare`` runs once per node first."""
+    a node runs one such item at a time; ``prepare`` runs once per node first;
+    ``devices``: the device each kind of machine times on (unnamed: the CPU)."""
     executor = executor or LocalExecutor()
     outcome = RunOutcome(run_id, resumed, executor=executor.name)
     work = []
@@ -94,7 +96,8 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
             else:
                 work.append((it, target))
     job = Job(run_id, kind, measure, timing=timing, session=uuid.uuid4().hex[:16], lease_s=lease_s,
-              prepare=prepare, open_store=_store_opener(store), threads=threads, label=label)
+              prepare=prepare, open_store=_store_opener(store), threads=threads, label=label,
+              devices=tuple(sorted((devices or {}).items())))
 
     bar = None
     if progress and work:

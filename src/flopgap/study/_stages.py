@@ -26,31 +26,32 @@ def stage(module: str, *names: str):
     return values[0] if len(values) == 1 else values
 
 
-def machine_metadata() -> dict:
-    """Machine metadata of this run (``flopgap.timing.environment()``)."""
+def machine_metadata(device: str | None = None) -> dict:
+    """Machine metadata of this run (``flopgap.timing.environment(device)``: a CUDA device
+    adds the GPU and its driver)."""
     environment = stage("flopgap.timing", "environment")
-    return dict(environment())
+    return dict(environment(device) if device else environment())
 
 
-_PROFILES: dict = {}  # this process's profiles, by (quick, torch threads, cache folder)
+_PROFILES: dict = {}  # this process's profiles, by (quick, device, torch threads, cache folder)
 
 
-def machine_profile(*, quick: bool = False, progress: bool = False, console=None):
+def machine_profile(*, quick: bool = False, progress: bool = False, console=None, device: str | None = None):
     """This machine's profile (cached by the machine stage; measured once, about a minute,
     or seconds with ``quick``), with a transient progress bar when ``progress``. Kept in
     memory for the process, so a worker reads it from disk once."""
     import torch
 
     profile_machine, cache_dir = stage("flopgap.machine", "profile_machine", "cache_dir")
-    key = (quick, torch.get_num_threads(), str(cache_dir()))
+    key = (quick, device or "cpu", torch.get_num_threads(), str(cache_dir()))
     if key not in _PROFILES:
-        _PROFILES[key] = _profile(profile_machine, quick, progress, console)
+        _PROFILES[key] = _profile(profile_machine, quick, progress, console, device)
     return _PROFILES[key]
 
 
-def _profile(profile_machine, quick: bool, progress: bool, console):
+def _profile(profile_machine, quick: bool, progress: bool, console, device):
     if not progress:
-        return profile_machine(quick=quick)
+        return profile_machine(quick=quick, device=device)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -60,4 +61,4 @@ def _profile(profile_machine, quick: bool, progress: bool, console):
         def update(done: int, total: int, label: str = "") -> None:
             bar.update(task, completed=done, total=total)
 
-        return profile_machine(quick=quick, progress=update)
+        return profile_machine(quick=quick, progress=update, device=device)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from flopgap._workers import worker_id
-from flopgap.errors import one_line
+from flopgap.errors import FlopgapError, one_line
 
 __all__ = ["Job", "ItemOutcome", "Executor", "LocalExecutor", "NodeContext", "work_item", "default_threads",
            "DEFAULT_LEASE_S"]
@@ -53,6 +53,9 @@ class Job:
     (e.g. measuring or loading the machine profile) and returns a summary dict.
     ``open_store()`` opens the results store on a node (the driver's URL).
     ``threads``: torch intra-op threads on a node (``None``: torch's default there).
+    ``devices``: ``(target, device)`` pairs for kinds of machine that time on a device
+    other than the CPU; a measurement (and a prepare step) with an ``on_device(device)``
+    method is run through it there.
     """
 
     run_id: int
@@ -65,6 +68,25 @@ class Job:
     open_store: Callable[[], Any] | None = None
     threads: int | None = None
     label: str = "measuring"
+    devices: tuple = ()
+
+    def device(self, target: str) -> str | None:
+        """The device items of kind ``target`` time on (``None``: the CPU)."""
+        return dict(self.devices).get(target)
+
+    def measure_for(self, target: str) -> Callable[[Any], dict]:
+        return _on_device(self.measure, self.device(target))
+
+    def prepare_for(self, target: str) -> Callable[[], dict] | None:
+        return None if self.prepare is None else _on_device(self.prepare, self.device(target))
+
+
+def _on_device(fn, device: str | None):
+    if device is None:
+        return fn
+    if not hasattr(fn, "on_device"):
+        raise FlopgapError(f"this study cannot time on {device}: its measurement has no device")
+    return fn.on_device(device)
 
 
 @dataclass(frozen=True)
@@ -152,7 +174,7 @@ def work_item(job: Job, item, target: str, store, node: NodeContext) -> ItemOutc
     t0 = time.perf_counter()
     try:
         with _Heartbeat(store, job, item, target, node.owner):
-            payload = job.measure(item)
+            payload = job.measure_for(target)(item)
     except (KeyboardInterrupt, SystemExit):
         store.release(job.run_id, owner=node.owner)  # a resume may take it at once
         raise
@@ -191,11 +213,11 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, *, machine: dict | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
-        self._machine = machine
+    def __init__(self, *, machine: dict | None = None, device: str | None = None,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+        self._machine, self._device = machine, device
         self._clock, self._sleep = clock, sleep
-        self._prepared: set[int] = set()
+        self._prepared: set[str] = set()
 
     def targets(self) -> tuple[str, ...]:
         return ("",)
@@ -204,15 +226,17 @@ class LocalExecutor:
         if self._machine is None:
             from flopgap.study._stages import machine_metadata
 
-            self._machine = machine_metadata()
+            self._machine = machine_metadata(self._device)
         return self._machine
 
     def run(self, job: Job, work: Sequence[tuple[Any, str]], store,
             on_outcome: Callable[[ItemOutcome], None] | None = None) -> list[ItemOutcome]:
         node = local_node(store, self.machine())
-        if job.prepare is not None and id(job.prepare) not in self._prepared:
-            job.prepare()
-            self._prepared.add(id(job.prepare))
+        for target in {t for _, t in work}:
+            prepare = job.prepare_for(target)
+            if prepare is not None and repr(prepare) not in self._prepared:
+                prepare()
+                self._prepared.add(repr(prepare))
         poll = max(0.05, min(job.lease_s / 4, _POLL_MAX_S))
         queue: deque = deque(work)
         waiting: list[tuple[float, Any, str]] = []

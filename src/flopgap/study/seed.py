@@ -251,6 +251,10 @@ def run_seed(*, store, max_time: float = 3.0, precision: float = 0.01, threads: 
     from flopgap.study.executor import DEFAULT_LEASE_S, LocalExecutor
 
     executor = executor or LocalExecutor(machine=machine)
+    on_devices = {t: d for t, d in (executor.devices() if hasattr(executor, "devices") else {}).items() if d != "cpu"}
+    if on_devices:
+        raise UsageError(f"the seed study times on the CPU (its int8 models run only there): drop "
+                         f"':{next(iter(on_devices.values()))}' from --machines")
     targets = list(executor.targets())
     config = {"study": "seed", "max_time": max_time, "precision": precision, "threads": threads,
               "explain": with_explain, "claims": [c.id for c in CLAIMS],

@@ -10,7 +10,7 @@ FLOPs yet significantly slower), and the outliers of a FLOPs-only fit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from flopgap.errors import UsageError
@@ -127,11 +127,12 @@ def _top_finding(explanation) -> str:
 
 
 def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0.02, threads: int | None = None,
-                      with_explain: bool = True, profile=None, timed: bool = True) -> dict:
+                      with_explain: bool = True, profile=None, timed: bool = True, device: str | None = None) -> dict:
     """Count, time, predict and explain one model; returns the stored payload.
 
     ``timed=False`` counts and predicts only (nothing is timed or profiled: such items
-    may share a machine)."""
+    may share a machine). ``device`` (``cuda``, ``cuda:1``): counted on the CPU, then
+    timed and explained there; ``profile`` must be that device's."""
     from flopgap.count import count
     from flopgap.models import load_model, make_inputs, resolve_inputs
     from flopgap.study._stages import stage
@@ -147,7 +148,11 @@ def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0
     if not timed:
         return {"spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs], "count": counted.totals(),
                 "timed": False, "prediction": _prediction(predict(counted, profile))}
-    timed = measure(loaded.module, inputs, name=item.model, threads=threads, precision=precision, max_time=max_time)
+    module = loaded.module
+    if device and device != "cpu":
+        module, inputs = _to_device(module, inputs, device)
+    timed = measure(module, inputs, name=item.model, threads=threads, precision=precision, max_time=max_time,
+                    **({"device": device} if device else {}))
     if getattr(timed, "interrupted", False):
         # timing stops on Ctrl-C and returns what it had: in a study that ends the run,
         # and a partial measurement is not stored as a finished one
@@ -167,11 +172,17 @@ def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0
         # measure=False: the model was just timed above; explain adds the profiler's view,
         # profiled with the same thread count the timing used
         with threads_context(threads):
-            exp = explain(loaded.module, inputs, name=item.model, count_result=counted, profile=profile,
-                          measure=False)
+            exp = explain(module, inputs, name=item.model, count_result=counted, profile=profile,
+                          measure=False, **({"device": device} if device else {}))
         payload["finding"] = _top_finding(exp)
         payload["findings"] = findings_payload(exp)
     return payload
+
+
+def _to_device(module, inputs, device: str):
+    import torch
+
+    return module.to(device), tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
 
 
 @dataclass(frozen=True)
@@ -186,13 +197,19 @@ class ZooMeasure:
     with_explain: bool = True
     quick_profile: bool = False
     timed: bool = True
+    device: str | None = None
+
+    def on_device(self, device: str | None) -> "ZooMeasure":
+        """The same measurement on ``device`` (a kind of machine's own device)."""
+        return replace(self, device=device)
 
     def __call__(self, item: Item) -> dict:
         from flopgap.study._stages import machine_profile
 
         return measure_zoo_model(item, max_time=self.max_time, precision=self.precision, threads=self.threads,
-                                 with_explain=self.with_explain and self.timed,
-                                 profile=machine_profile(quick=self.quick_profile), timed=self.timed)
+                                 with_explain=self.with_explain and self.timed, device=self.device,
+                                 profile=machine_profile(quick=self.quick_profile, device=self.device),
+                                 timed=self.timed)
 
 
 @dataclass(frozen=True)
@@ -201,12 +218,16 @@ class ProfilePrepare:
     profile there, and say what it is."""
 
     quick: bool = False
+    device: str | None = None
+
+    def on_device(self, device: str | None) -> "ProfilePrepare":
+        return replace(self, device=device)
 
     def __call__(self) -> dict:
         from flopgap.study._stages import machine_profile
 
-        p = machine_profile(quick=self.quick)
-        return {"profile": "quick" if p.quick else "full", "source": getattr(p, "source", ""),
+        p = machine_profile(quick=self.quick, device=self.device)
+        return {"profile": "quick" if p.quick else "full", "source": getattr(p, "source", ""), "device": self.device,
                 "peak_fp32_flops": p.peak("float32"), "mem_bandwidth": p.mem_bandwidth,
                 "dispatch_overhead_s": p.dispatch_overhead_s, "warning": p.busy_warning() or ""}
 
@@ -258,6 +279,15 @@ def analyze_zoo(rows: Sequence[dict], *, n_boot: int = 2000, seed: int = 0, top:
     return out
 
 
+def _devices(executor, device: str | None) -> dict[str, str]:
+    """The device of each kind of machine: its own (``label:cuda``), else ``device``, else cpu."""
+    from flopgap.timing import check_device
+
+    default = check_device(device, what="--device", need_cuda=executor.name == "local") if device else "cpu"
+    own = executor.devices() if hasattr(executor, "devices") else {}
+    return {t: own.get(t) or default for t in executor.targets()}
+
+
 def run_targets(run) -> list[str]:
     """The kinds of machine a study run measures each item on (``[""]``: one, unlabelled)."""
     return list(run.config.get("machines") or [""])
@@ -294,12 +324,15 @@ def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = Non
             max_time: float = 2.0, precision: float = 0.02, threads: int | None = None, with_explain: bool = True,
             resume: bool = False, progress: bool = False, console=None, n_boot: int = 2000,
             quick_profile: bool = False, measure: Callable[[Item], dict] | None = None,
-            machine: dict | None = None, timed: bool = True, executor=None, lease_s: float | None = None):
+            machine: dict | None = None, timed: bool = True, executor=None, lease_s: float | None = None,
+            device: str | None = None):
     """Run (or resume) a zoo study into ``store`` and return its analysed result.
 
     ``quick_profile`` predicts from the machine stage's quick profile (seconds to measure
     instead of about a minute, once per machine). ``timed=False`` counts and predicts
-    only. ``executor`` says where the items run (default: here, one after the other;
+    only. ``device`` times (and profiles) on that device (default: the CPU); on a cluster a
+    kind of machine may name its own (``RayExecutor(machines=["gpu:cuda"])``).
+    ``executor`` says where the items run (default: here, one after the other;
     :class:`flopgap.study.RayExecutor` for a cluster, where each item is measured once per
     ``--machines`` label and the result is a :class:`flopgap.study.fleet.FleetResult`).
     ``measure`` replaces the per-model measurement (tests inject a fake); ``machine``
@@ -308,7 +341,7 @@ def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = Non
     from flopgap.study.executor import DEFAULT_LEASE_S, LocalExecutor
 
     items = zoo_items(zoo, models, batches)
-    executor = executor or LocalExecutor(machine=machine)
+    executor = executor or LocalExecutor(machine=machine, device=device)
     targets = list(executor.targets())
     config = {"zoo": zoo if not models else "custom", "models": [it.model for it in items],
               "batches": [int(b) for b in batches], "max_time": max_time, "precision": precision,
@@ -317,6 +350,9 @@ def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = Non
         config["time"] = False
     if targets != [""]:
         config["machines"] = targets
+    devices = _devices(executor, device)
+    if any(d != "cpu" for d in devices.values()):
+        config["devices"] = devices
     if machine is None:
         machine = executor.machine()
     prepare = None
@@ -324,7 +360,8 @@ def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = Non
         if executor.name == "local":
             from flopgap.study._stages import machine_profile
 
-            machine_profile(quick=quick_profile, progress=progress, console=console)  # measured once, with a bar
+            machine_profile(quick=quick_profile, progress=progress, console=console,  # measured once, with a bar
+                            device=devices[""] if devices.get("", "cpu") != "cpu" else None)
         measure = ZooMeasure(max_time, precision, threads, with_explain, quick_profile, timed)
         prepare = ProfilePrepare(quick_profile)
 
@@ -332,7 +369,8 @@ def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = Non
                                name=zoo if not models else f"{len(set(i.model for i in items))} models")
     outcome = run_items(store, run_id, items, measure, kind="model", progress=progress, label="zoo",
                         resumed=resumed, console=console, executor=executor, timing=timed, prepare=prepare,
-                        threads=threads, lease_s=lease_s or DEFAULT_LEASE_S)
+                        threads=threads, lease_s=lease_s or DEFAULT_LEASE_S,
+                        devices={t: d for t, d in devices.items() if d != "cpu"})
     if len(targets) > 1:
         from flopgap.study.fleet import fleet_result
 
