@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from flopgap.report._format import fmt_seconds
+from flopgap.report._format import fmt_seconds, si
 from flopgap.report.html import Figure, Para, Section, Table
 
 __all__ = ["machines_sections", "fleet_sections"]
@@ -61,7 +61,7 @@ def machines_sections(cmp, *, plots: bool = True) -> list[Section]:
     for batch, b in cmp.batches.items():
         blocks: list = []
         blocks.append(Table(["model", "FLOPs", *names],
-                            [[r["model"], "-" if r["flops"] is None else f"{r['flops']:.3g}",
+                            [[r["model"], "-" if r["flops"] is None else si(r["flops"]),
                               *[_lat(r["latency"].get(n)) for n in names]] for r in b["table"]],
                             f"latency per machine, batch {batch}", f"latency_b{batch}"))
         pm = b["machines"]
@@ -77,6 +77,12 @@ def machines_sections(cmp, *, plots: bool = True) -> list[Section]:
             else:
                 best.append("-")
         rows.append(["ranks latency best", *best])
+        inv = []
+        for n in names:
+            i = pm[n]["inversions"]
+            timed = pm[n]["latency"] == "measured" and i.get("pairs_compared")
+            inv.append(f"{i['count']} of {i['pairs_compared']} pairs" if timed else "-")
+        rows.append(["FLOPs inversions (significant)", *inv])
         blocks.append(Table(["count", *[f"{n}: Spearman rho [95% CI] vs {pm[n]['latency']} latency" for n in names]],
                             rows, f"which count ranks latency best on each machine, batch {batch}",
                             f"best_count_b{batch}"))
