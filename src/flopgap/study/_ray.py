@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import socket
 import time
@@ -125,8 +126,8 @@ def run_item(job: Job, item, target: str) -> ItemOutcome:
 
 class RayExecutor:
     """Runs a study's items on a Ray cluster: ``address`` of a running cluster (``auto``,
-    ``HOST:PORT`` or ``ray://HOST:10001``), or ``None`` for a fresh one-node cluster on
-    this machine; ``machines``: the kinds of machine (labels) each item is measured on,
+    ``HOST:PORT`` or ``ray://HOST:10001``; default ``$RAY_ADDRESS``), or ``None`` for a
+    fresh one-node cluster on this machine; ``machines``: the kinds of machine (labels) each item is measured on,
     each optionally with the device it times on (``gpu-h200:cuda``; default the CPU)."""
 
     name = "ray"
@@ -135,7 +136,7 @@ class RayExecutor:
                  init_kwargs: dict | None = None, clock: Callable[[], float] = time.time):
         from flopgap.timing import check_device
 
-        self.address = address or None
+        self.address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own convention
         specs = [m.partition(":") for m in machines]
         self._machines = tuple(check_label(label) for label, _, _ in specs)
         # the driver need not have the nodes' GPUs

@@ -96,7 +96,7 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
             else:
                 work.append((it, target))
     job = Job(run_id, kind, measure, timing=timing, session=uuid.uuid4().hex[:16], lease_s=lease_s,
-              prepare=prepare, open_store=_store_opener(store), threads=threads, label=label,
+              prepare=prepare, open_store=_store_opener(store), threads=threads,
               devices=tuple(sorted((devices or {}).items())))
 
     bar = None

@@ -67,7 +67,6 @@ class Job:
     prepare: Callable[[], dict] | None = None
     open_store: Callable[[], Any] | None = None
     threads: int | None = None
-    label: str = "measuring"
     devices: tuple = ()
 
     def device(self, target: str) -> str | None:
@@ -105,10 +104,6 @@ class ItemOutcome:
     expires: float = 0.0
     attempts: int = 0
     wall_s: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return " ".join(x for x in (self.model, self.key, f"@{self.target}" if self.target else "") if x)
 
 
 @dataclass
