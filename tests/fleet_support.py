@@ -5,6 +5,10 @@ the reason when it cannot start here."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import tempfile
+import time
 import uuid
 import warnings
 
@@ -12,8 +16,12 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
-    """A PostgreSQL server in a temporary folder for the whole session (pgserver)."""
+def pg_server():
+    """A PostgreSQL server in a temporary folder for the whole session (pgserver).
+
+    The folder is not under pytest's own temporary root: run as root, pgserver starts
+    the server as an unprivileged user, which cannot enter that root when another
+    pytest process has just made it private again (mode 0700)."""
     try:
         with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR unset on a CI machine
             warnings.simplefilter("ignore")
@@ -21,15 +29,34 @@ def pg_server(tmp_path_factory):
         import psycopg  # noqa: F401  (SQLAlchemy's postgresql+psycopg driver)
     except ImportError as e:
         pytest.skip(f"PostgreSQL tests need pgserver and psycopg (pip install -e '.[dev]'): {e}")
-    folder = tmp_path_factory.mktemp("pg")
+    folder = tempfile.mkdtemp(prefix="flopgap-pg-")
     try:
         with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR unset on a CI machine
             warnings.simplefilter("ignore")
-            server = pgserver.get_server(str(folder), cleanup_mode="stop")
+            server = pgserver.get_server(folder, cleanup_mode=None)  # stopped below, without a checkpoint
     except Exception as e:  # noqa: BLE001  (any reason the server cannot start here is a skip reason)
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"cannot start a PostgreSQL server with pgserver here: {type(e).__name__}: {e}")
     yield server
-    server.cleanup()
+    _stop_now(server.get_pid())
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop_now(pid: int | None, timeout_s: float = 30.0) -> None:
+    """PostgreSQL's immediate shutdown (SIGQUIT): no checkpoint, the data is thrown away."""
+    if not pid:
+        return
+    try:
+        os.kill(pid, signal.SIGQUIT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def new_database(server) -> str:
