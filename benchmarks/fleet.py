@@ -118,7 +118,7 @@ def _writer(url: str, run_id: int, who: int, items: int, ready, go, out) -> None
     t0 = time.perf_counter()
     for i in range(items):
         model = f"w{who}-m{i}"
-        if s.claim(run_id, model, "model", "b1", "", owner=me, session="bench", lease_s=60).status == "claimed":
+        if s.claim(run_id, model, "model", "b1", "", owner=me, invocation="bench", lease_s=60).status == "claimed":
             s.complete(run_id, model, "model", payload, "b1", "", owner=me, machine="bench")
     out.put((who, t0, time.perf_counter()))
     s.close()

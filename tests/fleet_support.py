@@ -17,7 +17,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """A PostgreSQL server in a temporary folder for the whole session (pgserver).
+    """A PostgreSQL server in a temporary folder for the whole test run (pgserver).
 
     The folder is not under pytest's own temporary root: run as root, pgserver starts
     the server as an unprivileged user, which cannot enter that root when another

@@ -32,20 +32,20 @@ def store(any_url):
 def test_one_claimant_at_a_time_and_expired_leases_move_on(store):
     rid = store.start_run("zoo", {}, MACHINE)
     item = (rid, "seed:ex1-small", "model", "b1", "alpha")
-    first = store.claim(*item, owner="w1", session="s1", lease_s=10, now=T0)
+    first = store.claim(*item, owner="w1", invocation="s1", lease_s=10, now=T0)
     assert (first.status, first.attempts, first.expires) == ("claimed", 1, T0 + 10)
-    busy = store.claim(*item, owner="w2", session="s1", lease_s=10, now=T0 + 5)
+    busy = store.claim(*item, owner="w2", invocation="s1", lease_s=10, now=T0 + 5)
     assert (busy.status, busy.owner, busy.expires) == ("busy", "w1", T0 + 10)
     assert store.renew(*item, owner="w1", lease_s=10, now=T0 + 8)          # a heartbeat: lease to T0 + 18
-    assert store.claim(*item, owner="w2", session="s1", lease_s=10, now=T0 + 15).status == "busy"
+    assert store.claim(*item, owner="w2", invocation="s1", lease_s=10, now=T0 + 15).status == "busy"
     # w1 stops renewing (its node died): once the lease has run out w2 takes the item over
-    taken = store.claim(*item, owner="w2", session="s1", lease_s=10, now=T0 + 18.5)
+    taken = store.claim(*item, owner="w2", invocation="s1", lease_s=10, now=T0 + 18.5)
     assert (taken.status, taken.attempts) == ("claimed", 2)
     assert not store.renew(*item, owner="w1", lease_s=10, now=T0 + 19)     # w1 learns it lost the item
     assert store.complete(*item[:3], {"median": 1.0}, key="b1", target="alpha", owner="w2", machine="fp-2")
     # the late w1 finishes too: its result is not stored twice
     assert not store.complete(*item[:3], {"median": 2.0}, key="b1", target="alpha", owner="w1", machine="fp-1")
-    assert store.claim(*item, owner="w3", session="s2", lease_s=10, now=T0 + 20).status == "done"
+    assert store.claim(*item, owner="w3", invocation="s2", lease_s=10, now=T0 + 20).status == "done"
     (row,) = store.measurements(rid, kind="model")
     assert (row.payload, row.target, row.machine_fingerprint) == ({"median": 1.0}, "alpha", "fp-2")
     (c,) = store.claims(rid)
@@ -55,7 +55,7 @@ def test_one_claimant_at_a_time_and_expired_leases_move_on(store):
 def test_targets_are_separate_items(store):
     rid = store.start_run("zoo", {}, MACHINE)
     for target in ("alpha", "beta"):
-        assert store.claim(rid, "m", "model", "b1", target, owner="w", session="s", lease_s=5, now=T0).status == "claimed"
+        assert store.claim(rid, "m", "model", "b1", target, owner="w", invocation="s", lease_s=5, now=T0).status == "claimed"
         assert store.complete(rid, "m", "model", {"t": target}, "b1", target, owner="w", machine=f"fp-{target}")
     assert store.targets(rid) == ["alpha", "beta"]
     assert store.done(rid, "model", "alpha") == {("m", "b1")} and store.done(rid, "model") == set()
@@ -65,28 +65,28 @@ def test_targets_are_separate_items(store):
     assert store.measurements(rid, target="")[0].machine_fingerprint == store.run(rid).machine_fingerprint
 
 
-def test_a_failure_is_tried_once_per_session_and_retried_by_the_next(store):
+def test_a_failure_is_tried_once_per_invocation_and_retried_by_the_next(store):
     rid = store.start_run("zoo", {}, MACHINE)
     item = (rid, "m", "model", "b1", "")
-    assert store.claim(*item, owner="w1", session="s1", lease_s=5, now=T0).status == "claimed"
+    assert store.claim(*item, owner="w1", invocation="s1", lease_s=5, now=T0).status == "claimed"
     store.fail(*item[:3], {"error": "RuntimeError: boom"}, "b1", "", owner="w1")
-    assert store.claim(*item, owner="w2", session="s1", lease_s=5, now=T0 + 1).status == "failed"
-    assert store.peek(*item, session="s1", now=T0 + 1).status == "failed"
-    assert store.peek(*item, session="s2", now=T0 + 1).status == "open"
-    again = store.claim(*item, owner="w3", session="s2", lease_s=5, now=T0 + 2)   # a --resume
+    assert store.claim(*item, owner="w2", invocation="s1", lease_s=5, now=T0 + 1).status == "failed"
+    assert store.peek(*item, invocation="s1", now=T0 + 1).status == "failed"
+    assert store.peek(*item, invocation="s2", now=T0 + 1).status == "open"
+    again = store.claim(*item, owner="w3", invocation="s2", lease_s=5, now=T0 + 2)   # a --resume
     assert (again.status, again.attempts) == ("claimed", 2)
     store.fail(*item[:3], {"error": "RuntimeError: boom again"}, "b1", "", owner="w3")
     (err,) = store.measurements(rid, kind="error")                          # replaced, not duplicated
     assert err.payload == {"error": "RuntimeError: boom again"}
 
 
-def test_release_ends_a_sessions_leases_at_once(store):
+def test_release_ends_an_invocations_leases_at_once(store):
     rid = store.start_run("zoo", {}, MACHINE)
-    store.claim(rid, "a", "model", "", "", owner="w1", session="s1", lease_s=60, now=T0)
-    store.claim(rid, "b", "model", "", "", owner="w2", session="s2", lease_s=60, now=T0)
-    assert store.release(rid, session="s1") == 1
-    assert store.claim(rid, "a", "model", "", "", owner="w3", session="s3", lease_s=60, now=T0 + 1).status == "claimed"
-    assert store.claim(rid, "b", "model", "", "", owner="w3", session="s3", lease_s=60, now=T0 + 1).status == "busy"
+    store.claim(rid, "a", "model", "", "", owner="w1", invocation="s1", lease_s=60, now=T0)
+    store.claim(rid, "b", "model", "", "", owner="w2", invocation="s2", lease_s=60, now=T0)
+    assert store.release(rid, invocation="s1") == 1
+    assert store.claim(rid, "a", "model", "", "", owner="w3", invocation="s3", lease_s=60, now=T0 + 1).status == "claimed"
+    assert store.claim(rid, "b", "model", "", "", owner="w3", invocation="s3", lease_s=60, now=T0 + 1).status == "busy"
 
 
 def test_a_dead_owner_on_this_host_is_recognised_before_its_lease_ends(store, any_url):
@@ -96,17 +96,17 @@ def test_a_dead_owner_on_this_host_is_recognised_before_its_lease_ends(store, an
         from flopgap.store import Store
         from flopgap._workers import worker_id
         s = Store(sys.argv[1])
-        r = s.claim(int(sys.argv[2]), "m", "model", "", "", owner=worker_id(), session="dead", lease_s=3600)
+        r = s.claim(int(sys.argv[2]), "m", "model", "", "", owner=worker_id(), invocation="dead", lease_s=3600)
         assert r.status == "claimed"
         os._exit(9)   # like kill -9: nothing released
     """)
     p = subprocess.run([sys.executable, "-c", code, any_url, str(rid)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 9, p.stderr
-    again = store.claim(rid, "m", "model", "", "", owner=worker_id(), session="next", lease_s=60)
+    again = store.claim(rid, "m", "model", "", "", owner=worker_id(), invocation="next", lease_s=60)
     assert (again.status, again.attempts) == ("claimed", 2)
     # a live owner elsewhere (another host) keeps its lease
-    store.claim(rid, "n", "model", "", "", owner="otherhost/abcd:1:x", session="s", lease_s=60)
-    assert store.claim(rid, "n", "model", "", "", owner=worker_id(), session="next", lease_s=60).status == "busy"
+    store.claim(rid, "n", "model", "", "", owner="otherhost/abcd:1:x", invocation="s", lease_s=60)
+    assert store.claim(rid, "n", "model", "", "", owner=worker_id(), invocation="next", lease_s=60).status == "busy"
 
 
 CLAIMANT = textwrap.dedent("""
@@ -117,7 +117,7 @@ CLAIMANT = textwrap.dedent("""
     s, me = Store(url), worker_id()
     mine = []
     for i in range(n):
-        r = s.claim(rid, f"m{i}", "model", "b1", "", owner=me, session="race", lease_s=60)
+        r = s.claim(rid, f"m{i}", "model", "b1", "", owner=me, invocation="race", lease_s=60)
         if r.status == "claimed":
             s.complete(rid, f"m{i}", "model", {"by": me}, "b1", "", owner=me, machine="fp")
             mine.append(i)

@@ -202,7 +202,7 @@ def test_local_executor_waits_for_an_item_another_worker_holds(tmp_path):
     s = Store(str(tmp_path / "w.db"))
     rid = s.start_run("zoo", {}, {"cpu_model": "fake"})
     # another machine holds "b" for 0.3 s more and never finishes it (its node died)
-    s.claim(rid, "b", "model", "", "", owner="elsewhere/0:1:x", session="other", lease_s=0.3)
+    s.claim(rid, "b", "model", "", "", owner="elsewhere/0:1:x", invocation="other", lease_s=0.3)
     measured = []
     sleeps = []
 

@@ -9,10 +9,10 @@ both ``claims`` and ``measurements`` decides every race::
         a result is stored for it                  -> done
         no claim row: insert one                   -> claimed  (a lost insert race re-reads)
         state done                                 -> done
-        failed in this session                     -> failed   (a session tries an item once;
+        failed in this invocation                     -> failed   (an invocation tries an item once;
                                                                 a later --resume retries it)
         claimed, lease live and owner not dead     -> busy     (another worker measures it)
-        else (lease expired, owner process dead on this host, failed in another session):
+        else (lease expired, owner process dead on this host, failed in another invocation):
             compare-and-set on (owner, attempts)   -> claimed  (busy if another worker won)
     measuring: renew(item) every lease/3 s pushes the lease end forward (a heartbeat)
     complete(item, payload): result row (an existing one is kept) + claim done
@@ -53,7 +53,7 @@ def _iso(t: float | None = None) -> str:
 class ClaimResult:
     """What :meth:`ClaimsMixin.claim` found: ``status`` is ``claimed`` (measure it now),
     ``done`` (a result is stored), ``busy`` (another worker holds a live lease until
-    ``expires``), ``failed`` (this session already failed it) or, from :meth:`peek`
+    ``expires``), ``failed`` (this invocation already failed it) or, from :meth:`peek`
     only, ``open`` (nobody holds it)."""
 
     status: str
@@ -133,7 +133,7 @@ class ClaimsMixin:
 
     # ------------------------------------------------------------ claims
     def claim(self, run_id: int, model: str, kind: str, key: str = "", target: str = "", *, owner: str,
-              session: str, lease_s: float, node: str = "", machine: str = "", now: float | None = None) -> ClaimResult:
+              invocation: str, lease_s: float, node: str = "", machine: str = "", now: float | None = None) -> ClaimResult:
         """Try to take the item for ``lease_s`` seconds (see the module docstring)."""
         for _ in range(5):  # each pass either decides or lost a race that changed the row
             t = time.time() if now is None else now
@@ -141,14 +141,14 @@ class ClaimsMixin:
                 stored, row = _lookup(conn, run_id, model, kind, key, target)
                 if stored:
                     return ClaimResult("done")
-                values = dict(state="claimed", owner=owner, session=session, node=node, machine_fingerprint=machine,
+                values = dict(state="claimed", owner=owner, invocation=invocation, node=node, machine_fingerprint=machine,
                               claimed=_iso(t), expires=t + lease_s, finished=None)
                 if row is None:
                     if _insert_ignore(conn, claims, dict(run_id=run_id, model=model, kind=kind, key=key,
                                                          target=target, attempts=1, **values)):
                         return ClaimResult("claimed", owner, t + lease_s, 1)
                     continue
-                decided = self._decide(row, session, t)
+                decided = self._decide(row, invocation, t)
                 if decided is not None:
                     return decided
                 n = conn.execute(update(claims).where(
@@ -159,19 +159,19 @@ class ClaimsMixin:
         return ClaimResult("busy", "", (time.time() if now is None else now) + lease_s)
 
     @staticmethod
-    def _decide(row, session: str, t: float) -> ClaimResult | None:
+    def _decide(row, invocation: str, t: float) -> ClaimResult | None:
         """The answer for an existing claim row, or None when it may be taken over."""
         if row["state"] == "done":
             return ClaimResult("done", row["owner"], row["expires"], row["attempts"])
         if row["state"] == "failed":
-            if row["session"] == session:
+            if row["invocation"] == invocation:
                 return ClaimResult("failed", row["owner"], row["expires"], row["attempts"])
             return None
         if row["expires"] > t and not owner_dead(row["owner"]):
             return ClaimResult("busy", row["owner"], row["expires"], row["attempts"])
         return None
 
-    def peek(self, run_id: int, model: str, kind: str, key: str = "", target: str = "", *, session: str,
+    def peek(self, run_id: int, model: str, kind: str, key: str = "", target: str = "", *, invocation: str,
              now: float | None = None) -> ClaimResult:
         """What :meth:`claim` would answer, without taking anything (``open``: free to claim)."""
         t = time.time() if now is None else now
@@ -181,7 +181,7 @@ class ClaimsMixin:
             return ClaimResult("done")
         if row is None:
             return ClaimResult("open")
-        return self._decide(row, session, t) or ClaimResult("open", row["owner"], row["expires"], row["attempts"])
+        return self._decide(row, invocation, t) or ClaimResult("open", row["owner"], row["expires"], row["attempts"])
 
     def renew(self, run_id: int, model: str, kind: str, key: str = "", target: str = "", *, owner: str,
               lease_s: float, now: float | None = None) -> bool:
@@ -221,12 +221,12 @@ class ClaimsMixin:
                                               claims.c.owner == owner, claims.c.state == "claimed")
                          .values(state="failed", finished=now))
 
-    def release(self, run_id: int, *, session: str | None = None, owner: str | None = None) -> int:
-        """End the live leases of a session (or an owner) at once, so a resume need not wait
+    def release(self, run_id: int, *, invocation: str | None = None, owner: str | None = None) -> int:
+        """End the live leases of an invocation (or an owner) at once, so a resume need not wait
         for them to run out (after Ctrl-C). Returns how many were released."""
         q = update(claims).where(claims.c.run_id == run_id, claims.c.state == "claimed")
-        if session is not None:
-            q = q.where(claims.c.session == session)
+        if invocation is not None:
+            q = q.where(claims.c.invocation == invocation)
         if owner is not None:
             q = q.where(claims.c.owner == owner)
         with self.engine.begin() as conn:

@@ -9,7 +9,7 @@ Schema version 2::
                  payload JSON, created,
                  UNIQUE(run_id, model, kind, key, target))
     machines(fingerprint PK, metadata JSON, first_seen, last_seen)
-    claims(id PK, run_id FK, model, kind, key, target, state, owner, session, node,
+    claims(id PK, run_id FK, model, kind, key, target, state, owner, invocation, node,
            machine_fingerprint, attempts, claimed, expires, finished,
            UNIQUE(run_id, model, kind, key, target))
     indexes: runs(kind, config_hash), runs(machine_fingerprint),
@@ -114,7 +114,7 @@ claims = Table(
     Column("target", String(64), nullable=False, default=""),
     Column("state", String(16), nullable=False),             # claimed, done, failed
     Column("owner", String(200), nullable=False),            # host/boot:pid:nonce of the worker process
-    Column("session", String(64), nullable=False),           # one study invocation (a driver)
+    Column("invocation", String(64), nullable=False),        # one run of a study command (a driver)
     Column("node", String(200), nullable=False, default=""),  # where it runs (a Ray node id, or the host)
     Column("machine_fingerprint", String(64), nullable=False, default=""),
     Column("attempts", Integer, nullable=False),

@@ -293,7 +293,7 @@ class RayExecutor:
                 due = [w for w in waiting if w[0] <= now]
                 waiting = [w for w in waiting if w[0] > now]
                 for _, item, target in due:
-                    peek = store.peek(job.run_id, item.model, job.kind, item.key, target, session=job.session)
+                    peek = store.peek(job.run_id, item.model, job.kind, item.key, target, invocation=job.invocation)
                     if peek.status == "done":
                         finish(ItemOutcome(item.model, item.key, target, "done"))
                     elif peek.status == "busy":
@@ -306,7 +306,7 @@ class RayExecutor:
         except BaseException:
             for ref in inflight:
                 ray.cancel(ref, force=True)
-            store.release(job.run_id, session=job.session)  # a resume may take them at once
+            store.release(job.run_id, invocation=job.invocation)  # a resume may take them at once
             raise
         return out
 

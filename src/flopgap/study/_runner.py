@@ -95,7 +95,7 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
                 outcome.skipped.append(_name(it.model, it.key, target))
             else:
                 work.append((it, target))
-    job = Job(run_id, kind, measure, timing=timing, session=uuid.uuid4().hex[:16], lease_s=lease_s,
+    job = Job(run_id, kind, measure, timing=timing, invocation=uuid.uuid4().hex[:16], lease_s=lease_s,
               prepare=prepare, open_store=_store_opener(store), threads=threads,
               devices=tuple(sorted((devices or {}).items())))
 
@@ -117,7 +117,7 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
         elif o.status == "done":
             outcome.elsewhere.append(name)
         elif o.status == "failed":
-            outcome.failed[name] = o.error or "failed in this session"
+            outcome.failed[name] = o.error or "failed in this invocation"
         if bar is not None:
             bar.update(task, description=f"{label} {name[:48]}")
             bar.advance(task)

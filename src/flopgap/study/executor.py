@@ -6,7 +6,7 @@ executor a :class:`Job` and a list of ``(item, target)`` pairs and get one
 Every worker, wherever it runs, does the same for one item (:func:`work_item`)::
 
     claim the item for its target in the store (a lease of job.lease_s seconds)
-        done / failed in this session      -> report it, measure nothing
+        done / failed in this invocation      -> report it, measure nothing
         busy (another worker holds it)     -> the executor asks again later
     measure it, renewing the lease every lease/3 s from a heartbeat thread
     store result + mark the claim done in one transaction (a result already stored is kept)
@@ -62,7 +62,7 @@ class Job:
     kind: str
     measure: Callable[[Any], dict]
     timing: bool = True
-    session: str = ""
+    invocation: str = ""
     lease_s: float = DEFAULT_LEASE_S
     prepare: Callable[[], dict] | None = None
     open_store: Callable[[], Any] | None = None
@@ -162,7 +162,7 @@ class _Heartbeat:
 def work_item(job: Job, item, target: str, store, node: NodeContext) -> ItemOutcome:
     """Claim, measure and store one item on this worker (see the module docstring)."""
     base = dict(model=item.model, key=item.key, target=target, node=node.name, machine_fingerprint=node.fingerprint)
-    c = store.claim(job.run_id, item.model, job.kind, item.key, target, owner=node.owner, session=job.session,
+    c = store.claim(job.run_id, item.model, job.kind, item.key, target, owner=node.owner, invocation=job.invocation,
                     lease_s=job.lease_s, node=node.name, machine=node.fingerprint)
     if c.status != "claimed":
         return ItemOutcome(**base, status=c.status, expires=c.expires, attempts=c.attempts)
