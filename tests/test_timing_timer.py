@@ -12,9 +12,28 @@ import pytest
 import torch
 
 from flopgap.errors import UsageError
-from flopgap.timing import CudaHooks, FakeClock, Measurement, TimingSpec, compare, measure
+from flopgap.timing import CudaHooks, FakeClock, FakeLoad, Measurement, TimerOptions, TimingSpec
+from flopgap.timing import compare as _compare
+from flopgap.timing import measure as _measure_api
 
 MS = 1e-3
+_RUN_KEYS = ("name", "clock", "cuda_hooks", "load", "progress")
+
+
+def _split(kw):
+    run = {k: kw.pop(k) for k in _RUN_KEYS if k in kw}
+    run.setdefault("load", FakeLoad.quiet())  # the real machine's load is not these tests' business
+    return TimerOptions(**kw), run
+
+
+def measure(fn, inputs=(), **kw):
+    opts, run = _split(kw)
+    return _measure_api(fn, inputs, opts, **run)
+
+
+def compare(fa, ia, fb, ib, names=("a", "b"), **kw):
+    opts, run = _split(kw)
+    return _compare(fa, ia, fb, ib, opts, names=names, **run)
 
 
 def _measure(clock, **kw):
@@ -205,10 +224,14 @@ def test_json_round_trip_keeps_all_samples():
 
 
 def test_timing_spec_is_frozen_and_hashable():
-    s = TimingSpec("m", ("1x100:float32",), "cpu", 2, False, 0.01, 10.0)
+    s = TimingSpec("m", ("1x100:float32",), "cpu", 2, TimerOptions(precision=0.01, threads=2))
     with pytest.raises(AttributeError):
         s.name = "x"
     assert {s: 1}[TimingSpec.from_dict(s.to_dict())] == 1
+    # records written before the options object existed still load
+    old = TimingSpec.from_dict({"name": "m", "inputs": ["1x100:float32"], "device": "cpu", "threads": 2,
+                                "grad": False, "precision": 0.01, "max_time": 10.0})
+    assert old.precision == 0.01 and old.threads == 2 and old.options.threads is None
 
 
 # ------------------------------------------------------------------ compare
