@@ -445,3 +445,23 @@ def test_page_faults_per_call_are_counted_while_sampling():
     reused = torch.empty(n)
     q = measure(lambda: reused.fill_(1.0), (), precision=0.5, max_time=0.5, min_time=0.0, min_samples=6)
     assert q.page_faults_per_call < 50
+
+
+def test_process_repeats_interval_over_processes():
+    from flopgap.timing import ProcessRepeats
+
+    def runs(ms_list):
+        return ProcessRepeats(["m"], len(ms_list), [_measure(FakeClock(ms * MS), name="m") for ms in ms_list])
+
+    two = runs([1.0, 1.2])
+    lo, hi, conf = two.ci
+    assert (lo, hi) == (pytest.approx(1.0 * MS), pytest.approx(1.2 * MS)) and conf == 0.5   # 1 - 2 / 2**2
+    five = runs([1.0, 1.1, 1.2, 1.3, 1.4])
+    assert five.ci[2] == pytest.approx(1 - 2 / 32)                                            # the range: 93.75%
+    six = runs([1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
+    # n = 6: P(B <= 0) = 1/64 <= 0.025, so ranks (1, 6): the whole range at 96.9% >= 95%
+    assert six.ci == (pytest.approx(1.0 * MS), pytest.approx(1.5 * MS), 0.95)
+    d = six.to_dict()
+    assert d["ci_low"] == pytest.approx(1.0 * MS) and d["ci_confidence"] == 0.95 and d["disturbed_processes"] == 0
+    one = runs([1.0])
+    assert all(x != x for x in one.ci)   # NaN: no interval from one process

@@ -255,35 +255,50 @@ def runs(
 
 @app.command("compare")
 def compare_cmd(
-    run_a: Annotated[str, typer.Argument(help="baseline run id (or 'latest')")],
-    run_b: Annotated[str, typer.Argument(help="run id to compare with it")],
+    a: Annotated[str, typer.Argument(help="baseline: a run id in --db ('latest' too) or a JSON file written by --json of any command")],
+    b: Annotated[str, typer.Argument(help="the run id or JSON file to compare with it")],
     db: DbOpt = DEFAULT_DB,
-    threshold: Annotated[float, typer.Option("--threshold", help="flag changes beyond this fraction (beyond the CI)")] = 0.05,
+    threshold: Annotated[float, typer.Option("--threshold", help="flag changes whose whole 95% CI lies beyond this fraction (default 0.05 = 5%)")] = 0.05,
+    force: Annotated[bool, typer.Option("--force", help="compare even when threads, inputs, device, precision, machine or torch version differ (the differences are stated first)")] = False,
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="exit 1 if any model regressed")] = False,
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,
+    json_path: JsonOpt = None,
 ) -> None:
-    """Compare the latencies of the same models across two runs (or machines): ratio B/A with
-    a 95% CI, flagging regressions and improvements beyond --threshold."""
+    """Compare the latencies of the same models in two results: B / A with a 95% CI, a
+    regression / improvement / no change flag beyond --threshold, in the layout of
+    torch.utils.benchmark.Compare. Each side is a run in the results store or a JSON file
+    of any command (time, explain, predict --measure, variants, study); a model is matched
+    at the same batch whichever command timed it. Results measured under different
+    settings (threads, inputs, device, precision, machine, torch version) are refused
+    (exit 2) unless --force: their ratio would measure the difference in settings."""
     from flopgap.errors import FlopgapError
     from flopgap.report.html import write_csv, write_html
-    from flopgap.report.study_view import compare_runs, compare_sections, print_sections
-    from flopgap.store import open_store
+    from flopgap.report.study_view import compare_sections, print_sections
+    from flopgap.study.compare import compare_sources, load_source
 
-    if threshold < 0:
-        raise UsageError(f"--threshold must be >= 0, got {threshold}")
-    store = open_store(db, create=False)
-    cmp = compare_runs(store, run_a, run_b, threshold=threshold)
+    def needs_store(ref: str) -> bool:
+        return not (ref.lower().endswith(".json") or Path(ref).exists())
+
+    store = None
+    if needs_store(a) or needs_store(b):
+        from flopgap.store import open_store
+
+        store = open_store(db, create=False)
+    cmp = compare_sources(load_source(a, store), load_source(b, store), threshold=threshold, force=force)
     sections = compare_sections(cmp)
-    print_sections(sections, console)
+    if json_path != "-":
+        print_sections(sections, console)
+    if json_path:
+        write_json(json_path, cmp.to_dict())
     if html:
-        p = write_html(html, f"flopgap: run {cmp['b'].id} vs run {cmp['a'].id}", sections, machine=cmp["b"].machine)
-        console.print(f"wrote report {p}", markup=False)
+        p = write_html(html, f"flopgap: {cmp.b.label} vs {cmp.a.label}", sections, machine=cmp.b.machine or None)
+        err_console.print(f"wrote report {p}", markup=False, highlight=False)
     if csv:
         for p in write_csv(csv, sections):
-            console.print(f"wrote {p}", markup=False)
-    if fail_on_regression and cmp["regressions"]:
-        raise FlopgapError(f"{cmp['regressions']} regression(s) beyond {100 * threshold:.0f}%")
+            err_console.print(f"wrote {p}", markup=False, highlight=False)
+    if fail_on_regression and cmp.regressions:
+        raise FlopgapError(f"{cmp.regressions} regression(s) beyond {100 * threshold:g}%")
 
 
 @app.command()

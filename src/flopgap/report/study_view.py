@@ -17,8 +17,8 @@ from rich.text import Text
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, si
 from flopgap.report.html import Figure, Para, Section, Table
 
-__all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_runs",
-           "compare_sections", "runs_table", "print_sections", "title_for"]
+__all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_sections", "runs_table",
+           "print_sections", "title_for"]
 
 _METRIC_NAMES = {"params": "params", "flops": "FLOPs", "bytes": "bytes", "ops": "kernel ops",
                  "prediction": "explain prediction"}
@@ -291,69 +291,28 @@ def runs_table(runs: Sequence) -> Table:
                  "runs, newest first", "runs")
 
 
-def _timed(payload: dict):
-    """(median, ci_low, ci_high) of whatever a stored measurement timed, if anything."""
-    if not isinstance(payload, dict):
-        return None
-    if all(isinstance(payload.get(k), (int, float)) for k in ("median", "ci_low", "ci_high")):
-        return payload["median"], payload["ci_low"], payload["ci_high"]
-    for key in ("time", "a"):
-        sub = payload.get(key)
-        if isinstance(sub, dict) and all(isinstance(sub.get(k), (int, float)) for k in ("median", "ci_low", "ci_high")):
-            return sub["median"], sub["ci_low"], sub["ci_high"]
-    comp = payload.get("comparison")
-    if isinstance(comp, dict):
-        return _timed(comp)
-    return None
+def compare_sections(cmp) -> list[Section]:
+    """A :class:`flopgap.study.compare.Comparison` as a grid in the layout of
+    ``torch.utils.benchmark.Compare``: one row per model, the two sides' medians with
+    their CI, n and threads, then B / A with its CI and the flag."""
+    a, b = cmp.a, cmp.b
+    notes = [Para(w, "warn") for w in cmp.warnings]
+    notes.append(Para(f"A = {a.label} ({a.kind}), B = {b.label} ({b.kind}); ratio = latency B / latency A, 95% CI; "
+                      f"flagged beyond +-{100 * cmp.threshold:g}% (the whole CI past the threshold).", "note"))
+    if cmp.only_a or cmp.only_b:
+        notes.append(Para("timed on one side only: " + "; ".join(
+            part for part in (f"A: {', '.join(cmp.only_a)}" if cmp.only_a else "",
+                              f"B: {', '.join(cmp.only_b)}" if cmp.only_b else "") if part), "note"))
 
+    def side(t):
+        return fmt_latency(t.median, t.ci_low, t.ci_high, t.n, t.threads, disturbed=t.disturbed)
 
-def compare_runs(store, run_a, run_b, *, threshold: float = 0.05) -> dict:
-    """Latency ratio B/A for every (model, key) timed in both runs, with a CI and a flag.
-
-    The ratio's CI combines the two medians' CIs in log space as if independent (the runs
-    were not interleaved): ``se = sqrt(se_a^2 + se_b^2)`` with ``se = (log hi - log lo) / 3.92``.
-    regression: the CI lies wholly above ``1 + threshold``; improvement: wholly below
-    ``1 / (1 + threshold)``; else no change detected.
-    """
-    ra, rb = store.run(run_a), store.run(run_b)
-    def timed(run):
-        out = {}
-        for m in store.measurements(run.id):
-            t = _timed(m.payload)
-            if t and all(v and v > 0 for v in t):
-                out[(m.model, m.kind, m.key)] = t
-        return out
-
-    ta, tb = timed(ra), timed(rb)
-    rows = []
-    for k in [k for k in ta if k in tb]:
-        (ma, la, ha), (mb, lb, hb) = ta[k], tb[k]
-        se = math.sqrt(((math.log(ha) - math.log(la)) / 3.92) ** 2 + ((math.log(hb) - math.log(lb)) / 3.92) ** 2)
-        ratio = mb / ma
-        lo, hi = ratio * math.exp(-1.96 * se), ratio * math.exp(1.96 * se)
-        flag = ("regression" if lo > 1 + threshold else "improvement" if hi < 1 / (1 + threshold)
-                else "no change detected")
-        rows.append({"model": k[0], "kind": k[1], "key": k[2], "a": ma, "b": mb, "ratio": ratio, "ci_low": lo,
-                     "ci_high": hi, "flag": flag})
-    return {"a": ra, "b": rb, "rows": rows, "threshold": threshold,
-            "same_machine": ra.machine_fingerprint == rb.machine_fingerprint,
-            "regressions": sum(r["flag"] == "regression" for r in rows)}
-
-
-def compare_sections(cmp: dict) -> list[Section]:
-    a, b = cmp["a"], cmp["b"]
-    notes = [Para(f"A = run {a.id} ({a.kind}, {a.started[:19]}), B = run {b.id} ({b.kind}, {b.started[:19]}); "
-                  f"ratio = latency B / latency A; flag at +-{100 * cmp['threshold']:.0f}% beyond the 95% CI.", "note")]
-    if not cmp["same_machine"]:
-        notes.append(Para(f"The runs come from different machines ({a.machine_fingerprint[:8]} vs "
-                          f"{b.machine_fingerprint[:8]}): ratios compare machines, not code.", "warn"))
-    if not cmp["rows"]:
-        notes.append(Para("No model was timed in both runs.", "warn"))
-    t = Table(["model", "kind", "key", "A", "B", "B / A [95% CI]", "flag"],
-              [[r["model"], r["kind"], r["key"], fmt_seconds(r["a"]), fmt_seconds(r["b"]),
-                _ci(r["ratio"], r["ci_low"], r["ci_high"]), r["flag"]] for r in cmp["rows"]],
-              f"latency of run {b.id} vs run {a.id}", "compare")
-    return [Section(f"Run {b.id} vs run {a.id}", notes + [t])]
+    t = Table(["model", "batch", "A", "B", "B / A [95% CI]", "flag"],
+              [[r.a.model, r.a.batch if r.a.batch is not None else "-", side(r.a), side(r.b),
+                _ci(r.ratio, r.ci_low if math.isfinite(r.ci_low) else None,
+                    r.ci_high if math.isfinite(r.ci_high) else None), r.flag] for r in cmp.rows],
+              f"latency of {b.label} vs {a.label}", "compare")
+    return [Section(f"{b.label} vs {a.label}", notes + [t])]
 
 
 # ----------------------------------------------------------------------------- terminal

@@ -255,9 +255,11 @@ class Comparison:
 
     @property
     def warnings(self) -> list[str]:
-        out = []
-        for m in (self.a, self.b):
-            out += [f"{m.spec.name}: {w}" for w in m.warnings if f"{m.spec.name}: {w}" not in out]
+        """Both sides' warnings; one both share (the sentinel watched them together) is said once."""
+        wa, wb = self.a.warnings, self.b.warnings
+        out = [w for w in wa if w in wb]
+        out += [f"{self.a.spec.name}: {w}" for w in wa if w not in wb]
+        out += [f"{self.b.spec.name}: {w}" for w in wb if w not in wa]
         return out
 
     @property
