@@ -88,8 +88,8 @@ def explain(
                 figures.append((png.read_bytes(), "roofline: achieved FLOP/s vs arithmetic intensity per op"))
         keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, figures=figures,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure,
-                     "threads": ex.totals.get("threads"), "precision": precision, "max_time": max_time})
-    if ex.totals.get("interrupted"):
+                     "threads": ex.totals.threads, "precision": precision, "max_time": max_time})
+    if ex.totals.interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)
 
