@@ -230,7 +230,7 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
     """
     from flopgap.timing import TimerOptions, threads_context
     from flopgap.timing import measure as timing_measure
-    from flopgap.timing._sentinel import Sentinel, system_load
+    from flopgap.timing import Sentinel, system_load
 
     inputs = tuple(inputs)
     if calls is not None and calls < 1:
