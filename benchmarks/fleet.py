@@ -12,8 +12,10 @@ and how fast the results store takes writes from many workers at once.
 
 Predictions use a synthetic quick machine profile in a temporary cache, so the figures
 time the study's items, not the one-off profile measurement (``--real-profile`` uses this
-machine's cached profile instead). Prints the figures and writes versioned JSON with the
-machine's metadata to ``benchmarks/results/fleet-<UTC time>.json``.
+machine's cached profile instead). Prints the figures and saves them with the machine's
+metadata through ``benchmarks/_results.py`` (``benchmarks/results/fleet.json`` and a dated
+copy in ``benchmarks/results/history/``). Scaling needs a machine with at least two idle
+cores: on a busy one the second worker has nothing to run on.
 
     python benchmarks/fleet.py                 # both parts
     python benchmarks/fleet.py --items 100     # fewer store writes per writer
@@ -23,16 +25,12 @@ machine's metadata to ``benchmarks/results/fleet-<UTC time>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-
-SCHEMA = "flopgap.bench.fleet/1"
 MODELS = (
     [f"seed:{m}" for m in ("ex1-small", "ex1-large", "ex2-deep", "ex2-wide", "ex3-float", "ex3-int8-as-written",
                            "ex3-int8")]
@@ -154,7 +152,7 @@ def main() -> int:
     ap.add_argument("--skip-study", action="store_true", help="only the store's write throughput")
     ap.add_argument("--skip-store", action="store_true", help="only the study's scaling")
     ap.add_argument("--real-profile", action="store_true", help="predict with this machine's cached quick profile")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
+    ap.add_argument("--no-save", action="store_true", help="print the figures only (a smoke run)")
     args = ap.parse_args()
 
     from flopgap.timing import environment
@@ -167,9 +165,7 @@ def main() -> int:
     print(f"machine: {env['cpu_model']}, {env['logical_cores']} logical cores, torch {env['torch']}, "
           f"load average {env.get('load_average')}", flush=True)
     server, new_url = _postgres(tmp / "pg")
-    result: dict = {"schema": SCHEMA, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "machine": env, "profile": "real quick" if args.real_profile else "synthetic quick",
-                    "models": list(MODELS)}
+    result: dict = {"profile": "real quick" if args.real_profile else "synthetic quick", "models": list(MODELS)}
     if not args.skip_study:
         runs = []
         for workers in (1, 2):
@@ -193,11 +189,10 @@ def main() -> int:
                   f"({r['transactions_per_s']:.0f} transactions/s; {r['stored']} items in {r['wall_s']:.2f} s)",
                   flush=True)
     result["load_average_end"] = list(os.getloadavg())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"fleet-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"wrote {path}")
+    if not args.no_save:
+        from _results import save
+
+        print(f"wrote {save('fleet', result, environment=env)}")
     if server is not None:
         server.cleanup()
     return 0

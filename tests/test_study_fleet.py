@@ -14,9 +14,10 @@ import pytest
 
 from flopgap.errors import UsageError
 from flopgap.store import Store
-from flopgap.study import LocalExecutor, compare_machines, machines_from_runs, run_seed, run_zoo
+from flopgap.study import NO_RETIME, LocalExecutor, compare_machines, machines_from_runs, run_seed, run_zoo
 from flopgap.study._runner import Item, run_items
 from flopgap.study.fleet import MachineRows, disturbed_reason
+from flopgap.timing import TimerOptions
 
 MS = 1e-3
 
@@ -70,9 +71,10 @@ def test_predicted_only_machines_are_marked_and_never_self_correlated():
 
 def test_disturbed_reason_reads_every_place_the_timing_stage_puts_it():
     assert disturbed_reason({"median": 1}) == ""
-    assert disturbed_reason({"disturbed": True}) == "the timing stage flagged the machine as disturbed"
-    assert disturbed_reason({"time": {"disturbed": True, "disturbance": {"reason": "load 3"}}}) == "load 3"
-    assert disturbed_reason({"a": {"disturbed": False}, "b": {"disturbed": True, "disturbance": "steal"}}) == "steal"
+    assert disturbed_reason({"disturbed": True, "attempts": 3}) == "machine disturbed while timing (3 attempts)"
+    assert disturbed_reason({"time": {"disturbed": True, "warnings": ["heavy tail", "machine disturbed: 3 runnable"]}}
+                            ) == "machine disturbed: 3 runnable"
+    assert disturbed_reason({"a": {"disturbed": False}, "b": {"disturbed": True}}) == "machine disturbed while timing"
 
 
 # ------------------------------------------------------------------ from stored runs
@@ -82,10 +84,10 @@ def _zoo(store, cpu, lat, *, max_time=1.0, disturbed=()):
         payload = {"batch": 1, "count": {"params": 1, "flops": {"A": 1e6, "B": 2e6, "C": 3e6}[it.model],
                                          "bytes_read": 1, "bytes_written": 1, "ops": 1},
                    "median": median, "ci_low": median * 0.98, "ci_high": median * 1.02,
-                   "prediction": {"latency_s": median}, "time": {"disturbed": it.model in disturbed}}
+                   "prediction": {"latency_s": median}, "disturbed": it.model in disturbed}
         return payload
     return run_zoo(store=store, models=["A", "B", "C"], machine={"cpu_model": cpu}, measure=measure, n_boot=50,
-                   max_time=max_time).run.id
+                   timer=TimerOptions(max_time=max_time), retime=NO_RETIME).run.id
 
 
 def test_machines_from_single_machine_runs_and_refusals(tmp_path):
@@ -95,7 +97,7 @@ def test_machines_from_single_machine_runs_and_refusals(tmp_path):
     other = _zoo(s, "cpu two", {"A": 3 * MS, "B": 1.5 * MS, "C": 4 * MS}, max_time=2.0)
     ms = machines_from_runs(s, [a, b])
     assert [m.name.split(" [")[0] for m in ms] == ["cpu one", "cpu two"]
-    assert [r["disturbed"] for r in ms[1].rows] == ["", "", "the timing stage flagged the machine as disturbed"]
+    assert [r["disturbed"] for r in ms[1].rows] == ["", "", "machine disturbed while timing"]
     cmp = compare_machines(ms, n_boot=50)
     assert cmp.batches[1]["pairs"][0]["swap_count"] == 1 and len(cmp.excluded) == 1
     with pytest.raises(UsageError, match="differ in max_time"):
@@ -117,8 +119,10 @@ def _seed(store, cpu, *, ex2=(3.2, 3.0, 3.4), disturbed_pair=""):
     def pair(it):
         r, lo, hi = ex2 if it.model == "seed:ex2-deep|seed:ex2-wide" else RATIOS[it.model]
         side = {"median": 1e-4, "ci_low": 0.99e-4, "ci_high": 1.01e-4, "disturbed": it.model == disturbed_pair}
-        return {"ratio": r, "ci_low": lo, "ci_high": hi, "a": side, "b": dict(side, disturbed=False)}
-    return run_seed(store=store, machine={"cpu_model": cpu}, measure_model=model, measure_pair=pair).run.id
+        return {"ratio": r, "ci_low": lo, "ci_high": hi, "a": side, "b": dict(side, disturbed=False),
+                "disturbed": it.model == disturbed_pair}
+    return run_seed(store=store, machine={"cpu_model": cpu}, measure_model=model, measure_pair=pair,
+                    retime=NO_RETIME).run.id
 
 
 def test_seed_claims_get_a_verdict_per_machine(tmp_path):
@@ -131,7 +135,8 @@ def test_seed_claims_get_a_verdict_per_machine(tmp_path):
     assert [v["verdict"] for v in ex2.values()] == ["holds", "does not hold"] and claims["ex2"]["differs"]
     ex1 = list(claims["ex1"]["verdicts"].values())
     assert ex1[0]["verdict"] == "does not hold"     # 0.25x: the small model is faster, not slower
-    assert ex1[1]["verdict"] == "inconclusive at this noise" and "disturbed" in ex1[1]["disturbed"] or ex1[1]["disturbed"]
+    assert ex1[1] == {"verdict": "inconclusive: machine disturbed", "ratio": 0.25, "ci_low": 0.24, "ci_high": 0.26,
+                      "disturbed": "machine disturbed while timing"}
     assert not claims["ex3-as-written"]["differs"]
 
 
@@ -190,8 +195,8 @@ def test_counting_and_prediction_only_measures_nothing(tmp_path):
     from flopgap.machine import MachineProfile
     from flopgap.study.zoo import measure_zoo_model
 
-    p = measure_zoo_model(Item("seed:ex2-deep", "b1", "seed:ex2-deep", 1), profile=MachineProfile.synthetic(),
-                          timed=False)
+    p = measure_zoo_model(Item("seed:ex2-deep", "b1", "seed:ex2-deep", 1), timer=TimerOptions(),
+                          profile=MachineProfile.synthetic(), timed=False)
     assert p["timed"] is False and "median" not in p and "time" not in p
     assert p["count"]["flops"] == 10 * (2 * 100 * 100 + 100)  # ten Linear(100,100): 2 per MAC + bias
     assert p["prediction"]["latency_s"] > 0
@@ -303,11 +308,11 @@ def test_a_kind_of_machine_can_time_on_its_own_device():
 
     ex = RayExecutor("auto", ["cpu-small", "gpu-h200:cuda", "big:cpu"])
     assert ex.targets() == ("cpu-small", "gpu-h200", "big") and ex.devices() == {"gpu-h200": "cuda", "big": "cpu"}
-    job = Job(1, "model", ZooMeasure(max_time=0.5), prepare=ProfilePrepare(quick=True),
+    job = Job(1, "model", ZooMeasure(TimerOptions(max_time=0.5)), prepare=ProfilePrepare(TimerOptions(), quick=True),
               devices=(("gpu-h200", "cuda"),))
-    assert job.measure_for("gpu-h200") == ZooMeasure(max_time=0.5, device="cuda")
+    assert job.measure_for("gpu-h200") == ZooMeasure(TimerOptions(max_time=0.5, device="cuda"))
     assert job.measure_for("cpu-small") is job.measure
-    assert job.prepare_for("gpu-h200") == ProfilePrepare(quick=True, device="cuda")
+    assert job.prepare_for("gpu-h200") == ProfilePrepare(TimerOptions(device="cuda"), quick=True)
     assert (_gpus("cuda:1"), _gpus("cpu"), _gpus(None)) == (1, 0, 0)   # a CUDA item reserves a GPU of its node
     with pytest.raises(UsageError, match="the device of --machines gpu"):
         RayExecutor("auto", ["gpu:tpu"])
@@ -320,5 +325,5 @@ def test_an_explicit_cpu_device_times_like_the_default():
     from flopgap.study.zoo import measure_zoo_model
 
     p = measure_zoo_model(Item("seed:ex3-float", "b1", "seed:ex3-float", 1), profile=MachineProfile.synthetic(),
-                          max_time=0.1, with_explain=False, device="cpu")
+                          timer=TimerOptions(max_time=0.1, device="cpu"), with_explain=False)
     assert p["median"] > 0 and p["time"]["spec"]["device"] == "cpu"

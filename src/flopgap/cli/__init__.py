@@ -19,6 +19,7 @@ from flopgap.cli import study as _study  # noqa: F401
 from flopgap.cli import fleet as _fleet  # noqa: F401  (study machines)
 from flopgap.cli import variants as _variants  # noqa: F401
 from flopgap.cli import time as _time  # noqa: F401
+from flopgap.cli import machine as _machine  # noqa: F401
 from flopgap.cli import explain as _explain  # noqa: F401
 from flopgap.errors import FlopgapError, one_line
 

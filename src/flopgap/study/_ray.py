@@ -87,12 +87,12 @@ def _worker(job: Job, target: str) -> _Worker:
     key = (repr(job.open_store), threads, device)
     if key not in _WORKERS:
         from flopgap._workers import worker_id
-        from flopgap.study._stages import machine_metadata
+        from flopgap.timing import environment
 
         if job.open_store is None:
             raise FlopgapError("this job does not say how to open the results store on a node")
         store = job.open_store()
-        metadata = machine_metadata(device)
+        metadata = environment(device)
         fp = store.register_machine(metadata)
         _WORKERS[key] = _Worker(store, NodeContext(_node_name(), worker_id(), metadata, fp))
     return _WORKERS[key]
@@ -240,7 +240,9 @@ class RayExecutor:
 
     # ------------------------------------------------------------ run
     def run(self, job: Job, work: Sequence[tuple[Any, str]], store,
-            on_outcome: Callable[[ItemOutcome], None] | None = None) -> list[ItemOutcome]:
+            on_outcome: Callable[[ItemOutcome], None] | None = None,
+            on_start: Callable[..., None] | None = None) -> list[ItemOutcome]:
+        """Run ``work`` on the cluster (many items at once: ``on_start`` is not called)."""
         if ":memory:" in repr(job.open_store) or "sqlite://'" in repr(job.open_store):
             raise UsageError("an in-memory store cannot be shared with a cluster: use --db with a file or a "
                              "PostgreSQL URL")

@@ -6,17 +6,26 @@ Pseudocode::
     run = run or store.start_run(kind, config, machine)
     for target in executor.targets():                   # kinds of machine ("" on one machine)
         skip every (item.model, item.key) already stored for target     # resume, no duplicates
-    executor.run(job, the rest)       # each item: claim, measure, store + mark done, one transaction
+    executor.run(job, the rest), and for each item, wherever it runs:
+        claim it in the store (a lease; another worker's item is left to it)
+        payload = measure(item)                                          # may take seconds
+        while payload["disturbed"] and attempts < retime.attempts:       # the sentinel saw a busy machine
+            sleep(retime.pause_s); payload = measure(item)               # re-time it
+        store it + close the claim                                       # one transaction
     (Ctrl-C: the run is marked 'interrupted'; kill -9: it stays 'running'; both resumable)
 
-Items are claimed in the store before they are measured (:mod:`flopgap.study.executor`),
-so two processes resuming one run, or many cluster nodes sharing it, measure each item
-once. A model that fails (it raises any exception but Ctrl-C) is recorded as an
-``error`` row and reported; it never turns into a result. A resumed run retries it.
+Items are claimed before they are measured (:mod:`flopgap.study.executor`), so two
+processes resuming one run, or many cluster nodes sharing it, measure each item once.
+A model that fails (it raises any exception but Ctrl-C) is recorded as an ``error`` row
+and reported; it never turns into a result. A resumed run retries it. An item still
+disturbed after ``retime.attempts`` timings is stored as measured, with ``disturbed:
+true`` and its attempts: the analyses leave it out of every verdict and correlation and
+list it, so nothing rests on it and nothing is hidden.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -24,7 +33,7 @@ from typing import Callable, Sequence
 from flopgap.errors import FlopgapError
 from flopgap.study.executor import DEFAULT_LEASE_S, ItemOutcome, Job, LocalExecutor
 
-__all__ = ["Item", "RunOutcome", "open_run", "run_items"]
+__all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run"]
 
 
 @dataclass(frozen=True)
@@ -42,16 +51,37 @@ class Item:
         return dict(self.kwargs)
 
 
+@dataclass(frozen=True)
+class Retime:
+    """What a study does with a measurement the disturbance sentinel flagged: time it
+    again, up to ``attempts`` timings in all, ``pause_s`` apart (a passing burst of load
+    may end meanwhile). ``sleep`` is replaceable for tests."""
+
+    attempts: int = 3
+    pause_s: float = 2.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.pause_s < 0:
+            raise FlopgapError(f"Retime needs attempts >= 1 and pause_s >= 0, got {self.attempts}, {self.pause_s}")
+
+
+NO_RETIME = Retime(attempts=1)
+
+
 @dataclass
 class RunOutcome:
     """What one invocation did: ``measured`` here, ``skipped`` (stored before it began),
-    ``elsewhere`` (stored meanwhile by another process or node), ``failed`` (name -> error)."""
+    ``elsewhere`` (stored meanwhile by another process or node), ``failed`` (name -> error),
+    ``disturbed`` (still disturbed after every re-time), ``retimed`` (name -> timings)."""
 
     run_id: int
     resumed: bool
     measured: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    disturbed: list[str] = field(default_factory=list)   # still disturbed after every re-time
+    retimed: dict[str, int] = field(default_factory=dict)  # item -> timings it took
     elsewhere: list[str] = field(default_factory=list)
     executor: str = "local"
 
@@ -60,6 +90,8 @@ class RunOutcome:
         self.skipped += other.skipped
         self.elsewhere += other.elsewhere
         self.failed.update(other.failed)
+        self.disturbed += other.disturbed
+        self.retimed.update(other.retimed)
 
 
 def open_run(store, kind: str, config: dict, machine: dict, *, resume: bool, name: str = "") -> tuple[int, bool]:
@@ -72,19 +104,34 @@ def open_run(store, kind: str, config: dict, machine: dict, *, resume: bool, nam
     return store.start_run(kind, config, machine, name=name), False
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What a study is doing, for a progress display: ``done`` of ``total`` items of the
+    part ``label`` are finished, ``item`` is the one under way (empty when all are done)
+    and ``note`` says why it takes longer (a re-time)."""
+
+    label: str
+    done: int
+    total: int
+    item: str = ""
+    note: str = ""
+
+
 def _name(model: str, key: str, target: str) -> str:
     return " ".join(x for x in (model, key, f"@{target}" if target else "") if x)
 
 
 def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item], dict], *, kind: str,
-              progress: bool = False, label: str = "measuring", resumed: bool = False,
-              console=None, executor=None, timing: bool = True, prepare: Callable[[], dict] | None = None,
-              threads: int | None = None, lease_s: float = DEFAULT_LEASE_S,
-              devices: dict[str, str] | None = None) -> RunOutcome:
-    """Measure every item not yet stored in ``run_id`` (on each of the executor's targets)
-    and commit each one as it finishes. ``timing``: the measurement times something, so
-    a node runs one such item at a time; ``prepare`` runs once per node first;
-    ``devices``: the device each kind of machine times on (unnamed: the CPU)."""
+              progress: Callable[[Progress], None] | None = None, label: str = "measuring", resumed: bool = False,
+              retime: Retime = Retime(), executor=None, timing: bool = True,
+              prepare: Callable[[], dict] | None = None, threads: int | None = None,
+              lease_s: float = DEFAULT_LEASE_S, devices: dict[str, str] | None = None) -> RunOutcome:
+    """Measure every item not yet stored in ``run_id`` (on each of the executor's kinds of
+    machine; default: here) and commit each one as it finishes; an item whose payload says
+    ``disturbed`` is re-timed as ``retime`` says. ``progress`` receives a :class:`Progress`
+    before each item, at each re-time and at the end. ``timing``: the measurement times
+    something, so a node runs one such item at a time; ``prepare`` runs once per node
+    first; ``devices``: the device each kind of machine times on (unnamed: the CPU)."""
     executor = executor or LocalExecutor()
     outcome = RunOutcome(run_id, resumed, executor=executor.name)
     work = []
@@ -97,39 +144,35 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
                 work.append((it, target))
     job = Job(run_id, kind, measure, timing=timing, invocation=uuid.uuid4().hex[:16], lease_s=lease_s,
               prepare=prepare, open_store=_store_opener(store), threads=threads,
-              devices=tuple(sorted((devices or {}).items())))
+              devices=tuple(sorted((devices or {}).items())), retime=retime)
+    say = progress or (lambda event: None)
+    finished = 0
 
-    bar = None
-    if progress and work:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                       console=console, transient=True)
-        bar.start()
-        task = bar.add_task(label, total=len(work))
+    def started(name: str, note: str = "") -> None:
+        say(Progress(label, finished, len(work), name, note))
 
     def record(o: ItemOutcome) -> None:
+        nonlocal finished
         name = _name(o.model, o.key, o.target)
         if o.status == "measured":
             outcome.measured.append(name)
+            if o.timings > 1:
+                outcome.retimed[name] = o.timings
+            if o.disturbed:
+                outcome.disturbed.append(name)
         elif o.status == "done":
             outcome.elsewhere.append(name)
         elif o.status == "failed":
             outcome.failed[name] = o.error or "failed in this invocation"
-        if bar is not None:
-            bar.update(task, description=f"{label} {name[:48]}")
-            bar.advance(task)
+        finished += 1
+        say(Progress(label, finished, len(work)))
 
     try:
-        executor.run(job, work, store, record)
+        executor.run(job, work, store, record, on_start=started)
     except BaseException:  # Ctrl-C, or a cluster that lost every node of a kind: resumable
         store.set_status(run_id, "interrupted")
         raise
-    finally:
-        if bar is not None:
-            bar.stop()
+    say(Progress(label, len(work), len(work)))
     return outcome
 
 

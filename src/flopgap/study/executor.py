@@ -8,7 +8,8 @@ Every worker, wherever it runs, does the same for one item (:func:`work_item`)::
     claim the item for its target in the store (a lease of job.lease_s seconds)
         done / failed in this invocation      -> report it, measure nothing
         busy (another worker holds it)     -> the executor asks again later
-    measure it, renewing the lease every lease/3 s from a heartbeat thread
+    measure it, renewing the lease every lease/3 s from a heartbeat thread; while the
+        timing stage says the machine was disturbed, re-time it (job.retime)
     store result + mark the claim done in one transaction (a result already stored is kept)
     on an exception: store an error row, mark the claim failed (a later --resume retries it)
     on Ctrl-C: release the lease at once and stop
@@ -55,7 +56,8 @@ class Job:
     ``threads``: torch intra-op threads on a node (``None``: torch's default there).
     ``devices``: ``(target, device)`` pairs for kinds of machine that time on a device
     other than the CPU; a measurement (and a prepare step) with an ``on_device(device)``
-    method is run through it there.
+    method is run through it there. ``retime`` (:class:`flopgap.study.Retime`): how often
+    a measurement whose payload says ``disturbed`` is taken again.
     """
 
     run_id: int
@@ -68,6 +70,7 @@ class Job:
     open_store: Callable[[], Any] | None = None
     threads: int | None = None
     devices: tuple = ()
+    retime: Any = None
 
     def device(self, target: str) -> str | None:
         """The device items of kind ``target`` time on (``None``: the CPU)."""
@@ -90,9 +93,10 @@ def _on_device(fn, device: str | None):
 
 @dataclass(frozen=True)
 class ItemOutcome:
-    """What became of one item on one target: ``measured`` (this worker stored it),
-    ``done`` (stored by another worker), ``failed`` (``error`` says why) or ``busy``
-    (another worker holds it until ``expires``; executors ask again)."""
+    """What became of one item on one target: ``measured`` (this worker stored it, after
+    ``timings`` timings, ``disturbed`` still), ``done`` (stored by another worker),
+    ``failed`` (``error`` says why) or ``busy`` (another worker holds it until ``expires``;
+    executors ask again)."""
 
     model: str
     key: str
@@ -104,6 +108,8 @@ class ItemOutcome:
     expires: float = 0.0
     attempts: int = 0
     wall_s: float = 0.0
+    timings: int = 1
+    disturbed: bool = False
 
 
 @dataclass
@@ -128,7 +134,8 @@ class Executor(Protocol):
     def machine(self) -> dict: ...
 
     def run(self, job: Job, work: Sequence[tuple[Any, str]], store,
-            on_outcome: Callable[[ItemOutcome], None] | None = None) -> list[ItemOutcome]: ...
+            on_outcome: Callable[[ItemOutcome], None] | None = None,
+            on_start: Callable[..., None] | None = None) -> list[ItemOutcome]: ...
 
 
 class _Heartbeat:
@@ -159,8 +166,24 @@ class _Heartbeat:
         self._thread.join()
 
 
-def work_item(job: Job, item, target: str, store, node: NodeContext) -> ItemOutcome:
-    """Claim, measure and store one item on this worker (see the module docstring)."""
+def _measure(job: Job, item, target: str, note: Callable[[str], None] | None) -> tuple[dict, int]:
+    """(payload, timings): measure, and re-time while the payload says ``disturbed``."""
+    measure = job.measure_for(target)
+    payload, timings = measure(item), 1
+    retime = job.retime
+    while retime is not None and payload.get("disturbed") and timings < retime.attempts:
+        if note is not None:
+            note(f"re-timing: machine disturbed (attempt {timings + 1})")
+        retime.sleep(retime.pause_s)
+        timings += 1
+        payload = measure(item)
+    return payload, timings
+
+
+def work_item(job: Job, item, target: str, store, node: NodeContext,
+              note: Callable[[str], None] | None = None) -> ItemOutcome:
+    """Claim, measure and store one item on this worker (see the module docstring);
+    ``note`` hears why it takes longer (a re-time)."""
     base = dict(model=item.model, key=item.key, target=target, node=node.name, machine_fingerprint=node.fingerprint)
     c = store.claim(job.run_id, item.model, job.kind, item.key, target, owner=node.owner, invocation=job.invocation,
                     lease_s=job.lease_s, node=node.name, machine=node.fingerprint)
@@ -169,7 +192,7 @@ def work_item(job: Job, item, target: str, store, node: NodeContext) -> ItemOutc
     t0 = time.perf_counter()
     try:
         with _Heartbeat(store, job, item, target, node.owner):
-            payload = job.measure_for(target)(item)
+            payload, timings = _measure(job, item, target, note)
     except (KeyboardInterrupt, SystemExit):
         store.release(job.run_id, owner=node.owner)  # a resume may take it at once
         raise
@@ -182,18 +205,21 @@ def work_item(job: Job, item, target: str, store, node: NodeContext) -> ItemOutc
     payload = dict(payload)
     wall = time.perf_counter() - t0
     payload.setdefault("wall_s", wall)
+    if timings > 1:
+        payload["attempts"] = timings
     wrote = store.complete(job.run_id, item.model, job.kind, payload, item.key, target, owner=node.owner,
                            machine=node.fingerprint)
-    return ItemOutcome(**base, status="measured" if wrote else "done", attempts=c.attempts, wall_s=wall)
+    return ItemOutcome(**base, status="measured" if wrote else "done", attempts=c.attempts, wall_s=wall,
+                       timings=timings, disturbed=bool(payload.get("disturbed")))
 
 
 def local_node(store, metadata: dict | None = None) -> NodeContext:
     """This process as a worker: its host, machine metadata (registered in the store)
     and a fresh owner name."""
     if metadata is None:
-        from flopgap.study._stages import machine_metadata
+        from flopgap.timing import environment
 
-        metadata = machine_metadata()
+        metadata = environment()
     fp = store.register_machine(metadata)
     return NodeContext(socket.gethostname(), worker_id(), metadata, fp)
 
@@ -219,13 +245,15 @@ class LocalExecutor:
 
     def machine(self) -> dict:
         if self._machine is None:
-            from flopgap.study._stages import machine_metadata
+            from flopgap.timing import environment
 
-            self._machine = machine_metadata(self._device)
+            self._machine = environment(self._device)
         return self._machine
 
     def run(self, job: Job, work: Sequence[tuple[Any, str]], store,
-            on_outcome: Callable[[ItemOutcome], None] | None = None) -> list[ItemOutcome]:
+            on_outcome: Callable[[ItemOutcome], None] | None = None,
+            on_start: Callable[..., None] | None = None) -> list[ItemOutcome]:
+        """Run ``work`` here; ``on_start(name, note="")`` hears which item is under way."""
         node = local_node(store, self.machine())
         for target in {t for _, t in work}:
             prepare = job.prepare_for(target)
@@ -248,7 +276,11 @@ class LocalExecutor:
                 queue.extend((it, t) for _, it, t in due)
                 continue
             item, target = queue.popleft()
-            outcome = work_item(job, item, target, store, node)
+            name = " ".join(x for x in (item.model, item.key) if x)
+            if on_start is not None:
+                on_start(name)
+            outcome = work_item(job, item, target, store, node,
+                                note=None if on_start is None else (lambda text, n=name: on_start(n, text)))
             if outcome.status == "busy":
                 waiting.append((min(outcome.expires, self._clock() + poll), item, target))
                 continue

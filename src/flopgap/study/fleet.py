@@ -42,16 +42,18 @@ _TOP = 10  # rows kept in each "most" list (rank moves, swaps, one-machine inver
 def disturbed_reason(payload) -> str:
     """Why a stored measurement is disturbed ("" if it is not): ``disturbed: true`` on the
     payload, its timing, or either side of a comparison; the reason is the timing stage's
-    ``disturbance`` text where it gave one."""
+    own words (its "machine disturbed ..." warning) where it gave them."""
     if not isinstance(payload, dict):
         return ""
-    for where in (payload, payload.get("time"), payload.get("a"), payload.get("b")):
-        if isinstance(where, dict) and where.get("disturbed"):
-            why = where.get("disturbance")
-            if isinstance(why, dict):
-                why = why.get("reason") or why.get("summary") or ", ".join(f"{k}={v}" for k, v in why.items())
-            return str(why or "the timing stage flagged the machine as disturbed")
-    return ""
+    places = [p for p in (payload, payload.get("time"), payload.get("a"), payload.get("b")) if isinstance(p, dict)]
+    if not any(p.get("disturbed") for p in places):
+        return ""
+    for p in places:
+        for w in p.get("warnings") or ():
+            if isinstance(w, str) and w.startswith("machine disturbed"):
+                return w
+    attempts = payload.get("attempts", 1)
+    return "machine disturbed while timing" + (f" ({attempts} attempts)" if attempts > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,8 @@ def compare_machines(machines: Sequence[MachineRows], *, n_boot: int = 2000) -> 
     for m in machines:
         for r in m.rows:
             if r.get("disturbed"):
-                excluded.append({"machine": m.name, "model": r["label"], "batch": r.get("batch"),
-                                 "reason": r["disturbed"]})
+                why = r["disturbed"] if isinstance(r["disturbed"], str) else "machine disturbed while timing"
+                excluded.append({"machine": m.name, "model": r["label"], "batch": r.get("batch"), "reason": why})
         clean[m.name] = [r for r in m.rows if not r.get("disturbed")]
         if m.kinds > 1:
             notes.append(f"{m.name}: its rows come from {m.kinds} different machines (CPU, cores, threads or "
@@ -258,17 +260,15 @@ def _zoo_rows(store, run, target: str) -> list[dict]:
 
 
 def _seed_claims(store, run, target: str) -> list[dict]:
-    from flopgap.study._stats import VERDICTS
+    """The seed's claims on one machine; a pair timed on a disturbed machine already has
+    the verdict "inconclusive: machine disturbed" (the seed study's rule), and its reason."""
     from flopgap.study.seed import seed_result
 
     res = seed_result(store, run.id, target=target)
     claims = []
     for c in res.claims:
-        comp = res.comparisons.get(f"{c['a']}|{c['b']}")
-        why = disturbed_reason(comp)
-        if why:  # no verdict rests on a disturbed measurement
-            c = {**c, "verdict": VERDICTS[2], "disturbed": why}
-        claims.append(c)
+        why = disturbed_reason(res.comparisons.get(f"{c['a']}|{c['b']}"))
+        claims.append({**c, "verdict": str(c["verdict"]), "disturbed": why})
     return claims
 
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from flopgap.errors import UsageError
-from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
+from flopgap.machine import profile_machine
+from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import correlate, flops_fit, inversions
+from flopgap.timing import TimerOptions, environment, measure, threads_context
 
-__all__ = ["ZOOS", "METRICS", "DEMO_MODELS", "ZooResult", "ZooMeasure", "zoo_items", "measure_zoo_model", "run_zoo",
-           "zoo_result", "analyze_zoo", "run_targets"]
+__all__ = ["ZOOS", "METRICS", "DEMO_MODELS", "ZooResult", "ZooMeasure", "ProfilePrepare", "zoo_items",
+           "measure_zoo_model", "run_zoo", "zoo_result", "analyze_zoo", "study_profile", "run_targets", "STUDY_MAX_TIME"]
 
 ZOOS = ("seed", "torchvision", "transformers")
 # what is correlated with latency, in table order: (payload field, column name)
@@ -28,6 +30,7 @@ METRICS = (("params", "params"), ("flops", "FLOPs"), ("bytes", "bytes"), ("ops",
 DEMO_MODELS = ("torchvision:resnet18", "torchvision:mobilenet_v2", "torchvision:mobilenet_v3_small",
                "torchvision:squeezenet1_1", "torchvision:shufflenet_v2_x0_5", "torchvision:mnasnet0_5")
 KIND = "zoo"
+STUDY_MAX_TIME = 2.0  # seconds of timing per model or pair: a 2% CI for models up to ~50 ms
 
 
 def _zoo_specs(zoo: str) -> list[str]:
@@ -108,74 +111,60 @@ def _prediction(prediction) -> dict:
 
 def findings_payload(explanation, n: int = 5) -> list[dict]:
     """explain's first ``n`` findings as ``{kind, title, text}`` (numbers and op lists left out)."""
-    out = []
-    for f in (getattr(explanation, "findings", None) or [])[:n]:
-        if isinstance(f, dict):
-            out.append({k: f.get(k, "") for k in ("kind", "title", "text")})
-        else:
-            out.append({"kind": "", "title": "", "text": str(f)})
-    return out
+    return [{"kind": f.kind, "title": f.title, "text": f.text} for f in explanation.findings[:n]]
 
 
 def _top_finding(explanation) -> str:
-    findings = getattr(explanation, "findings", None) or []
-    for f in findings:
-        text = f.get("text") if isinstance(f, dict) else getattr(f, "text", None)
-        if text:
-            return str(text)
-    return ""
+    return next((f.text for f in explanation.findings if f.text), "")
 
 
-def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0.02, threads: int | None = None,
-                      with_explain: bool = True, profile=None, timed: bool = True, device: str | None = None) -> dict:
+def measure_zoo_model(item: Item, *, timer: TimerOptions, with_explain: bool = True, profile=None,
+                      load=None, timed: bool = True) -> dict:
     """Count, time, predict and explain one model; returns the stored payload.
 
-    ``timed=False`` counts and predicts only (nothing is timed or profiled: such items
-    may share a machine). ``device`` (``cuda``, ``cuda:1``): counted on the CPU, then
-    timed and explained there; ``profile`` must be that device's."""
+    Everything runs with ``timer.threads`` intra-op threads, and ``profile`` must be the
+    machine profile for that thread count (:func:`study_profile`). ``timed=False`` counts
+    and predicts only (nothing is timed or profiled: such items may share a machine). On
+    ``timer.device`` ``cuda``, the model is counted on the CPU, then timed and explained
+    on the GPU; ``profile`` is then that device's."""
     from flopgap.count import count
+    from flopgap.explain import explain, predict
     from flopgap.models import load_model, make_inputs, resolve_inputs
-    from flopgap.study._stages import stage
 
-    measure = stage("flopgap.timing", "measure")
-    predict = stage("flopgap.explain", "predict")
     loaded = load_model(item.spec, item.kwargs_dict)
     specs = resolve_inputs(loaded, None, item.batch)
     inputs = make_inputs(specs)
-    counted = count(loaded.module, inputs, model=item.model)
-    if profile is None:
-        profile = stage("flopgap.machine", "profile_machine")()
-    if not timed:
-        return {"spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs], "count": counted.totals(),
-                "timed": False, "prediction": _prediction(predict(counted, profile))}
-    module = loaded.module
-    if device and device != "cpu":
-        module, inputs = _to_device(module, inputs, device)
-    timed = measure(module, inputs, name=item.model, threads=threads, precision=precision, max_time=max_time,
-                    **({"device": device} if device else {}))
-    if getattr(timed, "interrupted", False):
-        # timing stops on Ctrl-C and returns what it had: in a study that ends the run,
-        # and a partial measurement is not stored as a finished one
-        raise KeyboardInterrupt
-    prediction = predict(counted, profile)
-    payload = {
-        "spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs],
-        "count": counted.totals(),
-        "time": {k: v for k, v in timed.to_dict().items() if k != "environment"},
-        "median": timed.median, "ci_low": timed.ci_low, "ci_high": timed.ci_high,
-        "prediction": _prediction(prediction),
-    }
-    if with_explain:
-        from flopgap.timing import threads_context
-
-        explain = stage("flopgap.explain", "explain")
-        # measure=False: the model was just timed above; explain adds the profiler's view,
-        # profiled with the same thread count the timing used
-        with threads_context(threads):
+    with threads_context(timer.threads):
+        counted = count(loaded.module, inputs, model=item.model)
+        if profile is None:
+            profile = profile_machine(device=timer.device)
+        if not timed:
+            return {"spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs],
+                    "count": counted.totals(), "timed": False, "prediction": _prediction(predict(counted, profile))}
+        module = loaded.module
+        if timer.device not in (None, "cpu"):
+            module, inputs = _to_device(module, inputs, timer.device)
+        timed = measure(module, inputs, timer, name=item.model, load=load)
+        if timed.interrupted:
+            # timing stops on Ctrl-C and returns what it had: in a study that ends the run,
+            # and a partial measurement is not stored as a finished one
+            raise KeyboardInterrupt
+        prediction = predict(counted, profile)
+        payload = {
+            "spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs],
+            "count": counted.totals(),
+            "time": {k: v for k, v in timed.to_dict().items() if k != "environment"},
+            "median": timed.median, "ci_low": timed.ci_low, "ci_high": timed.ci_high,
+            "n_samples": timed.n_samples, "threads": timed.spec.threads, "precision_met": timed.precision_met,
+            "disturbed": timed.disturbed, "warnings": timed.warnings,
+            "prediction": _prediction(prediction),
+        }
+        if with_explain:
+            # measure=False: the model was just timed above; explain adds the profiler's view
             exp = explain(module, inputs, name=item.model, count_result=counted, profile=profile,
-                          measure=False, **({"device": device} if device else {}))
-        payload["finding"] = _top_finding(exp)
-        payload["findings"] = findings_payload(exp)
+                          measure=False, timer=timer, load=load)
+            payload["finding"] = _top_finding(exp)
+            payload["findings"] = findings_payload(exp)
     return payload
 
 
@@ -185,31 +174,43 @@ def _to_device(module, inputs, device: str):
     return module.to(device), tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
 
 
+_PROFILES: dict = {}  # this process's profiles, by (quick, device, threads, cache folder)
+
+
+def node_profile(timer: TimerOptions, quick: bool = False):
+    """:func:`study_profile` kept in memory for the process: a worker that measures many
+    items reads its machine's profile from disk once."""
+    import torch
+
+    from flopgap.machine import cache_dir
+
+    with threads_context(timer.threads):
+        key = (quick, timer.device or "cpu", torch.get_num_threads(), str(cache_dir()))
+    if key not in _PROFILES:
+        _PROFILES[key] = study_profile(timer, quick=quick)
+    return _PROFILES[key]
+
+
 @dataclass(frozen=True)
 class ZooMeasure:
     """The zoo's per-item measurement as a picklable object (it runs wherever the
-    executor puts the item): the machine profile is the one of the machine it runs on,
+    executor puts the item): without ``profile``, the profile of the machine it runs on,
     measured there once and cached (``quick_profile``: the quick one)."""
 
-    max_time: float = 2.0
-    precision: float = 0.02
-    threads: int | None = None
+    timer: TimerOptions
     with_explain: bool = True
     quick_profile: bool = False
     timed: bool = True
-    device: str | None = None
+    profile: object = None
 
     def on_device(self, device: str | None) -> "ZooMeasure":
         """The same measurement on ``device`` (a kind of machine's own device)."""
-        return replace(self, device=device)
+        return replace(self, timer=self.timer.replace(device=device), profile=None)
 
     def __call__(self, item: Item) -> dict:
-        from flopgap.study._stages import machine_profile
-
-        return measure_zoo_model(item, max_time=self.max_time, precision=self.precision, threads=self.threads,
-                                 with_explain=self.with_explain and self.timed, device=self.device,
-                                 profile=machine_profile(quick=self.quick_profile, device=self.device),
-                                 timed=self.timed)
+        profile = self.profile if self.profile is not None else node_profile(self.timer, self.quick_profile)
+        return measure_zoo_model(item, timer=self.timer, with_explain=self.with_explain and self.timed,
+                                 profile=profile, timed=self.timed)
 
 
 @dataclass(frozen=True)
@@ -217,19 +218,18 @@ class ProfilePrepare:
     """Run once per node before its items, alone on it: measure (or load) the machine
     profile there, and say what it is."""
 
+    timer: TimerOptions
     quick: bool = False
-    device: str | None = None
 
     def on_device(self, device: str | None) -> "ProfilePrepare":
-        return replace(self, device=device)
+        return replace(self, timer=self.timer.replace(device=device))
 
     def __call__(self) -> dict:
-        from flopgap.study._stages import machine_profile
-
-        p = machine_profile(quick=self.quick, device=self.device)
-        return {"profile": "quick" if p.quick else "full", "source": getattr(p, "source", ""), "device": self.device,
-                "peak_fp32_flops": p.peak("float32"), "mem_bandwidth": p.mem_bandwidth,
-                "dispatch_overhead_s": p.dispatch_overhead_s, "warning": p.busy_warning() or ""}
+        p = node_profile(self.timer, self.quick)
+        return {"profile": "quick" if p.quick else "full", "source": getattr(p, "source", ""),
+                "device": self.timer.device or "cpu", "peak_fp32_flops": p.peak("float32"),
+                "mem_bandwidth": p.mem_bandwidth, "dispatch_overhead_s": p.dispatch_overhead_s,
+                "warning": p.busy_warning() or ""}
 
 
 @dataclass
@@ -256,36 +256,40 @@ def _row(model: str, payload: dict) -> dict:
         "ops": c.get("ops"), "coverage": c.get("coverage"),
         "prediction": (payload.get("prediction") or {}).get("latency_s"),
         "median": payload.get("median"), "ci_low": payload.get("ci_low"), "ci_high": payload.get("ci_high"),
+        "n_samples": payload.get("n_samples", (payload.get("time") or {}).get("n_samples")),
+        "threads": payload.get("threads", ((payload.get("time") or {}).get("spec") or {}).get("threads")),
+        "precision_met": payload.get("precision_met", (payload.get("time") or {}).get("precision_met")),
+        "disturbed": bool(payload.get("disturbed", (payload.get("time") or {}).get("disturbed"))),
+        "attempts": payload.get("attempts", 1),
         "finding": payload.get("finding", ""),
     }
 
 
 def analyze_zoo(rows: Sequence[dict], *, n_boot: int = 2000, seed: int = 0, top: int = 10) -> dict[int, dict]:
-    """Per batch: correlations of every metric with latency, inversions, FLOPs-fit outliers."""
+    """Per batch: correlations of every metric with latency, inversions, FLOPs-fit outliers.
+
+    Rows timed on a disturbed machine are left out of all three and listed under
+    ``excluded`` with the reason: no correlation rests on a busy machine."""
     out: dict[int, dict] = {}
     for batch in sorted({r["batch"] for r in rows}, key=lambda b: (b is None, b)):
-        rs = [r for r in rows if r["batch"] == batch]
+        all_rs = [r for r in rows if r["batch"] == batch]
+        rs = [r for r in all_rs if not r.get("disturbed")]
+        excluded = [{"label": r["label"], "reason": "machine disturbed while timing"
+                     + (f" ({r['attempts']} attempts)" if r.get("attempts", 1) > 1 else "")}
+                    for r in all_rs if r.get("disturbed")]
         lat = [r["median"] for r in rs]
         corr = {}
         for key, _ in METRICS:
             corr[key] = correlate([r[key] for r in rs], lat, n_boot=n_boot, seed=seed)
         out[batch] = {
             "n": len(rs),
+            "excluded": excluded,
             "correlations": corr,
             "inversions": inversions(rs, by="flops", top=top),
             "inversions_params": inversions(rs, by="params", top=top),
             "fit": flops_fit(rs, by="flops"),
         }
     return out
-
-
-def _devices(executor, device: str | None) -> dict[str, str]:
-    """The device of each kind of machine: its own (``label:cuda``), else ``device``, else cpu."""
-    from flopgap.timing import check_device
-
-    default = check_device(device, what="--device", need_cuda=executor.name == "local") if device else "cpu"
-    own = executor.devices() if hasattr(executor, "devices") else {}
-    return {t: own.get(t) or default for t in executor.targets()}
 
 
 def run_targets(run) -> list[str]:
@@ -305,6 +309,12 @@ def _pick_target(run, target: str | None) -> str:
     return target
 
 
+def _devices(executor, timer: TimerOptions) -> dict[str, str]:
+    """The device of each kind of machine: its own (``label:cuda``), else the timer's, else cpu."""
+    own = executor.devices() if hasattr(executor, "devices") else {}
+    return {t: own.get(t) or timer.device or "cpu" for t in executor.targets()}
+
+
 def zoo_result(store, run_id: int | str, *, outcome: RunOutcome | None = None, n_boot: int = 2000,
                target: str | None = None) -> ZooResult:
     """Rebuild a zoo run's result (and analysis) from the store; a run over several kinds
@@ -320,56 +330,70 @@ def zoo_result(store, run_id: int | str, *, outcome: RunOutcome | None = None, n
     return ZooResult(run, rows, analyze_zoo(rows, n_boot=n_boot), failures, outcome)
 
 
+def study_profile(timer: TimerOptions, *, quick: bool = False, progress=None):
+    """The machine profile a study predicts with: the one for ``timer.threads`` threads
+    (and ``timer.device``)."""
+    with threads_context(timer.threads):
+        return profile_machine(quick=quick, progress=progress, device=timer.device)
+
+
 def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = None, batches: Sequence[int] = (1,),
-            max_time: float = 2.0, precision: float = 0.02, threads: int | None = None, with_explain: bool = True,
-            resume: bool = False, progress: bool = False, console=None, n_boot: int = 2000,
-            quick_profile: bool = False, measure: Callable[[Item], dict] | None = None,
-            machine: dict | None = None, timed: bool = True, executor=None, lease_s: float | None = None,
-            device: str | None = None):
+            timer: TimerOptions | None = None, with_explain: bool = True, resume: bool = False, progress=None,
+            n_boot: int = 2000, quick_profile: bool = False, profile=None,
+            measure: Callable[[Item], dict] | None = None, machine: dict | None = None,
+            retime: Retime = Retime(), load=None, timed: bool = True, executor=None,
+            lease_s: float | None = None):
     """Run (or resume) a zoo study into ``store`` and return its analysed result.
 
-    ``quick_profile`` predicts from the machine stage's quick profile (seconds to measure
-    instead of about a minute, once per machine). ``timed=False`` counts and predicts
-    only. ``device`` times (and profiles) on that device (default: the CPU); on a cluster a
-    kind of machine may name its own (``RayExecutor(machines=["gpu:cuda"])``).
-    ``executor`` says where the items run (default: here, one after the other;
-    :class:`flopgap.study.RayExecutor` for a cluster, where each item is measured once per
-    ``--machines`` label and the result is a :class:`flopgap.study.fleet.FleetResult`).
-    ``measure`` replaces the per-model measurement (tests inject a fake); ``machine``
-    replaces the run's machine record (default: the executor's).
+    ``timer`` (:class:`~flopgap.timing.TimerOptions`, default a 2 s budget per model) times
+    every model, with its thread count for the profile and prediction too. ``profile``
+    is the machine profile to predict with (default: :func:`study_profile`, the quick
+    one with ``quick_profile``; on a cluster each node's own). A model the sentinel finds
+    disturbed is re-timed as ``retime`` says; one still disturbed is kept, flagged and
+    left out of the analysis. ``timed=False`` counts and predicts only. ``progress(event)``
+    receives :class:`~flopgap.study.Progress` events. ``executor`` says where the items
+    run (default: here, one after the other; :class:`flopgap.study.RayExecutor` for a
+    cluster, where each item is measured once per ``--machines`` label and the result is
+    a :class:`flopgap.study.FleetResult`). ``measure`` replaces the per-model measurement
+    (tests inject a fake); ``machine`` replaces the run's machine record (default: the
+    executor's, ``flopgap.timing.environment()`` here); ``load`` is the sentinel's
+    evidence source (tests pass a fake).
     """
     from flopgap.study.executor import DEFAULT_LEASE_S, LocalExecutor
 
+    timer = timer if timer is not None else TimerOptions(max_time=STUDY_MAX_TIME)
     items = zoo_items(zoo, models, batches)
-    executor = executor or LocalExecutor(machine=machine, device=device)
+    executor = executor or LocalExecutor(machine=machine, device=timer.device)
     targets = list(executor.targets())
     config = {"zoo": zoo if not models else "custom", "models": [it.model for it in items],
-              "batches": [int(b) for b in batches], "max_time": max_time, "precision": precision,
-              "threads": threads, "explain": with_explain, "profile": "quick" if quick_profile else "full"}
+              "batches": [int(b) for b in batches], "max_time": timer.max_time, "precision": timer.precision,
+              "threads": timer.threads, "explain": with_explain, "profile": "quick" if quick_profile else "full"}
     if not timed:
         config["time"] = False
     if targets != [""]:
         config["machines"] = targets
-    devices = _devices(executor, device)
+    devices = _devices(executor, timer)
     if any(d != "cpu" for d in devices.values()):
         config["devices"] = devices
     if machine is None:
         machine = executor.machine()
     prepare = None
     if measure is None:
-        if executor.name == "local":
-            from flopgap.study._stages import machine_profile
-
-            machine_profile(quick=quick_profile, progress=progress, console=console,  # measured once, with a bar
-                            device=devices[""] if devices.get("", "cpu") != "cpu" else None)
-        measure = ZooMeasure(max_time, precision, threads, with_explain, quick_profile, timed)
-        prepare = ProfilePrepare(quick_profile)
+        local = executor.name == "local"
+        if local and profile is None:
+            profile = study_profile(timer, quick=quick_profile)
+        measure = ZooMeasure(timer, with_explain, quick_profile, timed, profile if local else None)
+        prepare = ProfilePrepare(timer, quick_profile)
+        if load is not None:  # a test's fake evidence source: only in this process
+            def measure(it: Item, _m=measure) -> dict:
+                return measure_zoo_model(it, timer=timer, with_explain=with_explain, profile=_m.profile,
+                                         load=load, timed=timed)
 
     run_id, resumed = open_run(store, KIND, config, machine, resume=resume,
                                name=zoo if not models else f"{len(set(i.model for i in items))} models")
     outcome = run_items(store, run_id, items, measure, kind="model", progress=progress, label="zoo",
-                        resumed=resumed, console=console, executor=executor, timing=timed, prepare=prepare,
-                        threads=threads, lease_s=lease_s or DEFAULT_LEASE_S,
+                        resumed=resumed, retime=retime, executor=executor, timing=timed, prepare=prepare,
+                        threads=timer.threads, lease_s=lease_s or DEFAULT_LEASE_S,
                         devices={t: d for t, d in devices.items() if d != "cpu"})
     if len(targets) > 1:
         from flopgap.study.fleet import fleet_result
