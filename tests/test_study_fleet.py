@@ -327,3 +327,45 @@ def test_an_explicit_cpu_device_times_like_the_default():
     p = measure_zoo_model(Item("seed:ex3-float", "b1", "seed:ex3-float", 1), profile=MachineProfile.synthetic(),
                           timer=TimerOptions(max_time=0.1, device="cpu"), with_explain=False)
     assert p["median"] > 0 and p["time"]["spec"]["device"] == "cpu"
+
+
+class TwoKinds(LocalExecutor):
+    """Both kinds of machine measured here, in turn: the multi-machine path without a cluster."""
+
+    def targets(self):
+        return ("alpha", "beta")
+
+
+def test_a_multi_machine_run_end_to_end_without_a_cluster(tmp_path, capsys):
+    from flopgap.cli import main
+    from flopgap.report.study_view import sections_for
+    from flopgap.study import FleetResult, result_for_run
+
+    s = Store(str(tmp_path / "two.db"))
+    seen = []
+
+    def measure(it):
+        seen.append(it.model)
+        lat = {"A": 1 * MS, "B": 2 * MS, "C": 3 * MS}[it.model]
+        return {"batch": 1, "count": {"params": 1, "flops": {"A": 1e6, "B": 2e6, "C": 3e6}[it.model],
+                                      "bytes_read": 1, "bytes_written": 1, "ops": 1},
+                "median": lat, "ci_low": lat * 0.98, "ci_high": lat * 1.02, "prediction": {"latency_s": lat}}
+
+    r = run_zoo(store=s, models=["A", "B", "C"], machine={"cpu_model": "fake"}, measure=measure, n_boot=50,
+                executor=TwoKinds(machine={"cpu_model": "fake"}), retime=NO_RETIME)
+    assert isinstance(r, FleetResult) and r.run.status == "finished" and sorted(r.results) == ["alpha", "beta"]
+    assert seen == ["A", "B", "C"] * 2 and r.results["beta"].run.status == "finished"
+    assert [(m.model, m.target) for m in s.measurements(r.run.id, kind="model")] == [
+        (x, t) for t in ("alpha", "beta") for x in "ABC"]
+    assert isinstance(result_for_run(s, r.run.id), FleetResult)
+    titles = [sec.title for sec in sections_for(r, plots=False)]
+    assert "Machines" in titles and "Batch 1 across machines" in titles
+    db = str(tmp_path / "two.db")
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "1", "1", "--db", db])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "measured 2 kinds of machine (alpha, beta): compare one with 1@alpha" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "1@alpha", "1@beta", "--db", db])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.count("no change") >= 3, out
