@@ -55,7 +55,8 @@ def test_swaps_rank_changes_and_inversions_on_one_machine_only():
     best = b["machines"]["x"]["best"]
     assert best["metric"] in ("params", "flops", "bytes") and best["rho"] == pytest.approx(1.0)
     latency = {r["model"]: r["latency"] for r in b["table"]}
-    assert "x" not in latency["D"] and latency["D"]["y"]["value"] == pytest.approx(6.0 * MS)
+    assert latency["D"]["x"]["disturbed"] and not latency["D"]["y"]["disturbed"]   # shown, marked, left out
+    assert latency["D"]["y"]["value"] == pytest.approx(6.0 * MS)
 
 
 def test_predicted_only_machines_are_marked_and_never_self_correlated():
@@ -369,3 +370,12 @@ def test_a_multi_machine_run_end_to_end_without_a_cluster(tmp_path, capsys):
         main(["compare", "1@alpha", "1@beta", "--db", db])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and out.count("no change") >= 3, out
+
+
+def test_a_machine_whose_every_timing_was_disturbed_is_timed_and_empty_not_predicted():
+    busy = MachineRows("busy", 4, rows=tuple({**r, "disturbed": "machine disturbed while timing"} for r in Y.rows))
+    cmp = compare_machines([X, busy], n_boot=50)
+    m = cmp.batches[1]["machines"]["busy"]
+    assert (m["latency"], m["n"], m["best"]) == ("measured", 0, {"metric": None})
+    assert len([e for e in cmp.excluded if e["machine"] == "busy"]) == 4
+    assert all(r["latency"]["busy"]["disturbed"] for r in cmp.batches[1]["table"])

@@ -28,9 +28,9 @@ def _lat(cell: dict | None) -> str:
     if not cell.get("measured"):
         return f"pred. {fmt_seconds(cell['value'])}"
     lo, hi = cell.get("ci_low"), cell.get("ci_high")
-    if lo is None or hi is None:
-        return f"{fmt_seconds(cell['value'])} [no CI: too few samples]"
-    return f"{fmt_seconds(cell['value'])} [{fmt_seconds(lo)}, {fmt_seconds(hi)}]"
+    text = (f"{fmt_seconds(cell['value'])} [no CI: too few samples]" if lo is None or hi is None
+            else f"{fmt_seconds(cell['value'])} [{fmt_seconds(lo)}, {fmt_seconds(hi)}]")
+    return f"disturbed, left out: {text}" if cell.get("disturbed") else text
 
 
 def _x(v) -> str:

@@ -185,10 +185,12 @@ def compare_machines(machines: Sequence[MachineRows], *, n_boot: int = 2000) -> 
     batches: dict[int, dict] = {}
     all_batches = sorted({r.get("batch") for m in machines for r in m.rows}, key=lambda b: (b is None, b))
     for batch in all_batches:
-        per_machine, rows_by = {}, {}
+        per_machine, rows_by, all_by = {}, {}, {}
         for m in machines:
             rows = [r for r in clean[m.name] if r.get("batch") == batch]
-            measured = any(r.get("median") for r in rows)
+            all_by[m.name] = {r["label"]: r for r in m.rows if r.get("batch") == batch}
+            # timed or not is the run's nature, whether or not its timings were disturbed
+            measured = any(r.get("median") for r in all_by[m.name].values())
             use = [r if measured else {**r, "median": r.get("prediction"), "ci_low": None, "ci_high": None}
                    for r in rows]
             rows_by[m.name] = {r["label"]: r for r in rows}
@@ -203,18 +205,20 @@ def compare_machines(machines: Sequence[MachineRows], *, n_boot: int = 2000) -> 
                 "best": _best_metric(corr, ()),
                 "inversions": {k: v for k, v in (a.get("inversions") or {}).items() if k != "top"},
             }
-        models = sorted({label for rows in rows_by.values() for label in rows},
-                        key=lambda lab: min((rows_by[n][lab].get("flops") or math.inf) for n in rows_by
-                                            if lab in rows_by[n]))
+        # the table shows every row, a disturbed one marked (it is left out of everything else)
+        models = sorted({label for rows in all_by.values() for label in rows},
+                        key=lambda lab: min((all_by[n][lab].get("flops") or math.inf) for n in all_by
+                                            if lab in all_by[n]))
         table = []
         for label in models:
-            row = {"model": label, "flops": next((rows_by[n][label].get("flops") for n in rows_by
-                                                  if label in rows_by[n]), None), "latency": {}}
+            row = {"model": label, "flops": next((all_by[n][label].get("flops") for n in all_by
+                                                  if label in all_by[n]), None), "latency": {}}
             for m in machines:
-                r = rows_by[m.name].get(label)
+                r = all_by[m.name].get(label)
                 if r is not None:
                     v, lo, hi, measured = _latency(r)
-                    row["latency"][m.name] = {"value": v, "ci_low": lo, "ci_high": hi, "measured": measured}
+                    row["latency"][m.name] = {"value": v, "ci_low": lo, "ci_high": hi, "measured": measured,
+                                              "disturbed": bool(r.get("disturbed"))}
             table.append(row)
         pairs = [_pair(x, y, rows_by[x.name], rows_by[y.name], n_boot=n_boot)
                  for i, x in enumerate(machines) for y in machines[i + 1:]]
