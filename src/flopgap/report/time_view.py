@@ -7,6 +7,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from flopgap._terminal import markup
 from flopgap.report._format import fmt_bytes, fmt_seconds, pct
 from flopgap.timing import Comparison, Measurement, ProcessRepeats, health_warnings
 
@@ -20,8 +21,8 @@ def _header(m: Measurement) -> str:
     s = m.spec
     mode = "grad enabled" if s.grad else "inference_mode"
     threads = m.environment.get("torch_threads", s.threads)
-    return (f"{s.device}, {s.threads} thread(s) (torch uses {threads}; {m.environment.get('logical_cores')} logical "
-            f"cores, {m.environment.get('cpu_model', '?')}), {mode}")
+    return markup(f"{s.device}, {s.threads} thread(s) (torch uses {threads}; {m.environment.get('logical_cores')} "
+                  f"logical cores, {m.environment.get('cpu_model', '?')}), {mode}")
 
 
 def _target(m: Measurement) -> str:
@@ -70,7 +71,7 @@ def _rows(m: Measurement) -> list[tuple[str, str]]:
 
 
 def render_measurement(m: Measurement, console: Console) -> None:
-    console.print(f"[bold]{m.spec.name}[/bold]  inputs {', '.join(m.spec.inputs)}  {_header(m)}")
+    console.print(f"[bold]{markup(m.spec.name)}[/bold]  inputs {markup(', '.join(m.spec.inputs))}  {_header(m)}")
     table = Table(show_header=True, title_justify="left")
     table.add_column("latency per call")
     table.add_column("value", justify="left")
@@ -86,17 +87,20 @@ def render_measurement(m: Measurement, console: Console) -> None:
 def _print_warnings(m: Measurement, console: Console, prefix: str = "") -> None:
     from rich.text import Text
 
+    from flopgap._terminal import printable
+
     for w in health_warnings(m):
-        console.print(Text(f"warning: {prefix}{w}", style="yellow"))
+        console.print(Text(printable(f"warning: {prefix}{w}"), style="yellow"))
 
 
 def render_comparison(c: Comparison, console: Console) -> None:
     a, b = c.a, c.b
-    console.print(f"[bold]{a.spec.name}[/bold] vs [bold]{b.spec.name}[/bold]  timed alternately (ABBA)  {_header(a)}")
+    name_a, name_b = markup(a.spec.name), markup(b.spec.name)
+    console.print(f"[bold]{name_a}[/bold] vs [bold]{name_b}[/bold]  timed alternately (ABBA)  {_header(a)}")
     table = Table(show_header=True)
     table.add_column("latency per call")
-    table.add_column(a.spec.name, justify="left")
-    table.add_column(b.spec.name, justify="left")
+    table.add_column(name_a, justify="left")
+    table.add_column(name_b, justify="left")
     for (k, va), (_, vb) in zip(_rows(a), _rows(b)):
         if k == "wall time":
             continue
@@ -105,10 +109,10 @@ def render_comparison(c: Comparison, console: Console) -> None:
     if math.isnan(c.ci_low):
         verdict = "CI unknown (too few rounds)"
     elif c.excludes_one:
-        verdict = f"{a.spec.name} is {'slower' if c.ci_low > 1 else 'faster'} than {b.spec.name}"
+        verdict = f"{name_a} is {'slower' if c.ci_low > 1 else 'faster'} than {name_b}"
     else:
         verdict = "the CI includes 1.0: no difference shown"
-    console.print(f"[bold]ratio {a.spec.name} / {b.spec.name} = {c.ratio:.3f}[/bold]  "
+    console.print(f"[bold]ratio {name_a} / {name_b} = {c.ratio:.3f}[/bold]  "
                   f"95% CI {c.ci_low:.3f} .. {c.ci_high:.3f} (paired bootstrap over {len(a.samples)} rounds): {verdict}")
     if c.interrupted:
         console.print("[yellow]interrupted: figures are from the rounds completed before Ctrl-C[/yellow]")
@@ -119,12 +123,12 @@ def render_comparison(c: Comparison, console: Console) -> None:
 
 def render_repeats(r: ProcessRepeats, console: Console) -> None:
     if not r.results:
-        console.print("[yellow]no process finished[/yellow]" + (f": {r.failure}" if r.failure else ""))
+        console.print("[yellow]no process finished[/yellow]" + (f": {markup(r.failure)}" if r.failure else ""))
         return
     first = r.results[0]
     ratio = isinstance(first, Comparison)
     console.print(f"[bold]{len(r.results)} fresh process(es) of {r.requested}[/bold], one after another: "
-                  f"flopgap time {' '.join(r.args)}", soft_wrap=True)
+                  f"flopgap time {markup(' '.join(r.args))}", soft_wrap=True)
     table = Table()
     for col in ("process", "ratio" if ratio else "median", "95% CI", "target", "cold (first call)", "samples"):
         table.add_column(col, justify="right")
@@ -144,4 +148,4 @@ def render_repeats(r: ProcessRepeats, console: Console) -> None:
     if r.interrupted:
         console.print(f"[yellow]interrupted: {len(r.results)} of {r.requested} processes reported[/yellow]")
     if r.failure:
-        console.print(f"[yellow]stopped: {r.failure}; {len(r.results)} of {r.requested} processes reported[/yellow]")
+        console.print(f"[yellow]stopped: {markup(r.failure)}; {len(r.results)} of {r.requested} processes reported[/yellow]")
