@@ -194,7 +194,7 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         from flopgap.machine import profile_machine
 
         profile = profile_machine(device=device)
-    attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device)
+    attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, name=name)
     measurement = None
     if measure:
         from flopgap.timing import measure as timing_measure
