@@ -9,7 +9,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 err_console, keep, load, write_json)
+                                 err_console, keep, load, open_db, say, seconds, write_json)
 
 _CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model, cores, threads, torch "
                "version, device) as JSON in $FLOPGAP_CACHE_DIR, or ~/.cache/flopgap/ when that is unset; "
@@ -106,10 +106,10 @@ def explain(
     device = check_device(device, what="--device")
     if calls is not None and calls < 1:
         raise UsageError(f"--calls must be >= 1, got {calls}")
-    if max_time <= 0:
-        raise UsageError(f"--max-time must be > 0, got {max_time}")
+    seconds("--max-time", max_time)
     if plot is not None and not plot.lower().endswith(".png"):
         raise UsageError(f"--plot must be a .png path, got {plot!r}")
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs)
     prof = _profile(device, refresh_machine, quick_machine)
     module, tensors = _on_device(loaded, tensors, device)
@@ -119,7 +119,7 @@ def explain(
         render_explanation(ex, console, top=top, depth=depth)
     if plot:
         roofline_plot(ex, plot)
-        err_console.print(f"wrote {plot}")
+        say(f"wrote {plot}")
     if json_path:
         write_json(json_path, ex.to_dict())
     if html or db:
@@ -131,7 +131,7 @@ def explain(
             with tempfile.TemporaryDirectory() as tmp:
                 png = roofline_plot(ex, Path(tmp) / "roofline.png")
                 figures.append((png.read_bytes(), "roofline: achieved FLOP/s vs arithmetic intensity per op"))
-        keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, figures=figures,
+        keep("explain", loaded.spec, ex.to_dict(), html=html, db=store, figures=figures,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure})
     if ex.totals.get("interrupted"):
         err_console.print("interrupted: reported what was measured before Ctrl-C")
@@ -166,6 +166,8 @@ def predict(
     from flopgap.timing import check_device
 
     device = check_device(device, what="--device")
+    seconds("--max-time", max_time)
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs)
     prof = _profile(device, refresh_machine, quick_machine)
     module, tensors = _on_device(loaded, tensors, device)
@@ -189,7 +191,7 @@ def predict(
     if json_path:
         write_json(json_path, data)
     if html or db:
-        keep("predict", loaded.spec, data, html=html, db=db,
+        keep("predict", loaded.spec, data, html=html, db=store,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure})
     if interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")

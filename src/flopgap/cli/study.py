@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from flopgap.cli._app import app
-from flopgap.cli._common import console, err_console, write_json
+from flopgap.cli._app import FlopgapTyper, app
+from flopgap.cli._common import console, err_console, say, seconds, write_json
+from flopgap.cli._interrupt import deferred_sigint, wrote
+from flopgap._terminal import printable
 from flopgap.errors import UsageError
 
 STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
@@ -27,21 +29,16 @@ NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="leave plots out of
 
 DEFAULT_DB = "sqlite:///flopgap.db"
 
-study_app = typer.Typer(
+study_app = FlopgapTyper(
     help="Studies that answer the seed's question with evidence; each run is saved in the results store "
          "(flopgap.db by default, --db to change) and resumable with --resume.",
     no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 app.add_typer(study_app, name="study")
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise UsageError(f"{name} must be positive, got {value}")
-
-
 def _check_timing(max_time: float, precision: float | None = None, threads: int | None = None) -> None:
     """Refuse bad timing options before minutes of profiling, not per model after."""
-    _positive("--max-time", max_time)
+    seconds("--max-time", max_time)
     if precision is not None and not 0 < precision < 1:
         raise UsageError(f"--precision must be a fraction between 0 and 1 (0.01 = 1%), got {precision}")
     if threads is not None and threads < 1:
@@ -61,11 +58,16 @@ def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, p
     if json_path != "-" and not quiet_tables:
         print_sections(sections, console)
     if html:
-        path = write_html(html, title_for(result), sections, machine=result.run.machine)
-        err_console.print(f"wrote report {path}", highlight=False, markup=False)
+        with deferred_sigint():  # a report is written whole or not at all
+            path = write_html(html, title_for(result), sections, machine=result.run.machine)
+            wrote(repr(str(path)))
+        say(f"wrote report {path}")
     if csv:
-        for p in write_csv(csv, sections):
-            err_console.print(f"wrote {p}", highlight=False, markup=False)
+        with deferred_sigint():
+            paths = write_csv(csv, sections)
+            wrote(f"{len(paths)} CSV file(s) in {csv!r}")
+        for p in paths:
+            say(f"wrote {p}")
     if json_path:
         write_json(json_path, result.to_dict())
 
@@ -78,8 +80,8 @@ def _stored(result, store, quiet: bool = False) -> None:
     if o is not None:
         extra = f" ({len(o.measured)} measured" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
                 (f", {len(o.failed)} failed" if o.failed else "") + ")"
-    console.print(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}", markup=False,
-                  highlight=False)
+    console.print(printable(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}"),
+                  markup=False, highlight=False)
 
 
 def _split_models(models: list[str] | None) -> list[str] | None:
@@ -116,7 +118,7 @@ def study_zoo(
     model_list = _split_models(models)
     if zoo and model_list:
         raise UsageError("give a zoo name or --models, not both")
-    store = open_store(db)
+    store = open_store(db, writable=True)
     result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), max_time=max_time,
                      precision=precision, threads=threads, with_explain=not no_explain, resume=resume,
                      progress=_progress(), console=err_console, quick_profile=quick_profile)
@@ -145,7 +147,7 @@ def study_seed(
     from flopgap.study import run_seed
 
     _check_timing(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     result = run_seed(store=store, max_time=max_time, precision=precision, threads=threads,
                       with_explain=not no_explain, resume=resume, progress=_progress(), console=err_console,
                       quick_profile=quick_profile)
@@ -176,7 +178,7 @@ def study_shufflenet(
     from flopgap.study import run_shufflenet
 
     _check_timing(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     gl = tuple(g.upper() for g in (guideline or ("G1", "G2", "G3", "G4")))
     result = run_shufflenet(store=store, spatial=spatial, max_time=max_time, precision=precision, threads=threads,
                             guidelines=gl, resume=resume, progress=_progress(), console=err_console)
@@ -205,7 +207,7 @@ def runs(
         if json_path == "-":
             return
     if not found:
-        console.print(f"no runs in {store.url}", markup=False)
+        console.print(printable(f"no runs in {store.url}"), markup=False)
         return
     print_sections([Section(f"runs in {store.url}", [runs_table(found)])], console)
 
@@ -235,10 +237,10 @@ def compare_cmd(
     print_sections(sections, console)
     if html:
         p = write_html(html, f"flopgap: run {cmp['b'].id} vs run {cmp['a'].id}", sections, machine=cmp["b"].machine)
-        console.print(f"wrote report {p}", markup=False)
+        console.print(printable(f"wrote report {p}"), markup=False)
     if csv:
         for p in write_csv(csv, sections):
-            console.print(f"wrote {p}", markup=False)
+            console.print(printable(f"wrote {p}"), markup=False)
     if fail_on_regression and cmp["regressions"]:
         raise FlopgapError(f"{cmp['regressions']} regression(s) beyond {100 * threshold:.0f}%")
 
@@ -263,10 +265,10 @@ def report(
     sections = sections_for(result, plots=not no_plots)
     path = write_html(out or f"reports/run-{result.run.id}-{result.run.kind}.html", title_for(result), sections,
                       machine=result.run.machine)
-    console.print(f"wrote report {path}", markup=False)
+    console.print(printable(f"wrote report {path}"), markup=False)
     if csv:
         for p in write_csv(csv, sections):
-            console.print(f"wrote {p}", markup=False)
+            console.print(printable(f"wrote {p}"), markup=False)
 
 
 @app.command()
@@ -285,7 +287,7 @@ def demo(
     from flopgap.study import DEMO_MODELS, run_seed, run_zoo
 
     _check_timing(max_time, None, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     console.print("[bold]1/2 seed case study[/bold]: the article's three examples, measured rigorously")
     seed = run_seed(store=store, max_time=max_time, threads=threads, progress=_progress(), console=err_console)
     seed_sections = sections_for(seed)
@@ -297,6 +299,6 @@ def demo(
     print_sections([s for s in zoo_sections if s.title.startswith("Batch")], console)
     paths = [write_html(Path(out) / "seed.html", title_for(seed), seed_sections, machine=seed.run.machine),
              write_html(Path(out) / "zoo.html", title_for(zoo), zoo_sections, machine=zoo.run.machine)]
-    console.print(f"stored runs {seed.run.id} (seed) and {zoo.run.id} (zoo) in {store.url}", markup=False)
+    console.print(printable(f"stored runs {seed.run.id} (seed) and {zoo.run.id} (zoo) in {store.url}"), markup=False)
     for p in paths:
-        console.print(f"report: {p.resolve()}", markup=False)
+        console.print(printable(f"report: {p.resolve()}"), markup=False)

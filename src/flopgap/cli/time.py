@@ -10,7 +10,8 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 err_console, keep, load, write_json)
+                                 err_console, keep, load, open_db, seconds, write_json)
+from flopgap._terminal import markup
 from flopgap.errors import FlopgapError, UsageError
 
 
@@ -49,9 +50,9 @@ def _progress():
 
     def update(phase: str, info: dict) -> None:
         if phase == "cold":
-            status.update(f"{info['name']}: first call {info['cold_s'] * 1e3:.3g} ms; warming up ...")
+            status.update(f"{markup(info['name'])}: first call {info['cold_s'] * 1e3:.3g} ms; warming up ...")
         elif phase == "warmup":
-            status.update(f"{info['name']}: warm-up {info['calls']} calls, block of {info['block']}; sampling ...")
+            status.update(f"{markup(info['name'])}: warm-up {info['calls']} calls, block of {info['block']}; sampling ...")
         elif phase == "sampling":
             hw = ", ".join(f"+-{100 * h:.2f}%" for h in info["half_width"])
             status.update(f"sampling: {info['samples']} samples, CI {hw}, "
@@ -96,13 +97,18 @@ def time_(
     # validate before the slow part (model load or child processes); measure() checks again
     if not 0 <= precision < 1:
         raise UsageError(f"--precision must be in [0, 1) (a fraction: 0.01 is 1%), got {precision}")
-    if not max_time > 0:
-        raise UsageError(f"--max-time must be a positive number of seconds, got {max_time}")
+    seconds("--max-time", max_time)
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be a positive integer, got {threads}")
     show = json_path != "-"
+    store = open_db(db)
 
     if processes > 1:
+        # what the children would reject, rejected here before the first one starts
+        from flopgap.models import parse_input_spec, parse_kwargs, with_batch
+
+        with_batch(tuple(parse_input_spec(s) for s in input or ()), batch)
+        parse_kwargs(kwargs)
         args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device)
         if show and sys.stderr.isatty():
             err_console.print(f"running {processes} fresh processes one after another ...")
@@ -129,7 +135,7 @@ def time_(
         write_json(json_path, result.to_dict())
     if html or db:  # an interrupted run is kept too: it says so in its payload
         label = f"{model} vs {vs}" if vs else model
-        keep("time", label, result.to_dict(), html=html, db=db,
+        keep("time", label, result.to_dict(), html=html, db=store,
              config={"model": model, "vs": vs, "inputs": input, "batch": batch, "threads": threads, "grad": grad,
                      "precision": precision, "max_time": max_time, "processes": processes, "device": device})
     if result.interrupted:

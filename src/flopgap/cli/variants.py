@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, console, err_console, keep, write_json
+from flopgap.cli._common import (DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, console, err_console, keep, open_db,
+                                 say, seconds, write_json)
+from flopgap._terminal import printable
 from flopgap.errors import UsageError
 
 
@@ -74,13 +76,17 @@ def variants(
         names = [n.strip() for n in try_.split(",") if n.strip()]
         for n in names:
             get_variant(n)  # unknown names fail before any model is built
+    seconds("--max-time", max_time)
+    if not 0 < precision < 1:
+        raise UsageError(f"--precision must be a fraction between 0 and 1 (0.02 = 2%), got {precision}")
     batches = _int_list(batch, "--batch")
     thread_counts = _int_list(threads, "--threads", allow_default=True)
     from flopgap.cli._common import load
 
+    store = open_db(db)
     loaded, _, _ = load(model, input, None, kwargs)
     show = err_console.is_terminal
-    progress = (lambda msg: err_console.print(f"[dim]{msg}[/dim]")) if show else None
+    progress = (lambda msg: err_console.print(printable(msg), style="dim", markup=False)) if show else None
     result = run_variants(loaded, variants=names, batches=batches, threads=thread_counts, input_specs=input,
                           precision=precision, max_time=max_time, device=device, explain=explain,
                           progress=progress)
@@ -92,7 +98,7 @@ def variants(
         write_json(json_path, result.to_dict())
     if plot:
         path = plot_variants(result, plot)
-        err_console.print(f"wrote {path}")
+        say(f"wrote {path}")
     if html or db:  # rows measured before a Ctrl-C are kept too
         figures = []
         if html:
@@ -102,7 +108,7 @@ def variants(
             with tempfile.TemporaryDirectory() as tmp:
                 png = plot_variants(result, Path(tmp) / "variants.png")
                 figures.append((Path(png).read_bytes(), "latency and throughput vs batch size per variant"))
-        keep("variants", loaded.spec, result.to_dict(), html=html, db=db, figures=figures,
+        keep("variants", loaded.spec, result.to_dict(), html=html, db=store, figures=figures,
              config={"model": loaded.spec, "try": try_, "batch": batch, "threads": threads, "inputs": input,
                      "precision": precision, "max_time": max_time, "device": device})
     if result.interrupted:

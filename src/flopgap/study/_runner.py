@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from flopgap.errors import FlopgapError, one_line
+from flopgap.errors import FlopgapError, RunInterrupted, one_line
 
 __all__ = ["Item", "RunOutcome", "open_run", "run_items"]
 
@@ -104,7 +104,8 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
                 bar.advance(task)
     except KeyboardInterrupt:
         store.set_status(run_id, "interrupted")
-        raise
+        # still a KeyboardInterrupt, now saying what the run keeps (the CLI says how to resume)
+        raise RunInterrupted(run_id, store.url, store.run(run_id).measurements) from None
     finally:
         if bar is not None:
             bar.stop()
