@@ -39,7 +39,7 @@ err_console = Console(stderr=True, highlight=False)
 
 def say(text: str) -> None:
     """A status line on stderr with user-controlled text in it (never read as markup)."""
-    err_console.print(printable(text), markup=False, highlight=False)
+    err_console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | None, *, meta: bool = False):
@@ -60,11 +60,14 @@ def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | N
 
 
 def write_text(path: str, text: str) -> None:
-    """``text`` to ``path`` (atomically, a Ctrl-C held until it is written) or stdout (``-``)."""
+    """``text`` to ``path`` (atomically, a Ctrl-C held until it is written) or stdout (``-``).
+
+    On stdout the data is written as it is (a pipe gets the exact names), except that a
+    terminal gets control characters as escapes, like everything else flopgap prints."""
     from flopgap._files import write_atomic
 
     if path == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(printable(text, newlines=True) if sys.stdout.isatty() else text)
         return
     with deferred_sigint():
         write_atomic(path, text)

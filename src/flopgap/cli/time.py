@@ -105,9 +105,11 @@ def time_(
 
     if processes > 1:
         # what the children would reject, rejected here before the first one starts
-        from flopgap.models import parse_input_spec, parse_kwargs, with_batch
+        from flopgap.models import InputSpec, parse_input_spec, parse_kwargs, with_batch
 
-        with_batch(tuple(parse_input_spec(s) for s in input or ()), batch)
+        # (without --input the model's own inputs are known only once it is built: --batch
+        # is then checked on a one-element input, which catches the absurd values)
+        with_batch(tuple(parse_input_spec(s) for s in input or ()) or (InputSpec((1,)),), batch)
         parse_kwargs(kwargs)
         args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device)
         if show and sys.stderr.isatty():

@@ -123,4 +123,7 @@ def load_exported(path: Path, available: int | None = None):
                                 "part of a .pt2 with torch.load(weights_only=True) and never runs pickled code)"
                           ) from None
         except Exception as e:  # damaged or foreign archive
-            raise UsageError(f"cannot load torch.export program {str(path)!r}: {one_line(e)[:300]}") from None
+            why = one_line(e)
+            if "check the warnings above" in why:  # torch's pointer to the log this call silenced
+                why = "it is damaged, or not an archive torch.export.save wrote"
+            raise UsageError(f"cannot load torch.export program {str(path)!r}: {why[:300]}") from None

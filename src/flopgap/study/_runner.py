@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from flopgap._terminal import markup
 from flopgap.errors import FlopgapError, RunInterrupted, one_line
 
 __all__ = ["Item", "RunOutcome", "open_run", "run_items"]
@@ -82,7 +83,7 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
         for it in todo:
             name = f"{it.model} {it.key}".strip()
             if bar is not None:
-                bar.update(task, description=f"{label} {name[:48]}")
+                bar.update(task, description=markup(f"{label} {name[:48]}"))  # a model name is no markup
             t0 = time.perf_counter()
             try:
                 payload = measure(it)
