@@ -639,18 +639,20 @@ def test_a_read_only_store_file_is_refused_before_measuring(cli, workdir, monkey
 def test_interrupted_runs_are_stored_as_interrupted(cli, workdir, monkeypatch):
     """time --db and explain --db kept an interrupted payload as a 'finished' run."""
     import flopgap.timing
+    from flopgap.timing import FakeClock, TimerOptions
 
     real = flopgap.timing.measure
 
-    def interrupted(*args, **kwargs):
-        m = real(*args, **{**kwargs, "max_time": 0.05})
+    def interrupted(*args, **kwargs):   # what measure returns when Ctrl-C stops its sampling
+        clock = FakeClock(1e-3)
+        m = real(clock.model, (), TimerOptions(max_time=0.05, min_time=0), clock=clock)
         m.interrupted = True
         return m
 
     monkeypatch.setattr(flopgap.timing, "measure", interrupted)
     db = workdir / "interrupted.db"
-    rc, _, err = cli("time", "seed:ex2-wide", "--db", db, codes=(130,))
-    rc, _, err = cli("explain", "seed:ex2-wide", "--quick-machine", "--max-time", "0.1", "--db", db, codes=(130,))
+    cli("time", "seed:ex2-wide", "--db", db, codes=(130,))
+    cli("explain", "seed:ex2-wide", "--quick-machine", "--db", db, codes=(130,))
     con = sqlite3.connect(db)
     assert con.execute("SELECT kind, status FROM runs ORDER BY id").fetchall() == [
         ("time", "interrupted"), ("explain", "interrupted")]
@@ -783,3 +785,42 @@ def test_a_store_failing_mid_run_is_one_line(cli, workdir, monkeypatch):
     monkeypatch.setattr(Store, "put", refuse)
     rc, _, err = cli("count", "seed:ex2-wide", "--db", workdir / "full.db")
     assert rc == 2 and "the results store failed" in err and "disk is full" in err
+
+
+# ----------------------------------------------------------------------------- results read back
+_GOOD_TIME = {"schema": "flopgap.time/1", "kind": "measurement", "median": 1e-3, "ci_low": 9e-4, "ci_high": 1.1e-3,
+              "n_samples": 20, "spec": {"name": "m", "inputs": ["1x4:float32"], "threads": 2, "device": "cpu",
+                                        "precision": 0.02}}
+
+
+@pytest.mark.parametrize("what, text", [
+    ("nested 100000 deep", "[" * 100000 + "]" * 100000),
+    ("not an object", "[1, 2]"),
+    ("spec is a number", json.dumps({**_GOOD_TIME, "spec": 5})),
+    ("inputs is a number", json.dumps({**_GOOD_TIME, "spec": {**_GOOD_TIME["spec"], "inputs": 5}})),
+    ("CI is text", json.dumps({**_GOOD_TIME, "ci_low": "a"})),
+    ("zoo rows are numbers", json.dumps({"schema": "flopgap.study.zoo/1", "rows": [5]})),
+    ("zoo batch is text", json.dumps({"schema": "flopgap.study.zoo/1", "rows": [{"median": 1.0, "batch": "x"}]})),
+    ("not JSON", "{nope"),
+], ids=lambda v: v if len(v) < 40 else "")
+def test_compare_reads_foreign_json_results_as_one_line(cli, workdir, what, text):
+    good, bad = workdir / "good_result.json", workdir / "bad_result.json"
+    good.write_text(json.dumps(_GOOD_TIME))
+    bad.write_text(text)
+    rc, _, err = cli("compare", good, bad)
+    assert rc == 2 and "bad_result.json" in err
+
+
+def test_report_of_a_store_with_foreign_payloads_is_one_line(cli, workdir):
+    from flopgap.store import open_store
+
+    db = workdir / "foreign_payloads.db"
+    store = open_store(str(db))
+    run = store.start_run("zoo", {"zoo": None}, {"cpu_model": "[/]"})
+    store.put(run, "[bold]m", "model", {"median": "x", "rows": 5, "batch": "q"}, key="b1")
+    store.finish_run(run)
+    store.close()
+    rc, _, err = cli("report", str(run), "--db", db, "--out", workdir / "foreign.html")
+    assert rc == 2 and "holds results flopgap cannot read" in err
+    rc, out, _ = cli("runs", "--db", db)
+    assert rc == 0 and "zoo" in out

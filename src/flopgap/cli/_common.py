@@ -14,8 +14,9 @@ from flopgap._terminal import printable
 from flopgap.cli._interrupt import deferred_sigint, phase, wrote
 from flopgap.errors import UsageError
 
-__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "console",
-           "err_console", "load", "write_json", "write_text", "non_negative", "keep", "open_db", "say", "seconds"]
+__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "ThreadsOpt",
+           "PrecisionOpt", "console", "err_console", "load", "write_json", "write_text", "non_negative", "keep",
+           "open_db", "say", "seconds"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
@@ -23,6 +24,8 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="override
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON object passed to the model builder, e.g. '{\"num_classes\": 10}'")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versioned JSON result to this path ('-' for stdout)")]
 CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write a CSV table to this path ('-' for stdout)")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads while measuring, and the machine profile measured for that count (default: what torch uses now; stated with every latency)")]
+PrecisionOpt = Annotated[float, typer.Option("--precision", help="stop timing once the 95% CI of the median is within this fraction of it (default 0.02 = 2%, the same for every command)")]
 
 # wide tables when piped (rich defaults to 80 columns off a terminal); COLUMNS wins
 def _columns() -> int | None:
@@ -111,19 +114,14 @@ def open_db(db):
     return open_store(db, writable=True)
 
 
-def _interrupted(payload: dict) -> bool:
-    """Whether a result says it was cut short by Ctrl-C (top level, or explain's totals)."""
-    totals = payload.get("totals") if isinstance(payload.get("totals"), dict) else {}
-    return bool(payload.get("interrupted") or totals.get("interrupted"))
-
-
-def keep(kind: str, model: str, payload: dict, *, html: str | None, db, config: dict,
+def keep(kind: str, model: str, payload: dict, *, html: str | None, db, config: dict, interrupted: bool,
          figures=()) -> None:
     """``--html`` and ``--db`` for any command: a report of ``payload`` and/or one stored run.
 
-    ``db`` is a URL or a store from :func:`open_db`. The run's status comes from the
-    payload (``interrupted`` when it says so, else ``finished``). Each output is written
-    whole: a Ctrl-C that arrives meanwhile is held until it is done.
+    ``db`` is a URL or a store from :func:`open_db`. The stored run's status is
+    ``interrupted`` when the result was cut short by Ctrl-C (``interrupted``, what the
+    payload says too), else ``finished``. Each output is written whole: a Ctrl-C that
+    arrives meanwhile is held until it is done.
     """
     if html:
         from flopgap.report.generic import sections_from_result
@@ -139,7 +137,7 @@ def keep(kind: str, model: str, payload: dict, *, html: str | None, db, config: 
         from flopgap.timing import environment
 
         store = open_db(db)
-        status = "interrupted" if _interrupted(payload) else "finished"
+        status = "interrupted" if interrupted else "finished"
         with deferred_sigint():
             run_id = store.start_run(kind, config, environment())
             store.put(run_id, model, kind, payload)

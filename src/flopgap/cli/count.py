@@ -49,7 +49,7 @@ def count(
         write_text(csv_path, count_csv(result))
     if html or db:
         data = result.to_dict()
-        keep("count", loaded.spec, data, html=html, db=store,
+        keep("count", loaded.spec, data, html=html, db=store, interrupted=False,
              config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta})
 
 

@@ -8,7 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from flopgap._terminal import markup
+from flopgap._terminal import markup, printable
 from flopgap.report._format import fmt_bytes, fmt_seconds, si
 
 __all__ = ["render_variants"]
@@ -51,8 +51,14 @@ def render_variants(result, console: Console) -> None:
     console.print(f"[bold]{markup(result.model)}[/bold]  inputs {markup('; '.join(result.inputs))}  "
                   f"on {markup(result.device)}"
                   + ("  [red](interrupted: partial)[/red]" if result.interrupted else ""))
+    for f in result.findings:
+        if f.get("kind") == "disturbed":
+            from rich.text import Text
+
+            console.print(Text(printable(f"warning: {f['text']}"), style="yellow"))
     show_threads = len(result.threads) > 1
-    threads = "" if show_threads else f", threads: {result.threads[0] or 'torch default'}"
+    measured = sorted({r.measured_threads for r in result.rows if r.measured_threads is not None})
+    threads = "" if show_threads else f", threads: {', '.join(map(str, measured)) or result.threads[0] or 'torch default'}"
     table = Table(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   title=f"variants vs eager (speed-up = eager / variant, 95% CI{threads})")
     cols = ["variant", "batch"] + (["thr"] if show_threads else []) + [
@@ -63,7 +69,8 @@ def render_variants(result, console: Console) -> None:
                                                    if r.variant in result.variants else 99)):
         style = _STATUS_STYLE.get(r.status, "")
         lat = "-" if r.latency_s is None else (
-            f"{fmt_seconds(r.latency_s)} ±{_half_width(r):.0%}".replace("±nan%", "(no CI)"))
+            f"{fmt_seconds(r.latency_s)} ±{_half_width(r):.0%}".replace("±nan%", "(no CI)") + f" n={r.n_samples}"
+            + (" DISTURBED" if r.disturbed else ""))
         ops = "-" if r.ops_eager is None else (f"{r.ops_eager}->{r.ops}" if r.ops is not None else f"{r.ops_eager}->n/a")
         if r.variant == "eager" and r.ops is not None:
             ops = str(r.ops)
