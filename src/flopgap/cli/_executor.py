@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from flopgap._terminal import printable
 from flopgap.errors import UsageError
 
 __all__ = ["ExecutorOpt", "AddressOpt", "MachinesOpt", "LeaseOpt", "make_executor", "report_nodes"]
@@ -45,7 +46,8 @@ def report_nodes(executor, console) -> None:
     for nid, info in getattr(executor, "nodes", {}).items():
         prep = info.get("prepare") or {}
         profile = f", profile {prep['profile']} ({prep.get('source', '')})" if prep.get("profile") else ""
-        console.print(f"node {info.get('host', nid[:8])} [{info['fingerprint'][:8]}]: {info.get('cpu_model', '?')}, "
-                      f"{info.get('torch_threads', '?')} threads{profile}", markup=False, highlight=False)
+        console.print(printable(f"node {info.get('host', nid[:8])} [{info['fingerprint'][:8]}]: "
+                                f"{info.get('cpu_model', '?')}, {info.get('torch_threads', '?')} threads{profile}"),
+                      markup=False, highlight=False)
         if prep.get("warning"):
-            console.print(f"  warning: {prep['warning']}", markup=False, highlight=False)
+            console.print(printable(f"  warning: {prep['warning']}"), markup=False, highlight=False)

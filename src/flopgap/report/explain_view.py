@@ -7,6 +7,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from flopgap._terminal import markup, printable
 from flopgap.report._format import fmt_bytes, fmt_measurement, fmt_seconds, pct, si
 
 __all__ = ["render_machine", "render_explanation", "render_prediction", "print_warnings"]
@@ -23,13 +24,14 @@ def _short(op: str) -> str:
 
 def render_machine(prof, console: Console, path: str | None = None) -> None:
     fp = prof.fingerprint
-    console.print(f"[bold]machine[/bold] {fp.get('cpu')}  cores {fp.get('cores')}  threads {fp.get('threads')}  "
-                  f"torch {fp.get('torch')}  device {fp.get('device')}"
-                  + (f"  gpu {fp['gpu']}" if fp.get("gpu") else ""))
+    console.print("[bold]machine[/bold] "
+                  + markup(f"{fp.get('cpu')}  cores {fp.get('cores')}  threads {fp.get('threads')}  "
+                           f"torch {fp.get('torch')}  device {fp.get('device')}"
+                           + (f"  gpu {fp['gpu']}" if fp.get("gpu") else "")))
     console.print(f"profile: {prof.source}{' (quick)' if prof.quick else ''}, measured {prof.measured_at} "
                   f"in {prof.seconds:.1f} s" + (f"; cache {path}" if path else ""))
     console.print(f"used: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}"
-                  + "".join(f", {k} {si(v, 'FLOP/s')}" for k, v in prof.peak_flops.items() if k != "fp32")
+                  + "".join(f", {markup(k)} {si(v, 'FLOP/s')}" for k, v in prof.peak_flops.items() if k != "fp32")
                   + f"; memory {si(prof.mem_bandwidth, 'B/s')}, cache {si(prof.cache_bandwidth, 'B/s')} "
                   f"(ceilings: best block); dispatch {fmt_seconds(prof.dispatch_overhead_s)}, module call "
                   f"{fmt_seconds(prof.module_overhead_s)}"
@@ -44,7 +46,7 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
         return fmt_seconds(v) if unit == "s" else si(v, unit)
 
     for name, f in prof.figures().items():
-        table.add_row(name, fmt(f.value, f.unit), fmt(f.p25, f.unit), fmt(f.p75, f.unit), fmt(f.min, f.unit),
+        table.add_row(markup(name), fmt(f.value, f.unit), fmt(f.p25, f.unit), fmt(f.p75, f.unit), fmt(f.min, f.unit),
                       fmt(f.max, f.unit), pct(f.rel_spread), str(f.samples))
     console.print(table)
     if prof.chains:
@@ -54,7 +56,7 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
         console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t + "
                       f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read, "
                       f"memory-class ops in cold models +{pred.cold_memory_extra:.0%}; chains: "
-                      + ", ".join(f"{c['label']} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
+                      + ", ".join(f"{markup(c['label'])} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
                                   for c in pred.chain_fit))
     keys: dict[str, int] = {}
     for s in prof.calibration:
@@ -62,7 +64,8 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
         keys[k] = keys.get(k, 0) + 1
     if keys:
         console.print(f"calibration: {len(prof.calibration)} single-op cases: "
-                      + ", ".join(f"{_short(k) if k.startswith('aten.') else k} {n}" for k, n in sorted(keys.items())))
+                      + ", ".join(f"{markup(_short(k) if k.startswith('aten.') else k)} {n}"
+                                  for k, n in sorted(keys.items())))
 
 
 def _op_table(title: str, rows, total_flops: int) -> Table:
@@ -71,7 +74,7 @@ def _op_table(title: str, rows, total_flops: int) -> Table:
                 "% peak", "roofline"):
         t.add_column(col, justify="left" if col in ("op", "module", "bound") else "right")
     for r in rows:
-        t.add_row(str(r.index), _short(r.op), r.module or "(model)", str(r.bound), fmt_seconds(r.time_s),
+        t.add_row(str(r.index), markup(_short(r.op)), markup(r.module or "(model)"), str(r.bound), fmt_seconds(r.time_s),
                   pct(r.share), si(r.flops), pct(r.flops / total_flops if total_flops else None),
                   f"{r.achieved_flops_s / 1e9:.2f}" if r.achieved_flops_s is not None else "-",
                   f"{r.achieved_bytes_s / 1e9:.2f}" if r.achieved_bytes_s is not None else "-",
@@ -84,7 +87,7 @@ def print_warnings(warnings, console: Console) -> None:
     from rich.text import Text
 
     for w in warnings:
-        console.print(Text(f"warning: {w}", style="yellow"))
+        console.print(Text(printable(f"warning: {w}"), style="yellow"))
 
 
 def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> None:
@@ -92,8 +95,9 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
 
     t = ex.totals
     prof = ex.profile
-    console.print(Text(f"{ex.model}", style="bold") + Text(f"  inputs {', '.join(ex.inputs)}  device {t.device}  "
-                  f"{t.threads} threads  machine profile: {prof.source}{' (quick)' if prof.quick else ''}"))
+    console.print(Text(printable(ex.model), style="bold")
+                  + Text(printable(f"  inputs {', '.join(ex.inputs)}  device {t.device}  {t.threads} threads  "
+                                   f"machine profile: {prof.source}{' (quick)' if prof.quick else ''}")))
     print_warnings(ex.warnings, console)
     console.print(f"ceilings: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}, memory {si(prof.mem_bandwidth, 'B/s')}, "
                   f"cache {si(prof.cache_bandwidth, 'B/s')}, dispatch overhead {fmt_seconds(prof.dispatch_overhead_s)}")
@@ -134,18 +138,18 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
     for m in ex.modules:
         if m.depth > depth or m.ops == 0:
             continue
-        mods.add_row("  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)"), m.type,
+        mods.add_row(markup("  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)")), markup(m.type),
                      fmt_seconds(m.time_s), pct(m.share), si(m.flops),
                      f"{m.achieved_flops_s / 1e9:.2f}" if m.achieved_flops_s else "-", str(m.ops))
     console.print(mods)
 
     console.print("[bold]findings[/bold]")
     for f in ex.findings:
-        console.print(Text("- ") + Text(f.title, style="bold") + Text(f": {f.text}"))
+        console.print(Text("- ") + Text(printable(f.title), style="bold") + Text(printable(f": {f.text}")))
         if f.ops:
             names = ", ".join(f"#{o.index} {_short(o.op)}" + (f" ({o.module})" if o.module else "")
                               for o in f.ops[:5])
-            console.print(Text(f"    ops: {names}"))
+            console.print(Text(printable(f"    ops: {names}")))
 
 
 def _per_gb(seconds_per_byte: float) -> str:
@@ -153,7 +157,7 @@ def _per_gb(seconds_per_byte: float) -> str:
 
 
 def render_prediction(pred, console: Console, check=None) -> None:
-    console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)} for {pred.threads} threads  "
+    console.print(f"[bold]{markup(pred.model)}[/bold]  predicted {fmt_seconds(pred.latency_s)} for {pred.threads} threads  "
                   f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
                   f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
@@ -166,13 +170,13 @@ def render_prediction(pred, console: Console, check=None) -> None:
                      "  [yellow]no calibration, no chains: per-op floors only (roofline, host cost per op)[/yellow]"))
     if check is not None:
         print_warnings(check.measurement.warnings, console)
-        console.print(f"measured median {fmt_measurement(check.measurement)}, "
-                      + (f"error {pct(check.error, 1)}" if check.error is not None
-                         else f"error not computed: {check.reason}"), markup=False)
+        console.print(printable(f"measured median {fmt_measurement(check.measurement)}, "
+                                + (f"error {pct(check.error, 1)}" if check.error is not None
+                                   else f"error not computed: {check.reason}")), markup=False)
     t = Table(title="predicted time by method", title_justify="left")
     for col in ("method", "ops", "predicted", "share"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for method, row in sorted(pred.by_method().items(), key=lambda kv: -kv[1]["predicted_s"]):
-        t.add_row(method, str(row["ops"]), fmt_seconds(row["predicted_s"]),
+        t.add_row(markup(method), str(row["ops"]), fmt_seconds(row["predicted_s"]),
                   pct(row["predicted_s"] / pred.latency_s if pred.latency_s else None))
     console.print(t)

@@ -39,7 +39,8 @@ from sqlalchemy import (JSON, Column, Float, ForeignKey, Index, Integer, MetaDat
                         UniqueConstraint, text)
 from sqlalchemy.engine import Connection
 
-__all__ = ["SCHEMA_VERSION", "metadata", "meta", "runs", "measurements", "machines", "claims", "MIGRATIONS"]
+__all__ = ["SCHEMA_VERSION", "metadata", "meta", "runs", "measurements", "machines", "claims", "MIGRATIONS",
+           "TABLES_AT"]
 
 SCHEMA_VERSION = 2
 
@@ -178,6 +179,13 @@ def _v2(conn: Connection) -> None:
     for table in (machines, claims):
         table.to_metadata(md).create(conn, checkfirst=True)
 
+
+_V1_TABLES = {"runs": ["id", "kind", "name", "config", "config_hash", "machine", "machine_fingerprint", "status",
+                       "started", "finished", "schema_version", "flopgap_version"],
+              "measurements": ["id", "run_id", "model", "kind", "key", "payload", "created"]}
+# the columns a store's tables have at a version, checked (where the tables exist) before the
+# steps after it run: a table of another program under one of these names is refused, not rebuilt
+TABLES_AT: dict[int, dict[str, list[str]]] = {0: _V1_TABLES, 1: _V1_TABLES}
 
 # (version reached, step); append only, never change what a released step does
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [

@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from flopgap.errors import FlopgapError
+from flopgap.errors import FlopgapError, RunInterrupted
 from flopgap.study.executor import DEFAULT_LEASE_S, ItemOutcome, Job, LocalExecutor
 
 __all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run"]
@@ -169,7 +169,11 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
 
     try:
         executor.run(job, work, store, record, on_start=started)
-    except BaseException:  # Ctrl-C, or a cluster that lost every node of a kind: resumable
+    except KeyboardInterrupt:
+        store.set_status(run_id, "interrupted")
+        # still a KeyboardInterrupt, now saying what the run keeps (the CLI says how to resume)
+        raise RunInterrupted(run_id, store.url, store.run(run_id).measurements) from None
+    except BaseException:  # a cluster that lost every node of a kind: resumable too
         store.set_status(run_id, "interrupted")
         raise
     say(Progress(label, len(work), len(work)))
