@@ -118,6 +118,15 @@ def _prefixes(name: str) -> list[str]:
     return [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
+def _packed(sub: nn.Module) -> bool:
+    """Whether ``sub`` holds packed quantized weights (``quantize_dynamic``'s Linear)."""
+    children = sub._modules
+    if type(children) is dict:  # a dict lookup, not getattr: nn.Module.__getattr__ on a miss costs microseconds
+        return children.get("_packed_params") is not None
+    # TorchScript modules keep their children in an OrderedModuleDict (no .get)
+    return "_packed_params" in children
+
+
 def _module_params(module: nn.Module, named: list | None = None) -> dict[str, int]:
     """Parameter count of every module (recursive, shared tensors once), packed
     quantized weights included (``quantize_dynamic`` hides them from named_parameters)."""
@@ -129,8 +138,7 @@ def _module_params(module: nn.Module, named: list | None = None) -> dict[str, in
             if p is not None and id(p) not in seen:
                 seen.add(id(p))
                 n += p.numel()
-        # a dict lookup, not getattr: nn.Module.__getattr__ on a missing name costs microseconds
-        if sub._modules.get("_packed_params") is not None and callable(getattr(sub, "weight", None)):
+        if _packed(sub) and callable(getattr(sub, "weight", None)):
             with contextlib.suppress(Exception):
                 n += sub.weight().numel()
                 b = sub.bias()

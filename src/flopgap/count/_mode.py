@@ -8,6 +8,7 @@ after the forward pass, so counting costs little more than a plain forward.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from torch import nn
@@ -51,6 +52,9 @@ def _meta(x):
         try:
             return Meta(x.shape, x.dtype, x.stride())
         except RuntimeError:  # sparse / nested tensors have no strides
+            if x.is_nested:  # nested tensors have no single shape either (the encoder's padding-mask fast path)
+                parts = tuple(tuple(p) for p in x._nested_tensor_size().tolist())
+                return Meta((sum(math.prod(p) for p in parts),), x.dtype, None, parts)
             return Meta(x.shape, x.dtype, None)
     if type(x) is list or type(x) is tuple:
         for v in x:

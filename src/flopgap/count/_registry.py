@@ -29,6 +29,9 @@ class Meta(NamedTuple):
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
     stride: tuple[int, ...] | None = None
+    # a nested (jagged) tensor: the shape of each component; ``shape`` is then
+    # ``(total elements,)`` so that ``numel`` and ``nbytes`` stay right
+    parts: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def numel(self) -> int:
