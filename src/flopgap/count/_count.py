@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import warnings
 
 import torch
@@ -11,7 +13,7 @@ from torch import nn
 from flopgap.count import _formulas  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
-from flopgap.count._result import CountResult, ModuleStats, OpRecord
+from flopgap.count._result import FREE_KINDS, CountResult, ModuleStats, OpRecord
 from flopgap.models._inputs import describe_inputs
 from flopgap.models._specs import call_model
 
@@ -169,6 +171,19 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
 
             raise UsageError("meta counting needs a module built on the meta device (load_model(spec, meta=True))")
         inputs = tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
+    # the pass allocates a few small tuples per op; the cyclic collector would otherwise
+    # walk every live object (a whole transformers import) many times over: paused, as
+    # timeit does, and restored after
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _count(module, inputs, model, grad, meta)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _count(module: nn.Module, inputs: tuple, model: str, grad: bool, meta: bool) -> CountResult:
     named = list(module.named_modules())  # one traversal serves params, hooks and aggregation
     params = _module_params(module, named)
     grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
@@ -176,16 +191,39 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
         warnings.simplefilter("ignore")
         with record_calls(module, named) as rec:
             call_model(module, inputs, model)
-    records = []
-    for i, (func, mod, args, kwargs, outs, noop, copied) in enumerate(rec.calls):
-        family, kind, cost = cost_of_call(func, args, kwargs, outs, noop, copied)
-        in_shapes, in_dtypes = _shapes(args)
-        out_shapes, _ = _shapes(outs)
-        records.append(OpRecord(i, _op_name(func), mod, family, kind, in_shapes, in_dtypes, out_shapes,
-                                cost.flops, cost.macs, cost.bytes_read, cost.bytes_written))
+    records = _records(rec.calls)
     modules = _aggregate(named, records, params)
     return CountResult(model, describe_inputs(inputs), params.get("", 0), records, modules,
                        mode="grad" if grad else "inference", meta=meta, environment=_environment())
+
+
+def _records(calls: list) -> list[OpRecord]:
+    """One :class:`OpRecord` per recorded call. Calls with the same op and argument
+    metadata (a transformer's repeated layers, a network's repeated blocks) share one
+    evaluation of the formula within a pass."""
+    records = []
+    memo: dict = {}
+    for i, (func, mod, args, kwargs, outs, noop, copied) in enumerate(calls):
+        key = None
+        if not kwargs:
+            key = (func, args, outs, noop, copied)
+            try:
+                done = memo.get(key)
+            except TypeError:  # an unhashable argument (a list of tensors): evaluate it
+                key = done = None
+            if done is not None:
+                name, family, kind, in_shapes, in_dtypes, out_shapes, cost = done
+                records.append(OpRecord(i, name, mod, family, kind, in_shapes, in_dtypes, out_shapes, *cost))
+                continue
+        family, kind, cost = cost_of_call(func, args, kwargs, outs, noop, copied)
+        in_shapes, in_dtypes = _shapes(args)
+        out_shapes, _ = _shapes(outs)
+        totals = (cost.flops, cost.macs, cost.bytes_read, cost.bytes_written)
+        name = _op_name(func)
+        if key is not None:
+            memo[key] = (name, family, kind, in_shapes, in_dtypes, out_shapes, totals)
+        records.append(OpRecord(i, name, mod, family, kind, in_shapes, in_dtypes, out_shapes, *totals))
+    return records
 
 
 _OP_NAMES: dict = {}
@@ -203,34 +241,52 @@ def _aggregate(named: list, records: list[OpRecord], params: dict[str, int]) -> 
     for name, sub in named:
         stats[name] = ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
                                   params=params.get(name, 0))
-    chains: dict[str, list[ModuleStats]] = {}
+    # sum the records of each module first, then add each module's sums to its ancestors
+    own: dict[str, list[int]] = {}
     for r in records:
-        chain = chains.get(r.module)
-        if chain is None:
-            chain = chains[r.module] = [stats[k] for k in _prefixes(r.module) if k in stats]
-        for s in chain:
-            s.flops += r.flops
-            s.macs += r.macs
-            s.bytes_read += r.bytes_read
-            s.bytes_written += r.bytes_written
-            s.ops_all += 1
-            if not r.is_free:
-                s.ops += 1
+        row = own.get(r.module)
+        if row is None:
+            row = own[r.module] = [0, 0, 0, 0, 0, 0, 0]
+        row[0] += r.flops
+        row[1] += r.macs
+        row[2] += r.bytes_read
+        row[3] += r.bytes_written
+        row[4] += 1
+        if r.kind not in FREE_KINDS:
+            row[5] += 1
             if r.kind == "uncovered":
-                s.uncovered += 1
+                row[6] += 1
+    for module, row in own.items():
+        for key in _prefixes(module):
+            s = stats.get(key)
+            if s is None:
+                continue
+            s.flops += row[0]
+            s.macs += row[1]
+            s.bytes_read += row[2]
+            s.bytes_written += row[3]
+            s.ops_all += row[4]
+            s.ops += row[5]
+            s.uncovered += row[6]
     return list(stats.values())
 
 
 def _environment() -> dict:
     """What a count depends on: the torch build decides which ops dispatch (counts do not
     depend on the machine; timing results carry the full machine metadata)."""
+    return dict(_environment_items())
+
+
+@functools.cache
+def _environment_items() -> tuple:
     import platform
 
-    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "flopgap": _version()}
+    return (("torch", torch.__version__), ("python", platform.python_version()), ("machine", platform.machine()),
+            ("flopgap", _version()))
 
 
-def _version() -> str:
+@functools.cache
+def _version() -> str:  # reading the package metadata costs about a millisecond: once per process
     try:
         from importlib.metadata import version
 

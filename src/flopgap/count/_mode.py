@@ -90,23 +90,33 @@ class _Recorder(TorchDispatchMode):
         if flags is None:
             flags = schema_flags(func)
         noop = copied = False
-        if not flags & _MUTABLE and isinstance(out, torch.Tensor):
+        tensor_out = isinstance(out, _Tensor)
+        if tensor_out and not flags & _MUTABLE:
             for a in args:
                 if a is out:
                     noop = True  # returned its input unchanged (contiguous(), dropout(train=False))
                     break
-            if not noop and flags & _CHECK_COPY and args and isinstance(args[0], torch.Tensor):
+            if not noop and flags & _CHECK_COPY and args and isinstance(args[0], _Tensor):
                 key = _storage_key(out)
                 copied = key is not None and key != _storage_key(args[0])  # reshape that had to copy
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        self.calls.append((
-            func, self.stack[-1],
-            tuple([_meta(a) for a in args]),
-            {k: _meta(v) for k, v in kwargs.items()} if kwargs else {},
-            tuple([_meta(o) for o in outs]),
-            noop, copied,
-        ))
+        # the hot path: a plain tensor's metadata straight into a Meta tuple (every other
+        # kind of argument, and tensors without strides, go through _meta)
+        try:
+            margs = tuple([_new(Meta, (a.shape, a.dtype, a.stride(), None)) if isinstance(a, _Tensor)
+                           else a if type(a) in _PLAIN else _meta(a) for a in args])
+            mouts = (_new(Meta, (out.shape, out.dtype, out.stride(), None)),) if type(out) is _Tensor else \
+                tuple([_meta(o) for o in (out if isinstance(out, (tuple, list)) else (out,))])
+        except RuntimeError:  # a nested or sparse tensor among them
+            margs = tuple([_meta(a) for a in args])
+            mouts = tuple([_meta(o) for o in (out if isinstance(out, (tuple, list)) else (out,))])
+        self.calls.append((func, self.stack[-1], margs, {k: _meta(v) for k, v in kwargs.items()} if kwargs else {},
+                           mouts, noop, copied))
         return out
+
+
+_new = tuple.__new__
+_PLAIN = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+                    torch.memory_format})  # arguments recorded as they are
 
 
 @contextlib.contextmanager

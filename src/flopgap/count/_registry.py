@@ -44,8 +44,8 @@ class Meta(NamedTuple):
     @property
     def nbytes(self) -> int:
         """Bytes this tensor occupies as addressed: broadcast (stride-0) dimensions count once."""
-        if self.stride is None:
-            return self.numel * self.itemsize
+        if self.stride is None or 0 not in self.stride:  # the common case, without a Python loop
+            return math.prod(self.shape) * self.dtype.itemsize
         n = 1
         for size, st in zip(self.shape, self.stride):
             if st != 0:
