@@ -19,6 +19,7 @@ from flopgap.cli import study as _study  # noqa: F401
 from flopgap.cli import variants as _variants  # noqa: F401
 from flopgap.cli import time as _time  # noqa: F401
 from flopgap.cli import explain as _explain  # noqa: F401
+from flopgap.cli import generate as _generate  # noqa: F401
 from flopgap.errors import FlopgapError, one_line
 
 __all__ = ["app", "main"]

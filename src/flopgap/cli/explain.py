@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 err_console, keep, load, write_json)
+from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, SeqOpt,
+                                 console, err_console, keep, load, write_json)
 
 _CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model, cores, threads, torch "
                "version, device) as JSON in $FLOPGAP_CACHE_DIR, or ~/.cache/flopgap/ when that is unset; "
@@ -40,9 +40,9 @@ def _profile(device: str, refresh: bool, quick: bool):
 def _on_device(loaded, tensors, device: str):
     if device == "cpu":
         return loaded.module, tensors
-    import torch
+    from flopgap.models import inputs_to
 
-    return loaded.module.to(device), tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors)
+    return loaded.module.to(device), inputs_to(tensors, device)
 
 
 @app.command(help=f"""Measure this machine's ceilings: peak matmul FLOP/s per dtype (fp32, bf16, int8
@@ -83,6 +83,7 @@ def explain(
     model: ModelArg,
     input: InputOpt = None,
     batch: BatchOpt = None,
+    seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     device: DeviceOpt = "cpu",
     refresh_machine: RefreshOpt = False,
@@ -110,7 +111,7 @@ def explain(
         raise UsageError(f"--max-time must be > 0, got {max_time}")
     if plot is not None and not plot.lower().endswith(".png"):
         raise UsageError(f"--plot must be a .png path, got {plot!r}")
-    loaded, _, tensors = load(model, input, batch, kwargs)
+    loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     prof = _profile(device, refresh_machine, quick_machine)
     module, tensors = _on_device(loaded, tensors, device)
     ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, max_time=max_time,
@@ -150,6 +151,7 @@ def predict(
     model: ModelArg,
     input: InputOpt = None,
     batch: BatchOpt = None,
+    seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     device: DeviceOpt = "cpu",
     refresh_machine: RefreshOpt = False,
@@ -166,7 +168,7 @@ def predict(
     from flopgap.timing import check_device
 
     device = check_device(device, what="--device")
-    loaded, _, tensors = load(model, input, batch, kwargs)
+    loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     prof = _profile(device, refresh_machine, quick_machine)
     module, tensors = _on_device(loaded, tensors, device)
     result = run_count(module, tensors, model=loaded.spec)

@@ -9,13 +9,15 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 err_console, keep, load, write_json)
+from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, SeqOpt,
+                                 console, err_console, keep, load, write_json)
 from flopgap.errors import FlopgapError, UsageError
+from flopgap.models import bind_inputs, inputs_to
 
 
-def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device) -> list[str]:
-    args = [model]
+def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device,
+                seq=None) -> list[str]:
+    args = [model] + (["--seq", str(seq)] if seq is not None else [])
     if vs:
         args += ["--vs", vs]
     for spec in input or []:
@@ -33,11 +35,11 @@ def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_t
     return args + ["--precision", repr(precision), "--max-time", repr(max_time)]
 
 
-def _load_on(model, input, batch, kwargs, device):
-    loaded, _, tensors = load(model, input, batch, kwargs)
+def _load_on(model, input, batch, kwargs, device, seq=None):
+    loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     if device and device.startswith("cuda"):
         loaded.module.to(device)
-        tensors = tuple(t.to(device) for t in tensors)
+        tensors = inputs_to(tensors, device)
     return loaded, tensors
 
 
@@ -66,6 +68,7 @@ def time_(
     vs: Annotated[Optional[str], typer.Option("--vs", help="a second model spec, timed alternately with MODEL in the same run; reports the ratio MODEL/VS with its 95% CI (--input, --batch, --kwargs apply to both)")] = None,
     input: InputOpt = None,
     batch: BatchOpt = None,
+    seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="intra-op threads torch uses (default: what torch uses now, stated in the output)")] = None,
     grad: Annotated[bool, typer.Option("--grad", help="time with autograd enabled instead of inference_mode")] = False,
@@ -103,26 +106,28 @@ def time_(
     show = json_path != "-"
 
     if processes > 1:
-        args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device)
+        args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device, seq)
         if show and sys.stderr.isatty():
             err_console.print(f"running {processes} fresh processes one after another ...")
         result = repeat_in_processes(args, processes)
         if show:
             render_repeats(result, console)
     else:
-        loaded, tensors = _load_on(model, input, batch, kwargs, device)
+        loaded, tensors = _load_on(model, input, batch, kwargs, device, seq)
         options = dict(threads=threads, grad=grad, precision=precision, max_time=max_time, device=device)
         status, update = _progress()
         if vs:
-            loaded_b, tensors_b = _load_on(vs, input, batch, kwargs, device)
+            loaded_b, tensors_b = _load_on(vs, input, batch, kwargs, device, seq)
             with status or contextlib.nullcontext():
-                result = compare(loaded.module, tensors, loaded_b.module, tensors_b,
+                fn_a, args_a = bind_inputs(loaded.module, tensors)
+                fn_b, args_b = bind_inputs(loaded_b.module, tensors_b)
+                result = compare(fn_a, args_a, fn_b, args_b,
                                  names=(loaded.spec, loaded_b.spec), progress=update, **options)
             if show:
                 render_comparison(result, console)
         else:
             with status or contextlib.nullcontext():
-                result = measure(loaded.module, tensors, name=loaded.spec, progress=update, **options)
+                result = measure(*bind_inputs(loaded.module, tensors), name=loaded.spec, progress=update, **options)
             if show:
                 render_measurement(result, console)
     if json_path:

@@ -14,7 +14,7 @@ from flopgap.count import _formulas  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
 from flopgap.count._result import FREE_KINDS, CountResult, ModuleStats, OpRecord
-from flopgap.models._inputs import describe_inputs
+from flopgap.models._inputs import Inputs, describe_inputs
 from flopgap.models._specs import call_model
 
 __all__ = ["count", "cost_of_call", "count_params"]
@@ -157,41 +157,53 @@ def count_params(module: nn.Module) -> int:
 
 
 def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool = False,
-          meta: bool = False) -> CountResult:
-    """Count FLOPs, MACs, bytes and ops of one forward pass of ``module(*inputs)``.
+          meta: bool = False, tensor_groups=None) -> CountResult:
+    """Count FLOPs, MACs, bytes and ops of one forward pass of ``module(*inputs)``
+    (``module(*inputs, **inputs.kwargs)`` for :class:`flopgap.models.Inputs`).
 
     Runs under ``torch.inference_mode()`` unless ``grad=True``. With ``meta=True`` the
     inputs are moved to the meta device and no real kernel runs (the module's
     parameters must already be on the meta device: ``load_model(spec, meta=True)``).
+
+    ``tensor_groups`` (a callable returning ``{group: [tensors]}``) splits each op's
+    bytes by the tensors it reads and writes (e.g. weights, KV cache); see
+    :func:`attribute_groups`. The callable is evaluated before and after the pass, so
+    tensors the pass creates (a cache grown by concatenation) belong to their group too.
     """
-    inputs = tuple(inputs)
+    kwargs = dict(getattr(inputs, "kwargs", None) or {})
     if meta:
         if any(p.device.type != "meta" for p in module.parameters()):
             from flopgap.errors import UsageError
 
             raise UsageError("meta counting needs a module built on the meta device (load_model(spec, meta=True))")
-        inputs = tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
+        inputs = Inputs([t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs],
+                        {k: t.to("meta") if isinstance(t, torch.Tensor) else t for k, t in kwargs.items()})
+    else:
+        inputs = Inputs(inputs, kwargs)
     # the pass allocates a few small tuples per op; the cyclic collector would otherwise
     # walk every live object (a whole transformers import) many times over: paused, as
     # timeit does, and restored after
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _count(module, inputs, model, grad, meta)
+        return _count(module, inputs, model, grad, meta, tensor_groups)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _count(module: nn.Module, inputs: tuple, model: str, grad: bool, meta: bool) -> CountResult:
+def _count(module: nn.Module, inputs: tuple, model: str, grad: bool, meta: bool, tensor_groups=None) -> CountResult:
     named = list(module.named_modules())  # one traversal serves params, hooks and aggregation
     params = _module_params(module, named)
     grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
     with grad_ctx, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with record_calls(module, named) as rec:
+        before = _group_keys(tensor_groups()) if tensor_groups is not None else None
+        with record_calls(module, named, meta=meta, keys=before is not None) as rec:
             call_model(module, inputs, model)
     records = _records(rec.calls)
+    if before is not None:
+        attribute_groups(records, rec.calls, rec.keys, before, _group_keys(tensor_groups()))
     modules = _aggregate(named, records, params)
     return CountResult(model, describe_inputs(inputs), params.get("", 0), records, modules,
                        mode="grad" if grad else "inference", meta=meta, environment=_environment())
@@ -224,6 +236,99 @@ def _records(calls: list) -> list[OpRecord]:
             memo[key] = (name, family, kind, in_shapes, in_dtypes, out_shapes, totals)
         records.append(OpRecord(i, name, mod, family, kind, in_shapes, in_dtypes, out_shapes, *totals))
     return records
+
+
+def _group_keys(groups: dict) -> dict:
+    """``{storage key: group}`` (the first group listed wins a shared storage)."""
+    from flopgap.count._mode import _storage_key
+
+    out: dict = {}
+    for group, tensors in groups.items():
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                key = _storage_key(t)
+                if key is not None:
+                    out.setdefault(key, group)
+    return out
+
+
+def _flat_metas(values) -> list:
+    out = []
+    for v in values:
+        if type(v) is Meta:
+            out.append(v)
+        elif type(v) is list:
+            out.extend(m for m in v if type(m) is Meta)
+    return out
+
+
+def _split(total: int, parts: list[tuple[str, int]]) -> dict[str, int]:
+    """Share ``total`` bytes among ``(group, generic bytes)`` parts: as they are when the
+    formula kept the generic rule; when it overrode the bytes (an embedding reads only
+    its rows, an in-place scatter only the rows it touches), the largest tensor's
+    group takes what the others' generic bytes leave (scaled down if they exceed it)."""
+    out: dict[str, int] = {}
+    generic = sum(n for _, n in parts)
+    if not parts:
+        return out
+    if generic == total:
+        for group, n in parts:
+            out[group] = out.get(group, 0) + n
+        return out
+    largest = max(range(len(parts)), key=lambda i: parts[i][1])
+    others = generic - parts[largest][1]
+    scale = 1.0 if others <= total else total / others
+    given = 0
+    for i, (group, n) in enumerate(parts):
+        if i != largest:
+            share = int(n * scale)
+            out[group] = out.get(group, 0) + share
+            given += share
+    out[parts[largest][0]] = out.get(parts[largest][0], 0) + total - given
+    return out
+
+
+def attribute_groups(records: list[OpRecord], calls: list, keys: list, before: dict, after: dict,
+                     other: str = "other") -> None:
+    """Fill ``record.groups`` with each op's bytes read and written per tensor group.
+
+    A storage in ``before`` (alive before the pass: weights, a cache's past) belongs to
+    its group everywhere. A storage that only ``after`` knows was created in the pass:
+    it belongs to its group from the op that allocated it (its last op that output it
+    without reading it) on; an earlier op at the same address saw a freed temporary.
+    """
+    created: dict = {}
+    for i, (arg_keys, out_keys) in enumerate(keys):
+        for k in out_keys:
+            if k in after and k not in before and k not in arg_keys:
+                created[k] = i
+
+    def group_of(k, i):
+        g = before.get(k)
+        if g is not None:
+            return g
+        g = after.get(k)
+        if g is not None and i >= created.get(k, 0):
+            return g
+        return other
+
+    for i, r in enumerate(records):
+        if r.is_free or not (r.bytes_read or r.bytes_written):
+            continue
+        _, _, args, kwargs, outs, _, _ = calls[i]
+        arg_keys, out_keys = keys[i]
+        metas_in = _flat_metas(args) + (_flat_metas(kwargs.values()) if kwargs else [])
+        metas_out = _flat_metas(outs)
+        if len(metas_in) != len(arg_keys) or len(metas_out) != len(out_keys):
+            r.groups = {other: [r.bytes_read, r.bytes_written]}
+            continue
+        read = _split(r.bytes_read, [(group_of(k, i), m.nbytes) for k, m in zip(arg_keys, metas_in)])
+        written = _split(r.bytes_written, [(group_of(k, i), m.nbytes) for k, m in zip(out_keys, metas_out)])
+        if not read and r.bytes_read:
+            read = {other: r.bytes_read}
+        if not written and r.bytes_written:
+            written = {other: r.bytes_written}
+        r.groups = {g: [read.get(g, 0), written.get(g, 0)] for g in dict.fromkeys([*read, *written])}
 
 
 _OP_NAMES: dict = {}

@@ -381,7 +381,7 @@ register_formula(
     aten.glu, aten.logit, aten.threshold, aten.square, aten.addcmul, aten.addcdiv, aten.lerp, aten.clamp_min, aten.clamp_max,
     aten.clamp_, aten.clamp_min_, aten.clamp_max_, aten.sign, aten.quantize_per_tensor,
     aten.quantize_per_tensor_dynamic, aten.quantize_per_channel, aten.dequantize, aten.fake_quantize_per_tensor_affine,
-    aten.native_dropout, family="pointwise",
+    aten.native_dropout, aten.diff, family="pointwise",
 )(pointwise)
 
 

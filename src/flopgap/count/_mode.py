@@ -119,8 +119,57 @@ _PLAIN = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device
                     torch.memory_format})  # arguments recorded as they are
 
 
+# the ops that turn a tensor into a Python scalar (under inference_mode, is_nonzero and
+# item reach the dispatcher whole)
+_SCALAR_OPS = frozenset({torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default,
+                         torch.ops.aten.item.default})
+
+
+class _MetaRecorder(_Recorder):
+    """The recorder for meta tensors, where no value exists: a data-dependent scalar
+    (``tensor.item()``, ``bool(tensor)``, ``int(tensor)``) reads as 1 (``True``), the
+    value an all-ones attention mask gives to the checks models make on it
+    (``mask.all()``: no padding, take the causal fast path). Control flow that depends
+    on any other value cannot be followed on meta tensors: count such a model for real."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _SCALAR_OPS and args and isinstance(args[0], _Tensor) and args[0].is_meta:
+            dtype = args[0].dtype
+            value = True if dtype == torch.bool or func.__name__.startswith("is_nonzero") else \
+                1.0 if dtype.is_floating_point else 1
+            self.calls.append((func, self.stack[-1], (_meta(args[0]),), {}, (value,), False, False))
+            return value
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def _keys(values) -> tuple:
+    """Storage keys of the tensors among ``values`` (lists flattened), in order."""
+    out = []
+    for v in values:
+        if isinstance(v, _Tensor):
+            out.append(_storage_key(v))
+        elif type(v) is list or type(v) is tuple:
+            out.extend(_storage_key(t) for t in v if isinstance(t, _Tensor))
+    return tuple(out)
+
+
+class _KeyedRecorder(_Recorder):
+    """The recorder that also keeps each call's tensor storages (arguments, then
+    outputs), for attributing bytes to tensor groups after the pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys: list[tuple[tuple, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        self.keys.append((_keys(args) + (_keys(kwargs.values()) if kwargs else ()),
+                          _keys(out if isinstance(out, (tuple, list)) else (out,))))
+        return out
+
+
 @contextlib.contextmanager
-def record_calls(module: nn.Module, named: list | None = None):
+def record_calls(module: nn.Module, named: list | None = None, *, meta: bool = False, keys: bool = False):
     """Context manager yielding the recorder; module names are ``state_dict`` style.
 
     ``named`` is ``list(module.named_modules())`` when the caller already has it.
@@ -128,7 +177,7 @@ def record_calls(module: nn.Module, named: list | None = None):
     what runs (``nn.TransformerEncoderLayer`` leaves its fused fast path when a hook is
     attached to it), and counting must see the model exactly as it runs.
     """
-    recorder = _Recorder()
+    recorder = _MetaRecorder() if meta else _KeyedRecorder() if keys else _Recorder()
     if named is None:
         named = list(module.named_modules())
     names = {id(sub): name for name, sub in named if name}

@@ -197,9 +197,10 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
     attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device)
     measurement = None
     if measure:
+        from flopgap.models import bind_inputs
         from flopgap.timing import measure as timing_measure
 
-        m = timing_measure(module, inputs, name=name, max_time=max_time, precision=0.02,
+        m = timing_measure(*bind_inputs(module, inputs), name=name, max_time=max_time, precision=0.02,
                            device=device if device.startswith("cuda") else None)
         measurement = {"median": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "calls": m.calls,
                        "precision_met": m.precision_met, "interrupted": m.interrupted}

@@ -1,13 +1,17 @@
-"""Input specs: ``1x3x224x224`` (float32), ``1x128:int64[0,30522)``, ``2x8:float16``.
+"""Input specs: ``1x3x224x224`` (float32), ``1x128:int64[0,30522)``, ``2x8:float16``,
+and keyword inputs ``input_ids=1x128:int64[0,32000)``.
 
-Grammar: ``DIMS[:DTYPE][RANGE]`` where ``DIMS`` is positive integers joined by ``x``,
-``DTYPE`` a torch dtype name, and ``RANGE`` ``[lo,hi)`` (integers: uniform in the
-half-open range; floats: uniform in it). Floats without a range are standard normal;
-integers without a range are in ``[0, 2)``; booleans are random.
+Grammar: ``[NAME=]DIMS[:DTYPE][RANGE]`` where ``NAME`` is a Python identifier (the
+input is passed as the keyword argument ``NAME=``; without it, positionally in order),
+``DIMS`` is positive integers joined by ``x``, ``DTYPE`` a torch dtype name, and
+``RANGE`` ``[lo,hi)`` (integers: uniform in the half-open range; floats: uniform in
+it). Floats without a range are standard normal; integers without a range are in
+``[0, 2)``; booleans are random.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -15,7 +19,8 @@ import torch
 
 from flopgap.errors import UsageError
 
-__all__ = ["InputSpec", "parse_input_spec", "make_inputs", "with_batch", "describe_inputs"]
+__all__ = ["InputSpec", "Inputs", "parse_input_spec", "make_inputs", "with_batch", "with_seq", "describe_inputs",
+           "bind_inputs", "inputs_to"]
 
 _DTYPES = {
     "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
@@ -35,15 +40,17 @@ _SEED = 0  # inputs are reproducible: the same spec always yields the same tenso
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What one positional input is: shape, dtype and value range (hashable, JSON-able)."""
+    """What one input is: shape, dtype, value range and, for a keyword input, its name
+    (hashable, JSON-able)."""
 
     shape: tuple[int, ...]
     dtype: str = "float32"
     low: float | None = None
     high: float | None = None
+    name: str | None = None  # None: positional
 
     def __str__(self) -> str:
-        s = "x".join(map(str, self.shape))
+        s = (f"{self.name}=" if self.name else "") + "x".join(map(str, self.shape))
         if self.dtype != "float32" or self.low is not None:
             s += f":{self.dtype}"
         if self.low is not None:
@@ -67,8 +74,22 @@ class InputSpec:
         return t.to(dtype)
 
 
+_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$", re.S)
+
+
 def parse_input_spec(text: str) -> InputSpec:
-    """Parse one ``--input`` value; raise :class:`UsageError` with the grammar on failure."""
+    """Parse one ``--input`` value; raise :class:`UsageError` with the grammar on failure.
+
+    ``NAME=SPEC`` names a keyword input; the rest of the grammar is the positional one.
+    """
+    named = _NAME.match(text)
+    if named:
+        spec = _parse_positional(named.group(2))
+        return InputSpec(spec.shape, spec.dtype, spec.low, spec.high, named.group(1))
+    return _parse_positional(text)
+
+
+def _parse_positional(text: str) -> InputSpec:
     m = _SPEC.match(text.strip().replace(" ", ""))
     if not m:
         raise UsageError(
@@ -105,24 +126,90 @@ def with_batch(specs: tuple[InputSpec, ...], batch: int | None) -> tuple[InputSp
         return specs
     if batch <= 0:
         raise UsageError(f"--batch must be a positive integer, got {batch}")
-    return tuple(InputSpec((batch, *s.shape[1:]), s.dtype, s.low, s.high) for s in specs)
+    return tuple(InputSpec((batch, *s.shape[1:]), s.dtype, s.low, s.high, s.name) for s in specs)
 
 
-def make_inputs(specs: tuple[InputSpec, ...], seed: int = _SEED) -> tuple[torch.Tensor, ...]:
-    """Build the tensors for ``specs`` reproducibly (seeded generator, CPU)."""
+def with_seq(specs: tuple[InputSpec, ...], seq: int | None) -> tuple[InputSpec, ...]:
+    """Override the sequence length (``--seq N``): dimension 1 of every integer or
+    boolean input of rank 2 or more (token ids, attention masks, position ids)."""
+    if seq is None:
+        return specs
+    if seq <= 0:
+        raise UsageError(f"--seq must be a positive integer, got {seq}")
+    out, changed = [], False
+    for s in specs:
+        if len(s.shape) >= 2 and not _DTYPES[s.dtype].is_floating_point:
+            s = InputSpec((s.shape[0], seq, *s.shape[2:]), s.dtype, s.low, s.high, s.name)
+            changed = True
+        out.append(s)
+    if not changed:
+        raise UsageError(f"--seq applies to token inputs (integer, [batch, seq, ...]); these inputs have none: "
+                         f"{', '.join(map(str, specs))}")
+    return tuple(out)
+
+
+class Inputs(tuple):
+    """The tensors for one call: positional ones (this tuple, so ``module(*inputs)``
+    works for models without keyword inputs) and ``.kwargs`` (name -> tensor).
+    Call a model with :func:`flopgap.models.call_model`, or bind the keyword inputs
+    with :func:`bind_inputs` for code that calls ``fn(*args)``."""
+
+    kwargs: dict
+
+    def __new__(cls, args=(), kwargs: dict | None = None):
+        self = super().__new__(cls, args)
+        self.kwargs = dict(kwargs or {})
+        return self
+
+    @property
+    def args(self) -> tuple:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return f"Inputs(args={tuple(self)!r}, kwargs={self.kwargs!r})"
+
+    def __reduce__(self):
+        return (Inputs, (tuple(self), self.kwargs))
+
+
+def inputs_to(inputs, device) -> "Inputs":
+    """The same inputs on ``device`` (keyword inputs included)."""
+    move = (lambda t: t.to(device) if isinstance(t, torch.Tensor) else t)
+    return Inputs([move(t) for t in inputs], {k: move(t) for k, t in (getattr(inputs, "kwargs", None) or {}).items()})
+
+
+def bind_inputs(fn, inputs):
+    """``(callable, positional args)`` that calls ``fn`` with the keyword inputs bound:
+    for code (timers, profilers) that calls ``callable(*args)``."""
+    kwargs = getattr(inputs, "kwargs", None)
+    if not kwargs:
+        return fn, tuple(inputs)
+    return functools.partial(fn, **kwargs), tuple(inputs)
+
+
+def make_inputs(specs: tuple[InputSpec, ...], seed: int = _SEED) -> Inputs:
+    """Build the tensors for ``specs`` reproducibly (seeded generator, CPU): the
+    positional ones in order, the named ones in ``.kwargs``."""
+    names = [s.name for s in specs if s.name]
+    if len(names) != len(set(names)):
+        raise UsageError(f"keyword input named twice in {', '.join(map(str, specs))}")
     g = torch.Generator().manual_seed(seed)
     try:
-        return tuple(s.make(g) for s in specs)
+        tensors = [s.make(g) for s in specs]
     except (RuntimeError, MemoryError) as e:  # e.g. a shape too large to allocate
         raise UsageError(f"cannot build inputs {', '.join(map(str, specs))}: {str(e).splitlines()[0]}") from None
+    return Inputs([t for s, t in zip(specs, tensors) if not s.name],
+                  {s.name: t for s, t in zip(specs, tensors) if s.name})
 
 
 def describe_inputs(inputs) -> list[str]:
-    """Shape/dtype strings for tensors, e.g. ``['1x3x224x224:float32']``."""
+    """Shape/dtype strings for tensors, e.g. ``['1x3x224x224:float32', 'attention_mask=1x8:int64']``."""
     out = []
-    for t in inputs:
+    items = [(None, t) for t in inputs] + list((getattr(inputs, "kwargs", None) or {}).items())
+    for name, t in items:
+        prefix = f"{name}=" if name else ""
         if isinstance(t, torch.Tensor):
-            out.append("x".join(map(str, t.shape)) + ":" + str(t.dtype).removeprefix("torch."))
+            out.append(prefix + "x".join(map(str, t.shape)) + ":" + str(t.dtype).removeprefix("torch."))
         else:
-            out.append(type(t).__name__)
+            out.append(prefix + type(t).__name__)
     return out

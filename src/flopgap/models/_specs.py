@@ -6,6 +6,9 @@ Accepted everywhere a model is named:
   ``kwargs`` are passed to the builder.
 - ``seed:NAME``          the seed article's example models (``flopgap models``).
 - ``zoo:NAME``           built-in transformer blocks (encoder/decoder) built from code.
+- ``timm:NAME``          any timm model (random weights), input size from its config.
+- ``hf:ARCH``            a transformers model from its config class (``hf:llama``,
+  ``hf:bert``...; ``kwargs`` override config fields), or ``hf:PATH/config.json``.
 - ``package.module:callable``  a factory returning an ``nn.Module`` (the current
   directory is importable). The module may carry ``example_inputs`` (a tuple).
 - a file: ``.pt2`` (``torch.export`` program) or ``.pt``/``.ts`` (TorchScript). Loading
@@ -26,7 +29,7 @@ import torch
 from torch import nn
 
 from flopgap.errors import UsageError, one_line
-from flopgap.models._inputs import InputSpec, parse_input_spec, with_batch
+from flopgap.models._inputs import InputSpec, parse_input_spec, with_batch, with_seq
 
 __all__ = ["LoadedModel", "load_model", "resolve_inputs", "parse_kwargs", "call_model", "builtin_models"]
 
@@ -227,13 +230,23 @@ def load_model(spec: str, kwargs: dict | None = None, *, meta: bool = False) -> 
         loaded = _seed(rest, kwargs, meta)
     elif sep and prefix == "zoo":
         loaded = _zoo(rest, kwargs, meta)
+    elif sep and prefix == "timm":
+        from flopgap.models._timm import load_timm
+
+        module, inputs = load_timm(rest, kwargs, meta)
+        loaded = LoadedModel(f"timm:{rest}", module, inputs, "timm", kwargs)
+    elif sep and prefix == "hf":
+        from flopgap.models._hf import load_hf
+
+        module, inputs, _ = load_hf(rest, kwargs, meta)
+        loaded = LoadedModel(f"hf:{rest}", module, inputs, "hf", kwargs)
     elif Path(spec).suffix.lower() in (".pt2", ".pt", ".ts", ".pth") or Path(spec).is_file():
         loaded = _file(Path(spec))
     elif sep and all(p.isidentifier() for p in prefix.split(".")):
         loaded = _factory(spec, kwargs, meta)
     else:
         raise UsageError(
-            f"unknown model spec {spec!r}: use torchvision:NAME, seed:NAME, zoo:NAME, "
+            f"unknown model spec {spec!r}: use torchvision:NAME, timm:NAME, hf:ARCH, seed:NAME, zoo:NAME, "
             "package.module:callable or a .pt2/.pt file (flopgap models lists built-ins)"
         )
     loaded.module.eval()
@@ -241,21 +254,24 @@ def load_model(spec: str, kwargs: dict | None = None, *, meta: bool = False) -> 
 
 
 def resolve_inputs(loaded: LoadedModel, input_specs: list[str] | None = None,
-                   batch: int | None = None) -> tuple[InputSpec, ...]:
-    """The input specs to use: explicit ``--input`` values, else the model's declared ones."""
+                   batch: int | None = None, seq: int | None = None) -> tuple[InputSpec, ...]:
+    """The input specs to use: explicit ``--input`` values, else the model's declared
+    ones; ``batch`` overrides the leading dimension, ``seq`` the token dimension."""
     if input_specs:
         specs = tuple(parse_input_spec(s) for s in input_specs)
     elif loaded.example_inputs:
         specs = loaded.example_inputs
     else:
         raise UsageError(f"{loaded.spec} declares no example input: pass --input, e.g. --input 1x3x224x224")
-    return with_batch(specs, batch)
+    return with_seq(with_batch(specs, batch), seq)
 
 
 def call_model(module: nn.Module, inputs: tuple, spec: str = "model"):
-    """Run one forward pass; a model that raises becomes a one-line :class:`UsageError`."""
+    """Run one forward pass, keyword inputs included (:class:`Inputs`); a model that
+    raises becomes a one-line :class:`UsageError`."""
+    kwargs = getattr(inputs, "kwargs", None)
     try:
-        return module(*inputs)
+        return module(*inputs, **kwargs) if kwargs else module(*inputs)
     except (KeyboardInterrupt, UsageError):
         raise
     except Exception as e:
