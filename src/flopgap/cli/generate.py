@@ -66,7 +66,9 @@ def generate(
                               cuda_graph=cuda_graph)
     show = json_path != "-"
     progress = (lambda msg: err_console.print(f"[dim]{msg}[/dim]")) if show and err_console.is_terminal else None
-    profile = machine_profile(device, quick=False if full_machine else None)
+    def profile():  # measured (or read from the cache) once the model has loaded
+        return machine_profile(device, quick=False if full_machine else None)
+
     result = run_generation(model, options=options, kwargs=parse_kwargs(kwargs), profile=profile, progress=progress)
     if show:
         render_generation(result, console)

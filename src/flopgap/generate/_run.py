@@ -154,8 +154,9 @@ def _machine_summary(profile) -> dict:
 def run_generation(spec, *, options: GenerateOptions | None = None, kwargs: dict | None = None, profile=None,
                    progress: Callable[[str], None] | None = None, clock=None) -> GenerationResult:
     """Count, time and explain prefill and decode of ``spec`` (``hf:ARCH`` or a loaded
-    transformers causal LM). ``profile``: a :class:`flopgap.machine.MachineProfile`
-    (default: this machine's quick profile); ``clock``: the timer's clock (tests)."""
+    transformers causal LM). ``profile``: a :class:`flopgap.machine.MachineProfile`, or
+    a callable returning one, called once the model is loaded (default:
+    :func:`machine_profile`); ``clock``: the timer's clock (tests)."""
     from flopgap.timing import check_device, environment
 
     options = options or GenerateOptions()
@@ -168,6 +169,8 @@ def run_generation(spec, *, options: GenerateOptions | None = None, kwargs: dict
                          f"needs {longest}: shorten them or raise max_position_embeddings with --kwargs")
     if profile is None:
         profile = machine_profile(device)
+    elif callable(profile):
+        profile = profile()
     say = progress or (lambda msg: None)
     timing = dict(threads=options.threads, precision=options.precision, max_time=options.max_time,
                   device=device if device.startswith("cuda") else None)
