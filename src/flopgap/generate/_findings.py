@@ -14,6 +14,7 @@ __all__ = ["findings"]
 
 _SLOWER = 1.05  # "more time per token" needs the ratio beyond 5%, as the studies' verdicts
 _FAR_FROM_FLOOR = 3.0  # a phase slower than 3x its roofline floor is not explained by the floor
+_OVERHEAD_SHARE = 0.25  # dispatch cost above this share of the call: call it overhead-bound
 
 
 def _timing_note(*timings) -> str | None:
@@ -61,10 +62,13 @@ def _phase(result, name: str, point, profile) -> dict:
         slack = timing.median_s / floors.floor_s if floors.floor_s else float("inf")
         if slack > _FAR_FROM_FLOOR:
             overhead = count.kernel_ops * profile.dispatch_overhead_s
+            share = overhead / timing.median_s
             text += (f"; {slack:.1f}x its floor: neither bandwidth nor FLOP/s binds it. Its {count.kernel_ops} "
                      f"kernel ops at the measured {fmt_seconds(profile.dispatch_overhead_s)} dispatch cost each "
-                     f"are {fmt_seconds(overhead)} ({pct(overhead / timing.median_s)} of the call): "
-                     "per-op overhead and kernels below their peak, as the seed says of many small layers")
+                     f"are {fmt_seconds(overhead)} ({pct(share)} of the call): ")
+            text += ("per-op overhead, as the seed says of many small layers" if share > _OVERHEAD_SHARE else
+                     "its kernels run far below the measured peak and bandwidth (GEMMs with few rows, "
+                     "element-wise passes), not the dispatch cost")
         note = _timing_note(timing)
         if note:
             text = f"inconclusive at this noise ({note}): " + text

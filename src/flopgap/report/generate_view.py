@@ -102,11 +102,8 @@ def render_generation(result, console) -> None:
         for phase in ("prefill", "decode"):
             timing = getattr(point, f"{phase}_time")
             if timing is not None:
-                for w in timing.warnings:
+                for w in timing.warnings or (["CI wider than --precision"] if not timing.precision_met else []):
                     warned.append(f"{phase} (batch {point.batch}, context {point.context}): {w}")
-                if not timing.precision_met:
-                    warned.append(f"{phase} (batch {point.batch}, context {point.context}): CI wider than "
-                                  f"--precision {pct(o.precision)}")
     for w in dict.fromkeys(warned):
         console.print(f"[yellow]timing warning[/yellow]: {escape(w)}")
     if p.decode_time is not None and p.decode_time.reset_s is not None:
