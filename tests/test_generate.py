@@ -81,12 +81,13 @@ def test_decode_flops_per_token_about_two_per_parameter(session):
 def _fake_timer(monkeypatch, prefill_s: float, step_s: float):
     """Replace the model calls the timer makes by FakeClock models of fixed duration."""
     from flopgap.generate import _run
-    from flopgap.timing import FakeClock, measure
+    from flopgap.timing import FakeClock, FakeLoad, TimerOptions, measure
 
     def fake_time_call(fn, *, name, options, clock=None):
         duration = step_s if "decode" in name else prefill_s if "prefill" in name else 1e-6
         fake = FakeClock(duration, read_s=1e-9)
-        return measure(fake.model, (), name=name, clock=fake, **options)
+        # a quiet scripted machine: the sentinel must not see this machine's real load
+        return measure(fake.model, (), TimerOptions(**options), name=name, clock=fake, load=FakeLoad())
 
     monkeypatch.setattr(_run, "time_call", fake_time_call)
 

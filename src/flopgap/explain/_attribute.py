@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flopgap._quiet import quiet_profiler
-from flopgap.timing._env import minor_faults
+from flopgap.timing import minor_faults
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
            "profiler_name"]
@@ -118,6 +118,7 @@ class Attribution:
     page_faults_per_call: float | None = None  # minor page faults per unprofiled call (POSIX)
     device_times: list[float | None] | None = None  # CUDA: per-record median kernel time (GPU busy)
     device_s: float | None = None                   # CUDA: median per call of all kernel time under the marker
+    threads: int | None = None                      # torch intra-op threads during the profiled calls
 
 
 def _device_time_s(ev) -> float:
@@ -225,4 +226,5 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     dev_times = [statistics.median(v) if v else None for v in per_record_dev] if cuda else None
     return Attribution(times, launches, len(markers), statistics.median(call_times), statistics.median(op_sums),
                        unmatched, statistics.median(unmatched_sums), device, marker_s, faults_per_call,
-                       device_times=dev_times, device_s=statistics.median(device_sums) if device_sums else None)
+                       device_times=dev_times, device_s=statistics.median(device_sums) if device_sums else None,
+                       threads=torch.get_num_threads())

@@ -21,11 +21,12 @@ __all__ = ["PhaseTiming", "time_call", "phase_timing"]
 
 
 def time_call(fn, *, name: str, options: dict, clock=None):
-    """``flopgap.timing.measure`` of ``fn()`` with ``options`` (threads, precision,
-    max_time, device): the one call site of the timer in this stage."""
-    from flopgap.timing import measure
+    """``flopgap.timing.measure`` of ``fn()`` with ``options`` (the fields of
+    :class:`flopgap.timing.TimerOptions`: threads, precision, max_time, device): the one
+    call site of the timer in this stage."""
+    from flopgap.timing import TimerOptions, measure
 
-    return measure(fn, (), name=name, clock=clock, **options)
+    return measure(fn, (), TimerOptions(**options), name=name, clock=clock)
 
 
 @dataclass(frozen=True)
