@@ -185,11 +185,12 @@ def study_generation(
     from flopgap.store import open_store
     from flopgap.study.generation import run_generation_study
 
-    _check_timing(max_time, precision, threads)
+    _timer(max_time, precision, threads)  # validated before any model is built
     store = open_store(db)
-    result = run_generation_study(store=store, batches=tuple(batch or (1, 4)), prompt=prompt, new_tokens=new_tokens,
-                                  max_time=max_time, precision=precision, threads=threads, resume=resume,
-                                  progress=_progress(), console=err_console)
+    with _Bar() as bar:
+        result = run_generation_study(store=store, batches=tuple(batch or (1, 4)), prompt=prompt,
+                                      new_tokens=new_tokens, max_time=max_time, precision=precision, threads=threads,
+                                      resume=resume, progress=bar)
     _emit(result, html=html, csv=csv, json_path=json_path)
     _stored(result, store, quiet=json_path == "-")
 

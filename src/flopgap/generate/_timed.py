@@ -44,6 +44,7 @@ class PhaseTiming:
     tokens: int  # tokens processed per call (B*P or B)
     warnings: list[str] = field(default_factory=list)
     reset_s: float | None = None  # decode: the cache reset included in each call
+    disturbed: bool = False  # the timer's sentinel saw the machine disturbed
 
     @property
     def tokens_per_s(self) -> float:
@@ -58,13 +59,14 @@ class PhaseTiming:
     @property
     def trustworthy(self) -> bool:
         """Precise enough and with no warning from the timer: what a verdict may rest on."""
-        return self.precision_met and not self.warnings
+        return self.precision_met and not self.warnings and not self.disturbed
 
     def to_dict(self) -> dict:
         lo, hi = self.tokens_per_s_ci
         return {"median_s": self.median_s, "ci_low_s": self.ci_low_s, "ci_high_s": self.ci_high_s,
                 "n_samples": self.n_samples, "calls": self.calls, "threads": self.threads, "device": self.device,
-                "precision_met": self.precision_met, "warnings": list(self.warnings), "tokens": self.tokens,
+                "precision_met": self.precision_met, "warnings": list(self.warnings), "disturbed": self.disturbed,
+                "tokens": self.tokens,
                 "tokens_per_s": self.tokens_per_s, "tokens_per_s_ci": [lo, hi], "reset_s": self.reset_s}
 
 
@@ -72,11 +74,10 @@ def phase_timing(measurement, tokens: int, reset_s: float | None = None) -> Phas
     d = measurement.to_dict()
     spec = d.get("spec", {})
     warnings = list(d.get("warnings") or []) + list(getattr(measurement, "warnings", None) or [])
-    if getattr(measurement, "disturbed", False):
-        warnings.append("the machine was disturbed while this was timed")
+    disturbed = bool(getattr(measurement, "disturbed", False))
     if measurement.interrupted:
         warnings.append("interrupted before the timer finished")
     return PhaseTiming(measurement.median, measurement.ci_low, measurement.ci_high, len(measurement.samples),
                        measurement.calls, int(spec.get("threads") or 0), str(spec.get("device") or "cpu"),
                        bool(measurement.precision_met), tokens, list(dict.fromkeys(str(w) for w in warnings)),
-                       reset_s)
+                       reset_s, disturbed)

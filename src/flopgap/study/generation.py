@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from flopgap.errors import UsageError
-from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items, stored_rows
+from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items, stored_rows
 from flopgap.study._stats import correlate, inversions
 
 __all__ = ["GENERATION_MODELS", "GenerationStudyResult", "run_generation_study", "generation_result",
@@ -57,10 +57,11 @@ def measure_generation(item: Item, *, prompt: int, new_tokens: int, max_time: fl
     options = GenerateOptions(prompt=prompt, new_tokens=new_tokens, batches=(item.batch,), threads=threads,
                               max_time=max_time, precision=precision)
     result = run_generation(item.spec, kwargs=item.kwargs_dict, options=options, profile=profile)
-    if any(t is not None and any("interrupted" in w for w in t.warnings)
-           for t in (result.headline.prefill_time, result.headline.decode_time)):
+    timings = [t for t in (result.headline.prefill_time, result.headline.decode_time) if t is not None]
+    if any(any("interrupted" in w for w in t.warnings) for t in timings):
         raise KeyboardInterrupt  # a partial measurement is not stored as a finished one
-    return result.to_dict()
+    # "disturbed" makes the study re-time the item (run_items), then keep it flagged
+    return {**result.to_dict(), "disturbed": any(t.disturbed for t in timings)}
 
 
 def _row(label: str, payload: dict) -> dict:
@@ -81,7 +82,7 @@ def _row(label: str, payload: dict) -> dict:
         "ci_high": t["ci_high_s"] / tokens if t.get("ci_high_s") else None,
         "step_s": t.get("median_s"), "step_ci": (t.get("ci_low_s"), t.get("ci_high_s")),
         "n": t.get("n_samples"), "threads": t.get("threads"), "trustworthy": bool(t) and t.get("precision_met")
-        and not t.get("warnings"),
+        and not t.get("warnings") and not payload.get("disturbed"),
         "mbu": (dec.get("utilisation") or {}).get("mbu"), "mfu": (dec.get("utilisation") or {}).get("mfu"),
         "ttft": (pre.get("time") or {}).get("median_s"),
     }
@@ -157,20 +158,22 @@ def generation_result(store, run_id, *, outcome: RunOutcome | None = None, n_boo
 
 def run_generation_study(*, store, models: Sequence[tuple[str, dict]] | None = None, batches: Sequence[int] = (1, 4),
                          prompt: int = 128, new_tokens: int = 32, max_time: float = 2.0, precision: float = 0.02,
-                         threads: int | None = None, resume: bool = False, progress: bool = False, console=None,
+                         threads: int | None = None, resume: bool = False, progress=None,
                          measure: Callable[[Item], dict] | None = None, machine: dict | None = None,
-                         profile=None) -> GenerationStudyResult:
-    """Run (or resume) the generation study into ``store``. ``measure`` and ``machine``
-    replace the per-item measurement and the machine metadata (tests)."""
+                         profile=None, retime: Retime = Retime()) -> GenerationStudyResult:
+    """Run (or resume) the generation study into ``store``. ``progress(event)`` receives
+    :class:`flopgap.study.Progress` events; an item timed on a disturbed machine is
+    re-timed as ``retime`` says. ``measure`` and ``machine`` replace the per-item
+    measurement and the machine metadata (tests)."""
     models = list(models or GENERATION_MODELS)
     items = generation_items(models, batches)
     config = {"models": [[label, kw] for label, kw in models], "batches": [int(b) for b in batches],
               "prompt": prompt, "new_tokens": new_tokens, "max_time": max_time, "precision": precision,
               "threads": threads}
     if machine is None:
-        from flopgap.study._stages import machine_metadata
+        from flopgap.timing import environment
 
-        machine = machine_metadata()
+        machine = environment()
     if measure is None:
         if profile is None:
             from flopgap.generate._run import machine_profile
@@ -183,6 +186,6 @@ def run_generation_study(*, store, models: Sequence[tuple[str, dict]] | None = N
 
     run_id, resumed = open_run(store, KIND, config, machine, resume=resume, name=f"{len(models)} decoders")
     outcome = run_items(store, run_id, items, measure, kind="model", progress=progress, label="generation",
-                        resumed=resumed, console=console)
+                        resumed=resumed, retime=retime)
     result = generation_result(store, run_id, outcome=outcome)
     return close_run(store, run_id, result, measured=bool(result.rows), nothing="every model failed")
