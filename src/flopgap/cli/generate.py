@@ -67,7 +67,11 @@ def generate(
     show = json_path != "-"
     progress = (lambda msg: err_console.print(f"[dim]{msg}[/dim]")) if show and err_console.is_terminal else None
     def profile():  # measured (or read from the cache) once the model has loaded
-        return machine_profile(device, quick=False if full_machine else None)
+        from flopgap.cli.machine import print_profile_warnings
+
+        prof = machine_profile(device, quick=False if full_machine else None)
+        print_profile_warnings(prof)
+        return prof
 
     result = run_generation(model, options=options, kwargs=parse_kwargs(kwargs), profile=profile, progress=progress)
     if show:

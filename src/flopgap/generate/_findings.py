@@ -173,9 +173,8 @@ def _cache(result) -> dict | None:
 def findings(result, profile) -> list[dict]:
     p = result.headline
     out = []
-    busy = profile.busy_warning() if hasattr(profile, "busy_warning") else None
-    if busy:
-        out.append({"kind": "machine-profile", "title": "machine profile", "text": busy, "verdict": None})
+    for caveat in getattr(profile, "warnings", None) or []:
+        out.append({"kind": "machine-profile", "title": "machine profile", "text": caveat, "verdict": None})
     out += [_phase(result, "decode", p, profile), _phase(result, "prefill", p, profile)]
     for f in (_prefill_vs_decode(p), _batching(result.points), _context(result.points), _cache(result)):
         if f is not None:

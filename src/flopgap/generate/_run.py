@@ -199,8 +199,7 @@ def machine_profile(device: str = "cpu", quick: bool | None = None):
     """This machine's profile: the full one when it is cached (or ``quick=False``),
     else the quick one (seconds to measure: peak FLOP/s and bandwidth are what the
     floors need; the calibration grid of the full profile is for explain's predictions)."""
-    from flopgap.machine import fingerprint, profile_machine
-    from flopgap.machine._profile import cache_path
+    from flopgap.machine import cache_path, fingerprint, profile_machine
 
     dev = device if device.startswith("cuda") else None
     if quick is None:
