@@ -31,6 +31,15 @@ def render_generation(result, console) -> None:
     console.print(f"machine ceilings: peak fp32 {si(m['peak_flops'].get('fp32', 0), 'FLOP/s')}, memory "
                   f"{si(m['mem_bandwidth'], 'B/s')}, cache {si(m['cache_bandwidth'], 'B/s')} "
                   f"({'quick' if m['quick'] else 'full'} profile, {m['source']})")
+    shaky = [f"{phase} (batch {q.batch}, context {q.context})" for q in result.points
+             for phase in ("prefill", "decode")
+             if getattr(q, f"{phase}_time") is not None and not getattr(q, f"{phase}_time").trustworthy]
+    if shaky:
+        disturbed = any(getattr(q, f"{ph}_time") is not None and getattr(q, f"{ph}_time").disturbed
+                        for q in result.points for ph in ("prefill", "decode"))
+        console.print(f"[yellow]warning[/yellow]: {'the machine was disturbed while timing, or ' if disturbed else ''}"
+                      f"the timings of {escape(', '.join(shaky))} missed their precision: they describe this run, "
+                      "not the machine at rest, and carry no verdict (details at the end)")
     table = Table(title=f"per phase, batch {p.batch}", title_justify="left")
     table.add_column("")
     table.add_column(f"prefill ({o.prompt} tokens)", justify="right")
