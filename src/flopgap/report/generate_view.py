@@ -37,9 +37,9 @@ def render_generation(result, console) -> None:
     if shaky:
         disturbed = any(getattr(q, f"{ph}_time") is not None and getattr(q, f"{ph}_time").disturbed
                         for q in result.points for ph in ("prefill", "decode"))
-        console.print(f"[yellow]warning[/yellow]: {'the machine was disturbed while timing, or ' if disturbed else ''}"
-                      f"the timings of {escape(', '.join(shaky))} missed their precision: they describe this run, "
-                      "not the machine at rest, and carry no verdict (details at the end)")
+        what = "were taken on a disturbed machine" if disturbed else "missed their precision or carry warnings"
+        console.print(f"[yellow]warning[/yellow]: the timings of {escape(', '.join(shaky))} {what}: they describe "
+                      "this run, not the machine at rest, and carry no verdict (details at the end)")
     table = Table(title=f"per phase, batch {p.batch}", title_justify="left")
     table.add_column("")
     table.add_column(f"prefill ({o.prompt} tokens)", justify="right")
