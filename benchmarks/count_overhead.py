@@ -10,8 +10,8 @@ forward, ...) and their medians are compared, so machine noise hits all of them 
 Each call is measured twice: wall time (``perf_counter``) and this thread's CPU time
 (``thread_time``). At one intra-op thread the CPU time excludes the time other
 processes took the core, so its ratio holds up on a shared machine; on a quiet machine
-the two agree. Results go to ``benchmarks/results/count_overhead.json`` with the
-machine's metadata.
+the two agree. Results go to ``benchmarks/results/count_overhead.json`` (``_results.save``:
+schema, commit, command line, machine).
 
 Usage: python benchmarks/count_overhead.py [--repeats N] [--threads 1] [--models A,B]
 """
@@ -19,8 +19,8 @@ Usage: python benchmarks/count_overhead.py [--repeats N] [--threads 1] [--models
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,12 +32,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from flopgap.count import count
 from flopgap.models import load_model, make_inputs, resolve_inputs
-from flopgap.timing import environment
 
 MODELS = ["torchvision:mobilenet_v3_small", "torchvision:resnet50", "torchvision:vit_b_16", "seed:ex2-deep"]
 TARGET = 1.5  # count / forward, on every model
-SCHEMA = "flopgap.bench.count_overhead/2"
-OUT = Path(__file__).parent / "results" / "count_overhead.json"
 
 
 class _EmptyMode(TorchDispatchMode):
@@ -97,7 +94,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: CPU time is meaningful)")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -115,11 +111,10 @@ def main() -> None:
               f"<={TARGET}x {ok}")
     print("floor = an empty TorchDispatchMode + no-op global module hooks: the cost of capturing at the "
           "dispatcher before any counting work; cpu = this thread's CPU time (robust to other processes)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"schema": SCHEMA, "threads": torch.get_num_threads(), "target_x": TARGET,
-                               "rows": rows, "environment": environment()}, indent=1, default=str) + "\n")
-    print(f"wrote {out}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save
+
+    print(f"wrote {save('count_overhead', {'threads': torch.get_num_threads(), 'target_x': TARGET, 'rows': rows})}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Counts only (no timing): the output does not depend on the machine or its load.
 Default: the 4-layer GQA Llama of docs/generate.md (h=512, 8 heads, 2 KV heads,
 I=1408, V=32000), prompt 128, a decode step at context 128, batch 1, float32
-(LLM-Viewer's byte sizes set to 4 to match). Writes benchmarks/results/llm_viewer_compare.json.
+(LLM-Viewer's byte sizes set to 4 to match). Writes benchmarks/results/llm_viewer_compare.json
+(``_results.save``).
 
 Usage: python benchmarks/llm_viewer_compare.py [--kwargs JSON] [--prompt P] [--batch B]
 """
@@ -12,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from flopgap.generate import count_phase, session_for
 from flopgap.generate._llm_viewer import llm_viewer_estimate
-from flopgap.timing import environment
 
 CONFIG = {"num_hidden_layers": 4, "hidden_size": 512, "intermediate_size": 1408, "num_attention_heads": 8,
           "num_key_value_heads": 2}
-OUT = Path(__file__).parent / "results" / "llm_viewer_compare.json"
 
 
 def main() -> None:
@@ -28,7 +28,6 @@ def main() -> None:
     ap.add_argument("--kwargs", default=json.dumps(CONFIG))
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     session = session_for("hf:llama", kwargs=json.loads(args.kwargs))
     rows = []
@@ -47,12 +46,11 @@ def main() -> None:
             ratio = ours / theirs if theirs else float("nan")
             print(f"{phase + ' ' + label:26s} {ours:20,.0f} {theirs:14,.0f} {ratio:7.3f}")
             rows.append({"phase": phase, "figure": label, "flopgap": ours, "llm_viewer": theirs, "ratio": ratio})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"schema": "flopgap.bench.llm_viewer_compare/1", "config": json.loads(args.kwargs),
-                               "prompt": args.prompt, "batch": args.batch, "rows": rows,
-                               "environment": environment()}, indent=1) + "\n")
-    print(f"wrote {out}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save
+
+    figures = {"config": json.loads(args.kwargs), "prompt": args.prompt, "batch": args.batch, "rows": rows}
+    print(f"wrote {save('llm_viewer_compare', figures)}")
 
 
 if __name__ == "__main__":
