@@ -22,11 +22,13 @@ _ARG_CACHE: dict = {}
 
 
 def _arg_names(func):
-    cached = _ARG_CACHE.get(func)
-    if cached is None:
-        arguments = func._schema.arguments
-        defaults = {a.name: a.default_value for a in arguments if a.has_default_value()}
-        cached = _ARG_CACHE[func] = ([a.name for a in arguments], defaults)
+    hit = _ARG_CACHE.get(id(func))
+    if hit is not None and hit[0] is func:
+        return hit[1]
+    arguments = func._schema.arguments
+    defaults = {a.name: a.default_value for a in arguments if a.has_default_value()}
+    cached = ([a.name for a in arguments], defaults)
+    _ARG_CACHE[id(func)] = (func, cached)
     return cached
 
 
@@ -144,10 +146,12 @@ def _module_params(module: nn.Module, named: list | None = None) -> dict[str, in
                 n += sub.weight().numel()
                 b = sub.bias()
                 n += b.numel() if b is not None else 0
-        totals.setdefault(name, 0)
-        if n:
-            for key in _prefixes(name):
-                totals[key] = totals.get(key, 0) + n
+        totals[name] = n
+    # children after their parents in named_modules: add each subtree to its parent, bottom up
+    for name in reversed(list(totals)):
+        if name and totals[name]:
+            parent = name.rpartition(".")[0]
+            totals[parent] = totals.get(parent, 0) + totals[name]
     return totals
 
 
@@ -217,7 +221,7 @@ def _records(calls: list) -> list[OpRecord]:
     for i, (func, mod, args, kwargs, outs, noop, copied) in enumerate(calls):
         key = None
         if not kwargs:
-            key = (func, args, outs, noop, copied)
+            key = (id(func), args, outs, noop, copied)  # every op of the pass is alive: ids are unique
             try:
                 done = memo.get(key)
             except TypeError:  # an unhashable argument (a list of tensors): evaluate it
@@ -334,9 +338,11 @@ _OP_NAMES: dict = {}
 
 
 def _op_name(func) -> str:
-    name = _OP_NAMES.get(func)
-    if name is None:
-        name = _OP_NAMES[func] = str(func)
+    hit = _OP_NAMES.get(id(func))
+    if hit is not None and hit[0] is func:
+        return hit[1]
+    name = str(func)
+    _OP_NAMES[id(func)] = (func, name)
     return name
 
 
@@ -360,18 +366,24 @@ def _aggregate(named: list, records: list[OpRecord], params: dict[str, int]) -> 
             row[5] += 1
             if r.kind == "uncovered":
                 row[6] += 1
-    for module, row in own.items():
-        for key in _prefixes(module):
-            s = stats.get(key)
-            if s is None:
-                continue
-            s.flops += row[0]
-            s.macs += row[1]
-            s.bytes_read += row[2]
-            s.bytes_written += row[3]
-            s.ops_all += row[4]
-            s.ops += row[5]
-            s.uncovered += row[6]
+    # named_modules lists parents before children: walking it backwards, each module's
+    # subtree sums are complete when they are added to its parent
+    order = list(stats) + [m for m in own if m not in stats]
+    for name in reversed(order):
+        row = own.get(name)
+        if row is None:
+            continue
+        s = stats.get(name)
+        if s is not None:
+            s.flops, s.macs, s.bytes_read, s.bytes_written = row[0], row[1], row[2], row[3]
+            s.ops_all, s.ops, s.uncovered = row[4], row[5], row[6]
+        if name:
+            parent = own.get(name.rpartition(".")[0])
+            if parent is None:
+                own[name.rpartition(".")[0]] = list(row)
+            else:
+                for k in range(7):
+                    parent[k] += row[k]
     return list(stats.values())
 
 

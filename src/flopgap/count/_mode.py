@@ -25,10 +25,13 @@ _FLAGS: dict = {}
 
 
 def schema_flags(func) -> int:
-    """``_MUTABLE`` / ``_ALIAS_RETURN`` bits of an op's schema (cached per op)."""
-    flags = _FLAGS.get(func)
-    if flags is None:
-        flags = _FLAGS[func] = _schema_flags(func)
+    """``_MUTABLE`` / ``_ALIAS_RETURN`` bits of an op's schema (cached per op, by identity:
+    an OpOverload's ``__hash__`` is Python code on the hot path)."""
+    hit = _FLAGS.get(id(func))
+    if hit is not None and hit[0] is func:
+        return hit[1]
+    flags = _schema_flags(func)
+    _FLAGS[id(func)] = (func, flags)
     return flags
 
 
@@ -86,9 +89,8 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **kwargs) if kwargs else func(*args)
-        flags = _FLAGS.get(func)
-        if flags is None:
-            flags = schema_flags(func)
+        hit = _FLAGS.get(id(func))
+        flags = hit[1] if hit is not None and hit[0] is func else schema_flags(func)
         noop = copied = False
         tensor_out = isinstance(out, _Tensor)
         if tensor_out and not flags & _MUTABLE:

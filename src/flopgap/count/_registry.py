@@ -80,6 +80,9 @@ class _Entry:
 
 
 _REGISTRY: dict[object, _Entry] = {}
+# lookup() by the op object's identity: an OpOverload's __hash__ is Python code, and the
+# counting pass looks every op up; (op, entry) so that a reused id is never a false hit
+_LOOKUP: dict[int, tuple] = {}
 
 
 def _packets(ops: Iterable) -> list:
@@ -108,6 +111,7 @@ def register_formula(*ops, family: str) -> Callable[[Formula], Formula]:
             if op in _REGISTRY:
                 raise ValueError(f"a formula for {op} is already registered (family {_REGISTRY[op].family!r})")
             _REGISTRY[op] = _Entry(family, formula)
+        _LOOKUP.clear()
         return formula
 
     return wrap
@@ -121,13 +125,18 @@ def declare_free(*ops, family: str) -> None:
         if op in _REGISTRY:
             raise ValueError(f"{op} is already registered (family {_REGISTRY[op].family!r})")
         _REGISTRY[op] = _Entry(family, None)
+    _LOOKUP.clear()
 
 
 def lookup(op) -> _Entry | None:
     """The entry for an ``OpOverload``: exact overload first, then its packet."""
+    hit = _LOOKUP.get(id(op))
+    if hit is not None and hit[0] is op:
+        return hit[1]
     entry = _REGISTRY.get(op)
     if entry is None:
         entry = _REGISTRY.get(getattr(op, "overloadpacket", None))
+    _LOOKUP[id(op)] = (op, entry)
     return entry
 
 
