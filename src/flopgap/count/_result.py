@@ -31,6 +31,9 @@ class OpRecord:
     macs: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    # with count(..., tensor_groups=...): {group: [bytes read, bytes written]} for this op;
+    # bytes of tensors in no group are under "other"
+    groups: dict | None = None
 
     @property
     def bytes(self) -> int:
@@ -132,6 +135,17 @@ class CountResult:
             "intensity": self.intensity, "ops": len(self.kernel_ops), "ops_all": len(self.ops),
             "coverage": self.coverage,
         }
+
+    def bytes_by_group(self) -> dict[str, dict]:
+        """``{group: {"read": bytes, "written": bytes}}`` over every op, when the count
+        was asked for ``tensor_groups`` (empty otherwise)."""
+        out: dict[str, dict] = {}
+        for r in self.ops:
+            for group, (read, written) in (r.groups or {}).items():
+                row = out.setdefault(group, {"read": 0, "written": 0})
+                row["read"] += read
+                row["written"] += written
+        return out
 
     def by_family(self) -> dict[str, dict]:
         out: dict[str, dict] = {}

@@ -47,7 +47,7 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
         console.print(top_table)
 
     console.print(
-        f"[bold]total[/bold]: {si(t['params'])} params, {si(t['flops'])}FLOPs, {si(t['macs'])}MACs, "
+        f"[bold]total[/bold]: {si(t['params'])} params, {si(t['flops'], 'FLOPs')}, {si(t['macs'], 'MACs')}, "
         f"{fmt_bytes(t['bytes_read'])} read, {fmt_bytes(t['bytes_written'])} written, "
         f"intensity {t['intensity']:.1f} FLOP/B, {t['ops']} kernel ops ({t['ops_all']} dispatched incl. views)"
     )

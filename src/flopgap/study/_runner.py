@@ -33,7 +33,8 @@ from typing import Callable, Sequence
 from flopgap.errors import FlopgapError, RunInterrupted
 from flopgap.study.executor import DEFAULT_LEASE_S, ItemOutcome, Job, LocalExecutor
 
-__all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run"]
+__all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run",
+           "stored_rows"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Item:
     spec: str = ""
     batch: int | None = None
     kwargs: tuple = ()  # sorted (name, value) pairs, hashable
+    seq: int | None = None  # token length of transformers inputs (None: the model's default)
 
     @property
     def kwargs_dict(self) -> dict:
@@ -210,3 +212,20 @@ def close_run(store, run_id: int, result, *, measured: bool, nothing: str):
     for per_machine in getattr(result, "results", {}).values():  # a run over several kinds of machine
         per_machine.run = result.run
     return result
+
+
+def stored_rows(store, run_id, kind: str, row: Callable[[str, dict], dict],
+                target: str = "") -> tuple[object, list[dict], dict]:
+    """``(run, rows, failures)`` of a stored study run of ``kind``: one row per measured
+    model (``row(model, payload)``, with ``label`` and ``batch``), and the errors of the
+    models that never succeeded, by ``"model key"``; of one kind of machine (``target``)."""
+    run = store.run(run_id)
+    if run.kind != kind:
+        from flopgap.errors import UsageError
+
+        raise UsageError(f"run {run.id} is a {run.kind} run, not a {kind} study")
+    rows = [row(m.model, m.payload) for m in store.measurements(run.id, kind="model", target=target)]
+    ok = {(r["label"], f"b{r['batch']}") for r in rows}
+    failures = {f"{m.model} {m.key}": m.payload.get("error", "")
+                for m in store.measurements(run.id, kind="error", target=target) if (m.model, m.key) not in ok}
+    return run, rows, failures
