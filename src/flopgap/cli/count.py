@@ -18,6 +18,7 @@ def count(
     batch: BatchOpt = None,
     kwargs: KwargsOpt = None,
     grad: Annotated[bool, typer.Option("--grad", help="count with autograd enabled instead of inference_mode")] = False,
+    backward: Annotated[bool, typer.Option("--backward", help="count a training step's forward + backward, per phase: the model in training mode, one backward from gradients of ones on the outputs (no loss, no optimizer step); every backward op counted with its own formula")] = False,
     meta: Annotated[bool, typer.Option("--meta", help="count on meta tensors: no real kernels run (for models too large to run)")] = False,
     depth: Annotated[int, typer.Option(help="module tree depth shown")] = 2,
     top: Annotated[int, typer.Option(help="number of top ops by FLOPs shown")] = 10,
@@ -32,6 +33,10 @@ def count(
     Bytes: every tensor input read once (weights included), every output written once;
     views and no-ops are free. Ops with no formula are listed with their share, never
     counted as a silent zero.
+
+    --backward: training FLOPs, counted at the dispatcher op by op (the forward in
+    training mode, then the backward: weight gradients always, input gradients where
+    autograd needs them), reported per phase with the backward/forward ratio.
     """
     from flopgap.count import count as run_count
     from flopgap.report.count_view import count_csv, render_count
@@ -39,7 +44,7 @@ def count(
     non_negative("--depth", depth)
     non_negative("--top", top)
     loaded, _, tensors = load(model, input, batch, kwargs, meta=meta)
-    result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta)
+    result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta, backward=backward)
     if json_path != "-" and csv_path != "-":
         render_count(result, console, depth=depth, top=top)
     if json_path:
@@ -49,7 +54,8 @@ def count(
     if html or db:
         data = result.to_dict()
         keep("count", loaded.spec, data, html=html, db=db,
-             config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta})
+             config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta,
+                     "backward": backward})
 
 
 @app.command()

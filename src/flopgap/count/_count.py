@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from flopgap.count import _formulas  # noqa: F401  (fills the registry)
+from flopgap.count import _formulas_backward  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
-from flopgap.count._result import CountResult, ModuleStats, OpRecord
+from flopgap.count._result import CountResult, ModuleStats, OpRecord, _prefixes, aggregate
 from flopgap.models._inputs import describe_inputs
 from flopgap.models._specs import call_model
 
@@ -110,14 +111,6 @@ def _shapes(values) -> tuple[list, list]:
     return shapes, dtypes
 
 
-def _prefixes(name: str) -> list[str]:
-    """``"a.b.c"`` -> ``["", "a", "a.b", "a.b.c"]``: the module and its ancestors."""
-    if not name:
-        return [""]
-    parts = name.split(".")
-    return [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
 def _module_params(module: nn.Module, named: list | None = None) -> dict[str, int]:
     """Parameter count of every module (recursive, shared tensors once), packed
     quantized weights included (``quantize_dynamic`` hides them from named_parameters)."""
@@ -147,12 +140,19 @@ def count_params(module: nn.Module) -> int:
 
 
 def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool = False,
-          meta: bool = False) -> CountResult:
+          meta: bool = False, backward: bool = False) -> CountResult:
     """Count FLOPs, MACs, bytes and ops of one forward pass of ``module(*inputs)``.
 
     Runs under ``torch.inference_mode()`` unless ``grad=True``. With ``meta=True`` the
     inputs are moved to the meta device and no real kernel runs (the module's
     parameters must already be on the meta device: ``load_model(spec, meta=True)``).
+
+    ``backward=True`` counts a training step's forward and backward: the module in
+    training mode (restored after), a forward with autograd on, then one backward from a
+    gradient of ones on every output that requires grad (no loss function, no optimizer
+    step). Each record carries its ``phase``; :meth:`CountResult.phase` splits them.
+    Gradients are computed for parameters, and for inputs only where the caller passes
+    inputs that require grad.
     """
     inputs = tuple(inputs)
     if meta:
@@ -163,21 +163,66 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
         inputs = tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
     named = list(module.named_modules())  # one traversal serves params, hooks and aggregation
     params = _module_params(module, named)
-    grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
-    with grad_ctx, warnings.catch_warnings():
+    grad_ctx = torch.enable_grad() if grad or backward else torch.inference_mode()
+    train_ctx = _training(named) if backward else contextlib.nullcontext()
+    with grad_ctx, train_ctx, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with record_calls(module, named) as rec:
-            call_model(module, inputs, model)
+        with record_calls(module, named, backward=backward) as rec:
+            out = call_model(module, inputs, model)
+            forward_end = len(rec.calls)
+            if backward:
+                seeds = _seed_gradients(out, model)
+                backward_start = len(rec.calls)  # the seed gradients are not the model's work
+                torch.autograd.backward(*seeds)
+    calls = rec.calls if not backward else rec.calls[:forward_end] + rec.calls[backward_start:]
     records = []
-    for i, (func, mod, args, kwargs, outs, noop, copied) in enumerate(rec.calls):
+    for i, (func, mod, args, kwargs, outs, noop, copied) in enumerate(calls):
         family, kind, cost = cost_of_call(func, args, kwargs, outs, noop, copied)
         in_shapes, in_dtypes = _shapes(args)
         out_shapes, _ = _shapes(outs)
         records.append(OpRecord(i, _op_name(func), mod, family, kind, in_shapes, in_dtypes, out_shapes,
-                                cost.flops, cost.macs, cost.bytes_read, cost.bytes_written))
-    modules = _aggregate(named, records, params)
-    return CountResult(model, describe_inputs(inputs), params.get("", 0), records, modules,
-                       mode="grad" if grad else "inference", meta=meta, environment=_environment())
+                                cost.flops, cost.macs, cost.bytes_read, cost.bytes_written,
+                                "forward" if i < forward_end else "backward"))
+    templates = [ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
+                             params=params.get(name, 0)) for name, sub in named]
+    mode = "train" if backward else "grad" if grad else "inference"
+    return CountResult(model, describe_inputs(inputs), params.get("", 0), records, aggregate(templates, records),
+                       mode=mode, meta=meta, environment=_environment())
+
+
+@contextlib.contextmanager
+def _training(named: list):
+    """Every module in training mode for the block (batch statistics, active dropout), as
+    in a training step after ``zero_grad(set_to_none=True)``: parameters start with no
+    gradient, so none is accumulated into. Each module's flag and each parameter's
+    ``.grad`` are restored after: counting leaves the model as it was."""
+    before = [(sub, sub.training) for _, sub in named]
+    grads = [(p, p.grad) for _, sub in named for p in sub._parameters.values() if p is not None]
+    for sub, _ in before:
+        sub.training = True
+    for p, _ in grads:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for sub, flag in before:
+            sub.training = flag
+        for p, g in grads:
+            p.grad = g
+
+
+def _seed_gradients(out, model: str) -> tuple[list, list]:
+    """(outputs, gradients of ones) for ``torch.autograd.backward``: every floating output
+    that requires grad."""
+    from torch.utils._pytree import tree_leaves
+
+    outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not outs:
+        from flopgap.errors import UsageError
+
+        raise UsageError(f"{model}: no output requires grad (no parameter or input that requires grad reaches "
+                         "an output), so there is no backward pass to count")
+    return outs, [torch.ones_like(t) for t in outs]
 
 
 _OP_NAMES: dict = {}
@@ -188,29 +233,6 @@ def _op_name(func) -> str:
     if name is None:
         name = _OP_NAMES[func] = str(func)
     return name
-
-
-def _aggregate(named: list, records: list[OpRecord], params: dict[str, int]) -> list[ModuleStats]:
-    stats: dict[str, ModuleStats] = {}
-    for name, sub in named:
-        stats[name] = ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
-                                  params=params.get(name, 0))
-    chains: dict[str, list[ModuleStats]] = {}
-    for r in records:
-        chain = chains.get(r.module)
-        if chain is None:
-            chain = chains[r.module] = [stats[k] for k in _prefixes(r.module) if k in stats]
-        for s in chain:
-            s.flops += r.flops
-            s.macs += r.macs
-            s.bytes_read += r.bytes_read
-            s.bytes_written += r.bytes_written
-            s.ops_all += 1
-            if not r.is_free:
-                s.ops += 1
-            if r.kind == "uncovered":
-                s.uncovered += 1
-    return list(stats.values())
 
 
 def _environment() -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["OpRecord", "ModuleStats", "CountResult", "COUNT_SCHEMA"]
+__all__ = ["OpRecord", "ModuleStats", "CountResult", "COUNT_SCHEMA", "PHASES", "aggregate"]
 
 COUNT_SCHEMA = "flopgap.count/1"
 
@@ -31,6 +31,7 @@ class OpRecord:
     macs: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    phase: str = "forward"  # or "backward" (count(..., backward=True))
 
     @property
     def bytes(self) -> int:
@@ -63,9 +64,53 @@ class ModuleStats:
         return self.flops / b if b else 0.0
 
 
+def _prefixes(name: str) -> list[str]:
+    """``"a.b.c"`` -> ``["", "a", "a.b", "a.b.c"]``: the module and its ancestors."""
+    if not name:
+        return [""]
+    parts = name.split(".")
+    return [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def aggregate(templates: list[ModuleStats], records: list[OpRecord]) -> list[ModuleStats]:
+    """Per-module sums of ``records`` over each module's subtree; ``templates`` give the
+    modules (name, type, depth, params) in order, their sums are ignored."""
+    stats = {t.name: ModuleStats(t.name, t.type, t.depth, params=t.params) for t in templates}
+    chains: dict[str, list[ModuleStats]] = {}
+    for r in records:
+        chain = chains.get(r.module)
+        if chain is None:
+            chain = chains[r.module] = [stats[k] for k in _prefixes(r.module) if k in stats]
+        for s in chain:
+            s.flops += r.flops
+            s.macs += r.macs
+            s.bytes_read += r.bytes_read
+            s.bytes_written += r.bytes_written
+            s.ops_all += 1
+            if not r.is_free:
+                s.ops += 1
+            if r.kind == "uncovered":
+                s.uncovered += 1
+    return list(stats.values())
+
+
+PHASES = ("forward", "backward")
+BACKWARD_CONVENTION = (
+    "backward: the model in training mode, one forward with autograd on, then one backward from a gradient "
+    "of ones on every output that requires grad (no loss function, no optimizer step); every op autograd "
+    "dispatches is counted with its own formula, never as a multiple of the forward; parameter gradients "
+    "always, input gradients only for inputs that require grad (the first layer's input gradient is not "
+    "computed in training)")
+
+
 @dataclass
 class CountResult:
-    """The counting pass over one model and one set of inputs."""
+    """The counting pass over one model and one set of inputs.
+
+    Totals and module aggregates cover every counted op; with ``backward=True`` that is
+    the forward and the backward pass (``mode == "train"``), and :meth:`phase` gives
+    either alone.
+    """
 
     model: str
     inputs: list[str]
@@ -142,16 +187,37 @@ class CountResult:
             row["bytes"] += r.bytes
         return out
 
+    @property
+    def backward(self) -> bool:
+        return self.mode == "train"
+
+    def phase(self, name: str) -> "CountResult":
+        """The ops of one phase (``forward`` or ``backward``) with their own module sums."""
+        if name not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {name!r}")
+        ops = [r for r in self.ops if r.phase == name]
+        return CountResult(self.model, self.inputs, self.params, ops, aggregate(self.modules, ops), mode=self.mode,
+                           meta=self.meta, environment=self.environment)
+
+    def phase_totals(self) -> dict[str, dict]:
+        """``{"forward": totals, "backward": totals}`` (``backward`` only when counted)."""
+        return {p: self.phase(p).totals() for p in (PHASES if self.backward else PHASES[:1])}
+
     def to_dict(self) -> dict:
+        conventions = {"flops": "a fused multiply-add is 2 FLOPs; macs counted separately",
+                       "bytes": "every tensor input read once (weights included), every output written once; "
+                                "views free"}
+        if self.backward:
+            conventions["backward"] = BACKWARD_CONVENTION
         return {
             "schema": COUNT_SCHEMA,
             "model": self.model,
             "inputs": self.inputs,
             "mode": self.mode,
             "meta": self.meta,
-            "conventions": {"flops": "a fused multiply-add is 2 FLOPs; macs counted separately",
-                            "bytes": "every tensor input read once (weights included), every output written once; views free"},
+            "conventions": conventions,
             "totals": self.totals(),
+            **({"phases": self.phase_totals()} if self.backward else {}),
             "modules": [{**asdict(m), "intensity": m.intensity} for m in self.modules],
             "ops": [asdict(r) for r in self.ops],
             "uncovered": self.uncovered(),
