@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from flopgap.count import _formulas  # noqa: F401  (fills the registry)
-from flopgap.count import _formulas_backward  # noqa: F401  (fills the registry)
+from flopgap.count import _formulas_train  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
 from flopgap.count._result import CountResult, ModuleStats, OpRecord, _prefixes, aggregate

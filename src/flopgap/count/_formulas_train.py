@@ -1,4 +1,5 @@
-"""Formulas for the ops autograd dispatches in a backward pass (``count(..., backward=True)``).
+"""Formulas for the ops of a training step: the fused kernels autograd dispatches in a
+backward pass (``count(..., backward=True)``), losses, and the optimizer's markers.
 
 Same conventions as the forward formulas (a fused multiply-add is 2 FLOPs; bytes by the
 generic rule unless stated). Gradients of matmuls, ``mm``/``bmm``/``sum``/pointwise ops,
@@ -30,12 +31,18 @@ kernels. Each is counted from its arguments, never as a multiple of the forward:
   attention recomputes the scores) is not counted, as in ``torch.utils.flop_counter``.
 - Activation backward kernels that are not tagged pointwise (``hardswish_backward``,
   ``elu_backward`` ...): 1 per element, like their forward.
+- Losses: MSE and L1 3 per element (difference, square or absolute value, sum), smooth
+  L1 / Huber 4; their backward kernels 3 per element (difference, scale, multiply by
+  the incoming gradient). NLL: 1 per target element (picking and summing), its
+  backward 1 per target element.
+- ``torch.optim`` wraps ``step`` and ``zero_grad`` in ``record_function`` markers: free
+  (profiler metadata, no kernel).
 """
 
 from __future__ import annotations
 
 from flopgap.count._formulas import _prod, adaptive_window_total, aten, attended_pairs, conv_macs, pointwise
-from flopgap.count._registry import ZERO, Cost, Meta, register_formula
+from flopgap.count._registry import ZERO, Cost, Meta, declare_free, register_formula
 
 __all__: list[str] = []  # formulas are reached through the registry, not imported
 
@@ -172,3 +179,24 @@ register_formula(
     aten.hardtanh_backward, aten.softplus_backward, aten.mish_backward, aten.glu_backward,
     aten.rrelu_with_noise_backward, aten._prelu_kernel_backward, family="pointwise",
 )(pointwise)
+
+
+# ---------------------------------------------------------------- losses
+def _per_input_element(factor: int, key: str):
+    def formula(a, outs):
+        return Cost(flops=factor * a[key].numel)
+
+    return formula
+
+
+register_formula(aten.mse_loss, aten.l1_loss, family="loss")(_per_input_element(3, "self"))
+register_formula(aten.smooth_l1_loss, aten.huber_loss, family="loss")(_per_input_element(4, "self"))
+register_formula(aten.mse_loss_backward, aten.l1_loss_backward, aten.smooth_l1_loss_backward,
+                 aten.huber_loss_backward, family="loss")(_per_input_element(3, "self"))
+register_formula(aten.nll_loss_forward, aten.nll_loss2d_forward, aten.nll_loss_backward, aten.nll_loss2d_backward,
+                 family="loss")(_per_input_element(1, "target"))
+
+
+# ---------------------------------------------------------------- optimizer markers
+declare_free("profiler._record_function_enter", "profiler._record_function_enter_new",
+             "profiler._record_function_exit", family="metadata")
