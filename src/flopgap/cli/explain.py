@@ -93,6 +93,7 @@ def explain(
     top: Annotated[int, typer.Option(help="ops shown in the top-by-time and top-by-FLOPs tables")] = 10,
     depth: Annotated[int, typer.Option(help="module tree depth shown")] = 1,
     plot: Annotated[Optional[str], typer.Option(help="write the roofline plot to this .png path")] = None,
+    trace: Annotated[Optional[str], typer.Option("--trace", help="write the profiled calls as a Chrome/Perfetto trace (.json or .json.gz; torch.profiler's own export) whose op events carry flopgap.flops, .bytes, .intensity and .class (roofline) args; open in ui.perfetto.dev or Holistic Trace Analysis")] = None,
     json_path: JsonOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
@@ -110,11 +111,17 @@ def explain(
         raise UsageError(f"--max-time must be > 0, got {max_time}")
     if plot is not None and not plot.lower().endswith(".png"):
         raise UsageError(f"--plot must be a .png path, got {plot!r}")
+    if trace is not None and not trace.endswith((".json", ".json.gz")):
+        raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {trace!r}")
     loaded, _, tensors = load(model, input, batch, kwargs)
     prof = _profile(device, refresh_machine, quick_machine)
     module, tensors = _on_device(loaded, tensors, device)
     ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, max_time=max_time,
-                     calls=calls, device=device)
+                     calls=calls, device=device, trace=trace)
+    if ex.trace:
+        err_console.print(f"wrote trace {ex.trace['path']} ({ex.trace['annotated_op_events']} op events annotated"
+                          + (f", {ex.trace['annotated_device_events']} device events" if ex.trace["annotated_device_events"]
+                             else "") + ")", markup=False, highlight=False, soft_wrap=True)
     if json_path != "-":
         render_explanation(ex, console, top=top, depth=depth)
     if plot:

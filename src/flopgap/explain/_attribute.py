@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flopgap._quiet import quiet_profiler
+from flopgap.explain._trace import TraceJoin
 from flopgap.timing._env import minor_faults
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
@@ -118,6 +119,7 @@ class Attribution:
     page_faults_per_call: float | None = None  # minor page faults per unprofiled call (POSIX)
     device_times: list[float | None] | None = None  # CUDA: per-record median kernel time (GPU busy)
     device_s: float | None = None                   # CUDA: median per call of all kernel time under the marker
+    trace_joins: list = field(default_factory=list)  # TraceJoin per matched event (only when a trace was asked)
 
 
 def _device_time_s(ev) -> float:
@@ -141,10 +143,24 @@ def _host_side(events: list, name: str) -> list:
     return [e for e in events if e.name == name and getattr(e, "device_type", DeviceType.CPU) == DeviceType.CPU]
 
 
+def _event_ids(ev) -> tuple[int, ...]:
+    """``id`` of every event under ``ev`` (the ``External id`` of its kernels is one of them)."""
+    out: list[int] = []
+    stack = list(getattr(ev, "cpu_children", ()) or ())
+    while stack:
+        ch = stack.pop()
+        out.append(ch.id)
+        stack.extend(getattr(ch, "cpu_children", ()) or ())
+    return tuple(out)
+
+
 def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = None, warmup: int = 2,
-                device: str = "cpu", target_s: float = 0.4) -> Attribution:
+                device: str = "cpu", target_s: float = 0.4, trace=None) -> Attribution:
     """Profile ``calls`` forward passes (default: as many as fit ``target_s``, 3 to 30)
-    and join them to ``records`` (a count's ``ops``)."""
+    and join them to ``records`` (a count's ``ops``). With ``trace`` (a path), the
+    profiler's own Chrome trace is exported there and ``Attribution.trace_joins`` says
+    which event is which record (:func:`flopgap.explain._trace.annotate_trace` adds the
+    figures)."""
     from torch.profiler import ProfilerActivity, profile, record_function
     import time as _time
 
@@ -177,6 +193,8 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
                     module(*inputs)
                     sync()
         events = list(prof.events())
+        if trace is not None:
+            prof.export_chrome_trace(str(trace))
     markers = _host_side(events, _MARKER)
     empty = [e.cpu_time_total * 1e-6 for e in _host_side(events, _EMPTY)]
     marker_s = statistics.median(empty) if empty else 0.0
@@ -186,6 +204,7 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     launches = [0] * len(records)
     call_times, op_sums, unmatched_sums = [], [], []
     unmatched: dict[str, int] = {}
+    joins: list[TraceJoin] = []
     for mi, m in enumerate(markers):
         tops = top_level_ops(m, namespaces)
         idx = align(records, tops)
@@ -200,6 +219,8 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
                 per_record_dev[ri].append(_device_time_s(tops[k]))
             s += t
             used.add(k)
+            if trace is not None:
+                joins.append(TraceJoin(tops[k].id, tops[k].name, ri, _event_ids(tops[k])))
             if mi == 0:
                 launches[ri] = count_launches(tops[k])
         u = 0.0
@@ -221,4 +242,5 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     dev_times = [statistics.median(v) if v else None for v in per_record_dev] if cuda else None
     return Attribution(times, launches, len(markers), statistics.median(call_times), statistics.median(op_sums),
                        unmatched, statistics.median(unmatched_sums), device, marker_s, faults_per_call,
-                       device_times=dev_times, device_s=statistics.median(device_sums) if device_sums else None)
+                       device_times=dev_times, device_s=statistics.median(device_sums) if device_sums else None,
+                       trace_joins=joins)

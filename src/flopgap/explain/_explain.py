@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -44,6 +45,7 @@ class Explanation:
     prediction: Prediction
     findings: list[dict] = field(default_factory=list)
     measurement: dict | None = None
+    trace: dict | None = None  # the trace written (path, events annotated), when one was asked for
 
     def top_by(self, key: str, n: int = 10) -> list[dict]:
         rows = [r for r in self.ops if r.get(key) is not None and not r["free"]]
@@ -168,7 +170,8 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
 
 
 def explain(module, inputs, *, name: str = "model", count_result=None, profile=None, measure: bool = True,
-            max_time: float = 2.0, calls: int | None = None, device: str | None = None) -> Explanation:
+            max_time: float = 2.0, calls: int | None = None, device: str | None = None,
+            trace: str | Path | None = None) -> Explanation:
     """Explain ``module(*inputs)`` on this machine.
 
     Counts (unless ``count_result`` is given), loads or measures the machine profile
@@ -178,8 +181,14 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
     :func:`flopgap.timing.measure` (``max_time`` seconds) to reconcile the profiled
     total with a rigorous median. Ctrl-C during that timing keeps what was measured:
     ``measurement["interrupted"]`` and ``totals["interrupted"]`` are then true.
+
+    ``trace`` (a ``.json`` or ``.json.gz`` path): the profiled calls as a Chrome/Perfetto
+    trace, ``torch.profiler``'s own export, its op events carrying flopgap's FLOPs,
+    bytes, intensity and roofline class as ``flopgap.*`` args (see
+    :mod:`flopgap.explain._trace`); ``Explanation.trace`` then says what was annotated.
     """
     inputs = tuple(inputs)
+    trace = _trace_path(trace)
     if calls is not None and calls < 1:
         raise UsageError(f"calls must be >= 1, got {calls}")
     if device is None:
@@ -194,7 +203,7 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         from flopgap.machine import profile_machine
 
         profile = profile_machine(device=device)
-    attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device)
+    attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, trace=trace)
     measurement = None
     if measure:
         from flopgap.timing import measure as timing_measure
@@ -203,5 +212,27 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
                            device=device if device.startswith("cuda") else None)
         measurement = {"median": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "calls": m.calls,
                        "precision_met": m.precision_met, "interrupted": m.interrupted}
-    return build_explanation(count_result, attribution, profile, weight_bytes=_weight_bytes(module),
-                             batch=_batch(inputs), measurement=measurement)
+    ex = build_explanation(count_result, attribution, profile, weight_bytes=_weight_bytes(module),
+                           batch=_batch(inputs), measurement=measurement)
+    if trace is not None:
+        from flopgap.explain._trace import annotate_trace
+
+        rows = [{**row, "macs": r.macs} for row, r in zip(ex.ops, count_result.ops)]
+        ex.trace = {"path": str(trace), **annotate_trace(
+            trace, attribution.trace_joins, rows, model=name,
+            conventions={k: v for k, v in ex.to_dict()["conventions"].items() if k in ("flops", "bytes", "class")})}
+    return ex
+
+
+def _trace_path(trace) -> Path | None:
+    """The trace's path, checked before minutes of work: ``.json`` or ``.json.gz``, its folder creatable."""
+    if trace is None:
+        return None
+    p = Path(trace)
+    if not (p.name.endswith(".json") or p.name.endswith(".json.gz")):
+        raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {str(trace)!r}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write {str(p)!r}: {e.strerror}") from None
+    return p
