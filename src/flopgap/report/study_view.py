@@ -16,6 +16,7 @@ from rich.text import Text
 
 from flopgap.report._format import fmt_bytes, fmt_seconds, si
 from flopgap.report.html import Figure, Para, Section, Table
+from flopgap.timing._stats import independent_ratio_ci
 
 __all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_runs",
            "compare_sections", "runs_table", "print_sections", "title_for"]
@@ -299,9 +300,7 @@ def compare_runs(store, run_a, run_b, *, threshold: float = 0.05) -> dict:
     rows = []
     for k in [k for k in ta if k in tb]:
         (ma, la, ha), (mb, lb, hb) = ta[k], tb[k]
-        se = math.sqrt(((math.log(ha) - math.log(la)) / 3.92) ** 2 + ((math.log(hb) - math.log(lb)) / 3.92) ** 2)
-        ratio = mb / ma
-        lo, hi = ratio * math.exp(-1.96 * se), ratio * math.exp(1.96 * se)
+        ratio, lo, hi = independent_ratio_ci(ta[k], tb[k])
         flag = ("regression" if lo > 1 + threshold else "improvement" if hi < 1 / (1 + threshold)
                 else "no change detected")
         rows.append({"model": k[0], "kind": k[1], "key": k[2], "a": ma, "b": mb, "ratio": ratio, "ci_low": lo,

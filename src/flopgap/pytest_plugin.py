@@ -1,0 +1,286 @@
+"""A pytest plugin (entry point ``pytest11``): latency budgets and regression gates with
+flopgap's rigorous timer, inside ordinary tests.
+
+The fixture ``flopgap_latency`` times a callable and judges it::
+
+    def test_resnet18_latency(flopgap_latency):
+        model, x = ...
+        m = flopgap_latency(model, (x,), max_ms=40)   # a flopgap.timing.Measurement
+
+Decisions are taken on the 95% CI, never on a bare median:
+
+- **budget** (``max_ms``): the test fails when the CI of the median lies wholly above
+  the budget; wholly below it passes; a CI that straddles the budget passes and is
+  reported as inconclusive;
+- **regression** (``--flopgap-compare FILE``, a baseline written by ``--flopgap-save``):
+  the ratio current / baseline gets a CI from the two medians' CIs (combined in log
+  space as independent: the runs were not interleaved); the test fails when that CI
+  lies wholly above ``1 + threshold`` (``--flopgap-threshold``, default 5%);
+  wholly below ``1 / (1 + threshold)`` is reported as an improvement;
+- a **disturbed** measurement (the timer saw the machine interfere,
+  ``Measurement.disturbed``), or a baseline from another machine, never fails a test:
+  the terminal summary says it was not judged, and why.
+
+``@pytest.mark.flopgap(max_ms=..., threshold=..., name=...)`` sets defaults for the
+fixture calls of one test. ``--flopgap-save DIR|FILE`` writes every measurement of the
+session (a ``.json`` path, or ``DIR/flopgap-latency.json``) as the next baseline. Timer
+options default to ``--flopgap-max-time`` (2 s) and ``--flopgap-precision`` (2%); any
+:func:`flopgap.timing.measure` keyword may be passed to the call.
+
+The plugin module imports nothing heavy (torch, numpy) until a test uses the fixture, so
+it costs nothing to other projects' test runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+__all__ = ["LatencyRecord", "LatencyGate", "PLUGIN_SCHEMA"]
+
+PLUGIN_SCHEMA = "flopgap.pytest/1"
+_DEFAULT_FILE = "flopgap-latency.json"
+_DEFAULT_THRESHOLD = 0.05  # a regression must exceed 5% beyond the CI: smaller shifts are machine drift
+_MACHINE_KEYS = ("cpu_model", "logical_cores", "torch", "device", "gpu")  # what makes two timings comparable
+
+
+@dataclass
+class LatencyRecord:
+    """One fixture call: what was timed, the figures, and the verdicts."""
+
+    key: str
+    median_s: float
+    ci_low_s: float
+    ci_high_s: float
+    n_samples: int
+    threads: int
+    device: str
+    disturbed: bool
+    warnings: list[str]
+    max_ms: float | None = None
+    budget: str = ""            # within | over | inconclusive | not judged (disturbed)
+    baseline: dict | None = None
+    ratio: tuple[float, float, float] | None = None
+    change: str = ""            # regression | improvement | no change detected | not judged: ...
+    environment: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"median_s": self.median_s, "ci_low_s": self.ci_low_s, "ci_high_s": self.ci_high_s,
+                "n_samples": self.n_samples, "threads": self.threads, "device": self.device,
+                "disturbed": self.disturbed, "warnings": self.warnings, "max_ms": self.max_ms,
+                "budget": self.budget or None}
+
+
+def _machine(env: dict) -> dict:
+    return {k: env.get(k) for k in _MACHINE_KEYS}
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.4g} ms"
+
+
+class LatencyGate:
+    """Session state: the baseline read, the records taken, the options."""
+
+    def __init__(self, config: pytest.Config):
+        opt = config.getoption
+        self.save = opt("flopgap_save")
+        self.compare_path = opt("flopgap_compare")
+        self.threshold = float(opt("flopgap_threshold"))
+        self.max_time = float(opt("flopgap_max_time"))
+        self.precision = float(opt("flopgap_precision"))
+        if not self.threshold >= 0:
+            raise pytest.UsageError(f"--flopgap-threshold must be >= 0, got {self.threshold}")
+        if not self.max_time > 0 or not 0 < self.precision < 1:
+            raise pytest.UsageError("--flopgap-max-time must be > 0 and --flopgap-precision in (0, 1)")
+        self.records: list[LatencyRecord] = []
+        self.baseline: dict = {}
+        self.baseline_machine: dict | None = None
+        if self.compare_path:
+            self._read_baseline(Path(self.compare_path))
+
+    def _read_baseline(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text())
+        except OSError as e:
+            raise pytest.UsageError(f"--flopgap-compare: cannot read {str(path)!r}: {e.strerror}") from None
+        except json.JSONDecodeError as e:
+            raise pytest.UsageError(f"--flopgap-compare: {str(path)!r} is not JSON ({e.msg})") from None
+        if not isinstance(data, dict) or data.get("schema") != PLUGIN_SCHEMA:
+            got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise pytest.UsageError(f"--flopgap-compare: {str(path)!r} is not a {PLUGIN_SCHEMA} baseline "
+                                    f"(schema {got!r}); write one with --flopgap-save")
+        self.baseline = data.get("results", {})
+        self.baseline_machine = _machine(data.get("environment", {}))
+
+    # ------------------------------------------------------------------ judging
+    def judge(self, rec: LatencyRecord, threshold: float) -> list[str]:
+        """Fill the record's verdicts; return the reasons to fail the test (none when disturbed)."""
+        fails = []
+        if rec.max_ms is not None:
+            budget = rec.max_ms / 1e3
+            if rec.disturbed:
+                rec.budget = "not judged (disturbed)"
+            elif not math.isfinite(rec.ci_low_s):
+                rec.budget = "inconclusive (no CI)"
+            elif rec.ci_low_s > budget:
+                rec.budget = "over"
+                fails.append(f"{rec.key}: latency {_ms(rec.median_s)} (95% CI {_ms(rec.ci_low_s)} .. "
+                             f"{_ms(rec.ci_high_s)}) is over the budget of {rec.max_ms:g} ms")
+            elif rec.ci_high_s <= budget:
+                rec.budget = "within"
+            else:
+                rec.budget = "inconclusive"
+        base = self.baseline.get(rec.key)
+        if self.compare_path and base is None:
+            rec.change = "not judged: not in the baseline"
+        elif base is not None:
+            from flopgap.timing._stats import independent_ratio_ci
+
+            rec.baseline = base
+            rec.ratio = independent_ratio_ci((base["median_s"], base["ci_low_s"], base["ci_high_s"]),
+                                             (rec.median_s, rec.ci_low_s, rec.ci_high_s))
+            ratio, lo, hi = rec.ratio
+            other = self.baseline_machine != _machine(rec.environment)
+            if rec.disturbed or base.get("disturbed"):
+                rec.change = "not judged: " + ("disturbed" if rec.disturbed else "the baseline was disturbed")
+            elif other:
+                rec.change = "not judged: the baseline is from another machine"
+            elif not math.isfinite(lo):
+                rec.change = "not judged: no CI"
+            elif lo > 1 + threshold:
+                rec.change = "regression"
+                fails.append(f"{rec.key}: {ratio:.3f}x the baseline (95% CI {lo:.3f} .. {hi:.3f}), beyond the "
+                             f"{threshold:.0%} threshold: {_ms(base['median_s'])} -> {_ms(rec.median_s)}")
+            elif hi < 1 / (1 + threshold):
+                rec.change = "improvement"
+            else:
+                rec.change = "no change detected"
+        return fails
+
+    # ------------------------------------------------------------------ output
+    def write(self) -> Path | None:
+        if not self.save or not self.records:
+            return None
+        from flopgap._json import dumps
+
+        p = Path(self.save)
+        p = p if p.suffix == ".json" else p / _DEFAULT_FILE
+        env = self.records[0].environment
+        data = {"schema": PLUGIN_SCHEMA, "environment": env,
+                "conventions": {"latency": "median seconds per call of flopgap.timing.measure, 95% CI of the median "
+                                           "(order statistics)"},
+                "results": {r.key: r.to_dict() for r in self.records}}
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(dumps(data) + "\n")
+        except OSError as e:
+            raise pytest.UsageError(f"--flopgap-save: cannot write {str(p)!r}: {e.strerror}") from None
+        return p
+
+    def summary_lines(self) -> list[str]:
+        out = []
+        for r in self.records:
+            line = (f"{r.key}: {_ms(r.median_s)} [95% CI {_ms(r.ci_low_s)} .. {_ms(r.ci_high_s)}] "
+                    f"n={r.n_samples} samples, {r.threads} thread(s), {r.device}")
+            if r.max_ms is not None:
+                line += f"; budget {r.max_ms:g} ms: {r.budget}"
+            if r.ratio is not None:
+                ratio, lo, hi = r.ratio
+                ci = f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else ""
+                line += f"; vs baseline {ratio:.3f}x{ci}: {r.change}"
+            elif r.change:
+                line += f"; {r.change}"
+            if r.disturbed:
+                line = "DISTURBED " + line
+            if r.warnings:
+                line += f"; {len(r.warnings)} warning(s): " + " | ".join(r.warnings)
+            out.append(line)
+        return out
+
+
+_GATE = pytest.StashKey[LatencyGate]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flopgap", "flopgap latency gates")
+    group.addoption("--flopgap-save", metavar="DIR|FILE", default=None,
+                    help="write this session's latencies as a baseline (a .json path, or DIR/flopgap-latency.json)")
+    group.addoption("--flopgap-compare", metavar="FILE", default=None,
+                    help="fail tests whose latency regressed against this baseline (CI of the ratio wholly beyond "
+                         "--flopgap-threshold); disturbed measurements are reported, never failed")
+    group.addoption("--flopgap-threshold", type=float, default=_DEFAULT_THRESHOLD,
+                    help="regression threshold as a fraction (default 0.05: the ratio's CI must lie above 1.05)")
+    group.addoption("--flopgap-max-time", type=float, default=2.0, help="seconds of timing per measurement")
+    group.addoption("--flopgap-precision", type=float, default=0.02,
+                    help="stop timing once the 95%% CI of the median is within this fraction of it")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "flopgap(max_ms=None, threshold=None, name=None): defaults for the "
+                                       "flopgap_latency fixture in this test")
+    config.stash[_GATE] = LatencyGate(config)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    gate = config.stash.get(_GATE, None)
+    if gate is None or not gate.records:
+        return
+    terminalreporter.section("flopgap latency")
+    for line in gate.summary_lines():
+        terminalreporter.write_line(line, yellow=line.startswith("DISTURBED"))
+    path = gate.write()
+    if path is not None:
+        terminalreporter.write_line(f"flopgap: wrote baseline {path} ({len(gate.records)} measurement(s))")
+
+
+def _time(fn: Callable, inputs: tuple, options: dict):
+    """The one call into the timer (its options are the timer's keywords)."""
+    from flopgap.timing import measure
+
+    return measure(fn, inputs, **options)
+
+
+@pytest.fixture
+def flopgap_latency(request: pytest.FixtureRequest):
+    """``flopgap_latency(fn, inputs=(), *, max_ms=None, name=None, threshold=None, **timer_options)``:
+    time ``fn(*inputs)`` with :func:`flopgap.timing.measure`, judge it against the budget
+    and the baseline, and return the Measurement. ``flopgap_latency.check(m, ...)``
+    judges a Measurement timed elsewhere."""
+    gate: LatencyGate = request.config.stash[_GATE]
+    marker = request.node.get_closest_marker("flopgap")
+    defaults = dict(marker.kwargs) if marker else {}
+    calls: list[str] = []
+
+    def check(m, *, max_ms: float | None = None, name: str | None = None, threshold: float | None = None):
+        from flopgap.timing import health_warnings
+
+        max_ms = defaults.get("max_ms") if max_ms is None else max_ms
+        threshold = defaults.get("threshold", gate.threshold) if threshold is None else threshold
+        base = name or defaults.get("name") or request.node.nodeid
+        key = base if base not in calls else f"{base}#{calls.count(base) + 1}"
+        calls.append(base)
+        warnings = list(getattr(m, "warnings", None) or health_warnings(m))
+        rec = LatencyRecord(key, m.median, m.ci_low, m.ci_high, len(m.samples), m.spec.threads, m.spec.device,
+                            bool(getattr(m, "disturbed", False)), warnings, max_ms, environment=m.environment)
+        fails = gate.judge(rec, threshold)
+        gate.records.append(rec)
+        if fails:
+            pytest.fail("; ".join(fails), pytrace=False)
+        return m
+
+    def time_it(fn: Callable, inputs: Any = (), *, max_ms: float | None = None, name: str | None = None,
+                threshold: float | None = None, **options):
+        options.setdefault("max_time", gate.max_time)
+        options.setdefault("precision", gate.precision)
+        options.setdefault("name", name or defaults.get("name") or request.node.name)
+        m = _time(fn, inputs, options)
+        return check(m, max_ms=max_ms, name=name, threshold=threshold)
+
+    time_it.check = check
+    return time_it
