@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from flopgap.explain import predict
     from flopgap.machine import profile_machine
     from flopgap.models import load_model, make_inputs, resolve_inputs
-    from flopgap.timing import measure
+    from flopgap.timing import TimerOptions, measure
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p = 0
     while p < passes or (p < max_passes and not any(_calm(d) for d in drift)):
         for row, (module, x) in zip(rows, models):
-            m = measure(module, x, name=row["model"], max_time=max_time, precision=0.02)
+            m = measure(module, x, TimerOptions(max_time=max_time, precision=0.02), name=row["model"])
             row["pass_medians_s"].append(m.median)
             row["page_faults_per_call"].append(m.page_faults_per_call)  # counted while sampling
         d = _chain_drift(prof) if args.drift_check else None

@@ -51,7 +51,7 @@ def _worker(timer: str, spec: str, max_time: float, threads: int | None) -> dict
 
     from torch.utils.benchmark import Timer
 
-    from flopgap.timing import measure
+    from flopgap.timing import TimerOptions, measure
 
     loaded = load_model(spec)
     x = make_inputs(resolve_inputs(loaded))
@@ -59,7 +59,7 @@ def _worker(timer: str, spec: str, max_time: float, threads: int | None) -> dict
     with torch.inference_mode():
         t0 = time.perf_counter()  # imports and model build are outside: cost is measuring time
         if timer == "flopgap":
-            r = measure(m, x, name=spec, precision=0.01, max_time=max_time)
+            r = measure(m, x, TimerOptions(precision=0.01, max_time=max_time), name=spec)
             out = {"median": r.median, "met": r.precision_met, "half_width": r.half_width}
         elif timer == "adaptive_autorange":
             t = Timer(stmt="m(*x)", globals={"m": m, "x": x}, num_threads=torch.get_num_threads())

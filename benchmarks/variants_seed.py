@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--explain", action="store_true", help="add flopgap.explain's split for each slower variant")
     args = ap.parse_args(argv)
 
+    from flopgap.timing import TimerOptions
     from flopgap.variants import run_variants, torchao_status
 
     models = SEED + (["zoo:bert-tiny"] if args.quick else ["zoo:bert-mini"])
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
         print(f"... {spec}", file=sys.stderr, flush=True)
         # the encoder at batch 32 takes ~1 s per call on a small CPU: give it enough time for a CI
         budget = max(max_time, args.encoder_time) if spec.startswith("zoo:") else max_time
-        res = run_variants(spec, variants=variants, batches=(1, 32), threads=(args.threads,), max_time=budget,
+        res = run_variants(spec, variants=variants, batches=(1, 32), threads=(args.threads,),
+                           timer=TimerOptions(max_time=budget),
                            explain=args.explain)
         results.append(res)
         for r in sorted(res.rows, key=lambda r: (r.batch, variants.index(r.variant))):

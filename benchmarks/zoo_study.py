@@ -28,6 +28,7 @@ from flopgap.report.html import Section, Table, write_html
 from flopgap.report.study_view import print_sections, sections_for, title_for
 from flopgap.store import open_store
 from flopgap.study import DEMO_MODELS, run_zoo
+from flopgap.timing import TimerOptions
 
 
 def main() -> int:
@@ -55,8 +56,8 @@ def main() -> int:
     t0 = time.perf_counter()
     store = open_store(db)
     result = run_zoo(None if models else "torchvision", store=store, models=models, batches=(args.batch,),
-                     max_time=args.max_time, threads=args.threads, with_explain=not args.no_explain,
-                     resume=args.resume, progress=err.is_terminal, console=err)
+                     timer=TimerOptions(max_time=args.max_time, threads=args.threads),
+                     with_explain=not args.no_explain, resume=args.resume)
     wall = time.perf_counter() - t0
     env = result.run.machine
     out.print(f"zoo study: {len(result.rows)} models at batch {args.batch}, max_time {args.max_time} s per model, "

@@ -26,3 +26,22 @@ def _quiet_cache(tmp_path_factory):
 @pytest.fixture
 def flopgap_cmd():
     return [FLOPGAP]
+
+
+@pytest.fixture
+def synthetic_machine(tmp_path, monkeypatch):
+    """A cache folder holding synthetic machine profiles for this machine's fingerprint
+    (quick and full; the default thread count and 1 thread), so that CLI subprocesses
+    predict and explain without measuring the machine (minutes, and load-dependent)."""
+    import torch
+
+    from flopgap.machine import MachineProfile
+    from flopgap.timing import threads_context
+
+    cache = tmp_path / "machine-cache"
+    monkeypatch.setenv("FLOPGAP_CACHE_DIR", str(cache))
+    for threads in sorted({1, torch.get_num_threads()}):
+        with threads_context(threads):
+            for quick in (True, False):
+                MachineProfile.synthetic(quick=quick).save()
+    return cache

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flopgap.machine import MachineProfile
-from flopgap.timing import FakeClock
+from flopgap.timing import FakeClock, FakeLoad, TimerOptions
 from flopgap.timing import measure as real_measure   # bound now: tests below replace flopgap.timing.measure
 
 FLOPGAP = Path(sys.executable).with_name("flopgap")
@@ -53,7 +53,14 @@ def test_explain_seed_ex2_deep_json(env):
     assert dominant["numbers"]["class"] == "overhead"
     overhead = next(f for f in d["findings"] if f["kind"] == "overhead")
     assert overhead["numbers"]["ops"] == 10 and overhead["numbers"]["dispatch_overhead_s"] == 5e-6
-    assert d["totals"]["measured_median_s"] > 0 and d["totals"]["unmatched_records"] == 0
+    assert d["totals"]["unmatched_records"] == 0
+    m = d["measurement"]
+    assert m["n_samples"] > 0 and m["spec"]["threads"] == d["totals"]["threads"]
+    # a busy machine (the sentinel's word) is reported, never used to reconcile
+    if m["disturbed"]:
+        assert d["totals"]["measured_median_s"] is None and d["findings"][0]["kind"] == "disturbed"
+    else:
+        assert d["totals"]["measured_median_s"] == m["median"] > 0
     assert d["machine"]["source"] == "cache"
 
 
@@ -120,7 +127,7 @@ def test_bad_options_are_usage_errors(env, capsys, args):
 def _interrupted_measure(*args, **kwargs):
     """What flopgap.timing.measure returns when Ctrl-C stops its sampling."""
     clock = FakeClock(1e-3)   # 1 ms per call
-    m = real_measure(clock.model, (), clock=clock, max_time=0.05, min_time=0)
+    m = real_measure(clock.model, (), TimerOptions(max_time=0.05, min_time=0), clock=clock, load=FakeLoad.quiet())
     m.interrupted = True
     return m
 
@@ -130,7 +137,9 @@ def test_predict_measure_ctrl_c_exits_130_after_reporting(env, capsys, monkeypat
     rc, out, err = main(env, capsys, "predict", "seed:ex2-deep", "--quick-machine", "--measure", "--json", "-")
     assert rc == 130
     d = json.loads(out)
-    assert d["interrupted"] is True and d["measured_median_s"] == pytest.approx(1e-3)
+    m = d["check"]["measurement"]
+    assert m["interrupted"] is True and m["median"] == pytest.approx(1e-3)
+    assert d["check"]["error"] == pytest.approx(d["latency_s"] / 1e-3 - 1)
     assert err.startswith("interrupted")
 
 

@@ -7,6 +7,16 @@ import pytest
 import torch
 from torch import nn
 
+
+def _timed(median, *, interrupted=False, disturbed=False, n=10, threads=2):
+    """A rigorous timing of ``n`` samples all at ``median`` (no samples: ``None``)."""
+    from flopgap.timing import Disturbance, Measurement, TimerOptions, TimingSpec
+
+    spec = TimingSpec("m", (), "cpu", threads, TimerOptions())
+    samples = [] if median is None else [median] * n
+    dist = Disturbance(True, ("busy",)) if disturbed else Disturbance(False)
+    return Measurement(spec, samples, 1, 0.0, 0, interrupted=interrupted, disturbance=dist)
+
 from flopgap.count import count
 from flopgap.explain import build_explanation, classify
 from flopgap.explain._attribute import Attribution
@@ -94,7 +104,7 @@ def test_dtype_picks_its_peak():
 def _explain(res, times, call_s, median_s=None):
     att = Attribution(times=times, launches=[0] * len(times), calls=5, call_s=call_s, ops_s=sum(t or 0 for t in times))
     return build_explanation(res, att, PROFILE, weight_bytes=0, batch=1,
-                             measurement={"median": call_s / 2 if median_s is None else median_s})
+                             measurement=_timed(call_s / 2 if median_s is None else median_s))
 
 
 def test_time_outside_ops_beyond_the_profiler_cost_counts_as_overhead():
@@ -175,24 +185,24 @@ def test_page_fault_finding_arithmetic():
                       page_faults_per_call=10.0)
     prof = MachineProfile.synthetic()
     prof.page_fault_s = 1e-6
-    ex = build_explanation(res, att, prof, measurement={"median": 50e-6})
+    ex = build_explanation(res, att, prof, measurement=_timed(50e-6))
     pf = next(f for f in ex.findings if f["title"].endswith("page faults"))
     # 10 faults x 1 us = 10 us of the 50 us median
     assert pf["numbers"]["page_faults_s"] == pytest.approx(10e-6)
     assert pf["numbers"]["page_faults_share"] == pytest.approx(0.2)
     att.page_faults_per_call = 1.0   # 1 us = 2%: below the 5% threshold, not shown
-    ex = build_explanation(res, att, prof, measurement={"median": 50e-6})
+    ex = build_explanation(res, att, prof, measurement=_timed(50e-6))
     assert not any(f["title"].endswith("page faults") for f in ex.findings)
 
 
 def test_interrupted_timing_is_kept_and_an_unknown_median_reconciles_nothing():
     res = _meta_count(MatMul(), (64, 64), (64, 64))
     att = Attribution(times=[0.1], launches=[0], calls=5, call_s=0.25, ops_s=0.1)
-    ex = build_explanation(res, att, PROFILE, measurement={"median": 0.2, "interrupted": True})
+    ex = build_explanation(res, att, PROFILE, measurement=_timed(0.2, interrupted=True))
     assert ex.totals["interrupted"] and ex.totals["measured_median_s"] == 0.2
     assert ex.totals["profiler_overhead"] == pytest.approx(0.25)
     # Ctrl-C before any sample: no median, so no overhead or error against it
-    ex = build_explanation(res, att, PROFILE, measurement={"median": float("nan"), "interrupted": True})
+    ex = build_explanation(res, att, PROFILE, measurement=_timed(None, interrupted=True))
     t = ex.totals
     assert t["interrupted"] and t["measured_median_s"] is None and t["profiler_overhead"] is None
     assert t["prediction_error"] is None and t["outside_python_s"] == pytest.approx(0.15)
@@ -226,7 +236,7 @@ def test_cuda_gpu_idle_share_and_finding():
     prof.launch_latency_s = 8e-6
     att = Attribution(times=[4e-6] * 20, launches=[1] * 19 + [6], calls=5, call_s=100e-6, ops_s=80e-6,
                       device="cuda", device_times=[1e-6] * 20, device_s=20e-6)
-    ex = build_explanation(res, att, prof, measurement={"median": 90e-6})
+    ex = build_explanation(res, att, prof, measurement=_timed(90e-6))
     assert ex.totals["device_s"] == pytest.approx(20e-6)
     assert ex.totals["gpu_idle_share"] == pytest.approx(0.8)
     assert [x["device_time_s"] for x in ex.ops if not x["free"]] == [1e-6] * 20

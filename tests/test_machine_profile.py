@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -95,8 +96,9 @@ def test_unusable_cache_is_remeasured_and_said(cache, fake_measure, capsys, text
     path.write_text(text)
     prof = profile_machine(quick=True)
     assert prof.source == "measured" and fake_measure == [True]
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "re-measuring the machine profile" in err and why in err and str(path) in err
+    assert capsys.readouterr().err == ""          # the library never prints: the profile says why
+    (note,) = prof.warnings
+    assert "re-measured the machine profile" in note and why in note and str(path) in note
     assert json.loads(path.read_text())["schema"] == "flopgap.machine/2"   # replaced by the new profile
     assert profile_machine(quick=True).source == "cache" and fake_measure == [True]
 
@@ -196,7 +198,10 @@ def test_busy_warning_from_recorded_competition():
     again = MachineProfile.from_dict(prof.to_dict())
     assert again.competing == [0, 1, 0, 0] and again.busy_warning() == prof.busy_warning()
     n = _others_running(samples=2)
-    assert n is None or n >= 0
+    if os.path.exists("/proc/loadavg"):   # Linux: a count, never negative (this process's own threads are not in it)
+        assert isinstance(n, int) and n >= 0
+    else:
+        assert n is None
 
 
 def test_allocator_pinned_needs_both_thresholds():

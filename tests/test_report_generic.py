@@ -1,5 +1,6 @@
 """--html and --db on every command: the generic report of a result and single-command runs."""
 
+import json
 import sqlite3
 import subprocess
 
@@ -51,7 +52,13 @@ def test_count_and_time_keep_html_and_store_runs_that_report_and_compare(tmp_pat
             (1, "seed:ex2-deep", "count"), (2, "seed:ex3-float", "time"), (3, "seed:ex3-float", "time")]
     p = run("compare", "2", "3", "--db", "k.db", cwd=tmp_path)
     assert p.returncode == 0 and "seed:ex3" in p.stdout and "B / A" in p.stdout
-    assert any(flag in p.stdout for flag in ("no change", "regression", "improvement"))
+    p = run("compare", "2", "3", "--db", "k.db", "--json", "-", cwd=tmp_path)
+    (row,) = json.loads(p.stdout)["rows"]
+    # the flag follows from the ratio's CI and the 5% threshold (or the sentinel's word)
+    expected = ("inconclusive (disturbed)" if row["a"]["disturbed"] or row["b"]["disturbed"] else
+                "regression" if row["ci_low"] > 1.05 else "improvement" if row["ci_high"] < 1 / 1.05 else "no change")
+    assert row["model"] == "seed:ex3-float" and row["flag"] == expected
+    assert row["ci_low"] <= row["ratio"] <= row["ci_high"]
     p = run("report", "1", "--db", "k.db", "--out", "r.html", cwd=tmp_path)
     assert p.returncode == 0 and p.stderr == ""
     assert "aten.linear.default" in (tmp_path / "r.html").read_text()

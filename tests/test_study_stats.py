@@ -111,10 +111,22 @@ def test_flops_fit_recovers_power_law_and_flags_outlier():
     (0.97, 1.03, "less", "does not hold"),  # within +-5% of 1: the claimed speed-up is absent
     (0.7, 0.8, "less", "holds"),
     (1.1, 1.2, "less", "does not hold"),
-    (float("nan"), 1.0, "less", "inconclusive at this noise"),
+    (float("nan"), 1.0, "less", "inconclusive: precision not reached"),  # no interval: too few samples
     (0.997, 0.999, "less", "does not hold"),  # same model twice: CI excludes 1, but a 0.2% effect is no effect
     (1.02, 1.09, "greater", "inconclusive at this noise"),  # an effect, maybe too small to matter
     (1.06, 1.09, "greater", "holds"),
 ])
 def test_ratio_verdict(lo, hi, expect, verdict):
     assert ratio_verdict(lo, hi, expect) == verdict
+
+
+def test_no_verdict_rests_on_a_disturbed_or_imprecise_measurement():
+    from flopgap.study import Verdict
+
+    # a wide CI wholly on the claimed side, from a disturbed or imprecise run
+    assert ratio_verdict(1.1, 25.0, "greater") == Verdict.HOLDS
+    assert ratio_verdict(1.1, 25.0, "greater", disturbed=True) == Verdict.DISTURBED
+    assert ratio_verdict(1.1, 25.0, "greater", precise=False) == Verdict.IMPRECISE
+    assert ratio_verdict(1.1, 25.0, "greater", disturbed=True, precise=False) == Verdict.DISTURBED
+    assert not Verdict.DISTURBED.definite and Verdict.HOLDS.definite and Verdict.DOES_NOT_HOLD.definite
+    assert str(Verdict.DISTURBED) == "inconclusive: machine disturbed"

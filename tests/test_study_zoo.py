@@ -182,13 +182,15 @@ def test_zoo_items_and_input_errors():
 
 def test_ctrl_c_inside_timing_ends_the_study_without_storing_a_partial_row(store, monkeypatch):
     # flopgap.timing returns what it had on Ctrl-C (interrupted=True); a study must stop there
-    import flopgap.timing
+    import flopgap.study.zoo
     from flopgap.study._runner import Item
     from flopgap.study.zoo import measure_zoo_model
+    from flopgap.timing import TimerOptions
 
     class Partial:
         interrupted = True
 
-    monkeypatch.setattr(flopgap.timing, "measure", lambda *a, **k: Partial())
+    monkeypatch.setattr(flopgap.study.zoo, "measure", lambda *a, **k: Partial())
     with pytest.raises(KeyboardInterrupt):
-        measure_zoo_model(Item("seed:ex3-float", "b1", "seed:ex3-float", 1), profile=object(), with_explain=False)
+        measure_zoo_model(Item("seed:ex3-float", "b1", "seed:ex3-float", 1), profile=object(), with_explain=False,
+                          timer=TimerOptions())

@@ -98,9 +98,9 @@ def test_median_half_width_agrees_with_summarize():
 
 
 def test_health_warnings_from_recorded_numbers():
-    from flopgap.timing import Measurement, TimingSpec, health_warnings
+    from flopgap.timing import Measurement, TimerOptions, TimingSpec, health_warnings
 
-    spec = TimingSpec(name="m", inputs=(), device="cpu", threads=2, grad=False, precision=0.01, max_time=1.0)
+    spec = TimingSpec(name="m", inputs=(), device="cpu", threads=2, options=TimerOptions(precision=0.01, max_time=1.0))
     calm = [1.0e-3] * 20
     quiet = Measurement(spec, calm, 1, 2e-3, 5, environment={"logical_cores": 2, "load_average": [1.1, 1, 1]})
     assert health_warnings(quiet) == []
@@ -108,7 +108,7 @@ def test_health_warnings_from_recorded_numbers():
     busy = Measurement(spec, calm, 1, 2e-3, 5, environment={"logical_cores": 2, "load_average": [2.6, 2, 2]})
     assert len(health_warnings(busy)) == 1 and "load average 2.60 on 2 logical cores" in health_warnings(busy)[0]
     # one thread never oversubscribes a 2-core machine through its own threads
-    one = Measurement(TimingSpec("m", (), "cpu", 1, False, 0.01, 1.0), calm, 1, 2e-3, 5,
+    one = Measurement(TimingSpec("m", (), "cpu", 1, TimerOptions(precision=0.01, max_time=1.0)), calm, 1, 2e-3, 5,
                       environment={"logical_cores": 2, "load_average": [2.6, 2, 2]})
     assert health_warnings(one) == []
     tail = Measurement(spec, [1e-3] * 17 + [5e-3] * 3, 1, 2e-3, 5, environment={})
@@ -117,9 +117,9 @@ def test_health_warnings_from_recorded_numbers():
 
 
 def test_page_fault_warning_names_the_allocator_from_the_recorded_count():
-    from flopgap.timing import Measurement, TimingSpec, health_warnings
+    from flopgap.timing import Measurement, TimerOptions, TimingSpec, health_warnings
 
-    spec = TimingSpec(name="m", inputs=(), device="cpu", threads=1, grad=False, precision=0.01, max_time=1.0)
+    spec = TimingSpec(name="m", inputs=(), device="cpu", threads=1, options=TimerOptions(precision=0.01, max_time=1.0))
     calm = [1.0e-3] * 20
     few = Measurement(spec, calm, 1, 2e-3, 5, page_faults_per_call=49.0)
     many = Measurement(spec, calm, 1, 2e-3, 5, page_faults_per_call=948.0)

@@ -12,9 +12,28 @@ import pytest
 import torch
 
 from flopgap.errors import UsageError
-from flopgap.timing import CudaHooks, FakeClock, Measurement, TimingSpec, compare, measure
+from flopgap.timing import CudaHooks, FakeClock, FakeLoad, Measurement, TimerOptions, TimingSpec
+from flopgap.timing import compare as _compare
+from flopgap.timing import measure as _measure_api
 
 MS = 1e-3
+_RUN_KEYS = ("name", "clock", "cuda_hooks", "load", "progress")
+
+
+def _split(kw):
+    run = {k: kw.pop(k) for k in _RUN_KEYS if k in kw}
+    run.setdefault("load", FakeLoad.quiet())  # the real machine's load is not these tests' business
+    return TimerOptions(**kw), run
+
+
+def measure(fn, inputs=(), **kw):
+    opts, run = _split(kw)
+    return _measure_api(fn, inputs, opts, **run)
+
+
+def compare(fa, ia, fb, ib, names=("a", "b"), **kw):
+    opts, run = _split(kw)
+    return _compare(fa, ia, fb, ib, opts, names=names, **run)
 
 
 def _measure(clock, **kw):
@@ -205,10 +224,14 @@ def test_json_round_trip_keeps_all_samples():
 
 
 def test_timing_spec_is_frozen_and_hashable():
-    s = TimingSpec("m", ("1x100:float32",), "cpu", 2, False, 0.01, 10.0)
+    s = TimingSpec("m", ("1x100:float32",), "cpu", 2, TimerOptions(precision=0.01, threads=2))
     with pytest.raises(AttributeError):
         s.name = "x"
     assert {s: 1}[TimingSpec.from_dict(s.to_dict())] == 1
+    # records written before the options object existed still load
+    old = TimingSpec.from_dict({"name": "m", "inputs": ["1x100:float32"], "device": "cpu", "threads": 2,
+                                "grad": False, "precision": 0.01, "max_time": 10.0})
+    assert old.precision == 0.01 and old.threads == 2 and old.options.threads is None
 
 
 # ------------------------------------------------------------------ compare
@@ -422,3 +445,23 @@ def test_page_faults_per_call_are_counted_while_sampling():
     reused = torch.empty(n)
     q = measure(lambda: reused.fill_(1.0), (), precision=0.5, max_time=0.5, min_time=0.0, min_samples=6)
     assert q.page_faults_per_call < 50
+
+
+def test_process_repeats_interval_over_processes():
+    from flopgap.timing import ProcessRepeats
+
+    def runs(ms_list):
+        return ProcessRepeats(["m"], len(ms_list), [_measure(FakeClock(ms * MS), name="m") for ms in ms_list])
+
+    two = runs([1.0, 1.2])
+    lo, hi, conf = two.ci
+    assert (lo, hi) == (pytest.approx(1.0 * MS), pytest.approx(1.2 * MS)) and conf == 0.5   # 1 - 2 / 2**2
+    five = runs([1.0, 1.1, 1.2, 1.3, 1.4])
+    assert five.ci[2] == pytest.approx(1 - 2 / 32)                                            # the range: 93.75%
+    six = runs([1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
+    # n = 6: P(B <= 0) = 1/64 <= 0.025, so ranks (1, 6): the whole range at 96.9% >= 95%
+    assert six.ci == (pytest.approx(1.0 * MS), pytest.approx(1.5 * MS), 0.95)
+    d = six.to_dict()
+    assert d["ci_low"] == pytest.approx(1.0 * MS) and d["ci_confidence"] == 0.95 and d["disturbed_processes"] == 0
+    one = runs([1.0])
+    assert all(x != x for x in one.ci)   # NaN: no interval from one process

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
+
+from flopgap.timing import FakeClock, FakeLoad, TimerOptions
 import torch
 from torch import nn
 
@@ -13,7 +15,10 @@ from flopgap.models import LoadedModel, InputSpec
 from flopgap.variants import Built, Variant, get_variant, register_variant, run_variants, torchao_status
 from flopgap.variants._probe import output_error, tree_signature
 
-FAST = {"max_time": 0.2, "precision": 0.1}
+# the sweep's logic, not the machine: a fake clock (every reading 10 us later), 1-call
+# blocks, stop at the first CI check, and a quiet fake machine for the sentinel
+FAST = {"timer": TimerOptions(max_time=0.2, precision=0.1, min_time=0, min_block_s=0),
+        "clock": FakeClock(read_s=1e-5), "load": FakeLoad.quiet()}
 
 
 def _bare_linear() -> LoadedModel:

@@ -18,6 +18,7 @@ from flopgap.cli import count as _count  # noqa: F401  (registers commands)
 from flopgap.cli import study as _study  # noqa: F401
 from flopgap.cli import variants as _variants  # noqa: F401
 from flopgap.cli import time as _time  # noqa: F401
+from flopgap.cli import machine as _machine  # noqa: F401
 from flopgap.cli import explain as _explain  # noqa: F401
 from flopgap.errors import FlopgapError, one_line
 

@@ -12,7 +12,8 @@ from rich.console import Console
 
 from flopgap.errors import UsageError
 
-__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "console",
+__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "ThreadsOpt",
+           "PrecisionOpt", "console",
            "err_console", "load", "write_json", "write_text", "non_negative", "keep"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
@@ -21,6 +22,8 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="override
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON object passed to the model builder, e.g. '{\"num_classes\": 10}'")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versioned JSON result to this path ('-' for stdout)")]
 CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write a CSV table to this path ('-' for stdout)")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads while measuring, and the machine profile measured for that count (default: what torch uses now; stated with every latency)")]
+PrecisionOpt = Annotated[float, typer.Option("--precision", help="stop timing once the 95% CI of the median is within this fraction of it (default 0.02 = 2%, the same for every command)")]
 
 # wide tables when piped (rich defaults to 80 columns off a terminal); COLUMNS wins
 def _columns() -> int | None:

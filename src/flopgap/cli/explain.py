@@ -1,4 +1,4 @@
-"""``flopgap machine``, ``flopgap explain`` and ``flopgap predict``."""
+"""``flopgap explain`` and ``flopgap predict``."""
 
 from __future__ import annotations
 
@@ -8,34 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 err_console, keep, load, write_json)
-
-_CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model, cores, threads, torch "
-               "version, device) as JSON in $FLOPGAP_CACHE_DIR, or ~/.cache/flopgap/ when that is unset; "
-               "nothing is read from the working directory. The first run for a fingerprint measures it "
-               "(about a minute on a 2-core CPU; --quick-machine: about 20 s).")
-
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda")]
-RefreshOpt = Annotated[bool, typer.Option("--refresh-machine", help="re-measure the machine profile instead of using the cache")]
-QuickOpt = Annotated[bool, typer.Option("--quick-machine", help="use a quick machine profile (fewer, shorter micro-benchmarks; cached apart from the full one)")]
-
-
-def _progress():
-    """A one-line progress callback on stderr, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        return None
-
-    def cb(i: int, n: int, label: str) -> None:
-        err_console.print(f"calibrating {i + 1}/{n}: {label:40s}", end="\r")
-    return cb
-
-
-def _profile(device: str, refresh: bool, quick: bool):
-    from flopgap.machine import profile_machine
-
-    return profile_machine(refresh=refresh, device=device, quick=quick, progress=_progress())
-
+from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
+                                 ThreadsOpt, console, err_console, keep, load, write_json)
+from flopgap.cli.machine import _CACHE_NOTE, DeviceOpt, QuickOpt, RefreshOpt, _profile
+from flopgap.timing import DEFAULT_PRECISION
 
 def _on_device(loaded, tensors, device: str):
     if device == "cpu":
@@ -43,28 +19,6 @@ def _on_device(loaded, tensors, device: str):
     import torch
 
     return loaded.module.to(device), tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors)
-
-
-@app.command(help=f"""Measure this machine's ceilings: peak matmul FLOP/s per dtype (fp32, bf16, int8
-where supported), main-memory bandwidth (STREAM copy/add/triad), cache-resident bandwidth,
-eager dispatch overhead (a tiny op), module-call overhead, CUDA kernel-launch latency, and
-a per-op calibration grid used by `flopgap predict`. Each figure with its spread (IQR).
-
-{_CACHE_NOTE} --refresh re-measures.""")
-def machine(
-    refresh: Annotated[bool, typer.Option("--refresh", help="re-measure even if a cached profile exists")] = False,
-    quick: Annotated[bool, typer.Option("--quick", help="quick profile: smaller arrays, shorter runs, a quarter of the calibration grid")] = False,
-    device: DeviceOpt = "cpu",
-    json_path: JsonOpt = None,
-) -> None:
-    from flopgap.machine._profile import cache_path
-    from flopgap.report.explain_view import render_machine
-
-    prof = _profile(device, refresh, quick)
-    if json_path != "-":
-        render_machine(prof, console, path=str(cache_path(prof.fingerprint, prof.quick)))
-    if json_path:
-        write_json(json_path, prof.to_dict())
 
 
 @app.command(help=f"""Explain why MODEL takes the time it takes on this machine.
@@ -88,6 +42,8 @@ def explain(
     refresh_machine: RefreshOpt = False,
     quick_machine: QuickOpt = False,
     calls: Annotated[Optional[int], typer.Option(help="profiled calls (default: as many as fit 0.4 s, 3 to 30)")] = None,
+    threads: ThreadsOpt = None,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     max_time: Annotated[float, typer.Option(help="seconds for the rigorous median (flopgap.timing.measure)")] = 2.0,
     no_measure: Annotated[bool, typer.Option("--no-measure", help="skip the rigorous median (no reconciliation)")] = False,
     top: Annotated[int, typer.Option(help="ops shown in the top-by-time and top-by-FLOPs tables")] = 10,
@@ -102,21 +58,20 @@ def explain(
     from flopgap.explain import explain as run_explain
     from flopgap.explain import roofline_plot
     from flopgap.report.explain_view import render_explanation
-    from flopgap.timing import check_device
+    from flopgap.timing import TimerOptions, check_device
 
     device = check_device(device, what="--device")
+    timer = TimerOptions(precision=precision, max_time=max_time, threads=threads)
     if calls is not None and calls < 1:
         raise UsageError(f"--calls must be >= 1, got {calls}")
-    if max_time <= 0:
-        raise UsageError(f"--max-time must be > 0, got {max_time}")
     if plot is not None and not plot.lower().endswith(".png"):
         raise UsageError(f"--plot must be a .png path, got {plot!r}")
     if trace is not None and not trace.endswith((".json", ".json.gz")):
         raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {trace!r}")
     loaded, _, tensors = load(model, input, batch, kwargs)
-    prof = _profile(device, refresh_machine, quick_machine)
+    prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
-    ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, max_time=max_time,
+    ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, timer=timer,
                      calls=calls, device=device, trace=trace)
     if ex.trace:
         err_console.print(f"wrote trace {ex.trace['path']} ({ex.trace['annotated_op_events']} op events annotated"
@@ -139,7 +94,8 @@ def explain(
                 png = roofline_plot(ex, Path(tmp) / "roofline.png")
                 figures.append((png.read_bytes(), "roofline: achieved FLOP/s vs arithmetic intensity per op"))
         keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, figures=figures,
-             config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure})
+             config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure,
+                     "threads": ex.totals.get("threads"), "precision": precision, "max_time": max_time})
     if ex.totals.get("interrupted"):
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)
@@ -149,8 +105,9 @@ def explain(
 without timing the model: per op, a fixed cost plus work at the rate this machine reached
 on the nearest calibrated single-op shapes (conv, matmul), or a time-over-bytes curve
 (elementwise, norm, pool ...), plus a per-module call cost; the plain roofline sum
-max(FLOPs / peak, bytes / bandwidth, overhead) is shown beside it. --measure also times
-the model and reports the error.
+max(FLOPs / peak, bytes / bandwidth, overhead) is shown beside it. The profile is the
+one measured for --threads. --measure also times the model (same threads) and reports
+the error, unless that measurement was disturbed.
 
 {_CACHE_NOTE}""")
 def predict(
@@ -159,45 +116,46 @@ def predict(
     batch: BatchOpt = None,
     kwargs: KwargsOpt = None,
     device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
     refresh_machine: RefreshOpt = False,
     quick_machine: QuickOpt = False,
     measure: Annotated[bool, typer.Option("--measure", help="also time the model (flopgap.timing.measure) and report the error")] = False,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     max_time: Annotated[float, typer.Option(help="seconds for --measure")] = 2.0,
     json_path: JsonOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
     from flopgap.count import count as run_count
+    from flopgap.explain import PredictionCheck
     from flopgap.explain import predict as run_predict
     from flopgap.report.explain_view import render_prediction
-    from flopgap.timing import check_device
+    from flopgap.timing import TimerOptions, check_device, threads_context
 
     device = check_device(device, what="--device")
+    timer = TimerOptions(precision=precision, max_time=max_time, threads=threads,
+                         device=device if device.startswith("cuda") else None)
     loaded, _, tensors = load(model, input, batch, kwargs)
-    prof = _profile(device, refresh_machine, quick_machine)
+    prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
-    result = run_count(module, tensors, model=loaded.spec)
+    with threads_context(threads):
+        result = run_count(module, tensors, model=loaded.spec)
     pred = run_predict(result, prof)
     data = pred.to_dict()
-    measured, interrupted = None, False
+    check = None
     if measure:
-        import math
-
         from flopgap.timing import measure as timing_measure
 
-        m = timing_measure(module, tensors, name=loaded.spec, max_time=max_time, precision=0.02, device=device)
-        measured, interrupted = m.median, m.interrupted
-        known = math.isfinite(m.median) and m.median > 0  # Ctrl-C before any sample: no median
-        data["measured_median_s"] = m.median if known else None
-        data["error"] = pred.latency_s / m.median - 1.0 if known else None
-        data["interrupted"] = m.interrupted
+        check = PredictionCheck.of(pred, timing_measure(module, tensors, timer, name=loaded.spec))
+        data["check"] = check.to_dict()
     if json_path != "-":
-        render_prediction(pred, console, measured=measured, interrupted=interrupted)
+        render_prediction(pred, console, check=check)
     if json_path:
         write_json(json_path, data)
     if html or db:
         keep("predict", loaded.spec, data, html=html, db=db,
-             config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure})
-    if interrupted:
+             config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure,
+                     "threads": pred.threads, "precision": precision, "max_time": max_time})
+    if check is not None and check.measurement.interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import console, err_console, write_json
+from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, write_json
 from flopgap.errors import UsageError
+from flopgap.timing import DEFAULT_PRECISION
 
 STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
               "file path; default: flopgap.db in the current directory")
@@ -20,8 +21,6 @@ CsvDirOpt = Annotated[Optional[str], typer.Option("--csv", help="also write ever
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="also write the result as JSON to this path ('-' for stdout)")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the latest unfinished run with the same settings on this machine (skips what it stored)")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")]
-PrecisionOpt = Annotated[float, typer.Option("--precision", help="stop timing once the 95% CI half-width is within this fraction of the median")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads while timing (default: torch's)")]
 QuickProfileOpt = Annotated[bool, typer.Option("--quick-profile", help="use the machine stage's quick profile for predictions (seconds to measure instead of about a minute; measured once per machine, then cached)")]
 NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="leave plots out of the HTML report")]
 
@@ -34,22 +33,62 @@ study_app = typer.Typer(
 app.add_typer(study_app, name="study")
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise UsageError(f"{name} must be positive, got {value}")
+def _timer(max_time: float, precision: float, threads: int | None):
+    """One validated TimerOptions, built before minutes of profiling, not per model after."""
+    from flopgap.timing import TimerOptions
+
+    return TimerOptions(max_time=max_time, precision=precision, threads=threads)
 
 
-def _check_timing(max_time: float, precision: float | None = None, threads: int | None = None) -> None:
-    """Refuse bad timing options before minutes of profiling, not per model after."""
-    _positive("--max-time", max_time)
-    if precision is not None and not 0 < precision < 1:
-        raise UsageError(f"--precision must be a fraction between 0 and 1 (0.01 = 1%), got {precision}")
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be a positive integer, got {threads}")
+class _Bar:
+    """The studies' progress: a transient rich bar on stderr (a terminal only), fed with
+    :class:`flopgap.study.Progress` events."""
+
+    def __init__(self):
+        self.bar = None
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if err_console.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                console=err_console, transient=True)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, event) -> None:
+        if self.bar is None:
+            return
+        from rich.markup import escape
+
+        if event.label not in self.tasks:
+            self.tasks[event.label] = self.bar.add_task(escape(event.label), total=event.total)
+        task = self.tasks[event.label]
+        desc = f"{event.label} {event.item[:40]}" + (f" ({event.note})" if event.note else "")
+        self.bar.update(task, completed=event.done, total=event.total, description=escape(desc))
+
+    def profile(self, done: int, total: int, label: str = "") -> None:
+        if self.bar is None:
+            return
+        if "profile" not in self.tasks:
+            self.tasks["profile"] = self.bar.add_task("machine profile (measured once, then cached)", total=total)
+        self.bar.update(self.tasks["profile"], completed=done, total=total)
 
 
-def _progress() -> bool:
-    return err_console.is_terminal
+def _profile(timer, quick: bool, bar: _Bar):
+    from flopgap.cli.machine import print_profile_warnings
+    from flopgap.study import study_profile
+
+    prof = study_profile(timer, quick=quick, progress=bar.profile)
+    print_profile_warnings(prof)
+    return prof
 
 
 def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, plots: bool = True,
@@ -94,7 +133,7 @@ def study_zoo(
     models: Annotated[Optional[list[str]], typer.Option("--models", "-m", help="your own model specs instead of a zoo, comma-separated or repeated")] = None,
     batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", help="batch size; repeat for several (each analysed apart); default 1")] = None,
     max_time: MaxTimeOpt = 2.0,
-    precision: PrecisionOpt = 0.02,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
     no_explain: Annotated[bool, typer.Option("--no-explain", help="skip explain's findings (the prediction is still made)")] = False,
     quick_profile: QuickProfileOpt = False,
@@ -110,16 +149,18 @@ def study_zoo(
     Kendall, log-log Pearson, bootstrap CIs), list inversions (fewer FLOPs yet slower) and
     the outliers of a FLOPs-only fit. Each model is committed to the store as it finishes."""
     from flopgap.store import open_store
-    from flopgap.study import run_zoo
+    from flopgap.study import run_zoo, zoo_items
 
-    _check_timing(max_time, precision, threads)
+    timer = _timer(max_time, precision, threads)
     model_list = _split_models(models)
     if zoo and model_list:
         raise UsageError("give a zoo name or --models, not both")
+    zoo_items(zoo, model_list, tuple(batch or (1,)))  # a misspelt model fails before the profile is measured
     store = open_store(db)
-    result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), max_time=max_time,
-                     precision=precision, threads=threads, with_explain=not no_explain, resume=resume,
-                     progress=_progress(), console=err_console, quick_profile=quick_profile)
+    with _Bar() as bar:
+        result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), timer=timer,
+                         with_explain=not no_explain, resume=resume, progress=bar, quick_profile=quick_profile,
+                         profile=_profile(timer, quick_profile, bar))
     _emit(result, html=html, csv=csv, json_path=json_path, plots=not no_plots)
     _stored(result, store, quiet=json_path == "-")
 
@@ -127,7 +168,7 @@ def study_zoo(
 @study_app.command("seed")
 def study_seed(
     max_time: MaxTimeOpt = 3.0,
-    precision: PrecisionOpt = 0.01,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
     no_explain: Annotated[bool, typer.Option("--no-explain", help="skip explain's reasons")] = False,
     quick_profile: QuickProfileOpt = False,
@@ -144,11 +185,12 @@ def study_seed(
     from flopgap.store import open_store
     from flopgap.study import run_seed
 
-    _check_timing(max_time, precision, threads)
+    timer = _timer(max_time, precision, threads)
     store = open_store(db)
-    result = run_seed(store=store, max_time=max_time, precision=precision, threads=threads,
-                      with_explain=not no_explain, resume=resume, progress=_progress(), console=err_console,
-                      quick_profile=quick_profile)
+    with _Bar() as bar:
+        result = run_seed(store=store, timer=timer, with_explain=not no_explain, resume=resume, progress=bar,
+                          quick_profile=quick_profile,
+                          profile=_profile(timer, quick_profile, bar) if not no_explain else None)
     _emit(result, html=html, csv=csv, json_path=json_path)
     _stored(result, store, quiet=json_path == "-")
 
@@ -158,7 +200,7 @@ def study_shufflenet(
     spatial: Annotated[int, typer.Option("--spatial", help="input height and width (the paper: 56; default 28 for a CPU, equal FLOPs kept)")] = 28,
     guideline: Annotated[Optional[list[str]], typer.Option("--guideline", "-g", help="G1..G4; repeat; default all")] = None,
     max_time: MaxTimeOpt = 2.0,
-    precision: PrecisionOpt = 0.01,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
     resume: ResumeOpt = False,
     db: DbOpt = DEFAULT_DB,
@@ -175,11 +217,12 @@ def study_shufflenet(
     from flopgap.store import open_store
     from flopgap.study import run_shufflenet
 
-    _check_timing(max_time, precision, threads)
+    timer = _timer(max_time, precision, threads)
     store = open_store(db)
     gl = tuple(g.upper() for g in (guideline or ("G1", "G2", "G3", "G4")))
-    result = run_shufflenet(store=store, spatial=spatial, max_time=max_time, precision=precision, threads=threads,
-                            guidelines=gl, resume=resume, progress=_progress(), console=err_console)
+    with _Bar() as bar:
+        result = run_shufflenet(store=store, spatial=spatial, timer=timer, guidelines=gl, resume=resume,
+                                progress=bar)
     _emit(result, html=html, csv=csv, json_path=json_path, plots=not no_plots)
     _stored(result, store, quiet=json_path == "-")
 
@@ -212,35 +255,50 @@ def runs(
 
 @app.command("compare")
 def compare_cmd(
-    run_a: Annotated[str, typer.Argument(help="baseline run id (or 'latest')")],
-    run_b: Annotated[str, typer.Argument(help="run id to compare with it")],
+    a: Annotated[str, typer.Argument(help="baseline: a run id in --db ('latest' too) or a JSON file written by --json of any command")],
+    b: Annotated[str, typer.Argument(help="the run id or JSON file to compare with it")],
     db: DbOpt = DEFAULT_DB,
-    threshold: Annotated[float, typer.Option("--threshold", help="flag changes beyond this fraction (beyond the CI)")] = 0.05,
+    threshold: Annotated[float, typer.Option("--threshold", help="flag changes whose whole 95% CI lies beyond this fraction (default 0.05 = 5%)")] = 0.05,
+    force: Annotated[bool, typer.Option("--force", help="compare even when threads, inputs, device, precision, machine or torch version differ (the differences are stated first)")] = False,
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="exit 1 if any model regressed")] = False,
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,
+    json_path: JsonOpt = None,
 ) -> None:
-    """Compare the latencies of the same models across two runs (or machines): ratio B/A with
-    a 95% CI, flagging regressions and improvements beyond --threshold."""
+    """Compare the latencies of the same models in two results: B / A with a 95% CI, a
+    regression / improvement / no change flag beyond --threshold, in the layout of
+    torch.utils.benchmark.Compare. Each side is a run in the results store or a JSON file
+    of any command (time, explain, predict --measure, variants, study); a model is matched
+    at the same batch whichever command timed it. Results measured under different
+    settings (threads, inputs, device, precision, machine, torch version) are refused
+    (exit 2) unless --force: their ratio would measure the difference in settings."""
     from flopgap.errors import FlopgapError
     from flopgap.report.html import write_csv, write_html
-    from flopgap.report.study_view import compare_runs, compare_sections, print_sections
-    from flopgap.store import open_store
+    from flopgap.report.study_view import compare_sections, print_sections
+    from flopgap.study.compare import compare_sources, load_source
 
-    if threshold < 0:
-        raise UsageError(f"--threshold must be >= 0, got {threshold}")
-    store = open_store(db, create=False)
-    cmp = compare_runs(store, run_a, run_b, threshold=threshold)
+    def needs_store(ref: str) -> bool:
+        return not (ref.lower().endswith(".json") or Path(ref).exists())
+
+    store = None
+    if needs_store(a) or needs_store(b):
+        from flopgap.store import open_store
+
+        store = open_store(db, create=False)
+    cmp = compare_sources(load_source(a, store), load_source(b, store), threshold=threshold, force=force)
     sections = compare_sections(cmp)
-    print_sections(sections, console)
+    if json_path != "-":
+        print_sections(sections, console)
+    if json_path:
+        write_json(json_path, cmp.to_dict())
     if html:
-        p = write_html(html, f"flopgap: run {cmp['b'].id} vs run {cmp['a'].id}", sections, machine=cmp["b"].machine)
-        console.print(f"wrote report {p}", markup=False)
+        p = write_html(html, f"flopgap: {cmp.b.label} vs {cmp.a.label}", sections, machine=cmp.b.machine or None)
+        err_console.print(f"wrote report {p}", markup=False, highlight=False)
     if csv:
         for p in write_csv(csv, sections):
-            console.print(f"wrote {p}", markup=False)
-    if fail_on_regression and cmp["regressions"]:
-        raise FlopgapError(f"{cmp['regressions']} regression(s) beyond {100 * threshold:.0f}%")
+            err_console.print(f"wrote {p}", markup=False, highlight=False)
+    if fail_on_regression and cmp.regressions:
+        raise FlopgapError(f"{cmp.regressions} regression(s) beyond {100 * threshold:g}%")
 
 
 @app.command()
@@ -274,6 +332,7 @@ def demo(
     db: DbOpt = DEFAULT_DB,
     out: Annotated[str, typer.Option("--out", help="folder for the HTML reports")] = "reports",
     max_time: Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")] = 2.0,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
 ) -> None:
     """The main job: the seed case study and a small torchvision zoo study (six small
@@ -284,15 +343,18 @@ def demo(
     from flopgap.store import open_store
     from flopgap.study import DEMO_MODELS, run_seed, run_zoo
 
-    _check_timing(max_time, None, threads)
+    timer = _timer(max_time, precision, threads)
     store = open_store(db)
     console.print("[bold]1/2 seed case study[/bold]: the article's three examples, measured rigorously")
-    seed = run_seed(store=store, max_time=max_time, threads=threads, progress=_progress(), console=err_console)
+    with _Bar() as bar:
+        profile = _profile(timer, False, bar)
+        seed = run_seed(store=store, timer=timer, progress=bar, profile=profile)
     seed_sections = sections_for(seed)
     print_sections([s for s in seed_sections if s.title == "Claims and verdicts"], console)
     console.print(f"[bold]2/2 zoo study[/bold]: {len(DEMO_MODELS)} torchvision models, batch 1", highlight=False)
-    zoo = run_zoo(store=store, models=list(DEMO_MODELS), batches=(1,), max_time=max_time, threads=threads,
-                  progress=_progress(), console=err_console)
+    with _Bar() as bar:
+        zoo = run_zoo(store=store, models=list(DEMO_MODELS), batches=(1,), timer=timer, progress=bar,
+                      profile=profile)
     zoo_sections = sections_for(zoo)
     print_sections([s for s in zoo_sections if s.title.startswith("Batch")], console)
     paths = [write_html(Path(out) / "seed.html", title_for(seed), seed_sections, machine=seed.run.machine),

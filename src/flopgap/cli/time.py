@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 err_console, keep, load, write_json)
+from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
+                                 ThreadsOpt, console, err_console, keep, load, write_json)
 from flopgap.errors import FlopgapError, UsageError
+from flopgap.timing import DEFAULT_MAX_TIME, DEFAULT_PRECISION
 
 
 def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device) -> list[str]:
@@ -67,10 +68,10 @@ def time_(
     input: InputOpt = None,
     batch: BatchOpt = None,
     kwargs: KwargsOpt = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="intra-op threads torch uses (default: what torch uses now, stated in the output)")] = None,
+    threads: ThreadsOpt = None,
     grad: Annotated[bool, typer.Option("--grad", help="time with autograd enabled instead of inference_mode")] = False,
-    precision: Annotated[float, typer.Option("--precision", help="stop when the 95% CI of the median is within this fraction of it (0.01 = 1%)")] = 0.01,
-    max_time: Annotated[float, typer.Option("--max-time", help="seconds to spend at most per run (warm-up included)")] = 10.0,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
+    max_time: Annotated[float, typer.Option("--max-time", help="seconds to spend at most per run (warm-up included)")] = DEFAULT_MAX_TIME,
     processes: Annotated[int, typer.Option("--processes", help="repeat the whole measurement in N fresh processes and report the spread between them")] = 1,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] (default: cpu)")] = None,
     json_path: JsonOpt = None,
@@ -87,19 +88,14 @@ def time_(
     paired-bootstrap CI. Ctrl-C reports what was measured so far (exit 130).
     """
     from flopgap.report.time_view import render_comparison, render_measurement, render_repeats
-    from flopgap.timing import check_device, compare, measure, repeat_in_processes
+    from flopgap.timing import TimerOptions, check_device, compare, measure, repeat_in_processes
 
     if processes < 1:
         raise UsageError(f"--processes must be a positive integer, got {processes}")
     if device is not None:
         device = check_device(device, what="--device")
-    # validate before the slow part (model load or child processes); measure() checks again
-    if not 0 <= precision < 1:
-        raise UsageError(f"--precision must be in [0, 1) (a fraction: 0.01 is 1%), got {precision}")
-    if not max_time > 0:
-        raise UsageError(f"--max-time must be a positive number of seconds, got {max_time}")
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be a positive integer, got {threads}")
+    # validated here, before the slow part (model load or child processes)
+    options = TimerOptions(precision=precision, max_time=max_time, threads=threads, grad=grad, device=device)
     show = json_path != "-"
 
     if processes > 1:
@@ -111,18 +107,17 @@ def time_(
             render_repeats(result, console)
     else:
         loaded, tensors = _load_on(model, input, batch, kwargs, device)
-        options = dict(threads=threads, grad=grad, precision=precision, max_time=max_time, device=device)
         status, update = _progress()
         if vs:
             loaded_b, tensors_b = _load_on(vs, input, batch, kwargs, device)
             with status or contextlib.nullcontext():
-                result = compare(loaded.module, tensors, loaded_b.module, tensors_b,
-                                 names=(loaded.spec, loaded_b.spec), progress=update, **options)
+                result = compare(loaded.module, tensors, loaded_b.module, tensors_b, options,
+                                 names=(loaded.spec, loaded_b.spec), progress=update)
             if show:
                 render_comparison(result, console)
         else:
             with status or contextlib.nullcontext():
-                result = measure(loaded.module, tensors, name=loaded.spec, progress=update, **options)
+                result = measure(loaded.module, tensors, options, name=loaded.spec, progress=update)
             if show:
                 render_measurement(result, console)
     if json_path:

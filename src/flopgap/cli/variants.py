@@ -7,8 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, console, err_console, keep, write_json
+from flopgap.cli._common import (DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console, err_console, keep,
+                                 write_json)
 from flopgap.errors import UsageError
+from flopgap.timing import DEFAULT_PRECISION
 
 
 def _int_list(text: str, what: str, allow_default: bool = False) -> list:
@@ -39,7 +41,7 @@ def variants(
                                          "('default': leave torch's setting)")] = "default",
     input: InputOpt = None,
     kwargs: KwargsOpt = None,
-    precision: Annotated[float, typer.Option(help="target half-width of each latency CI, as a fraction")] = 0.02,
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     max_time: Annotated[float, typer.Option("--max-time", help="seconds of timing per variant x batch x threads")] = 2.0,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N]")] = "cpu",
     explain: Annotated[bool, typer.Option("--explain", help="run flopgap explain on eager and on each slower variant "
@@ -59,6 +61,7 @@ def variants(
     that fails is reported with its reason and the others still run. Ctrl-C keeps the
     rows already measured.
     """
+    from flopgap.timing import TimerOptions
     from flopgap.variants import get_variant, plot_variants, run_variants, variant_names
 
     if list_:
@@ -76,13 +79,14 @@ def variants(
             get_variant(n)  # unknown names fail before any model is built
     batches = _int_list(batch, "--batch")
     thread_counts = _int_list(threads, "--threads", allow_default=True)
+    timer = TimerOptions(precision=precision, max_time=max_time)
     from flopgap.cli._common import load
 
     loaded, _, _ = load(model, input, None, kwargs)
     show = err_console.is_terminal
     progress = (lambda msg: err_console.print(f"[dim]{msg}[/dim]")) if show else None
     result = run_variants(loaded, variants=names, batches=batches, threads=thread_counts, input_specs=input,
-                          precision=precision, max_time=max_time, device=device, explain=explain,
+                          timer=timer, device=device, explain=explain,
                           progress=progress)
     if json_path != "-":
         from flopgap.report.variants_view import render_variants

@@ -119,6 +119,7 @@ class Attribution:
     page_faults_per_call: float | None = None  # minor page faults per unprofiled call (POSIX)
     device_times: list[float | None] | None = None  # CUDA: per-record median kernel time (GPU busy)
     device_s: float | None = None                   # CUDA: median per call of all kernel time under the marker
+    threads: int | None = None                      # torch intra-op threads during the profiled calls
     trace_joins: list = field(default_factory=list)  # TraceJoin per matched event (only when a trace was asked)
 
 
@@ -243,4 +244,4 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     return Attribution(times, launches, len(markers), statistics.median(call_times), statistics.median(op_sums),
                        unmatched, statistics.median(unmatched_sums), device, marker_s, faults_per_call,
                        device_times=dev_times, device_s=statistics.median(device_sums) if device_sums else None,
-                       trace_joins=joins)
+                       threads=torch.get_num_threads(), trace_joins=joins)

@@ -18,6 +18,7 @@ from flopgap.explain._weights import weight_bytes as _weight_bytes
 __all__ = ["Explanation", "explain", "build_explanation", "EXPLAIN_SCHEMA"]
 
 EXPLAIN_SCHEMA = "flopgap.explain/1"
+_EXPLAIN_MAX_TIME = 2.0  # seconds for the rigorous median: a 2% CI for models up to ~50 ms
 
 
 @dataclass
@@ -44,8 +45,24 @@ class Explanation:
     profile: object
     prediction: Prediction
     findings: list[dict] = field(default_factory=list)
-    measurement: dict | None = None
-    trace: dict | None = None  # the trace written (path, events annotated), when one was asked for
+    measurement: object | None = None     # flopgap.timing.Measurement of the rigorous timing, if taken
+    disturbance: object | None = None     # the sentinel's record of the profiled pass
+    trace: dict | None = None             # the trace written (path, events annotated), when one was asked for
+
+    @property
+    def disturbed(self) -> bool:
+        return bool(self.totals.get("disturbed"))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why these figures may not describe the machine, most serious first."""
+        out = []
+        if self.disturbance is not None and self.disturbance.disturbed:
+            out.append(f"profiled pass: {self.disturbance.summary}: shares and per-op times describe a busy "
+                       "machine")
+        if self.measurement is not None:
+            out += [f"rigorous median: {w}" for w in self.measurement.warnings]
+        return out
 
     def top_by(self, key: str, n: int = 10) -> list[dict]:
         rows = [r for r in self.ops if r.get(key) is not None and not r["free"]]
@@ -75,8 +92,20 @@ class Explanation:
             "top_by_time": [r["index"] for r in self.top_by("time_s")],
             "top_by_flops": [r["index"] for r in self.top_by("flops")],
             "ops": self.ops, "modules": self.modules, "prediction": self.prediction.to_dict(),
-            "measurement": self.measurement, "machine": p,
+            "measurement": _measurement_summary(self.measurement), "disturbed": self.disturbed,
+            "warnings": self.warnings,
+            "profile_disturbance": self.disturbance.to_dict() if self.disturbance is not None else None,
+            "machine": p,
         }
+
+
+def _measurement_summary(m) -> dict | None:
+    """The rigorous timing without its sample lists (``flopgap time --json`` keeps those)."""
+    if m is None:
+        return None
+    d = m.to_dict()
+    return {k: v for k, v in d.items() if k not in ("samples", "warmup_samples", "dispatch_samples",
+                                                     "device_samples", "environment")}
 
 
 def _batch(inputs) -> int:
@@ -87,8 +116,13 @@ def _batch(inputs) -> int:
 
 
 def build_explanation(count_result, attribution: Attribution, profile, *, weight_bytes: int = 0, batch: int = 1,
-                      measurement: dict | None = None) -> Explanation:
-    """Join a count, an attribution and a profile (pure arithmetic: unit-testable)."""
+                      measurement=None, disturbance=None) -> Explanation:
+    """Join a count, an attribution and a profile (pure arithmetic: unit-testable).
+
+    ``measurement`` is the rigorous timing (:class:`flopgap.timing.Measurement`) or
+    ``None``; its median reconciles the profiled call only when it is trustworthy: at
+    least 6 samples (a CI exists) and an undisturbed machine. ``disturbance`` is the
+    sentinel's record of the profiled pass itself."""
     prediction = predict(count_result, profile)
     call_s = attribution.call_s
     rows = []
@@ -135,8 +169,9 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
         m["share"] = m["time_s"] / call_s if call_s else 0.0
         m["achieved_flops_s"] = m["flops"] / m["time_s"] if m["time_s"] else None
         m["achieved_bytes_s"] = m["bytes"] / m["time_s"] if m["time_s"] else None
-    # a median from an interrupted timing may be unknown (NaN): then nothing is reconciled
-    med = measurement["median"] if measurement and math.isfinite(measurement.get("median", math.nan)) else None
+    # only a trustworthy median reconciles: a CI exists and the machine was not disturbed
+    med = (measurement.median if measurement is not None and not measurement.disturbed
+           and math.isfinite(measurement.ci_low) else None)
     ref = med if med is not None else call_s
     peak = profile.peak("float32")
     totals = {
@@ -152,7 +187,10 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
         "profiler_overhead": (call_s / med - 1.0) if med else None,
         "predicted_s": prediction.latency_s, "roofline_s": prediction.roofline_s,
         "prediction_error": (prediction.latency_s / med - 1.0) if med else None,
-        "interrupted": bool(measurement and measurement.get("interrupted")),
+        "interrupted": bool(measurement is not None and measurement.interrupted),
+        "disturbed": bool((measurement is not None and measurement.disturbed)
+                          or (disturbance is not None and disturbance.disturbed)),
+        "threads": (measurement.spec.threads if measurement is not None else attribution.threads),
         "flops": flops, "bytes": nbytes, "weight_bytes": weight_bytes, "ops": len(count_result.kernel_ops),
         "achieved_flops_s": flops / ref if ref else 0.0, "efficiency": flops / ref / peak if ref and peak else 0.0,
         "ridge_intensity": peak / profile.mem_bandwidth, "batch": batch,
@@ -164,56 +202,69 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
         "page_faults_per_call": attribution.page_faults_per_call,
     }
     ex = Explanation(count_result.model, list(count_result.inputs), rows, list(mods.values()), classes, totals,
-                     profile, prediction, measurement=measurement)
+                     profile, prediction, measurement=measurement, disturbance=disturbance)
     ex.findings = _findings(ex)
     return ex
 
 
 def explain(module, inputs, *, name: str = "model", count_result=None, profile=None, measure: bool = True,
-            max_time: float = 2.0, calls: int | None = None, device: str | None = None,
+            timer=None, calls: int | None = None, device: str | None = None, load=None,
             trace: str | Path | None = None) -> Explanation:
     """Explain ``module(*inputs)`` on this machine.
 
-    Counts (unless ``count_result`` is given), loads or measures the machine profile
-    (unless ``profile`` is given; cached per fingerprint), profiles ``calls`` forward
-    passes under ``torch.profiler`` and joins them to the count, classifies each op
-    by roofline, predicts, and (``measure=True``) times the model with
-    :func:`flopgap.timing.measure` (``max_time`` seconds) to reconcile the profiled
-    total with a rigorous median. Ctrl-C during that timing keeps what was measured:
-    ``measurement["interrupted"]`` and ``totals["interrupted"]`` are then true.
+    Counts (unless ``count_result`` is given), loads or measures the machine profile for
+    the thread count in effect (unless ``profile`` is given; cached per fingerprint),
+    profiles ``calls`` forward passes under ``torch.profiler`` and joins them to the
+    count, classifies each op by roofline, predicts, and (``measure=True``) times the
+    model with :func:`flopgap.timing.measure` under ``timer`` (a
+    :class:`~flopgap.timing.TimerOptions`; default: 2 s budget) to reconcile the profiled
+    total with a rigorous median. ``timer.threads`` applies to the profile, the
+    profiled pass and the timing alike. The disturbance sentinel watches the profiled
+    pass and the timing (``load`` replaces its evidence source in tests); a disturbed
+    measurement is kept and reported, never used to reconcile. Ctrl-C during the timing
+    keeps what was measured (``totals["interrupted"]``).
 
     ``trace`` (a ``.json`` or ``.json.gz`` path): the profiled calls as a Chrome/Perfetto
     trace, ``torch.profiler``'s own export, its op events carrying flopgap's FLOPs,
     bytes, intensity and roofline class as ``flopgap.*`` args (see
     :mod:`flopgap.explain._trace`); ``Explanation.trace`` then says what was annotated.
     """
+    from flopgap.timing import TimerOptions, threads_context
+    from flopgap.timing import measure as timing_measure
+    from flopgap.timing._sentinel import Sentinel, system_load
+
     inputs = tuple(inputs)
     trace = _trace_path(trace)
     if calls is not None and calls < 1:
         raise UsageError(f"calls must be >= 1, got {calls}")
     if device is None:
         device = next((str(t.device) for t in inputs if isinstance(t, torch.Tensor)), "cpu")
-    if count_result is None:
-        from flopgap.count import count
+    timer = timer if timer is not None else TimerOptions(max_time=_EXPLAIN_MAX_TIME)
+    if not isinstance(timer, TimerOptions):
+        raise UsageError(f"timer must be a TimerOptions, got {type(timer).__name__}")
+    with threads_context(timer.threads) as threads:
+        if count_result is None:
+            from flopgap.count import count
 
-        count_result = count(module, inputs, model=name)
-    if count_result.meta:
-        raise UsageError("explain needs a count of real tensors, not a meta count")
-    if profile is None:
-        from flopgap.machine import profile_machine
+            count_result = count(module, inputs, model=name)
+        if count_result.meta:
+            raise UsageError("explain needs a count of real tensors, not a meta count")
+        if profile is None:
+            from flopgap.machine import profile_machine
 
-        profile = profile_machine(device=device)
-    attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, trace=trace)
-    measurement = None
-    if measure:
-        from flopgap.timing import measure as timing_measure
-
-        m = timing_measure(module, inputs, name=name, max_time=max_time, precision=0.02,
-                           device=device if device.startswith("cuda") else None)
-        measurement = {"median": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "calls": m.calls,
-                       "precision_met": m.precision_met, "interrupted": m.interrupted}
+            profile = profile_machine(device=device)
+        sentinel = Sentinel(load if load is not None else system_load()) if timer.watch_load else None
+        if sentinel is not None:
+            sentinel.start(0.0, threads)
+        attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, trace=trace)
+        disturbance = sentinel.finish() if sentinel is not None else None
+        measurement = None
+        if measure:
+            measurement = timing_measure(module, inputs, timer.replace(device=device if device.startswith("cuda")
+                                                                       else timer.device),
+                                         name=name, load=load)
     ex = build_explanation(count_result, attribution, profile, weight_bytes=_weight_bytes(module),
-                           batch=_batch(inputs), measurement=measurement)
+                           batch=_batch(inputs), measurement=measurement, disturbance=disturbance)
     if trace is not None:
         from flopgap.explain._trace import annotate_trace
 

@@ -37,6 +37,17 @@ def findings(ex) -> list[dict]:
     if not rows or total <= 0:
         return out
     cls = ex.classes
+    # ------------------------------------------------------------ said first: a busy machine
+    warnings = getattr(ex, "warnings", [])
+    if ex.totals.get("disturbed"):
+        out.append({
+            "kind": "disturbed", "title": "Measured on a disturbed machine",
+            "text": ("the figures below were measured while the machine was busy, so they describe that busy "
+                     "machine, not this one at rest: " + "; ".join(warnings)
+                     + ". Re-run on a quiet machine before acting on them."),
+            "numbers": {"disturbed": True, "warnings": len(warnings)},
+            "ops": [],
+        })
     # ------------------------------------------------------------ dominant cost
     shares = {c: cls[c]["time_share"] for c in ("compute", "memory", "overhead")}
     py_share = ex.totals["outside_python_s"] / total

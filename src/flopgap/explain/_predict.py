@@ -61,7 +61,7 @@ from flopgap.machine._calibrate import COLD, chain_reference_s
 from flopgap.machine._features import (RAGGED, STRIDE1, WINDOW, channels, is_conv, op_features, op_key,
                                        pool_keeps_size, pool_window, weight_bytes)
 
-__all__ = ["Prediction", "predict", "Predictor", "PREDICT_SCHEMA"]
+__all__ = ["Prediction", "PredictionCheck", "predict", "Predictor", "PREDICT_SCHEMA"]
 
 PREDICT_SCHEMA = "flopgap.predict/1"
 _K = 4
@@ -92,6 +92,11 @@ class Prediction:
     cold: bool = False  # the model's footprint exceeds half the last-level cache (weights_are_cold)
     chain_fit: list[dict] = field(default_factory=list)
 
+    @property
+    def threads(self) -> int | None:
+        """The thread count of the machine profile this prediction stands on."""
+        return (self.profile.get("fingerprint") or {}).get("threads") if isinstance(self.profile, dict) else None
+
     def by_method(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for o in self.ops:
@@ -103,11 +108,52 @@ class Prediction:
     def to_dict(self) -> dict:
         return {"schema": PREDICT_SCHEMA, "model": self.model, "latency_s": self.latency_s,
                 "roofline_s": self.roofline_s, "module_overhead_s": self.module_overhead_s,
-                "module_calls": self.module_calls, "calibrated": self.calibrated,
+                "module_calls": self.module_calls, "calibrated": self.calibrated, "threads": self.threads,
                 "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "per_byte_s": self.per_byte_s,
                                  "cold_memory_extra": self.cold_memory_extra, "cold_model": self.cold,
                                  "chains": self.chain_fit},
                 "by_method": self.by_method(), "ops": self.ops, "machine": self.profile}
+
+
+@dataclass(frozen=True)
+class PredictionCheck:
+    """A prediction held against a rigorous measurement of the same model.
+
+    ``error`` (predicted / measured - 1) exists only when the measurement can bear it:
+    a CI exists (6 samples or more), the machine was not disturbed, and the timing ran
+    with the thread count the prediction's profile was measured for; otherwise
+    ``reason`` says why it is left out."""
+
+    predicted_s: float
+    predicted_threads: int | None
+    measurement: object  # flopgap.timing.Measurement
+
+    @property
+    def reason(self) -> str:
+        m = self.measurement
+        if m.disturbed:
+            return m.disturbance.summary
+        if not math.isfinite(m.ci_low):
+            return f"only {m.n_samples} sample(s): no CI to compare against"
+        if self.predicted_threads is not None and m.spec.threads != self.predicted_threads:
+            return (f"timed with {m.spec.threads} threads, predicted for {self.predicted_threads}: "
+                    "not the same setting")
+        return ""
+
+    @property
+    def error(self) -> float | None:
+        return None if self.reason else self.predicted_s / self.measurement.median - 1.0
+
+    @classmethod
+    def of(cls, prediction: "Prediction", measurement) -> "PredictionCheck":
+        return cls(prediction.latency_s, prediction.threads, measurement)
+
+    def to_dict(self) -> dict:
+        d = self.measurement.to_dict()
+        return {"predicted_s": self.predicted_s, "predicted_threads": self.predicted_threads,
+                "error": self.error, "error_left_out_because": self.reason or None,
+                "measurement": {k: v for k, v in d.items() if k not in ("samples", "warmup_samples",
+                                                                       "dispatch_samples", "device_samples")}}
 
 
 class Predictor:

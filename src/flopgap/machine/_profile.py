@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,19 +56,15 @@ import torch
 from flopgap.errors import FlopgapError, one_line
 from flopgap.machine._bench import Figure, figure_from_times, figure_of_seconds, time_call
 from flopgap.timing import check_device
+from flopgap._cache import cache_dir
 from flopgap.timing._env import cpu_model
+from flopgap.timing._sentinel import others_runnable
 
 __all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA"]
 
 MACHINE_SCHEMA = "flopgap.machine/2"  # 2: cold-weight cases, per_channel flags, pinned allocator
 _L3_FALLBACK_BYTES = 32 * 2**20
 _L2_WORKING_SET_BYTES = 3 * 64 * 2**10   # 3 arrays x 64 KiB: resident in a 512 KiB+ L2
-
-
-def cache_dir() -> Path:
-    """``$FLOPGAP_CACHE_DIR`` if set, else ``~/.cache/flopgap``."""
-    env = os.environ.get("FLOPGAP_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "flopgap"
 
 
 def _device(device) -> torch.device:
@@ -116,6 +111,13 @@ class MachineProfile:
     competing: list | None = None  # other processes' runnable threads, sampled while measuring
     allocator: dict | None = None  # glibc malloc variables set while measuring (see _isolated)
     op_overhead_s: dict = field(default_factory=dict)  # CUDA: host seconds per tiny op, by op family
+    notes: list[str] = field(default_factory=list)     # how this process got the profile (not saved)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why this profile may not describe the machine, then how it was obtained."""
+        busy = self.busy_warning()
+        return ([busy] if busy else []) + list(self.notes)
 
     def busy_warning(self) -> str | None:
         """Why this profile may not describe the machine, if other processes competed for
@@ -468,25 +470,15 @@ def _allocator() -> dict:
 
 
 def _others_running(samples: int = 5) -> int | None:
-    """Runnable threads of *other* processes right now (Linux): the kernel's count of
-    runnable tasks (/proc/loadavg) less this process's own runnable threads; the smallest
-    of a few samples 10 ms apart, so that a passing blip does not count. ``None`` where
-    /proc is not there. (The load average cannot tell this process's threads from others'.)"""
+    """Runnable threads of other processes (:func:`flopgap.timing._sentinel.others_runnable`),
+    the smallest of a few samples 10 ms apart, so that a passing blip does not count;
+    ``None`` where ``/proc`` is not there."""
     counts = []
     for _ in range(samples):
-        try:
-            with open("/proc/loadavg") as f:
-                running = int(f.read().split()[3].split("/")[0])
-            mine = 0
-            for task in os.listdir("/proc/self/task"):
-                try:
-                    with open(f"/proc/self/task/{task}/stat") as f:
-                        mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
-                except OSError:  # the thread ended meanwhile
-                    continue
-        except (OSError, ValueError, IndexError):
+        n = others_runnable()
+        if n is None:
             return None
-        counts.append(max(running - mine, 0))
+        counts.append(n)
         time.sleep(0.01)
     return min(counts)
 
@@ -522,25 +514,23 @@ def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
     and cached (``refresh=True`` always re-measures). A quick profile is cached apart.
 
     A cache file that cannot be used (unreadable, not JSON, not a profile, another
-    schema version or fingerprint) is stale: it is re-measured and replaced, and a line
-    on stderr says why.
+    schema version or fingerprint) is stale: it is re-measured and replaced, and the
+    profile's ``warnings`` say why (with any sign that the machine was busy while it
+    was measured); nothing is printed.
     """
     fp = fingerprint(device)
     path = cache_path(fp, quick)
+    note = None
     if not refresh and path.exists():
         prof, why = _read_cache(path)
         if prof is not None and prof.fingerprint == fp:
             prof.source = "cache"
-            warning = prof.busy_warning()
-            if warning:
-                print(f"flopgap: warning: {warning} ({path})", file=sys.stderr)
             return prof
         if prof is not None:
             why = "it is for another machine fingerprint"
-        print(f"flopgap: re-measuring the machine profile: cached {path} is stale ({why})", file=sys.stderr)
+        note = f"re-measured the machine profile: cached {path} was stale ({why})"
     prof = _measure(device, quick, progress)
     prof.save(path)
-    warning = prof.busy_warning()
-    if warning:
-        print(f"flopgap: warning: {warning}", file=sys.stderr)
+    if note:
+        prof.notes.append(note)
     return prof

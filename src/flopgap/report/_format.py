@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["si", "fmt_seconds", "pct", "fmt_bytes"]
+__all__ = ["si", "fmt_seconds", "pct", "fmt_bytes", "fmt_ci", "fmt_latency", "fmt_measurement"]
 
 
 def si(value: float, unit: str = "", digits: int = 3) -> str:
@@ -39,3 +39,39 @@ def pct(x: float | None, digits: int = 1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{100 * x:.{digits}f}%"
+
+
+def fmt_ci(low: float | None, high: float | None) -> str:
+    """``[41.7 us, 41.8 us]`` or ``[CI unknown]`` (fewer than 6 samples)."""
+    if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
+        return "[CI unknown]"
+    return f"[{fmt_seconds(low)}, {fmt_seconds(high)}]"
+
+
+def fmt_latency(median: float | None, low: float | None, high: float | None, n: int | None,
+                threads: int | None, device: str | None = None, *, disturbed: bool = False,
+                precision_met: bool | None = None) -> str:
+    """Every latency flopgap prints: ``41.8 us [41.7 us, 41.8 us] n=2095, 2 threads, cpu``,
+    with ``DISTURBED`` / ``precision not met`` in front when they apply."""
+    flags = []
+    if disturbed:
+        flags.append("DISTURBED")
+    if precision_met is False:
+        flags.append("precision not met")
+    where = [f"n={n}" if n is not None else "n=?",
+             f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else "threads ?"]
+    if device:
+        where.append(device)
+    text = f"{fmt_seconds(median)} {fmt_ci(low, high)} {', '.join(where)}"
+    return f"{' '.join(f'({f})' for f in flags)} {text}".strip() if flags else text
+
+
+def fmt_measurement(m, *, device: bool = True) -> str:
+    """:func:`fmt_latency` of a :class:`flopgap.timing.Measurement` or its ``to_dict()``."""
+    if isinstance(m, dict):
+        spec = m.get("spec") or {}
+        return fmt_latency(m.get("median"), m.get("ci_low"), m.get("ci_high"), m.get("n_samples"),
+                           spec.get("threads"), spec.get("device") if device else None,
+                           disturbed=bool(m.get("disturbed")), precision_met=m.get("precision_met"))
+    return fmt_latency(m.median, m.ci_low, m.ci_high, m.n_samples, m.spec.threads,
+                       m.spec.device if device else None, disturbed=m.disturbed, precision_met=m.precision_met)

@@ -7,9 +7,9 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from flopgap.report._format import fmt_bytes, fmt_seconds, pct, si
+from flopgap.report._format import fmt_bytes, fmt_measurement, fmt_seconds, pct, si
 
-__all__ = ["render_machine", "render_explanation", "render_prediction"]
+__all__ = ["render_machine", "render_explanation", "render_prediction", "print_warnings"]
 
 
 def _short(op: str) -> str:
@@ -79,21 +79,34 @@ def _op_table(title: str, rows: list[dict], total_flops: int) -> Table:
     return t
 
 
+def print_warnings(warnings, console: Console) -> None:
+    """Caveats first, one yellow line each (markup off: they quote names)."""
+    from rich.text import Text
+
+    for w in warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
+
+
 def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> None:
+    from rich.text import Text
+
     t = ex.totals
     prof = ex.profile
-    console.print(f"[bold]{ex.model}[/bold]  inputs {', '.join(ex.inputs)}  device {t['device']}  "
-                  f"machine profile: {prof.source}{' (quick)' if prof.quick else ''}")
+    console.print(Text(f"{ex.model}", style="bold") + Text(f"  inputs {', '.join(ex.inputs)}  device {t['device']}  "
+                  f"{t.get('threads')} threads  machine profile: {prof.source}{' (quick)' if prof.quick else ''}"))
+    print_warnings(ex.warnings, console)
     console.print(f"ceilings: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}, memory {si(prof.mem_bandwidth, 'B/s')}, "
                   f"cache {si(prof.cache_bandwidth, 'B/s')}, dispatch overhead {fmt_seconds(prof.dispatch_overhead_s)}")
     line = (f"profiled call {fmt_seconds(t['call_s'])} (median of {t['profiled_calls']}): ops "
             f"{fmt_seconds(t['ops_s'])}, outside ops {fmt_seconds(t['outside_s'])}")
     if t.get("device_s") is not None:
         line += f"; GPU kernels {fmt_seconds(t['device_s'])} (GPU idle {pct(t['gpu_idle_share'], 0)})"
-    if t["measured_median_s"] is not None:
-        line += (f"; rigorous median {fmt_seconds(t['measured_median_s'])} "
-                 f"(profiler overhead {pct(t['profiler_overhead'], 0)})")
     console.print(line)
+    if ex.measurement is not None:
+        m = ex.measurement
+        console.print(f"rigorous median {fmt_measurement(m)}"
+                      + (f" (profiler overhead {pct(t['profiler_overhead'], 0)})" if t["profiler_overhead"] is not None
+                         else ": not used to reconcile (see the warnings above)"))
     console.print(f"predicted {fmt_seconds(t['predicted_s'])} (roofline sum {fmt_seconds(t['roofline_s'])})"
                   + (f", error {pct(t['prediction_error'], 0)} vs the rigorous median"
                      if t["prediction_error"] is not None else "")
@@ -102,8 +115,6 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
                   + f"; FLOP efficiency {pct(t['efficiency'])} of peak")
     if t["unmatched_records"]:
         console.print(f"[yellow]{t['unmatched_records']} counted ops got no profiler event[/yellow]")
-    if t.get("interrupted"):
-        console.print("[yellow]interrupted: the rigorous median is from the samples taken before Ctrl-C[/yellow]")
 
     cls = Table(title="roofline classes: time share vs FLOP share", title_justify="left")
     for col in ("class", "ops", "time", "time share", "FLOP share", "bytes"):
@@ -141,8 +152,8 @@ def _per_gb(seconds_per_byte: float) -> str:
     return fmt_seconds(seconds_per_byte * 1e9)
 
 
-def render_prediction(pred, console: Console, measured: float | None = None, interrupted: bool = False) -> None:
-    console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)}  "
+def render_prediction(pred, console: Console, check=None) -> None:
+    console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)} for {pred.threads} threads  "
                   f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
                   f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
@@ -153,10 +164,11 @@ def render_prediction(pred, console: Console, measured: float | None = None, int
                      "  [yellow]no calibration: per-op floors (roofline, or the host's cost of a tiny op of the "
                      "family) with the chain fit[/yellow]" if pred.chain_fit else
                      "  [yellow]no calibration, no chains: per-op floors only (roofline, host cost per op)[/yellow]"))
-    if measured is not None and math.isfinite(measured) and measured > 0:
-        console.print(f"measured median {fmt_seconds(measured)}, error {pct(pred.latency_s / measured - 1.0, 1)}")
-    if interrupted:
-        console.print("[yellow]interrupted: the measured median is from the samples taken before Ctrl-C[/yellow]")
+    if check is not None:
+        print_warnings(check.measurement.warnings, console)
+        console.print(f"measured median {fmt_measurement(check.measurement)}, "
+                      + (f"error {pct(check.error, 1)}" if check.error is not None
+                         else f"error not computed: {check.reason}"), markup=False)
     t = Table(title="predicted time by method", title_justify="left")
     for col in ("method", "ops", "predicted", "share"):
         t.add_column(col, justify="left" if col == "method" else "right")

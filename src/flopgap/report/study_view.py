@@ -14,12 +14,11 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from flopgap.report._format import fmt_bytes, fmt_seconds, si
+from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, si
 from flopgap.report.html import Figure, Para, Section, Table
-from flopgap.timing._stats import independent_ratio_ci
 
-__all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_runs",
-           "compare_sections", "runs_table", "print_sections", "title_for"]
+__all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_sections", "runs_table",
+           "print_sections", "title_for"]
 
 _METRIC_NAMES = {"params": "params", "flops": "FLOPs", "bytes": "bytes", "ops": "kernel ops",
                  "prediction": "explain prediction"}
@@ -47,12 +46,24 @@ def _ci(x, lo, hi, digits: int = 3) -> str:
     return f"{_num(x, digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
 
 
-def _lat(m, lo, hi) -> str:
+def _lat(m, lo, hi, n=None, threads=None, *, disturbed: bool = False, precision_met=None) -> str:
     if m is None:
         return "-"
-    if lo is None or hi is None:
-        return f"{fmt_seconds(m)} [no CI: too few samples]"
-    return f"{fmt_seconds(m)} [{fmt_seconds(lo)}, {fmt_seconds(hi)}]"
+    return fmt_latency(m, lo, hi, n, threads, disturbed=disturbed, precision_met=precision_met)
+
+
+def _caveats(disturbed: Sequence[str], imprecise: Sequence[str] = ()) -> list[Para]:
+    """Said first: what was measured on a busy machine, or missed its precision."""
+    out = []
+    if disturbed:
+        out.append(Para(f"Machine disturbed: {len(disturbed)} item(s) were timed while the machine was busy, even "
+                        f"after re-timing ({', '.join(disturbed)}). They are shown, marked DISTURBED, and left out "
+                        "of every verdict and correlation. Re-run on a quiet machine (--resume keeps the rest).",
+                        "warn"))
+    if imprecise:
+        out.append(Para(f"Precision not reached: {len(imprecise)} item(s) ended with a CI wider than --precision "
+                        f"({', '.join(imprecise)}); give them more --max-time.", "warn"))
+    return out
 
 
 def _short(label: str) -> str:
@@ -84,7 +95,9 @@ def _failures(result) -> list[Section]:
 
 # ----------------------------------------------------------------------------- zoo
 def zoo_sections(result, *, plots: bool = True) -> list[Section]:
-    sections = [Section("Run", [_run_para(result.run), Para(
+    caveats = _caveats([r["label"] for r in result.rows if r.get("disturbed")],
+                       [r["label"] for r in result.rows if r.get("precision_met") is False and not r.get("disturbed")])
+    sections = [Section("Run", caveats + [_run_para(result.run), Para(
         "Latency: median of adaptive warmed-up samples with a 95% CI (flopgap.timing). Correlations are across "
         "models at one batch size: Spearman and Kendall on ranks, Pearson on log10 values; [95% bootstrap CI, "
         "2000 resamples of the models, seeded]. FLOPs count a fused multiply-add as 2.", "note")])]
@@ -96,6 +109,9 @@ def zoo_sections(result, *, plots: bool = True) -> list[Section]:
                        _r(corr[k]["pearson_loglog"])] for k in corr],
                      f"correlation with measured latency, batch {batch}", f"correlations_b{batch}")
         blocks: list = [ctab]
+        if a.get("excluded"):
+            blocks.insert(0, Para(f"Left out of the correlations, inversions and fit: "
+                                  + "; ".join(f"{e['label']} ({e['reason']})" for e in a["excluded"]), "warn"))
         inv = a["inversions"]
         blocks.append(Para(
             f"Inversions: {inv['count']} of {inv['pairs_compared']} ordered pairs ({_num(100 * inv['share'], 2) if inv['pairs_compared'] else '-'}%) "
@@ -119,11 +135,12 @@ def zoo_sections(result, *, plots: bool = True) -> list[Section]:
                                     f"outliers of the FLOPs-only fit, batch {batch}", f"outliers_b{batch}"))
         resid = {r["label"]: r for r in fit["residuals"]}
         blocks.append(Table(
-            ["model", "params", "FLOPs", "bytes", "kernel ops", "predicted", "measured [95% CI]",
+            ["model", "params", "FLOPs", "bytes", "kernel ops", "predicted", "measured [95% CI] n, threads",
              "measured / predicted", "measured / FLOPs fit", "explain: top finding"],
             [[r["label"], si(r["params"]), si(r["flops"]), fmt_bytes(r["bytes"]) if r["bytes"] is not None else "-",
               r["ops"] if r["ops"] is not None else "-", fmt_seconds(r["prediction"]),
-              _lat(r["median"], r["ci_low"], r["ci_high"]),
+              _lat(r["median"], r["ci_low"], r["ci_high"], r.get("n_samples"), r.get("threads"),
+                   disturbed=r.get("disturbed", False), precision_met=r.get("precision_met")),
               f"{r['median'] / r['prediction']:.2f}x" if r["prediction"] and r["median"] else "-",
               f"{resid[r['label']]['ratio']:.2f}x" if r["label"] in resid else "-", r["finding"]]
              for r in sorted(rows, key=lambda r: r["median"] or 0)],
@@ -165,9 +182,10 @@ def _first_text(findings) -> str:
 
 def seed_sections(result, *, plots: bool = True) -> list[Section]:
     claims = Table(
-        ["example", "claim", "metric", "measured [95% CI]", "verdict", "explain's reason", "notes"],
-        [[c["example"], c["claim"], c["metric"], _ci(c["ratio"], c["ci_low"], c["ci_high"]), c["verdict"],
-          c.get("reason", ""), c.get("notes", "")] for c in result.claims],
+        ["example", "claim", "metric", "measured [95% CI]", "n, threads", "verdict", "explain's reason", "notes"],
+        [[c["example"], c["claim"], c["metric"], _ci(c["ratio"], c["ci_low"], c["ci_high"]),
+          f"n={c.get('n', '?')}, {c.get('threads', '?')} threads" if c.get("ratio") is not None else "-",
+          str(c["verdict"]), c.get("reason", ""), c.get("notes", "")] for c in result.claims],
         "one verdict per claim of the article", "claims")
     lat = {}
     for comp in result.comparisons.values():
@@ -181,20 +199,25 @@ def seed_sections(result, *, plots: bool = True) -> list[Section]:
         med = m["median"] if m else None
         rows.append([spec, si(c.get("params")), si(c.get("flops")),
                      fmt_bytes((c.get("bytes_read") or 0) + (c.get("bytes_written") or 0)), c.get("ops", "-"),
-                     _lat(med, m["ci_low"], m["ci_high"]) if m else "-", fmt_seconds(p.get("one_shot_s")),
+                     _lat(med, m["ci_low"], m["ci_high"], m.get("n_samples"), (m.get("spec") or {}).get("threads"),
+                          disturbed=bool(m.get("disturbed")), precision_met=m.get("precision_met")) if m else "-",
+                     fmt_seconds(p.get("one_shot_s")),
                      f"{p['one_shot_s'] / med:.1f}x" if med and p.get("one_shot_s") else "-",
                      "yes" if p.get("quantized") else "no", _first_text(p.get("findings"))])
-    models = Table(["model", "params", "FLOPs", "bytes", "kernel ops", "median latency [95% CI]",
+    models = Table(["model", "params", "FLOPs", "bytes", "kernel ops", "median latency [95% CI] n, threads",
                     "article's method (1 cold call)", "cold / median", "int8", "explain: top finding"],
                    rows, "the seed's models, batch 1", "models")
     verdict_rule = Para(
         "Verdicts: the latency ratio A/B of each pair is timed alternately (warmed-up medians, paired bootstrap "
         "95% CI). An effect counts beyond 5%: holds = the CI lies wholly beyond +5% (or -5%) on the claimed side; "
         "does not hold = it lies wholly on the other side of 1, or wholly within +-5% of 1 (no effect worth the "
-        "name); otherwise inconclusive at this noise. "
+        "name); otherwise inconclusive at this noise. A pair timed on a disturbed machine (after re-timing) is "
+        "inconclusive: machine disturbed; one whose CIs missed --precision is inconclusive: precision not reached. "
         "torch.ao.quantization (Ex.3) is deprecated in favour of torchao; the study uses it because the article does.",
         "note")
-    return [Section("Run", [_run_para(result.run)]), Section("Claims and verdicts", [claims, verdict_rule]),
+    caveats = _caveats([c["id"] for c in result.claims if c.get("verdict") == "inconclusive: machine disturbed"],
+                       [c["id"] for c in result.claims if c.get("verdict") == "inconclusive: precision not reached"])
+    return [Section("Run", [_run_para(result.run)]), Section("Claims and verdicts", caveats + [claims, verdict_rule]),
             Section("Models", [models])] + _failures(result)
 
 
@@ -208,7 +231,10 @@ def shufflenet_sections(result, *, plots: bool = True) -> list[Section]:
         f"threads {cfg.get('threads') or 'torch default'}. Relative speed = latency of the group's first configuration / "
         "latency of this one (timed alternately; 95% CI). Paper columns: the paper's speeds divided by the first "
         "configuration's (GPU = GTX 1080Ti batches/s, ARM = Snapdragon 810 one thread images/s).", "note")
-    sections = [Section("Run", [_run_para(result.run), intro])]
+    caveats = _caveats([f"{r['guideline']} {r['config']}" for r in result.rows if r.get("disturbed")],
+                       [f"{r['guideline']} {r['config']}" for r in result.rows
+                        if r.get("verdict") == "inconclusive: precision not reached"])
+    sections = [Section("Run", caveats + [_run_para(result.run), intro])]
     gv = Table(["guideline", "statement", "expected here", "configs holding", "verdict", "direction agrees with paper (ARM)"],
                [[g["guideline"], g["text"], g["expect"], f"{g['holds']} of {g['measured']}", g["verdict"],
                  g["direction_agrees_with_paper_arm"]] for g in result.guidelines],
@@ -218,11 +244,13 @@ def shufflenet_sections(result, *, plots: bool = True) -> list[Section]:
         rows = [r for r in result.rows if r["guideline"] == g]
         if all(r["verdict"] == "not measured" for r in rows if r["verdict"] != "(reference)"):
             continue
-        t = Table(["configuration", "FLOPs", "FLOPs / first", "latency", "relative speed [95% CI]",
+        t = Table(["configuration", "FLOPs", "FLOPs / first", "latency (n, threads)", "relative speed [95% CI]",
                    "paper GPU", "paper ARM", "verdict"],
-                  [[r["config"], si(r["flops"]), _num(r["flops_vs_first"], 4), fmt_seconds(r["latency"]),
+                  [[r["config"], si(r["flops"]), _num(r["flops_vs_first"], 4),
+                    f"{fmt_seconds(r['latency'])} (n={r.get('n')}, {r.get('threads')} threads)"
+                    if r.get("n") is not None else fmt_seconds(r["latency"]),
                     _ci(r["speed"], r["speed_low"], r["speed_high"]) if r["verdict"] != "(reference)" else "1",
-                    _num(r["paper_gpu"]), _num(r["paper_arm"]), r["verdict"]] for r in rows],
+                    _num(r["paper_gpu"]), _num(r["paper_arm"]), str(r["verdict"])] for r in rows],
                   f"{g}: relative speeds, this machine vs the paper", f"shufflenet_{g}")
         blocks: list = [t]
         if plots:
@@ -263,67 +291,28 @@ def runs_table(runs: Sequence) -> Table:
                  "runs, newest first", "runs")
 
 
-def _timed(payload: dict):
-    """(median, ci_low, ci_high) of whatever a stored measurement timed, if anything."""
-    if not isinstance(payload, dict):
-        return None
-    if all(isinstance(payload.get(k), (int, float)) for k in ("median", "ci_low", "ci_high")):
-        return payload["median"], payload["ci_low"], payload["ci_high"]
-    for key in ("time", "a"):
-        sub = payload.get(key)
-        if isinstance(sub, dict) and all(isinstance(sub.get(k), (int, float)) for k in ("median", "ci_low", "ci_high")):
-            return sub["median"], sub["ci_low"], sub["ci_high"]
-    comp = payload.get("comparison")
-    if isinstance(comp, dict):
-        return _timed(comp)
-    return None
+def compare_sections(cmp) -> list[Section]:
+    """A :class:`flopgap.study.compare.Comparison` as a grid in the layout of
+    ``torch.utils.benchmark.Compare``: one row per model, the two sides' medians with
+    their CI, n and threads, then B / A with its CI and the flag."""
+    a, b = cmp.a, cmp.b
+    notes = [Para(w, "warn") for w in cmp.warnings]
+    notes.append(Para(f"A = {a.label} ({a.kind}), B = {b.label} ({b.kind}); ratio = latency B / latency A, 95% CI; "
+                      f"flagged beyond +-{100 * cmp.threshold:g}% (the whole CI past the threshold).", "note"))
+    if cmp.only_a or cmp.only_b:
+        notes.append(Para("timed on one side only: " + "; ".join(
+            part for part in (f"A: {', '.join(cmp.only_a)}" if cmp.only_a else "",
+                              f"B: {', '.join(cmp.only_b)}" if cmp.only_b else "") if part), "note"))
 
+    def side(t):
+        return fmt_latency(t.median, t.ci_low, t.ci_high, t.n, t.threads, disturbed=t.disturbed)
 
-def compare_runs(store, run_a, run_b, *, threshold: float = 0.05) -> dict:
-    """Latency ratio B/A for every (model, key) timed in both runs, with a CI and a flag.
-
-    The ratio's CI combines the two medians' CIs in log space as if independent (the runs
-    were not interleaved): ``se = sqrt(se_a^2 + se_b^2)`` with ``se = (log hi - log lo) / 3.92``.
-    regression: the CI lies wholly above ``1 + threshold``; improvement: wholly below
-    ``1 / (1 + threshold)``; else no change detected.
-    """
-    ra, rb = store.run(run_a), store.run(run_b)
-    def timed(run):
-        out = {}
-        for m in store.measurements(run.id):
-            t = _timed(m.payload)
-            if t and all(v and v > 0 for v in t):
-                out[(m.model, m.kind, m.key)] = t
-        return out
-
-    ta, tb = timed(ra), timed(rb)
-    rows = []
-    for k in [k for k in ta if k in tb]:
-        (ma, la, ha), (mb, lb, hb) = ta[k], tb[k]
-        ratio, lo, hi = independent_ratio_ci(ta[k], tb[k])
-        flag = ("regression" if lo > 1 + threshold else "improvement" if hi < 1 / (1 + threshold)
-                else "no change detected")
-        rows.append({"model": k[0], "kind": k[1], "key": k[2], "a": ma, "b": mb, "ratio": ratio, "ci_low": lo,
-                     "ci_high": hi, "flag": flag})
-    return {"a": ra, "b": rb, "rows": rows, "threshold": threshold,
-            "same_machine": ra.machine_fingerprint == rb.machine_fingerprint,
-            "regressions": sum(r["flag"] == "regression" for r in rows)}
-
-
-def compare_sections(cmp: dict) -> list[Section]:
-    a, b = cmp["a"], cmp["b"]
-    notes = [Para(f"A = run {a.id} ({a.kind}, {a.started[:19]}), B = run {b.id} ({b.kind}, {b.started[:19]}); "
-                  f"ratio = latency B / latency A; flag at +-{100 * cmp['threshold']:.0f}% beyond the 95% CI.", "note")]
-    if not cmp["same_machine"]:
-        notes.append(Para(f"The runs come from different machines ({a.machine_fingerprint[:8]} vs "
-                          f"{b.machine_fingerprint[:8]}): ratios compare machines, not code.", "warn"))
-    if not cmp["rows"]:
-        notes.append(Para("No model was timed in both runs.", "warn"))
-    t = Table(["model", "kind", "key", "A", "B", "B / A [95% CI]", "flag"],
-              [[r["model"], r["kind"], r["key"], fmt_seconds(r["a"]), fmt_seconds(r["b"]),
-                _ci(r["ratio"], r["ci_low"], r["ci_high"]), r["flag"]] for r in cmp["rows"]],
-              f"latency of run {b.id} vs run {a.id}", "compare")
-    return [Section(f"Run {b.id} vs run {a.id}", notes + [t])]
+    t = Table(["model", "batch", "A", "B", "B / A [95% CI]", "flag"],
+              [[r.a.model, r.a.batch if r.a.batch is not None else "-", side(r.a), side(r.b),
+                _ci(r.ratio, r.ci_low if math.isfinite(r.ci_low) else None,
+                    r.ci_high if math.isfinite(r.ci_high) else None), r.flag] for r in cmp.rows],
+              f"latency of {b.label} vs {a.label}", "compare")
+    return [Section(f"{b.label} vs {a.label}", notes + [t])]
 
 
 # ----------------------------------------------------------------------------- terminal

@@ -7,8 +7,10 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from flopgap.report._format import fmt_bytes, fmt_seconds, pct
-from flopgap.timing import Comparison, Measurement, ProcessRepeats, health_warnings
+from rich.text import Text
+
+from flopgap.report._format import fmt_bytes, fmt_measurement, fmt_seconds, pct
+from flopgap.timing import Comparison, Measurement, ProcessRepeats
 
 __all__ = ["render_measurement", "render_comparison", "render_repeats"]
 
@@ -52,7 +54,8 @@ def _rows(m: Measurement) -> list[tuple[str, str]]:
         ("min", fmt_seconds(m.min)),
         ("cold (first call)", fmt_seconds(m.cold_s)),
         ("warm-up", _warmup(m)),
-        ("samples", f"{len(m.samples)} x {m.block_size} call(s) = {m.calls} calls"),
+        ("samples", f"n={len(m.samples)} x {m.block_size} call(s) = {m.calls} calls"),
+        ("machine", m.disturbance.summary if m.disturbance is not None else "not watched"),
         ("outliers", f"{m.outliers} (outside Tukey 1.5 IQR fences; kept)"),
     ]
     if m.device_samples:
@@ -70,29 +73,29 @@ def _rows(m: Measurement) -> list[tuple[str, str]]:
 
 
 def render_measurement(m: Measurement, console: Console) -> None:
-    console.print(f"[bold]{m.spec.name}[/bold]  inputs {', '.join(m.spec.inputs)}  {_header(m)}")
+    console.print(Text(m.spec.name, style="bold") + Text(f"  inputs {', '.join(m.spec.inputs)}  {_header(m)}"))
+    _print_warnings(m, console)
+    console.print(Text(f"latency {fmt_measurement(m)}", style="bold"))
     table = Table(show_header=True, title_justify="left")
     table.add_column("latency per call")
     table.add_column("value", justify="left")
     for k, v in _rows(m):
         table.add_row(k, v)
     console.print(table)
-    if m.interrupted:
-        console.print("[yellow]interrupted: figures are from the samples taken before Ctrl-C[/yellow]")
-    _print_warnings(m, console)
     console.print(f"[dim]{_CI_NOTE}[/dim]")
 
 
 def _print_warnings(m: Measurement, console: Console, prefix: str = "") -> None:
-    from rich.text import Text
-
-    for w in health_warnings(m):
+    for w in m.warnings:
         console.print(Text(f"warning: {prefix}{w}", style="yellow"))
 
 
 def render_comparison(c: Comparison, console: Console) -> None:
     a, b = c.a, c.b
-    console.print(f"[bold]{a.spec.name}[/bold] vs [bold]{b.spec.name}[/bold]  timed alternately (ABBA)  {_header(a)}")
+    console.print(Text(a.spec.name, style="bold") + Text(" vs ") + Text(b.spec.name, style="bold")
+                  + Text(f"  timed alternately (ABBA)  {_header(a)}"))
+    for w in c.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
     table = Table(show_header=True)
     table.add_column("latency per call")
     table.add_column(a.spec.name, justify="left")
@@ -102,7 +105,9 @@ def render_comparison(c: Comparison, console: Console) -> None:
             continue
         table.add_row(k, va, vb)
     console.print(table)
-    if math.isnan(c.ci_low):
+    if c.disturbed:
+        verdict = "no conclusion: the machine was disturbed (see the warnings above)"
+    elif math.isnan(c.ci_low):
         verdict = "CI unknown (too few rounds)"
     elif c.excludes_one:
         verdict = f"{a.spec.name} is {'slower' if c.ci_low > 1 else 'faster'} than {b.spec.name}"
@@ -110,10 +115,6 @@ def render_comparison(c: Comparison, console: Console) -> None:
         verdict = "the CI includes 1.0: no difference shown"
     console.print(f"[bold]ratio {a.spec.name} / {b.spec.name} = {c.ratio:.3f}[/bold]  "
                   f"95% CI {c.ci_low:.3f} .. {c.ci_high:.3f} (paired bootstrap over {len(a.samples)} rounds): {verdict}")
-    if c.interrupted:
-        console.print("[yellow]interrupted: figures are from the rounds completed before Ctrl-C[/yellow]")
-    _print_warnings(a, console, f"{a.spec.name}: ")
-    _print_warnings(b, console, f"{b.spec.name}: ")
     console.print(f"[dim]{_CI_NOTE}; wall time {a.wall_s:.2f} s[/dim]")
 
 
@@ -126,7 +127,8 @@ def render_repeats(r: ProcessRepeats, console: Console) -> None:
     console.print(f"[bold]{len(r.results)} fresh process(es) of {r.requested}[/bold], one after another: "
                   f"flopgap time {' '.join(r.args)}", soft_wrap=True)
     table = Table()
-    for col in ("process", "ratio" if ratio else "median", "95% CI", "target", "cold (first call)", "samples"):
+    for col in ("process", "ratio" if ratio else "median", "95% CI", "target", "cold (first call)", "samples",
+                "machine"):
         table.add_column(col, justify="right")
     for i, res in enumerate(r.results, 1):
         m = res.a if ratio else res
@@ -135,12 +137,22 @@ def render_repeats(r: ProcessRepeats, console: Console) -> None:
         else:
             value, ci = fmt_seconds(m.median), _ci(m)
         met = m.precision_met and (not ratio or res.b.precision_met)
-        table.add_row(str(i), value, ci, "met" if met else "not met", fmt_seconds(m.cold_s), str(len(m.samples)))
+        table.add_row(str(i), value, ci, "met" if met else "not met", fmt_seconds(m.cold_s), str(len(m.samples)),
+                      "DISTURBED" if res.disturbed else "quiet" if m.disturbance is not None else "not watched")
     console.print(table)
     what = "ratio" if ratio else "median"
-    mid = f"{r.median:.3f}" if ratio else fmt_seconds(r.median)
+    fmt = (lambda x: f"{x:.3f}") if ratio else fmt_seconds
+    mid = fmt(r.median)
     spread = f"{r.spread:.3f}" if not math.isnan(r.spread) else "n/a (needs 2 processes)"
-    console.print(f"[bold]between processes[/bold]: median of {what}s {mid}, spread max/min = {spread}")
+    lo, hi, conf = r.ci
+    ci = (f"{pct(conf, 0)} CI {fmt(lo)} .. {fmt(hi)}" + (" (the range: fewer than 6 processes)" if conf < 0.95 else "")
+          if not math.isnan(lo) else "no CI (needs 2 processes)")
+    threads = r.results[0].a.spec.threads if ratio else r.results[0].spec.threads
+    console.print(f"[bold]between processes[/bold]: median of {what}s {mid}, {ci}, spread max/min = {spread} "
+                  f"(n={len(r.results)} processes, {threads} threads)")
+    if r.disturbed:
+        console.print(Text(f"warning: the machine was disturbed in {r.disturbed} of {len(r.results)} processes",
+                           style="yellow"))
     if r.interrupted:
         console.print(f"[yellow]interrupted: {len(r.results)} of {r.requested} processes reported[/yellow]")
     if r.failure:

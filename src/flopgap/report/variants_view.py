@@ -49,8 +49,14 @@ def render_variants(result, console: Console) -> None:
     """Print the sweep: a row per variant x batch x threads, then notes and findings."""
     console.print(f"[bold]{result.model}[/bold]  inputs {'; '.join(result.inputs)}  on {result.device}"
                   + ("  [red](interrupted: partial)[/red]" if result.interrupted else ""))
+    for f in result.findings:
+        if f.get("kind") == "disturbed":
+            from rich.text import Text
+
+            console.print(Text(f"warning: {f['text']}", style="yellow"))
     show_threads = len(result.threads) > 1
-    threads = "" if show_threads else f", threads: {result.threads[0] or 'torch default'}"
+    measured = sorted({r.measured_threads for r in result.rows if r.measured_threads is not None})
+    threads = "" if show_threads else f", threads: {', '.join(map(str, measured)) or result.threads[0] or 'torch default'}"
     table = Table(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   title=f"variants vs eager (speed-up = eager / variant, 95% CI{threads})")
     cols = ["variant", "batch"] + (["thr"] if show_threads else []) + [
@@ -61,7 +67,8 @@ def render_variants(result, console: Console) -> None:
                                                    if r.variant in result.variants else 99)):
         style = _STATUS_STYLE.get(r.status, "")
         lat = "-" if r.latency_s is None else (
-            f"{fmt_seconds(r.latency_s)} ±{_half_width(r):.0%}".replace("±nan%", "(no CI)"))
+            f"{fmt_seconds(r.latency_s)} ±{_half_width(r):.0%}".replace("±nan%", "(no CI)") + f" n={r.n_samples}"
+            + (" DISTURBED" if r.disturbed else ""))
         ops = "-" if r.ops_eager is None else (f"{r.ops_eager}->{r.ops}" if r.ops is not None else f"{r.ops_eager}->n/a")
         if r.variant == "eager" and r.ops is not None:
             ops = str(r.ops)

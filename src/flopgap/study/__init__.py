@@ -14,10 +14,11 @@ once, and resumes an interrupted run (``resume=True``) without duplicates. The
 
 from dataclasses import dataclass
 
-from flopgap.study._stats import correlate, flops_fit, inversions, ratio_verdict
+from flopgap.study._runner import NO_RETIME, Progress, Retime
+from flopgap.study._stats import Verdict, correlate, flops_fit, inversions, ratio_verdict
 from flopgap.study.seed import CLAIMS, SeedResult, run_seed, seed_result
 from flopgap.study.shufflenet import ShuffleResult, run_shufflenet, shufflenet_result
-from flopgap.study.zoo import DEMO_MODELS, ZOOS, ZooResult, analyze_zoo, run_zoo, zoo_items, zoo_result
+from flopgap.study.zoo import DEMO_MODELS, ZOOS, ZooResult, analyze_zoo, run_zoo, study_profile, zoo_items, zoo_result
 
 SINGLE_KINDS = ("count", "time", "explain", "predict", "variants")  # runs saved by --db on those commands
 
@@ -32,7 +33,8 @@ class StoredResult:
 
 __all__ = ["StoredResult", "SINGLE_KINDS", "run_zoo", "run_seed", "run_shufflenet", "zoo_result", "seed_result", "shufflenet_result",
            "result_for_run", "ZooResult", "SeedResult", "ShuffleResult", "analyze_zoo", "zoo_items", "ZOOS",
-           "DEMO_MODELS", "CLAIMS", "correlate", "inversions", "flops_fit", "ratio_verdict"]
+           "DEMO_MODELS", "CLAIMS", "correlate", "inversions", "flops_fit", "ratio_verdict", "Verdict", "Retime",
+           "NO_RETIME", "Progress", "study_profile"]
 
 
 def result_for_run(store, run_id):

@@ -7,11 +7,16 @@ Pseudocode::
     for item in items:
         if (item.model, item.key) already stored in run: skip          # resume, no duplicates
         payload = measure(item)                                          # may take seconds
+        while payload["disturbed"] and attempts < retime.attempts:       # the sentinel saw a busy machine
+            sleep(retime.pause_s); payload = measure(item)               # re-time it
         store.put(run, item.model, kind, payload, key=item.key)          # its own transaction
     (Ctrl-C: the run is marked 'interrupted'; kill -9: it stays 'running'; both resumable)
 
 A model that fails (it raises any exception but Ctrl-C) is recorded as
 an ``error`` row and reported; it never turns into a result. A resumed run retries it.
+An item still disturbed after ``retime.attempts`` timings is stored as measured, with
+``disturbed: true`` and its attempts: the analyses leave it out of every verdict and
+correlation and list it, so nothing rests on it and nothing is hidden.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Callable, Sequence
 
 from flopgap.errors import FlopgapError, one_line
 
-__all__ = ["Item", "RunOutcome", "open_run", "run_items"]
+__all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,24 @@ class Item:
         return dict(self.kwargs)
 
 
+@dataclass(frozen=True)
+class Retime:
+    """What a study does with a measurement the disturbance sentinel flagged: time it
+    again, up to ``attempts`` timings in all, ``pause_s`` apart (a passing burst of load
+    may end meanwhile). ``sleep`` is replaceable for tests."""
+
+    attempts: int = 3
+    pause_s: float = 2.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.pause_s < 0:
+            raise FlopgapError(f"Retime needs attempts >= 1 and pause_s >= 0, got {self.attempts}, {self.pause_s}")
+
+
+NO_RETIME = Retime(attempts=1)
+
+
 @dataclass
 class RunOutcome:
     run_id: int
@@ -47,6 +70,8 @@ class RunOutcome:
     measured: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    disturbed: list[str] = field(default_factory=list)   # still disturbed after every re-time
+    retimed: dict[str, int] = field(default_factory=dict)  # item -> timings it took
 
 
 def open_run(store, kind: str, config: dict, machine: dict, *, resume: bool, name: str = "") -> tuple[int, bool]:
@@ -59,33 +84,43 @@ def open_run(store, kind: str, config: dict, machine: dict, *, resume: bool, nam
     return store.start_run(kind, config, machine, name=name), False
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What a study is doing, for a progress display: ``done`` of ``total`` items of the
+    part ``label`` are finished, ``item`` is the one under way (empty when all are done)
+    and ``note`` says why it takes longer (a re-time)."""
+
+    label: str
+    done: int
+    total: int
+    item: str = ""
+    note: str = ""
+
+
 def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item], dict], *, kind: str,
-              progress: bool = False, label: str = "measuring", resumed: bool = False,
-              console=None) -> RunOutcome:
-    """Measure every item not yet stored in ``run_id`` and commit each one as it finishes."""
+              progress: Callable[[Progress], None] | None = None, label: str = "measuring", resumed: bool = False,
+              retime: Retime = Retime()) -> RunOutcome:
+    """Measure every item not yet stored in ``run_id`` and commit each one as it finishes;
+    an item whose payload says ``disturbed`` is re-timed as ``retime`` says. ``progress``
+    receives a :class:`Progress` before each item, at each re-time and at the end."""
     outcome = RunOutcome(run_id, resumed)
     done = store.done(run_id, kind)
     todo = [it for it in items if (it.model, it.key) not in done]
     outcome.skipped = [f"{it.model} {it.key}".strip() for it in items if (it.model, it.key) in done]
-
-    bar = None
-    if progress and todo:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                       console=console, transient=True)
-        bar.start()
-        task = bar.add_task(label, total=len(todo))
+    say = progress or (lambda event: None)
     try:
-        for it in todo:
+        for i, it in enumerate(todo):
             name = f"{it.model} {it.key}".strip()
-            if bar is not None:
-                bar.update(task, description=f"{label} {name[:48]}")
+            say(Progress(label, i, len(todo), name))
             t0 = time.perf_counter()
             try:
                 payload = measure(it)
+                attempts = 1
+                while payload.get("disturbed") and attempts < retime.attempts:
+                    say(Progress(label, i, len(todo), name, f"re-timing: machine disturbed (attempt {attempts + 1})"))
+                    retime.sleep(retime.pause_s)
+                    attempts += 1
+                    payload = measure(it)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:
@@ -97,17 +132,18 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
             else:
                 payload = dict(payload)
                 payload.setdefault("wall_s", time.perf_counter() - t0)
+                if attempts > 1:
+                    payload["attempts"] = attempts
+                    outcome.retimed[name] = attempts
+                if payload.get("disturbed"):
+                    outcome.disturbed.append(name)
                 # skip, not error: a second process resuming the same run may have stored it meanwhile
                 store.put(run_id, it.model, kind, payload, key=it.key, on_conflict="skip")
                 outcome.measured.append(name)
-            if bar is not None:
-                bar.advance(task)
+        say(Progress(label, len(todo), len(todo)))
     except KeyboardInterrupt:
         store.set_status(run_id, "interrupted")
         raise
-    finally:
-        if bar is not None:
-            bar.stop()
     return outcome
 
 

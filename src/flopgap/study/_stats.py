@@ -14,14 +14,13 @@ percentiles; resamples where the statistic is undefined (all x tied) are dropped
 from __future__ import annotations
 
 import math
+from enum import Enum
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["correlate", "bootstrap_ci", "inversions", "flops_fit", "ratio_verdict", "VERDICTS",
-           "EQUIVALENCE_BAND"]
+__all__ = ["correlate", "bootstrap_ci", "inversions", "flops_fit", "ratio_verdict", "Verdict", "EQUIVALENCE_BAND"]
 
-VERDICTS = ("holds", "does not hold", "inconclusive at this noise")
 EQUIVALENCE_BAND = 0.05  # an effect whose CI lies within +-5% of no change counts as absent
 _CHUNK = 256  # bootstrap resamples per vectorised batch (bounds memory for Kendall's n x n signs)
 
@@ -164,13 +163,46 @@ def flops_fit(rows: Sequence[dict], *, by: str = "flops", sigma: float = 2.0) ->
     return {"a": float(a), "b": float(b), "r2": r2, "sd": sd, "residuals": residuals, "outliers": outliers}
 
 
-def ratio_verdict(ci_low: float | None, ci_high: float | None, expect: str, *, band: float = EQUIVALENCE_BAND) -> str:
+class Verdict(str, Enum):
+    """A verdict on a claim. A ``str`` enum, so it is its own JSON and table text."""
+
+    HOLDS = "holds"
+    DOES_NOT_HOLD = "does not hold"
+    INCONCLUSIVE = "inconclusive at this noise"
+    DISTURBED = "inconclusive: machine disturbed"
+    IMPRECISE = "inconclusive: precision not reached"
+    NOT_MEASURED = "not measured"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def definite(self) -> bool:
+        """holds or does not hold: an answer, not a reason why there is none."""
+        return self in (Verdict.HOLDS, Verdict.DOES_NOT_HOLD)
+
+    @property
+    def css(self) -> str:
+        """The report's class for this verdict's cell."""
+        return {Verdict.HOLDS: "holds", Verdict.DOES_NOT_HOLD: "does-not-hold"}.get(self, "inconclusive")
+
+
+def ratio_verdict(ci_low: float | None, ci_high: float | None, expect: str, *, band: float = EQUIVALENCE_BAND,
+                  disturbed: bool = False, precise: bool = True) -> Verdict:
     """Verdict on a claim about a latency ratio ``A/B`` given its CI.
 
     ``expect="greater"``: the claim says A is slower (ratio > 1); ``"less"``: A is faster.
     An effect counts only beyond ``band`` (5%): a claim that A is faster or slower is a
     claim of a noticeable effect, and rigorous timing resolves differences far below
     that (two runs of the same float layer differ by 0.2% with a CI that excludes 1).
+
+    First, whether the measurement can bear a verdict at all:
+
+    - inconclusive, machine disturbed: the sentinel saw a busy machine (``disturbed``);
+    - inconclusive, precision not reached: a side's CI stayed wider than its target
+      (``precise=False``), or there is no interval (too few samples).
+
+    Then, on the CI:
 
     - holds: the CI lies wholly beyond ``1 + band`` (or below ``1 / (1 + band)``) on the
       claimed side;
@@ -180,13 +212,15 @@ def ratio_verdict(ci_low: float | None, ci_high: float | None, expect: str, *, b
     """
     if expect not in ("greater", "less"):
         raise ValueError(f"expect must be 'greater' or 'less', got {expect!r}")
-    if ci_low is None or ci_high is None or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
-        return VERDICTS[2]  # no interval (too few samples): nothing can be concluded
+    if disturbed:
+        return Verdict.DISTURBED
+    if not precise or ci_low is None or ci_high is None or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return Verdict.IMPRECISE
     hi_edge, lo_edge = 1 + band, 1 / (1 + band)
     if (expect == "greater" and ci_low > hi_edge) or (expect == "less" and ci_high < lo_edge):
-        return VERDICTS[0]
+        return Verdict.HOLDS
     if (expect == "greater" and ci_high < 1) or (expect == "less" and ci_low > 1):
-        return VERDICTS[1]
+        return Verdict.DOES_NOT_HOLD
     if ci_low >= lo_edge and ci_high <= hi_edge:
-        return VERDICTS[1]
-    return VERDICTS[2]
+        return Verdict.DOES_NOT_HOLD
+    return Verdict.INCONCLUSIVE

@@ -10,7 +10,10 @@ model, no warm-up) is recorded beside the median to show how far it lands.
 Verdict per claim (see :func:`flopgap.study._stats.ratio_verdict`): an effect counts
 beyond 5%. *holds* if the 95% CI of the ratio lies wholly beyond +-5% of 1 on the
 claimed side; *does not hold* if it lies wholly on the other side of 1 or wholly within
-+-5% of 1 (the claimed effect is absent); otherwise *inconclusive at this noise*.
++-5% of 1 (the claimed effect is absent); otherwise *inconclusive at this noise*. A pair
+timed on a disturbed machine (re-timed up to three times) is *inconclusive: machine
+disturbed*, and one whose CIs missed their precision target *inconclusive: precision not
+reached*: no verdict rests on either.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from flopgap.errors import UsageError
-from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
-from flopgap.study._stats import ratio_verdict
+from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
+from flopgap.study._stats import Verdict, ratio_verdict
+from flopgap.timing import TimerOptions, environment
 
-__all__ = ["Claim", "CLAIMS", "SeedResult", "run_seed", "seed_result", "measure_seed_model", "compare_pair"]
+__all__ = ["Claim", "CLAIMS", "SeedResult", "run_seed", "seed_result", "measure_seed_model", "compare_pair",
+           "comparison_payload"]
 
 KIND = "seed"
+SEED_MAX_TIME = 3.0  # seconds per pair: both models of a pair share it
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,10 @@ def _is_quantized(module) -> bool:
     return any("quantized" in type(m).__module__ for m in module.modules())
 
 
-def measure_seed_model(item: Item, *, with_explain: bool = True, profile=None) -> dict:
-    """Count one seed model, time it the article's way (one cold call), explain it."""
+def measure_seed_model(item: Item, *, with_explain: bool = True, profile=None, timer: TimerOptions | None = None,
+                       load=None) -> dict:
+    """Count one seed model, time it the article's way (one cold call), explain it (with
+    ``timer.threads`` threads and the profile for them)."""
     from flopgap.count import count
 
     loaded, inputs = _load(item.spec)
@@ -103,32 +111,37 @@ def measure_seed_model(item: Item, *, with_explain: bool = True, profile=None) -
                "module_type": type(loaded.module).__module__ + "." + type(loaded.module).__qualname__,
                "quantized": _is_quantized(loaded.module)}
     if with_explain:
-        from flopgap.study._stages import stage
-
-        explain = stage("flopgap.explain", "explain")
+        from flopgap.explain import explain
         from flopgap.study.zoo import findings_payload
 
         # measure=False: the pair comparison times it; explain adds the profiler's view
-        exp = explain(loaded.module, inputs, name=item.spec, count_result=counted, profile=profile, measure=False)
+        exp = explain(loaded.module, inputs, name=item.spec, count_result=counted, profile=profile, measure=False,
+                      timer=timer, load=load)
         payload["findings"] = findings_payload(exp, n=8)
     return payload
 
 
-def compare_pair(item: Item, *, max_time: float, precision: float, threads: int | None) -> dict:
-    """Time the pair ``item.model = "A|B"`` alternately; returns the comparison payload."""
-    from flopgap.study._stages import stage
+def compare_pair(item: Item, *, timer: TimerOptions, load=None) -> dict:
+    """Time the pair ``item.model = "A|B"`` alternately; returns the comparison payload
+    (``disturbed`` at its top: the study re-times a disturbed pair)."""
+    from flopgap.timing import compare
 
-    compare = stage("flopgap.timing", "compare")
     a_spec, b_spec = item.model.split("|")
     a, ia = _load(a_spec)
     b, ib = _load(b_spec)
-    comp = compare(a.module, ia, b.module, ib, names=(a_spec, b_spec), threads=threads, precision=precision,
-                   max_time=max_time)
-    if getattr(comp, "interrupted", False):  # Ctrl-C while timing: end the study, store nothing partial
+    comp = compare(a.module, ia, b.module, ib, timer, names=(a_spec, b_spec), load=load)
+    return comparison_payload(comp)
+
+
+def comparison_payload(comp) -> dict:
+    """A comparison as a study stores it (sample lists kept, machine metadata left to the run)."""
+    if comp.interrupted:  # Ctrl-C while timing: end the study, store nothing partial
         raise KeyboardInterrupt
     d = comp.to_dict()
     for side in ("a", "b"):
         d[side] = {k: v for k, v in d[side].items() if k != "environment"}
+    d["precise"] = comp.a.precision_met and comp.b.precision_met
+    d["threads"] = comp.a.spec.threads
     return d
 
 
@@ -152,7 +165,7 @@ def _judge(claim: Claim, models: dict[str, dict], comparisons: dict[str, dict]) 
     row = {"id": claim.id, "example": claim.example, "claim": claim.text, "metric": claim.metric,
            "a": claim.a, "b": claim.b, "expect": claim.expect}
     if comp is None:
-        return {**row, "ratio": None, "ci_low": None, "ci_high": None, "verdict": "not measured", "reason": ""}
+        return {**row, "ratio": None, "ci_low": None, "ci_high": None, "verdict": Verdict.NOT_MEASURED, "reason": ""}
     ratio, lo, hi = comp["ratio"], comp["ci_low"], comp["ci_high"]
     notes = []
     fa, fb = (ma.get("count") or {}).get("flops"), (mb.get("count") or {}).get("flops")
@@ -160,7 +173,7 @@ def _judge(claim: Claim, models: dict[str, dict], comparisons: dict[str, dict]) 
         notes.append(f"FLOPs {claim.a.split(':')[1]} / {claim.b.split(':')[1]} = {fa / fb:.3g}")
     if claim.per_flop:
         if not (fa and fb):
-            return {**row, "ratio": None, "ci_low": None, "ci_high": None, "verdict": "not measured",
+            return {**row, "ratio": None, "ci_low": None, "ci_high": None, "verdict": Verdict.NOT_MEASURED,
                     "reason": "FLOPs unknown"}
         scale = fb / fa
         ratio = ratio * scale
@@ -173,10 +186,20 @@ def _judge(claim: Claim, models: dict[str, dict], comparisons: dict[str, dict]) 
                          f"nn.Linear it returned the float layer ({ma.get('module_type', '?')}) unchanged")
         elif ma.get("quantized"):
             notes.append(f"{claim.a} runs {ma.get('module_type', '?')} (int8 weights, activations quantized per call)")
-    verdict = ratio_verdict(lo, hi, claim.expect)
+    disturbed = bool(comp.get("disturbed"))
+    precise = comp.get("precise", comp["a"].get("precision_met", True) and comp["b"].get("precision_met", True))
+    verdict = ratio_verdict(lo, hi, claim.expect, disturbed=disturbed, precise=precise)
+    if disturbed:
+        notes.insert(0, "machine disturbed while timing" + (f" ({comp['attempts']} attempts)"
+                                                            if comp.get("attempts", 1) > 1 else "")
+                     + ": " + "; ".join(w for w in comp["a"].get("warnings", []) if w.startswith("machine disturbed")))
+    elif not precise:
+        notes.insert(0, "precision not reached: give it more --max-time")
     return {**row, "ratio": ratio, "ci_low": lo, "ci_high": hi, "verdict": verdict,
             "reason": _reason(ma.get("findings") or [], claim.reason), "notes": "; ".join(notes),
-            "latency_a": comp["a"]["median"], "latency_b": comp["b"]["median"]}
+            "latency_a": comp["a"]["median"], "latency_b": comp["b"]["median"],
+            "n": comp["a"].get("n_samples"), "threads": comp.get("threads", (comp["a"].get("spec") or {}).get("threads")),
+            "disturbed": disturbed}
 
 
 def _reason(findings: list, kinds: tuple[str, ...]) -> str:
@@ -203,39 +226,43 @@ def seed_result(store, run_id: int | str, *, outcome: RunOutcome | None = None) 
     return SeedResult(run, models, comparisons, claims, failures, outcome)
 
 
-def run_seed(*, store, max_time: float = 3.0, precision: float = 0.01, threads: int | None = None,
-             with_explain: bool = True, resume: bool = False, progress: bool = False, console=None,
-             quick_profile: bool = False, measure_model: Callable[[Item], dict] | None = None,
-             measure_pair: Callable[[Item], dict] | None = None, machine: dict | None = None) -> SeedResult:
-    """Run (or resume) the seed case study into ``store``; fakes can replace both measurements."""
-    config = {"study": "seed", "max_time": max_time, "precision": precision, "threads": threads,
+def run_seed(*, store, timer: TimerOptions | None = None, with_explain: bool = True, resume: bool = False,
+             progress=None, quick_profile: bool = False, profile=None,
+             measure_model: Callable[[Item], dict] | None = None, measure_pair: Callable[[Item], dict] | None = None,
+             machine: dict | None = None, retime: Retime = Retime(), load=None) -> SeedResult:
+    """Run (or resume) the seed case study into ``store``; fakes can replace both measurements.
+
+    ``timer`` times each pair (default: a 3 s budget per pair); a pair the sentinel finds
+    disturbed is re-timed as ``retime`` says, and one still disturbed gets the verdict
+    "inconclusive: machine disturbed"."""
+    timer = timer if timer is not None else TimerOptions(max_time=SEED_MAX_TIME)
+    config = {"study": "seed", "max_time": timer.max_time, "precision": timer.precision, "threads": timer.threads,
               "explain": with_explain, "claims": [c.id for c in CLAIMS],
               "profile": "quick" if quick_profile else "full"}
     if machine is None:
-        from flopgap.study._stages import machine_metadata
-
-        machine = machine_metadata()
+        machine = environment()
     if measure_model is None:
-        profile = None
-        if with_explain:
-            from flopgap.study._stages import machine_profile
+        if with_explain and profile is None:
+            from flopgap.study.zoo import study_profile
 
-            profile = machine_profile(quick=quick_profile, progress=progress, console=console)
+            profile = study_profile(timer, quick=quick_profile)
 
         def measure_model(it: Item) -> dict:
-            return measure_seed_model(it, with_explain=with_explain, profile=profile)
+            return measure_seed_model(it, with_explain=with_explain, profile=profile, timer=timer, load=load)
     if measure_pair is None:
         def measure_pair(it: Item) -> dict:
-            return compare_pair(it, max_time=max_time, precision=precision, threads=threads)
+            return compare_pair(it, timer=timer, load=load)
 
     run_id, resumed = open_run(store, KIND, config, machine, resume=resume, name="seed article")
     outcome = run_items(store, run_id, [Item(s, spec=s) for s in SEED_SPECS], measure_model, kind="model",
-                        progress=progress, label="seed models", resumed=resumed, console=console)
+                        progress=progress, label="seed models", resumed=resumed, retime=retime)
     pairs = run_items(store, run_id, [Item(f"{a}|{b}") for a, b in _pairs()], measure_pair, kind="comparison",
-                      progress=progress, label="seed pairs", resumed=resumed, console=console)
+                      progress=progress, label="seed pairs", resumed=resumed, retime=retime)
     outcome.measured += pairs.measured
     outcome.skipped += pairs.skipped
     outcome.failed.update(pairs.failed)
+    outcome.disturbed += pairs.disturbed
+    outcome.retimed.update(pairs.retimed)
     result = seed_result(store, run_id, outcome=outcome)
     for claim in result.claims:
         store.put(run_id, claim["id"], "claim", claim, on_conflict="replace")

@@ -31,12 +31,14 @@ import torch
 from torch import nn
 
 from flopgap.errors import UsageError
-from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
-from flopgap.study._stats import ratio_verdict
+from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
+from flopgap.study._stats import Verdict, ratio_verdict
+from flopgap.timing import TimerOptions, environment
 
 __all__ = ["Config", "CONFIGS", "GUIDELINES", "ShuffleResult", "build_config", "run_shufflenet", "shufflenet_result"]
 
 KIND = "shufflenet-v2"
+SHUFFLE_MAX_TIME = 2.0  # seconds per pair (configuration against its group's first)
 BLOCKS = 10
 
 
@@ -140,25 +142,21 @@ def _network(guideline: str, name: str, spatial: int):
     return module, (x,)
 
 
-def measure_config(item: Item, *, spatial: int, max_time: float, precision: float, threads: int | None) -> dict:
+def measure_config(item: Item, *, spatial: int, timer: TimerOptions, load=None) -> dict:
     """Count a configuration and its group's first one, then time them alternately."""
     from flopgap.count import count
-    from flopgap.study._stages import stage
+    from flopgap.study.seed import comparison_payload
+    from flopgap.timing import compare
 
-    compare = stage("flopgap.timing", "compare")
     guideline, name = item.model.split(" ", 1)
     base = _base(guideline)
     m, x = _network(guideline, name, spatial)
     mb, xb = _network(guideline, base.name, spatial)
     counts = {"config": count(m, x, model=item.model).totals(), "base": count(mb, xb, model=base.name).totals()}
-    comp = compare(m, x, mb, xb, names=(item.model, f"{guideline} {base.name}"), threads=threads,
-                   precision=precision, max_time=max_time)
-    if getattr(comp, "interrupted", False):  # Ctrl-C while timing: end the study, store nothing partial
-        raise KeyboardInterrupt
-    d = comp.to_dict()
-    for side in ("a", "b"):
-        d[side] = {k: v for k, v in d[side].items() if k != "environment"}
-    return {"guideline": guideline, "config": name, "base": base.name, "count": counts, "comparison": d}
+    comp = compare(m, x, mb, xb, timer, names=(item.model, f"{guideline} {base.name}"), load=load)
+    d = comparison_payload(comp)
+    return {"guideline": guideline, "config": name, "base": base.name, "count": counts, "comparison": d,
+            "disturbed": d["disturbed"]}
 
 
 @dataclass
@@ -183,7 +181,7 @@ def _rows(payloads: dict[str, dict]) -> list[dict]:
         paper_arm = cfg.paper_arm / base.paper_arm if cfg.paper_arm and base.paper_arm else None
         row = {"guideline": cfg.guideline, "config": cfg.name, "paper_gpu": paper_gpu, "paper_arm": paper_arm,
                "flops": None, "flops_vs_first": None, "latency": None, "speed": None, "speed_low": None,
-               "speed_high": None, "verdict": ""}
+               "speed_high": None, "n": None, "threads": None, "disturbed": False, "verdict": ""}
         if cfg is base:
             row.update(speed=1.0, speed_low=1.0, speed_high=1.0, verdict="(reference)")
             # the reference's own numbers come from any comparison that used it
@@ -197,47 +195,62 @@ def _rows(payloads: dict[str, dict]) -> list[dict]:
             comp = p["comparison"]
             fb = p["count"]["base"]["flops"]
             ratio, lo, hi = comp["ratio"], comp["ci_low"], comp["ci_high"]
+            disturbed = bool(comp.get("disturbed"))
+            precise = comp.get("precise", comp["a"].get("precision_met", True) and comp["b"].get("precision_met", True))
             row.update(
                 flops=p["count"]["config"]["flops"], flops_vs_first=p["count"]["config"]["flops"] / fb if fb else None,
                 latency=comp["a"]["median"], speed=1 / ratio if ratio else None,
                 # a stored null CI means too few samples for an interval (NaN is not JSON)
                 speed_low=1 / hi if hi else None, speed_high=1 / lo if lo else None,
-                verdict=ratio_verdict(lo, hi, GUIDELINES[cfg.guideline][1]),
+                n=comp["a"].get("n_samples"), threads=comp.get("threads", (comp["a"].get("spec") or {}).get("threads")),
+                disturbed=disturbed,
+                verdict=ratio_verdict(lo, hi, GUIDELINES[cfg.guideline][1], disturbed=disturbed, precise=precise),
             )
         else:
-            row["verdict"] = "not measured"
+            row["verdict"] = Verdict.NOT_MEASURED
         rows.append(row)
     return rows
 
 
 def _guideline_verdicts(rows: list[dict]) -> list[dict]:
+    """One verdict per guideline from its configurations' verdicts. Configurations with no
+    verdict to give (disturbed, imprecise, not measured) are counted and left out: a
+    guideline holds only on configurations that could answer."""
     out = []
     for g, (text, expect) in GUIDELINES.items():
         rs = [r for r in rows if r["guideline"] == g and r["verdict"] not in ("(reference)", "")]
-        measured = [r for r in rs if r["verdict"] != "not measured"]
-        holds = sum(r["verdict"] == "holds" for r in measured)
-        against = sum(r["verdict"] == "does not hold" for r in measured)
-        n = len(measured)
-        if n == 0:
-            verdict = "not measured"
+        measured = [r for r in rs if r["verdict"] != Verdict.NOT_MEASURED]
+        answered = [r for r in measured if Verdict(r["verdict"]).definite or r["verdict"] == Verdict.INCONCLUSIVE]
+        holds = sum(r["verdict"] == Verdict.HOLDS for r in answered)
+        against = sum(r["verdict"] == Verdict.DOES_NOT_HOLD for r in answered)
+        disturbed = sum(r["verdict"] == Verdict.DISTURBED for r in measured)
+        n = len(answered)
+        if not measured:
+            verdict = str(Verdict.NOT_MEASURED)
+        elif n == 0:
+            verdict = str(Verdict.DISTURBED if disturbed else Verdict.IMPRECISE)
         elif holds == n:
-            verdict = "holds"
+            verdict = str(Verdict.HOLDS)
         elif against == n:
-            verdict = "does not hold"
+            verdict = str(Verdict.DOES_NOT_HOLD)
         elif holds == 0 and against == 0:
-            verdict = "inconclusive at this noise"
+            verdict = str(Verdict.INCONCLUSIVE)
         elif holds == 0:
             verdict = f"does not hold ({against} of {n} configurations against, the rest inconclusive)"
         elif against == 0:
             verdict = f"partly holds ({holds} of {n} configurations, the rest inconclusive)"
         else:
             verdict = f"mixed ({holds} of {n} configurations hold, {against} against)"
-        paper = [r for r in rs if r["paper_arm"] is not None]
+        left_out = len(measured) - n
+        if left_out and n:
+            verdict += f"; {left_out} configuration(s) left out ({disturbed} disturbed, {left_out - disturbed} imprecise)"
+        paper = [r for r in answered if r["paper_arm"] is not None]
         agree_arm = sum((r["paper_arm"] < 1) == (r["speed"] < 1) for r in paper if r["speed"] is not None)
         out.append({"guideline": g, "text": text,
                     "expect": "configurations slower than the first" if expect == "greater" else
                               "removing the ops makes it faster",
-                    "holds": holds, "against": against, "measured": n, "verdict": verdict,
+                    "holds": holds, "against": against, "measured": n, "left_out": left_out,
+                    "disturbed": disturbed, "verdict": verdict,
                     "direction_agrees_with_paper_arm": f"{agree_arm} of {len(paper)}" if paper else "-"})
     return out
 
@@ -253,35 +266,34 @@ def shufflenet_result(store, run_id: int | str, *, outcome: RunOutcome | None = 
     return ShuffleResult(run, rows, _guideline_verdicts(rows), failures, outcome)
 
 
-def run_shufflenet(*, store, spatial: int = 28, max_time: float = 2.0, precision: float = 0.01,
-                   threads: int | None = None, guidelines: tuple[str, ...] = ("G1", "G2", "G3", "G4"),
-                   resume: bool = False, progress: bool = False, console=None,
-                   measure: Callable[[Item], dict] | None = None, machine: dict | None = None) -> ShuffleResult:
-    """Run (or resume) the ShuffleNet V2 micro-benchmarks into ``store``."""
+def run_shufflenet(*, store, spatial: int = 28, timer: TimerOptions | None = None,
+                   guidelines: tuple[str, ...] = ("G1", "G2", "G3", "G4"), resume: bool = False, progress=None,
+                   measure: Callable[[Item], dict] | None = None, machine: dict | None = None,
+                   retime: Retime = Retime(), load=None) -> ShuffleResult:
+    """Run (or resume) the ShuffleNet V2 micro-benchmarks into ``store`` (``timer``: default
+    a 2 s budget per pair; a disturbed pair is re-timed as ``retime`` says)."""
     if spatial < 4 or spatial > 224:
         raise UsageError(f"--spatial must be between 4 and 224, got {spatial}")
     unknown = [g for g in guidelines if g not in GUIDELINES]
     if unknown or not guidelines:
         raise UsageError(f"unknown guideline(s) {', '.join(unknown) or '(none)'}: choose from G1, G2, G3, G4")
-    config = {"study": KIND, "spatial": spatial, "blocks": BLOCKS, "batch": 1, "max_time": max_time,
-              "precision": precision, "threads": threads, "guidelines": list(guidelines)}
+    timer = timer if timer is not None else TimerOptions(max_time=SHUFFLE_MAX_TIME)
+    config = {"study": KIND, "spatial": spatial, "blocks": BLOCKS, "batch": 1, "max_time": timer.max_time,
+              "precision": timer.precision, "threads": timer.threads, "guidelines": list(guidelines)}
     if machine is None:
-        from flopgap.study._stages import machine_metadata
-
-        machine = machine_metadata()
+        machine = environment()
     if measure is None:
         def measure(it: Item) -> dict:
-            return measure_config(it, spatial=spatial, max_time=max_time, precision=precision, threads=threads)
+            return measure_config(it, spatial=spatial, timer=timer, load=load)
 
     items = [Item(f"{c.guideline} {c.name}") for c in CONFIGS
              if c.guideline in guidelines and c is not _base(c.guideline)]
     run_id, resumed = open_run(store, KIND, config, machine, resume=resume,
                                name=f"S={spatial} ({'paper size' if spatial == 56 else f'{spatial / 56:.2g}x the paper'})")
     outcome = run_items(store, run_id, items, measure, kind="config", progress=progress, label="shufflenet-v2",
-                        resumed=resumed, console=console)
+                        resumed=resumed, retime=retime)
     result = shufflenet_result(store, run_id, outcome=outcome)
     for g in result.guidelines:
         store.put(run_id, g["guideline"], "guideline", g, on_conflict="replace")
     measured = not all(r["speed"] is None or r["verdict"] == "(reference)" for r in result.rows)
     return close_run(store, run_id, result, measured=measured, nothing="the shufflenet-v2 study measured nothing")
-

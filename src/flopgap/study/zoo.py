@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from flopgap.errors import UsageError
-from flopgap.study._runner import Item, RunOutcome, close_run, open_run, run_items
+from flopgap.machine import profile_machine
+from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import correlate, flops_fit, inversions
+from flopgap.timing import TimerOptions, environment, measure, threads_context
 
 __all__ = ["ZOOS", "METRICS", "DEMO_MODELS", "ZooResult", "zoo_items", "measure_zoo_model", "run_zoo",
-           "zoo_result", "analyze_zoo"]
+           "zoo_result", "analyze_zoo", "study_profile", "STUDY_MAX_TIME"]
 
 ZOOS = ("seed", "torchvision", "transformers")
 # what is correlated with latency, in table order: (payload field, column name)
@@ -28,6 +30,7 @@ METRICS = (("params", "params"), ("flops", "FLOPs"), ("bytes", "bytes"), ("ops",
 DEMO_MODELS = ("torchvision:resnet18", "torchvision:mobilenet_v2", "torchvision:mobilenet_v3_small",
                "torchvision:squeezenet1_1", "torchvision:shufflenet_v2_x0_5", "torchvision:mnasnet0_5")
 KIND = "zoo"
+STUDY_MAX_TIME = 2.0  # seconds of timing per model or pair: a 2% CI for models up to ~50 ms
 
 
 def _zoo_specs(zoo: str) -> list[str]:
@@ -126,45 +129,44 @@ def _top_finding(explanation) -> str:
     return ""
 
 
-def measure_zoo_model(item: Item, *, max_time: float = 2.0, precision: float = 0.02, threads: int | None = None,
-                      with_explain: bool = True, profile=None) -> dict:
-    """Count, time, predict and explain one model; returns the stored payload."""
-    from flopgap.count import count
-    from flopgap.models import load_model, make_inputs, resolve_inputs
-    from flopgap.study._stages import stage
+def measure_zoo_model(item: Item, *, timer: TimerOptions, with_explain: bool = True, profile=None,
+                      load=None) -> dict:
+    """Count, time, predict and explain one model; returns the stored payload.
 
-    measure = stage("flopgap.timing", "measure")
-    predict = stage("flopgap.explain", "predict")
+    Everything runs with ``timer.threads`` intra-op threads, and ``profile`` must be the
+    machine profile for that thread count (:func:`study_profile`)."""
+    from flopgap.count import count
+    from flopgap.explain import explain, predict
+    from flopgap.models import load_model, make_inputs, resolve_inputs
+
     loaded = load_model(item.spec, item.kwargs_dict)
     specs = resolve_inputs(loaded, None, item.batch)
     inputs = make_inputs(specs)
-    counted = count(loaded.module, inputs, model=item.model)
-    if profile is None:
-        profile = stage("flopgap.machine", "profile_machine")()
-    timed = measure(loaded.module, inputs, name=item.model, threads=threads, precision=precision, max_time=max_time)
-    if getattr(timed, "interrupted", False):
-        # timing stops on Ctrl-C and returns what it had: in a study that ends the run,
-        # and a partial measurement is not stored as a finished one
-        raise KeyboardInterrupt
-    prediction = predict(counted, profile)
-    payload = {
-        "spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs],
-        "count": counted.totals(),
-        "time": {k: v for k, v in timed.to_dict().items() if k != "environment"},
-        "median": timed.median, "ci_low": timed.ci_low, "ci_high": timed.ci_high,
-        "prediction": _prediction(prediction),
-    }
-    if with_explain:
-        from flopgap.timing import threads_context
-
-        explain = stage("flopgap.explain", "explain")
-        # measure=False: the model was just timed above; explain adds the profiler's view,
-        # profiled with the same thread count the timing used
-        with threads_context(threads):
+    with threads_context(timer.threads):
+        counted = count(loaded.module, inputs, model=item.model)
+        if profile is None:
+            profile = profile_machine()
+        timed = measure(loaded.module, inputs, timer, name=item.model, load=load)
+        if timed.interrupted:
+            # timing stops on Ctrl-C and returns what it had: in a study that ends the run,
+            # and a partial measurement is not stored as a finished one
+            raise KeyboardInterrupt
+        prediction = predict(counted, profile)
+        payload = {
+            "spec": item.spec, "batch": item.batch, "inputs": [str(s) for s in specs],
+            "count": counted.totals(),
+            "time": {k: v for k, v in timed.to_dict().items() if k != "environment"},
+            "median": timed.median, "ci_low": timed.ci_low, "ci_high": timed.ci_high,
+            "n_samples": timed.n_samples, "threads": timed.spec.threads, "precision_met": timed.precision_met,
+            "disturbed": timed.disturbed, "warnings": timed.warnings,
+            "prediction": _prediction(prediction),
+        }
+        if with_explain:
+            # measure=False: the model was just timed above; explain adds the profiler's view
             exp = explain(loaded.module, inputs, name=item.model, count_result=counted, profile=profile,
-                          measure=False)
-        payload["finding"] = _top_finding(exp)
-        payload["findings"] = findings_payload(exp)
+                          measure=False, timer=timer, load=load)
+            payload["finding"] = _top_finding(exp)
+            payload["findings"] = findings_payload(exp)
     return payload
 
 
@@ -192,21 +194,34 @@ def _row(model: str, payload: dict) -> dict:
         "ops": c.get("ops"), "coverage": c.get("coverage"),
         "prediction": (payload.get("prediction") or {}).get("latency_s"),
         "median": payload.get("median"), "ci_low": payload.get("ci_low"), "ci_high": payload.get("ci_high"),
+        "n_samples": payload.get("n_samples", (payload.get("time") or {}).get("n_samples")),
+        "threads": payload.get("threads", ((payload.get("time") or {}).get("spec") or {}).get("threads")),
+        "precision_met": payload.get("precision_met", (payload.get("time") or {}).get("precision_met")),
+        "disturbed": bool(payload.get("disturbed", (payload.get("time") or {}).get("disturbed"))),
+        "attempts": payload.get("attempts", 1),
         "finding": payload.get("finding", ""),
     }
 
 
 def analyze_zoo(rows: Sequence[dict], *, n_boot: int = 2000, seed: int = 0, top: int = 10) -> dict[int, dict]:
-    """Per batch: correlations of every metric with latency, inversions, FLOPs-fit outliers."""
+    """Per batch: correlations of every metric with latency, inversions, FLOPs-fit outliers.
+
+    Rows timed on a disturbed machine are left out of all three and listed under
+    ``excluded`` with the reason: no correlation rests on a busy machine."""
     out: dict[int, dict] = {}
     for batch in sorted({r["batch"] for r in rows}, key=lambda b: (b is None, b)):
-        rs = [r for r in rows if r["batch"] == batch]
+        all_rs = [r for r in rows if r["batch"] == batch]
+        rs = [r for r in all_rs if not r.get("disturbed")]
+        excluded = [{"label": r["label"], "reason": "machine disturbed while timing"
+                     + (f" ({r['attempts']} attempts)" if r.get("attempts", 1) > 1 else "")}
+                    for r in all_rs if r.get("disturbed")]
         lat = [r["median"] for r in rs]
         corr = {}
         for key, _ in METRICS:
             corr[key] = correlate([r[key] for r in rs], lat, n_boot=n_boot, seed=seed)
         out[batch] = {
             "n": len(rs),
+            "excluded": excluded,
             "correlations": corr,
             "inversions": inversions(rs, by="flops", top=top),
             "inversions_params": inversions(rs, by="params", top=top),
@@ -227,38 +242,46 @@ def zoo_result(store, run_id: int | str, *, outcome: RunOutcome | None = None, n
     return ZooResult(run, rows, analyze_zoo(rows, n_boot=n_boot), failures, outcome)
 
 
+def study_profile(timer: TimerOptions, *, quick: bool = False, progress=None):
+    """The machine profile a study predicts with: the one for ``timer.threads`` threads."""
+    with threads_context(timer.threads):
+        return profile_machine(quick=quick, progress=progress)
+
+
 def run_zoo(zoo: str | None = None, *, store, models: Sequence[str] | None = None, batches: Sequence[int] = (1,),
-            max_time: float = 2.0, precision: float = 0.02, threads: int | None = None, with_explain: bool = True,
-            resume: bool = False, progress: bool = False, console=None, n_boot: int = 2000,
-            quick_profile: bool = False, measure: Callable[[Item], dict] | None = None,
-            machine: dict | None = None) -> ZooResult:
+            timer: TimerOptions | None = None, with_explain: bool = True, resume: bool = False, progress=None,
+            n_boot: int = 2000, quick_profile: bool = False, profile=None,
+            measure: Callable[[Item], dict] | None = None, machine: dict | None = None,
+            retime: Retime = Retime(), load=None) -> ZooResult:
     """Run (or resume) a zoo study into ``store`` and return its analysed result.
 
-    ``quick_profile`` predicts from the machine stage's quick profile (seconds to measure
-    instead of about a minute, once per machine). ``measure`` replaces the per-model
-    measurement (tests inject a fake); ``machine`` replaces the machine metadata
-    (default: ``flopgap.timing.environment()``).
+    ``timer`` (:class:`~flopgap.timing.TimerOptions`, default a 2 s budget per model) times
+    every model, with its thread count for the profile and prediction too. ``profile``
+    is the machine profile to predict with (default: :func:`study_profile`, the quick
+    one with ``quick_profile``). A model the sentinel finds disturbed is re-timed as
+    ``retime`` says; one still disturbed is kept, flagged and left out of the analysis.
+    ``progress(event)`` receives :class:`~flopgap.study.Progress` events. ``measure``
+    replaces the per-model measurement (tests inject a fake); ``machine`` replaces the
+    machine metadata (default: ``flopgap.timing.environment()``); ``load`` is the
+    sentinel's evidence source (tests pass a fake).
     """
+    timer = timer if timer is not None else TimerOptions(max_time=STUDY_MAX_TIME)
     items = zoo_items(zoo, models, batches)
     config = {"zoo": zoo if not models else "custom", "models": [it.model for it in items],
-              "batches": [int(b) for b in batches], "max_time": max_time, "precision": precision,
-              "threads": threads, "explain": with_explain, "profile": "quick" if quick_profile else "full"}
+              "batches": [int(b) for b in batches], "max_time": timer.max_time, "precision": timer.precision,
+              "threads": timer.threads, "explain": with_explain, "profile": "quick" if quick_profile else "full"}
     if machine is None:
-        from flopgap.study._stages import machine_metadata
-
-        machine = machine_metadata()
+        machine = environment()
     if measure is None:
-        from flopgap.study._stages import machine_profile
-
-        profile = machine_profile(quick=quick_profile, progress=progress, console=console)
+        if profile is None:
+            profile = study_profile(timer, quick=quick_profile)
 
         def measure(it: Item) -> dict:
-            return measure_zoo_model(it, max_time=max_time, precision=precision, threads=threads,
-                                     with_explain=with_explain, profile=profile)
+            return measure_zoo_model(it, timer=timer, with_explain=with_explain, profile=profile, load=load)
 
     run_id, resumed = open_run(store, KIND, config, machine, resume=resume,
                                name=zoo if not models else f"{len(set(i.model for i in items))} models")
     outcome = run_items(store, run_id, items, measure, kind="model", progress=progress, label="zoo",
-                        resumed=resumed, console=console)
+                        resumed=resumed, retime=retime)
     result = zoo_result(store, run_id, outcome=outcome, n_boot=n_boot)
     return close_run(store, run_id, result, measured=bool(result.rows), nothing="every model failed")

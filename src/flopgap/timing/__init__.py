@@ -6,16 +6,41 @@ detected warm-up, under ``torch.inference_mode()``, with a **95% order-statistic
 start. A sample is a block of back-to-back calls sized so that the clock's resolution
 and cost stay under 0.1% of it (1 call for slow models). The ratio of two models
 (:func:`compare`) is timed alternately and gets a paired bootstrap CI. The clock is
-replaceable (:class:`Clock`; :class:`FakeClock` for tests). See docs/timing.md.
+replaceable (:class:`Clock`; :class:`FakeClock` for tests). Every run is watched by a
+disturbance sentinel (:class:`Disturbance` on the result; :class:`FakeLoad` for tests).
+How to time is one :class:`TimerOptions`. See docs/timing.md.
+
+Names are imported on first use, so that ``import flopgap.timing`` (and the CLI's
+``--help``) does not pay for torch until a measurement needs it.
 """
 
-from flopgap.timing._clock import Clock, FakeClock
-from flopgap.timing._context import check_device, threads_context
-from flopgap.timing._env import environment
-from flopgap.timing._health import health_warnings
-from flopgap.timing._processes import ProcessRepeats, repeat_in_processes
-from flopgap.timing._timer import TIME_SCHEMA, Comparison, CudaHooks, Measurement, TimingSpec, compare, measure
+from importlib import import_module
 
-__all__ = ["measure", "compare", "environment", "Measurement", "Comparison", "TimingSpec", "Clock", "FakeClock",
-           "CudaHooks", "ProcessRepeats", "repeat_in_processes", "TIME_SCHEMA", "threads_context", "check_device",
-           "health_warnings"]
+_WHERE = {
+    "Clock": "_clock", "FakeClock": "_clock",
+    "check_device": "_context", "threads_context": "_context",
+    "environment": "_env",
+    "health_warnings": "_health",
+    "TimerOptions": "_options", "DEFAULT_PRECISION": "_options", "DEFAULT_MAX_TIME": "_options",
+    "ProcessRepeats": "_processes", "repeat_in_processes": "_processes",
+    "Disturbance": "_sentinel", "FakeLoad": "_sentinel", "LoadSource": "_sentinel", "SystemLoad": "_sentinel",
+    "TIME_SCHEMA": "_timer", "Comparison": "_timer", "CudaHooks": "_timer", "Measurement": "_timer",
+    "TimingSpec": "_timer", "compare": "_timer", "measure": "_timer",
+}
+
+__all__ = ["measure", "compare", "TimerOptions", "DEFAULT_PRECISION", "DEFAULT_MAX_TIME", "environment",
+           "Measurement", "Comparison", "TimingSpec", "Clock", "FakeClock", "CudaHooks", "ProcessRepeats",
+           "repeat_in_processes", "TIME_SCHEMA", "threads_context", "check_device", "health_warnings",
+           "Disturbance", "LoadSource", "SystemLoad", "FakeLoad"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(f"flopgap.timing.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flopgap.timing' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

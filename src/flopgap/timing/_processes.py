@@ -4,7 +4,10 @@ its whole life: address-space layout, which core it lands on, a noisy neighbour)
 Each repeat runs ``python -m flopgap time ARGS --json -`` to completion, one after the
 other (never in parallel: they would disturb each other). The spread is the max/min
 ratio of the per-process medians (or ratios, for ``--vs``); the headline figure is
-their median. Ctrl-C keeps every process that finished, and the partial result of the
+their median, with an interval over processes (:attr:`ProcessRepeats.ci`). A
+within-process CI describes one process's luck (address-space layout, which core, the
+allocator's state); only the spread between processes shows how much that luck moves
+the result. Ctrl-C keeps every process that finished, and the partial result of the
 one running when it reports one. A child that rejects its arguments (exit 2) is the
 caller's usage error; any other failure ends the run and keeps the processes that
 finished, with the reason in ``failure``.
@@ -23,6 +26,7 @@ import numpy as np
 
 from flopgap._json import jsonable
 from flopgap.errors import UsageError
+from flopgap.timing._stats import MIN_SAMPLES_95, median_ci
 from flopgap.timing._timer import TIME_SCHEMA, Comparison, Measurement
 
 __all__ = ["ProcessRepeats", "repeat_in_processes"]
@@ -55,6 +59,29 @@ class ProcessRepeats:
         return float(np.median(self.values)) if self.results else math.nan
 
     @property
+    def ci(self) -> tuple[float, float, float]:
+        """``(low, high, confidence)``: an interval for the median over processes.
+
+        Each process is one draw of "what this machine gives a fresh process", so the
+        per-process values are the samples: with 6 or more, the 95% order-statistic
+        interval (as within a process); with 2 to 5, their range, whose coverage of the
+        median is ``1 - 2 * 0.5**n`` (50% for 2, 94% for 5) and is stated as such;
+        NaN with fewer than 2."""
+        v = np.sort(np.asarray(self.values, dtype=float))
+        n = len(v)
+        if n >= MIN_SAMPLES_95:
+            lo, hi = median_ci(v, 0.95)
+            return lo, hi, 0.95
+        if n >= 2:
+            return float(v[0]), float(v[-1]), 1 - 2 * 0.5 ** n
+        return math.nan, math.nan, math.nan
+
+    @property
+    def disturbed(self) -> int:
+        """How many processes the sentinel found disturbed."""
+        return sum(1 for r in self.results if r.disturbed)
+
+    @property
     def cold_s(self) -> list[float]:
         """First call in each fresh process (model A's for ``--vs``)."""
         return [(r.a if isinstance(r, Comparison) else r).cold_s for r in self.results]
@@ -63,7 +90,10 @@ class ProcessRepeats:
         return jsonable({
             "schema": TIME_SCHEMA, "kind": "processes", "args": self.args, "requested": self.requested,
             "completed": len(self.results), "interrupted": self.interrupted, "failure": self.failure,
-            "values": self.values, "median": self.median, "spread": self.spread, "cold_s": self.cold_s,
+            "values": self.values, "median": self.median, "spread": self.spread,
+            "ci_low": self.ci[0], "ci_high": self.ci[1], "ci_confidence": self.ci[2],
+            "ci_method": "order statistic over per-process values (range below 6 processes)",
+            "disturbed_processes": self.disturbed, "cold_s": self.cold_s,
             "results": [r.to_dict() for r in self.results],
         })
 

@@ -22,11 +22,10 @@ import numpy as np
 from scipy.special import bdtr, ndtri  # binomial CDF, normal quantile (scipy.stats costs 0.5 s to import)
 
 __all__ = ["median_ci_ranks", "median_ci", "half_width", "median_half_width", "summarize", "ratio_ci", "MIN_SAMPLES_95",
-           "CI_METHOD", "RATIO_CI_METHOD", "independent_ratio_ci", "INDEPENDENT_RATIO_CI_METHOD"]
+           "CI_METHOD", "RATIO_CI_METHOD"]
 
 CI_METHOD = "order-statistic (binomial, distribution-free)"
 RATIO_CI_METHOD = "paired bootstrap over interleaved rounds (percentile)"
-INDEPENDENT_RATIO_CI_METHOD = "the two medians' CIs combined in log space as independent (normal approximation)"
 
 MIN_SAMPLES_95 = 6  # 2 * 0.5**6 = 0.031 < 0.05, while 2 * 0.5**5 = 0.0625 is not
 
@@ -134,20 +133,3 @@ def ratio_ci(a, b, confidence: float = 0.95, *, resamples: int = 2000, seed: int
     lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
-
-def independent_ratio_ci(a: tuple[float, float, float], b: tuple[float, float, float],
-                         confidence: float = 0.95) -> tuple[float, float, float]:
-    """(ratio, low, high) of ``median_b / median_a`` for two runs timed apart.
-
-    ``a`` and ``b`` are (median, ci_low, ci_high) at ``confidence``. Runs timed at
-    different moments share no rounds, so no pairing: each CI is read as a normal
-    interval of the log median, ``se = (log hi - log lo) / (2 z)``, and the two are
-    combined as independent, ``se = sqrt(se_a^2 + se_b^2)``. NaN where a CI is unknown.
-    """
-    (ma, la, ha), (mb, lb, hb) = a, b
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (ma, la, ha, mb, lb, hb)):
-        return (mb / ma if ma and mb else math.nan), math.nan, math.nan
-    z = float(ndtri(0.5 + confidence / 2))
-    se = math.hypot((math.log(ha) - math.log(la)) / (2 * z), (math.log(hb) - math.log(lb)) / (2 * z))
-    ratio = mb / ma
-    return ratio, ratio * math.exp(-z * se), ratio * math.exp(z * se)

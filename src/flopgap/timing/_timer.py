@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Callable
 
@@ -42,17 +42,19 @@ from flopgap.timing._clock import Clock, clock_floor, default_clock
 from flopgap.timing._context import check_device, threads_context
 from flopgap.timing._cuda import CudaRunner
 from flopgap.timing._env import environment, minor_faults
+from flopgap.timing._health import health_warnings
+from flopgap.timing._options import TimerOptions
 from flopgap.timing._runner import CpuRunner
+from flopgap.timing._sentinel import Disturbance, LoadSource, Sentinel, system_load
 from flopgap.timing._stats import (CI_METHOD, MIN_SAMPLES_95, RATIO_CI_METHOD, half_width, median_half_width, ratio_ci,
                                   summarize)
 
-__all__ = ["TimingSpec", "Measurement", "Comparison", "CudaHooks", "measure", "compare", "TIME_SCHEMA"]
+__all__ = ["TimingSpec", "TimerOptions", "Measurement", "Comparison", "CudaHooks", "measure", "compare", "TIME_SCHEMA"]
 
 TIME_SCHEMA = "flopgap.time/1"
 
 _WINDOW = 5                  # warm-up samples per moving-median window
 _OVERHEAD_RATIO = 1000       # a block lasts >= 1000x the clock floor: clock error <= 0.1%
-_WARMUP_SHARE = 0.25         # default warm-up bound: a quarter of max_time
 _MAX_WARMUP_SAMPLES = 1000
 _CHECK_GROWTH = 20           # after min_samples, check the CI each time n grows by n // 20
 _SHARED_PEAK_NOTE = ("peak device memory not reported: the models ran interleaved and the device's peak "
@@ -61,27 +63,37 @@ _SHARED_PEAK_NOTE = ("peak device memory not reported: the models ran interleave
 
 @dataclass(frozen=True)
 class TimingSpec:
-    """What was timed and how (hashable; the result lives in :class:`Measurement`)."""
+    """What was timed and how (hashable; the result lives in :class:`Measurement`).
+
+    ``threads`` and ``device`` are the values in effect during the run (``options``
+    may have left them to torch or to the inputs)."""
 
     name: str
     inputs: tuple[str, ...]
     device: str
     threads: int
-    grad: bool
-    precision: float
-    max_time: float
-    confidence: float = 0.95
-    min_samples: int = 10
-    min_time: float = 0.1
+    options: TimerOptions = TimerOptions()
+
+    precision = property(lambda self: self.options.precision)
+    max_time = property(lambda self: self.options.max_time)
+    min_time = property(lambda self: self.options.min_time)
+    confidence = property(lambda self: self.options.confidence)
+    min_samples = property(lambda self: self.options.min_samples)
+    grad = property(lambda self: self.options.grad)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = self.options.to_dict()
+        d["requested_threads"] = d.pop("threads")
+        d.pop("device")
+        return {"name": self.name, "inputs": list(self.inputs), "device": self.device, "threads": self.threads, **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimingSpec":
         d = dict(d)
-        d["inputs"] = tuple(d.get("inputs", ()))
-        return cls(**d)
+        opts = {k: v for k, v in d.items() if k not in ("name", "inputs", "device", "threads", "requested_threads")}
+        opts["threads"] = d.get("requested_threads")
+        return cls(d.get("name", "model"), tuple(d.get("inputs", ())), d.get("device", "cpu"), d.get("threads", 1),
+                   TimerOptions.from_dict(opts))
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ class Measurement:
     peak_memory_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
     page_faults_per_call: float | None = None  # minor faults per call while sampling (None: unknown)
+    disturbance: Disturbance | None = None     # the sentinel's evidence (None: not watched)
 
     @cached_property
     def _stats(self) -> dict:
@@ -151,6 +164,21 @@ class Measurement:
             self.half_width <= self.spec.precision
 
     @property
+    def disturbed(self) -> bool:
+        """The sentinel saw competition, steal or a slowed reference kernel during the run."""
+        return bool(self.disturbance is not None and self.disturbance.disturbed)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why this figure may not describe the machine, most serious first (disturbed,
+        precision not reached, interrupted, then the rest): one sentence each."""
+        return health_warnings(self)
+
+    @property
     def dispatch_median(self) -> float | None:
         return float(np.median(self.dispatch_samples)) if self.dispatch_samples else None
 
@@ -170,7 +198,8 @@ class Measurement:
             "half_width": jsonable(self.half_width),
             "mean": s["mean"], "p5": s["p5"], "p95": s["p95"], "min": s["min"], "max": s["max"], "iqr": s["iqr"],
             "outliers": s["outliers"], "precision_met": self.precision_met, "interrupted": self.interrupted,
-            "warnings": _health(self),
+            "disturbed": self.disturbed, "warnings": self.warnings,
+            "disturbance": self.disturbance.to_dict() if self.disturbance is not None else None,
             "cold_s": self.cold_s, "warmup_calls": self.warmup_calls, "steady": self.steady,
             "block_size": self.block_size, "n_samples": len(self.samples), "calls": self.calls,
             "wall_s": self.wall_s, "clock_floor_s": self.clock_floor_s,
@@ -193,6 +222,7 @@ class Measurement:
             dispatch_samples=d.get("dispatch_samples"), device_samples=d.get("device_samples"),
             peak_memory_bytes=d.get("peak_memory_bytes"), notes=list(d.get("notes", [])),
             page_faults_per_call=d.get("page_faults_per_call"),
+            disturbance=Disturbance.from_dict(d.get("disturbance")),
         )
 
 
@@ -219,6 +249,20 @@ class Comparison:
     ci_high = property(lambda self: self._ci[1])
 
     @property
+    def disturbed(self) -> bool:
+        """Either side's run was disturbed (they ran interleaved: in practice both or neither)."""
+        return self.a.disturbed or self.b.disturbed
+
+    @property
+    def warnings(self) -> list[str]:
+        """Both sides' warnings; one both share (the sentinel watched them together) is said once."""
+        wa, wb = self.a.warnings, self.b.warnings
+        out = [w for w in wa if w in wb]
+        out += [f"{self.a.spec.name}: {w}" for w in wa if w not in wb]
+        out += [f"{self.b.spec.name}: {w}" for w in wb if w not in wa]
+        return out
+
+    @property
     def excludes_one(self) -> bool:
         """The CI says the two differ (at the confidence level)."""
         return self.ci_low > 1 or self.ci_high < 1
@@ -228,7 +272,7 @@ class Comparison:
             "schema": TIME_SCHEMA, "kind": "comparison",
             "ratio": jsonable(self.ratio), "ci_low": jsonable(self.ci_low), "ci_high": jsonable(self.ci_high),
             "confidence": self.a.spec.confidence, "ci_method": RATIO_CI_METHOD, "resamples": self.resamples,
-            "excludes_one": self.excludes_one, "interrupted": self.interrupted,
+            "excludes_one": self.excludes_one, "interrupted": self.interrupted, "disturbed": self.disturbed,
             "a": self.a.to_dict(), "b": self.b.to_dict(),
         }
 
@@ -246,20 +290,6 @@ def _check_schema(d: dict, kind: str) -> None:
 
 
 # --------------------------------------------------------------------------- running
-
-@dataclass
-class _Options:
-    precision: float
-    max_time: float
-    min_time: float
-    confidence: float
-    min_samples: int
-    max_samples: int
-    warmup_max_time: float
-    warmup_tol: float
-    min_block_s: float | None
-    max_block: int
-
 
 def _block_size(per_call_s: float, min_block_s: float, max_block: int) -> int:
     """Calls per block so that a block lasts at least ``min_block_s``."""
@@ -295,7 +325,7 @@ def _cold(job: _Job) -> None:
         raise UsageError(f"{job.name} raised on its first call: {one_line(e)}") from None
 
 
-def _warm_up(job: _Job, clock: Clock, opt: _Options, min_block_s: float, progress) -> None:
+def _warm_up(job: _Job, clock: Clock, opt: TimerOptions, min_block_s: float, progress) -> None:
     t0 = clock()
     block = 1
     w = job.warmup
@@ -305,7 +335,7 @@ def _warm_up(job: _Job, clock: Clock, opt: _Options, min_block_s: float, progres
             if prev - last <= opt.warmup_tol * last:
                 job.steady = True
                 break
-        if w and (clock() - t0 >= opt.warmup_max_time or len(w) >= _MAX_WARMUP_SAMPLES):
+        if w and (clock() - t0 >= opt.warmup_budget or len(w) >= _MAX_WARMUP_SAMPLES):
             break  # (one sample at least: the block size comes from it)
         t = job.runner.run_block(block)
         w.append(t.wall / block)
@@ -316,13 +346,13 @@ def _warm_up(job: _Job, clock: Clock, opt: _Options, min_block_s: float, progres
         progress("warmup", {"name": job.name, "calls": job.warmup_calls, "steady": job.steady, "block": job.block})
 
 
-def _met(job: _Job, opt: _Options) -> bool:
+def _met(job: _Job, opt: TimerOptions) -> bool:
     if len(job.samples) < max(opt.min_samples, MIN_SAMPLES_95):
         return False
     return median_half_width(job.samples, opt.confidence) <= opt.precision
 
 
-def _sample(jobs: list[_Job], clock: Clock, opt: _Options, t_start: float, progress) -> bool:
+def _sample(jobs: list[_Job], clock: Clock, opt: TimerOptions, t_start: float, progress, sentinel) -> bool:
     """Rounds of one block per job (order reversed every other round: ABBA) until every
     job's CI meets the target, the budget is spent or Ctrl-C; returns interrupted."""
     next_check = max(opt.min_samples, MIN_SAMPLES_95)
@@ -338,8 +368,10 @@ def _sample(jobs: list[_Job], clock: Clock, opt: _Options, t_start: float, progr
                 if t.device is not None:
                     job.device.append(t.device / job.block)
             rnd += 1
+            if sentinel is not None:
+                sentinel.poll(clock())
             if rnd >= next_check:
-                if all(_met(j, opt) for j in jobs) and clock() - t_start >= opt.min_time:
+                if all(_met(j, opt) for j in jobs) and clock() - t_start >= opt.effective_min_time:
                     break
                 next_check = rnd + max(1, rnd // _CHECK_GROWTH)
                 if progress:
@@ -358,7 +390,7 @@ def _sample(jobs: list[_Job], clock: Clock, opt: _Options, t_start: float, progr
     return False
 
 
-def _hw(job: _Job, opt: _Options) -> float:
+def _hw(job: _Job, opt: TimerOptions) -> float:
     return median_half_width(job.samples, opt.confidence)
 
 
@@ -379,36 +411,14 @@ def _resolve_device(device, inputs: tuple, cuda_hooks: CudaHooks | None) -> str:
     return check_device(device, need_cuda=cuda_hooks is None)
 
 
-def _options(precision, max_time, min_time, confidence, min_samples, max_samples, warmup_max_time, warmup_tol,
-             min_block_s, max_block, threads) -> _Options:
-    if not (isinstance(precision, (int, float)) and 0 <= precision < 1):
-        raise UsageError(f"--precision must be in [0, 1) (a fraction: 0.01 is 1%), got {precision}")
-    if not (isinstance(max_time, (int, float)) and max_time > 0 and math.isfinite(max_time)):
-        raise UsageError(f"--max-time must be a positive number of seconds, got {max_time}")
-    if not min_time >= 0:
-        raise UsageError(f"min_time must be >= 0 seconds, got {min_time}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise UsageError(f"--threads must be a positive integer, got {threads}")
-    if not 0 < confidence < 1:
-        raise UsageError(f"confidence must be in (0, 1), got {confidence}")
-    if min_samples < 1 or max_samples < min_samples:
-        raise UsageError(f"need 1 <= min_samples <= max_samples, got {min_samples}, {max_samples}")
-    if max_block < 1:
-        raise UsageError(f"max_block must be >= 1, got {max_block}")
-    if warmup_max_time is None:
-        warmup_max_time = _WARMUP_SHARE * max_time
-    return _Options(float(precision), float(max_time), min(float(min_time), float(max_time)), confidence, min_samples, max_samples,
-                    float(warmup_max_time), warmup_tol, min_block_s, max_block)
-
-
-def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clock, progress, cuda_hooks,
-         opt: _Options) -> tuple[list[Measurement], bool]:
+def _run(named: list[tuple[str, Callable, tuple]], opt: TimerOptions, *, clock, progress, cuda_hooks,
+         load: LoadSource | None) -> tuple[list[Measurement], bool]:
     import torch
 
     clock = clock if clock is not None else default_clock()
     # a lone tensor is one input, not a sequence of rows
     named = [(n, f, (inp,) if isinstance(inp, torch.Tensor) else tuple(inp)) for n, f, inp in named]
-    devices = {_resolve_device(device, tuple(inp), cuda_hooks) for _, _, inp in named}
+    devices = {_resolve_device(opt.device, tuple(inp), cuda_hooks) for _, _, inp in named}
     if len(devices) > 1:
         raise UsageError(f"models to compare run on different devices: {', '.join(sorted(devices))}")
     dev = devices.pop()
@@ -423,13 +433,18 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
         else:
             runner = CpuRunner(fn, tuple(inputs), clock)
         jobs.append(_Job(name, runner))
+    sentinel = None
+    if opt.watch_load:
+        sentinel = Sentinel(load if load is not None else system_load())
 
-    with _torch_context(threads, grad):
+    with _torch_context(opt.threads, opt.grad):
         used_threads = torch.get_num_threads()
         env = environment(dev)
         floor = clock_floor(clock)
         min_block_s = opt.min_block_s if opt.min_block_s is not None else _OVERHEAD_RATIO * floor
         t_begin = clock()
+        if sentinel is not None:
+            sentinel.start(t_begin, used_threads)
         for job in jobs:
             _cold(job)
             if progress:
@@ -438,11 +453,12 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
         for job in jobs:
             _warm_up(job, clock, opt, min_block_s, progress)
         faults0 = minor_faults()
-        interrupted = _sample(jobs, clock, opt, t_start, progress)
+        interrupted = _sample(jobs, clock, opt, t_start, progress, sentinel)
         faults1 = minor_faults()
         wall = clock() - t_begin
         # the device's peak counter is global: it is one model's peak only when one model ran
         peaks = [jobs[0].runner.peak_memory()] if len(jobs) == 1 else [None] * len(jobs)
+        disturbance = sentinel.finish() if sentinel is not None and not interrupted else None
 
     # faults are counted per process: one model's only when one model ran
     sampled = sum(len(j.samples) * j.block for j in jobs)
@@ -450,70 +466,60 @@ def _run(named: list[tuple[str, Callable, tuple]], *, threads, grad, device, clo
               and faults1 is not None else None)
     out = []
     for job, (_, _, inputs), peak in zip(jobs, named, peaks):
-        spec = TimingSpec(job.name, tuple(describe_inputs(inputs)), dev, used_threads, bool(grad), opt.precision,
-                          opt.max_time, opt.confidence, opt.min_samples, opt.min_time)
+        spec = TimingSpec(job.name, tuple(describe_inputs(inputs)), dev, used_threads, opt)
         out.append(Measurement(
             spec=spec, samples=job.samples, block_size=job.block, cold_s=job.cold_s,
             warmup_calls=job.warmup_calls, warmup_samples=job.warmup, steady=job.steady, environment=env,
             wall_s=wall, clock_floor_s=floor, interrupted=interrupted,
             dispatch_samples=job.dispatch or None, device_samples=job.device or None, peak_memory_bytes=peak,
             notes=[_SHARED_PEAK_NOTE] if len(jobs) > 1 and dev.startswith("cuda") else [],
-            page_faults_per_call=faults,
+            page_faults_per_call=faults, disturbance=disturbance,
         ))
     if progress:
-        progress("done", {"interrupted": interrupted})
+        progress("done", {"interrupted": interrupted, "disturbed": bool(disturbance and disturbance.disturbed)})
     return out, interrupted
 
 
-def measure(fn: Callable[..., Any], inputs: tuple = (), *, name: str = "model", threads: int | None = None,
-            grad: bool = False, precision: float = 0.01, max_time: float = 10.0, device: str | None = None,
-            clock: Clock | None = None, progress: Callable[[str, dict], None] | None = None,
-            min_time: float = 0.1, confidence: float = 0.95, min_samples: int = 10, max_samples: int = 100_000,
-            warmup_max_time: float | None = None, warmup_tol: float = 0.02, min_block_s: float | None = None,
-            max_block: int = 10_000, cuda_hooks: CudaHooks | None = None) -> Measurement:
+def measure(fn: Callable[..., Any], inputs: tuple = (), options: TimerOptions | None = None, *,
+            name: str = "model", clock: Clock | None = None, progress: Callable[[str, dict], None] | None = None,
+            cuda_hooks: CudaHooks | None = None, load: LoadSource | None = None) -> Measurement:
     """Time ``fn(*inputs)`` (any callable: module, compiled or quantized module).
 
-    Runs under ``torch.inference_mode()`` unless ``grad``; with ``threads`` set, torch
-    uses that many intra-op threads for the run (restored after); ``None`` keeps what
-    torch uses, and the spec records it. Stops when the 95% CI of the median is within
-    ``precision`` (a fraction) of the median, or after ``max_time`` seconds
-    (warm-up included; warm-up alone is bounded by ``warmup_max_time``, default a
-    quarter of ``max_time``), but never before ``min_time`` seconds: a CI from a few
-    milliseconds of samples describes those milliseconds, not the machine. ``min_block_s`` overrides the automatic block duration
-    (1000x the clock floor). ``progress(phase, info)`` is called at phase ends and CI
-    checks. See the module docstring for the algorithm.
+    ``options`` (:class:`TimerOptions`, default ``TimerOptions()``) say when to stop and
+    how to run: under ``torch.inference_mode()`` unless ``grad``; with ``threads`` set,
+    torch uses that many intra-op threads for the run (restored after) and the result
+    records the count in effect. Stops when the 95% CI of the median is within
+    ``precision`` of the median, or after ``max_time`` seconds (warm-up included), never
+    before ``min_time``. The disturbance sentinel watches the machine meanwhile
+    (``load`` replaces its evidence source; tests pass :class:`FakeLoad`), and the result
+    says whether the run was disturbed (``.disturbed``, ``.disturbance``) and lists every
+    caveat (``.warnings``). ``progress(phase, info)`` is called at phase ends and CI
+    checks. The clock is replaceable (``clock``); see the module docstring for the
+    algorithm.
     """
-    opt = _options(precision, max_time, min_time, confidence, min_samples, max_samples, warmup_max_time, warmup_tol,
-                   min_block_s, max_block, threads)
-    (m,), _ = _run([(name, fn, inputs)], threads=threads, grad=grad, device=device, clock=clock,
-                   progress=progress, cuda_hooks=cuda_hooks, opt=opt)
+    opt = options if options is not None else TimerOptions()
+    if not isinstance(opt, TimerOptions):
+        raise UsageError(f"options must be a TimerOptions, got {type(opt).__name__}")
+    (m,), _ = _run([(name, fn, inputs)], opt, clock=clock, progress=progress, cuda_hooks=cuda_hooks, load=load)
     return m
 
 
-def compare(fn_a: Callable[..., Any], inputs_a: tuple, fn_b: Callable[..., Any], inputs_b: tuple, *,
-            names: tuple[str, str] = ("a", "b"), threads: int | None = None, grad: bool = False,
-            precision: float = 0.01, max_time: float = 10.0, device: str | None = None,
-            clock: Clock | None = None, progress: Callable[[str, dict], None] | None = None,
-            min_time: float = 0.1, confidence: float = 0.95, min_samples: int = 10, max_samples: int = 100_000,
-            warmup_max_time: float | None = None, warmup_tol: float = 0.02, min_block_s: float | None = None,
-            max_block: int = 10_000, cuda_hooks: CudaHooks | None = None, resamples: int = 2000) -> Comparison:
+def compare(fn_a: Callable[..., Any], inputs_a: tuple, fn_b: Callable[..., Any], inputs_b: tuple,
+            options: TimerOptions | None = None, *, names: tuple[str, str] = ("a", "b"), clock: Clock | None = None,
+            progress: Callable[[str, dict], None] | None = None, cuda_hooks: CudaHooks | None = None,
+            load: LoadSource | None = None, resamples: int = 2000) -> Comparison:
     """Time two callables alternately in one run and return their :class:`Comparison`.
 
     Both get a cold call and a warm-up, then rounds of one block each, in ABBA order,
-    until both medians meet ``precision`` or ``max_time`` runs out. ``max_time`` and
-    ``warmup_max_time`` are for the whole run (the warm-up bound applies per model).
+    until both medians meet ``options.precision`` or ``options.max_time`` runs out.
+    ``max_time`` and the warm-up bound are for the whole run (the warm-up bound applies
+    per model). One sentinel watches the whole run, so both sides share its verdict.
     """
     if len(names) != 2:
         raise UsageError(f"compare needs two names, got {names!r}")
-    opt = _options(precision, max_time, min_time, confidence, min_samples, max_samples, warmup_max_time, warmup_tol,
-                   min_block_s, max_block, threads)
-    (a, b), interrupted = _run([(names[0], fn_a, inputs_a), (names[1], fn_b, inputs_b)],
-                               threads=threads, grad=grad, device=device, clock=clock, progress=progress,
-                               cuda_hooks=cuda_hooks, opt=opt)
+    opt = options if options is not None else TimerOptions()
+    if not isinstance(opt, TimerOptions):
+        raise UsageError(f"options must be a TimerOptions, got {type(opt).__name__}")
+    (a, b), interrupted = _run([(names[0], fn_a, inputs_a), (names[1], fn_b, inputs_b)], opt, clock=clock,
+                               progress=progress, cuda_hooks=cuda_hooks, load=load)
     return Comparison(a, b, interrupted, resamples)
-
-
-def _health(m) -> list[str]:
-    from flopgap.timing._health import health_warnings
-
-    return health_warnings(m)

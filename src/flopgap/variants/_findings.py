@@ -155,6 +155,12 @@ def _variant_findings(result) -> list[dict]:
             continue
         if r.speedup is None:
             continue
+        if r.disturbed:  # no verdict rests on a busy machine: say so, with the sentinel's evidence
+            out.append({**base, "kind": "inconclusive", "speedup": r.speedup,
+                        "text": f"{r.variant} at {_where(r)}: inconclusive, machine disturbed while timing "
+                                f"({'; '.join(w for w in r.warnings if w.startswith('machine disturbed'))[:300]}); "
+                                "re-run on a quiet machine"})
+            continue
         if not _is_remedy(r.variant):
             out.append({**base, **_cost_finding(r)})
             continue
@@ -190,7 +196,7 @@ def _scaling_findings(result) -> list[dict]:
     out = []
     groups: dict[tuple, list] = {}
     for r in result.rows:
-        if _has_ci(r):  # a latency without a CI (too few samples) is not a basis for a scaling claim
+        if _has_ci(r) and not r.disturbed:  # no CI, or a busy machine: no basis for a scaling claim
             groups.setdefault((r.variant, r.threads), []).append(r)
     if len(result.batches) > 1:
         for (variant, threads), rows in groups.items():
@@ -225,7 +231,8 @@ def _scaling_findings(result) -> list[dict]:
         t0 = min(thread_values)
         for variant in result.variants:
             for b in result.batches:
-                rows = {r.threads: r for r in result.rows if r.variant == variant and r.batch == b and _has_ci(r)}
+                rows = {r.threads: r for r in result.rows if r.variant == variant and r.batch == b and _has_ci(r)
+                        and not r.disturbed}
                 if t0 not in rows:
                     continue
                 effs = []
@@ -243,6 +250,12 @@ def _scaling_findings(result) -> list[dict]:
 def findings(result) -> list[dict]:
     """Every finding of a sweep, variant verdicts first, then scaling."""
     out = _variant_findings(result) + _scaling_findings(result)
+    disturbed = [r for r in result.rows if r.disturbed]
+    if disturbed:
+        out.insert(0, {"kind": "disturbed",
+                       "text": f"machine disturbed while timing {len(disturbed)} of {len(result.rows)} row(s) "
+                               f"({', '.join(sorted({f'{r.variant} {_where(r)}' for r in disturbed}))}): their "
+                               "speed-ups are shown but no finding rests on them"})
     if result.interrupted:
         out.insert(0, {"kind": "interrupted", "text": f"interrupted: {len(result.rows)} row(s) measured are kept"})
     return out

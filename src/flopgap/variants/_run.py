@@ -33,12 +33,13 @@ from torch import nn
 
 from flopgap._json import jsonable
 from flopgap.errors import UsageError, one_line
-from flopgap.timing import check_device, environment, threads_context
+from flopgap.timing import TimerOptions, check_device, environment, threads_context
 from flopgap.variants._registry import Built, Variant, default_variants, get_variant
 
 __all__ = ["VariantRow", "VariantsResult", "run_variants", "VARIANTS_SCHEMA"]
 
 VARIANTS_SCHEMA = "flopgap.variants/1"
+_VARIANT_MAX_TIME = 2.0  # seconds per variant x batch x threads: a 2% CI for models up to ~50 ms
 STATUSES = ("ok", "no-op", "failed")
 
 
@@ -69,6 +70,11 @@ class VariantRow:
     compiled: bool = False
     notes: list[str] = field(default_factory=list)
     timing: dict | None = None       # the comparison's own record (flopgap.time)
+    n_samples: int | None = None     # samples behind latency_s
+    measured_threads: int | None = None  # intra-op threads in effect while timing
+    precision_met: bool | None = None
+    disturbed: bool = False          # the sentinel saw a busy machine while this row was timed
+    warnings: list[str] = field(default_factory=list)
     explain: dict | None = None      # flopgap.explain's split for eager and this variant (slower rows, on request)
 
     @property
@@ -197,15 +203,20 @@ class _BatchCase:
 def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = None,
                  batches: Sequence[int] = (1,), threads: Sequence[int | None] = (None,),
                  input_specs: list[str] | None = None, kwargs: dict | None = None,
-                 precision: float = 0.02, max_time: float = 2.0, device: str | None = None,
-                 explain: bool = False, progress: Callable[[str], None] | None = None) -> VariantsResult:
+                 timer: TimerOptions | None = None, device: str | None = None,
+                 explain: bool = False, progress: Callable[[str], None] | None = None,
+                 clock=None, load=None) -> VariantsResult:
     """Time each variant of a model against eager at each batch size and thread count.
 
     ``spec_or_loaded`` is a model spec (``seed:ex3-float``), a
     :class:`~flopgap.models.LoadedModel` or an ``nn.Module`` (then pass ``input_specs``).
     ``variants`` are registered names or :class:`Variant` objects (default: every
     registered default variant whose ``applies`` holds); ``eager`` is always run first as
-    the baseline. ``precision`` and ``max_time`` go to the timer for each comparison.
+    the baseline. ``timer`` (:class:`~flopgap.timing.TimerOptions`, default a 2 s budget)
+    times each comparison, with each row's thread count and the device set per row;
+    ``clock`` and ``load`` go to the timer (tests pass fakes). A row whose timing the
+    sentinel found disturbed says so (``disturbed``, ``warnings``), and findings never
+    rest on it.
     ``explain=True`` runs :func:`flopgap.explain.explain` on eager and on each variant
     that came out slower (where the counting pass can see it) to give the "why".
     Where eager cannot be counted at a batch size, no-op detection by op sequence is off
@@ -221,15 +232,16 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
     loaded = _load(spec_or_loaded, kwargs)
     batches = _check_sizes(batches, "batch sizes", allow_none=False)
     threads = _check_sizes(threads, "thread counts", allow_none=True)
-    if not (max_time > 0) or not (0 < precision < 1):
-        raise UsageError(f"max_time must be > 0 and precision in (0, 1), got {max_time} and {precision}")
+    timer = timer if timer is not None else TimerOptions(max_time=_VARIANT_MAX_TIME)
+    if not isinstance(timer, TimerOptions):
+        raise UsageError(f"timer must be a TimerOptions, got {type(timer).__name__}")
     eager = loaded.module.to(device).eval()
     chosen = _resolve_variants(variants, eager, kind)
     say = progress or (lambda msg: None)
 
     result = VariantsResult(
         loaded.spec, [], [v.name for v in chosen], list(batches), list(threads), [], device=device,
-        settings={"precision": precision, "max_time": max_time,
+        settings={"precision": timer.precision, "max_time": timer.max_time, "timer": timer.to_dict(),
                   "peak_memory_method": PEAK_MEMORY_METHOD[kind], "explain": explain},
     )
     result.environment = environment(device)
@@ -256,7 +268,8 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
         result.inputs = [" ".join(map(str, cases[b].specs)) for b in batches]
         for variant in chosen:
             for t in threads:
-                _run_variant(result, variant, eager, eager_sig, cases, t, device, precision, max_time, say, count)
+                _run_variant(result, variant, eager, eager_sig, cases, _Timing(timer.replace(threads=t, device=device),
+                                                                               clock, load), say, count)
     except KeyboardInterrupt:
         result.interrupted = True
     result.findings = findings(result)
@@ -296,7 +309,25 @@ def _warning_lines(caught) -> list[str]:
     return out
 
 
-def _run_variant(result, variant, eager, eager_sig, cases, threads, device, precision, max_time, say, count):
+@dataclass(frozen=True)
+class _Timing:
+    """How each row is timed: the options (with the row's threads and device), the clock and the load source."""
+
+    options: TimerOptions
+    clock: object = None
+    load: object = None
+
+    @property
+    def threads(self) -> int | None:
+        return self.options.threads
+
+    @property
+    def device(self) -> str:
+        return self.options.device
+
+
+def _run_variant(result, variant, eager, eager_sig, cases, timing: _Timing, say, count):
+    threads = timing.threads
     first_batch = next(iter(cases))
     say(f"{variant.name}: building" + (f" ({threads} threads)" if threads else ""))
     ctx = _build(variant, eager, cases[first_batch].inputs, threads)
@@ -314,7 +345,7 @@ def _run_variant(result, variant, eager, eager_sig, cases, threads, device, prec
                              "(see settings.notes)")
         say(f"{variant.name}: batch {b}" + (f", {threads} threads" if threads else ""))
         try:
-            _measure_row(row, variant, built, eager, eager_sig, case, threads, device, precision, max_time, count)
+            _measure_row(row, variant, built, eager, eager_sig, case, timing, count)
         except KeyboardInterrupt:
             if row.status == "failed" and not row.reason:
                 row.reason = "interrupted before this row was measured"
@@ -346,9 +377,11 @@ def _quiet_compiler_logs(on: bool):
         logger.setLevel(level)
 
 
-def _measure_row(row, variant, built, eager, eager_sig, case, threads, device, precision, max_time, count):
+def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, count):
     from flopgap.explain import weight_bytes
     from flopgap.timing import compare, measure
+
+    threads, device = timing.threads, timing.device
     from flopgap.variants._probe import op_changes, op_sequence, output_error, peak_memory, tree_signature
 
     inputs = built.prepare(case.inputs)
@@ -405,22 +438,26 @@ def _measure_row(row, variant, built, eager, eager_sig, case, threads, device, p
     row.peak_mem_bytes, _ = peak_memory(built.fn, inputs)
 
     if variant.name == "eager":
-        m = measure(built.fn, inputs, name="eager", threads=threads, precision=precision,
-                    max_time=max_time, device=device)
+        m = measure(built.fn, inputs, timing.options, name="eager", clock=timing.clock, load=timing.load)
         row.latency_s, row.latency_ci = m.median, (m.ci_low, m.ci_high)
         row.eager_latency_s = m.median
         row.speedup, row.speedup_ci = 1.0, (1.0, 1.0)
         row.timing = {"kind": "measurement", "eager": _compact(m)}
-        interrupted = m.interrupted
+        interrupted, mine = m.interrupted, m
     else:
-        c = compare(eager, case.inputs, built.fn, inputs, names=("eager", variant.name), threads=threads,
-                    precision=precision, max_time=max_time, device=device)
+        c = compare(eager, case.inputs, built.fn, inputs, timing.options, names=("eager", variant.name),
+                    clock=timing.clock, load=timing.load)
         row.latency_s, row.latency_ci = c.b.median, (c.b.ci_low, c.b.ci_high)
         row.eager_latency_s = c.a.median
         row.speedup, row.speedup_ci = c.ratio, (c.ci_low, c.ci_high)
         row.timing = {"kind": "comparison", "ratio": c.ratio, "ci_low": c.ci_low, "ci_high": c.ci_high,
                       "excludes_one": c.excludes_one, "eager": _compact(c.a), variant.name: _compact(c.b)}
-        interrupted = c.interrupted
+        interrupted, mine = c.interrupted, c.b
+    row.n_samples = mine.n_samples
+    row.measured_threads = mine.spec.threads
+    row.disturbed = mine.disturbed
+    row.precision_met = mine.precision_met
+    row.warnings = mine.warnings
     row.throughput = row.batch / row.latency_s if row.latency_s else None
     row.status = "no-op" if noop else "ok"
     if case.explain_on and variant.remedy and not interrupted and row.speedup_ci and row.speedup_ci[1] < 1 \
@@ -466,6 +503,6 @@ def _explain_pair(case, eager, module, inputs, name, device, threads) -> dict:
 def _compact(m) -> dict:
     """The timer's summary without its sample lists (``flopgap time`` keeps those)."""
     keys = ("median", "ci_low", "ci_high", "half_width", "p5", "p95", "min", "n_samples", "calls", "block_size",
-            "precision_met", "cold_s", "warmup_calls", "steady", "wall_s")
+            "precision_met", "cold_s", "warmup_calls", "steady", "wall_s", "disturbed", "disturbance", "warnings")
     d = m.to_dict()
     return {k: d.get(k) for k in keys}

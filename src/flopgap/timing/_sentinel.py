@@ -1,0 +1,415 @@
+"""Was the machine disturbed while we timed? Evidence from the machine, never a guess.
+
+A median with a tight CI can still describe a machine that was busy the whole time:
+bursty noise widens a CI, steady competition only shifts it. So every measurement
+carries a :class:`Disturbance` record built from three independent witnesses:
+
+1. **Competition for the cores.** Every ``interval_s`` of the run (between blocks, never
+   inside one) the sentinel reads how many threads of *other* processes are runnable
+   (Linux: ``/proc/loadavg``'s running count less this process's own running threads).
+   A probe is *contended* when those threads plus the timing's own threads exceed the
+   logical cores: an intra-op thread that loses its core stalls every op at the next
+   barrier. Disturbed when at least ``CONTENDED_SHARE`` of the probes were contended.
+2. **CPU steal.** The hypervisor's steal time over the run (``/proc/stat``) as a share of
+   all CPU time. Disturbed above ``STEAL_SHARE``.
+3. **A reference kernel re-timed before and after.** A fixed 3-part workload (a chain of
+   tiny ops, a GEMM split over the threads, a copy larger than the last-level cache:
+   dispatch, compute and memory bandwidth) timed with the run's thread count before the
+   cold call and after the last sample, and compared with this machine's calm reference
+   (the fastest uncontended reading so far, kept per CPU, core count, torch version and
+   thread count in the cache folder). Disturbed when either reading is slower than
+   ``REFERENCE_RATIO`` times the calm one. This catches what (1) cannot: a memory-bandwidth
+   hog on another core, a VM neighbour, a thermal or power cap.
+
+Each witness that fires adds one sentence with its numbers to ``reasons``. Where a
+witness cannot see (no ``/proc``, no calm reference yet), it says nothing and the record
+says which witnesses looked (``probes``, ``steal_share is None``, ``calm_reference_s is
+None``). The sources are replaceable (:class:`LoadSource`): tests drive every decision
+with :class:`FakeLoad`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, Sequence
+
+__all__ = ["Disturbance", "LoadSource", "SystemLoad", "FakeLoad", "Sentinel", "others_runnable",
+           "CONTENDED_SHARE", "STEAL_SHARE", "REFERENCE_RATIO", "PROBE_INTERVAL_S"]
+
+# A quiet machine has short blips (a daemon waking, the kernel's own threads): a few
+# percent of probes at most. Steady competition contends most of them.
+CONTENDED_SHARE = 0.2
+# Steal is zero on a dedicated host; 5% of CPU time taken by the hypervisor is a
+# neighbour slowing every op by about as much.
+STEAL_SHARE = 0.05
+# The reference kernel's readings on a calm machine stay within about +-10% of the
+# fastest one; 1.3x is beyond that spread and well below what a competing process
+# causes (1.5-3x on a 2-core machine).
+REFERENCE_RATIO = 1.3
+PROBE_INTERVAL_S = 0.05  # one load probe per 50 ms of run: cheap (~0.1 ms) and dense enough
+_REFERENCE_REPEATS = 5   # median of 5 runs of the reference kernel per reading
+_CALM_FILE = "sentinel.json"
+
+
+@dataclass(frozen=True)
+class Disturbance:
+    """The sentinel's evidence for one run (see the module docstring for each figure)."""
+
+    disturbed: bool
+    reasons: tuple[str, ...] = ()
+    threads: int | None = None
+    cores: int | None = None
+    probes: int = 0
+    contended: int = 0
+    others_max: int | None = None
+    others_median: float | None = None
+    steal_share: float | None = None
+    reference_before_s: float | None = None
+    reference_after_s: float | None = None
+    calm_reference_s: float | None = None
+
+    @property
+    def contended_share(self) -> float | None:
+        return self.contended / self.probes if self.probes else None
+
+    @property
+    def reference_ratio(self) -> float | None:
+        """Worst reading over the calm reference (``None``: no calm reference or no reading)."""
+        readings = [r for r in (self.reference_before_s, self.reference_after_s) if r is not None]
+        if not readings or not self.calm_reference_s:
+            return None
+        return max(readings) / self.calm_reference_s
+
+    @property
+    def summary(self) -> str:
+        """One line: "machine disturbed: <reasons>" or what the witnesses saw."""
+        if self.disturbed:
+            return "machine disturbed: " + "; ".join(self.reasons)
+        parts = []
+        if self.probes:
+            parts.append(f"{self.contended} of {self.probes} load probes contended")
+        if self.reference_ratio is not None:
+            parts.append(f"reference kernel {self.reference_ratio:.2f}x its calm time")
+        if self.steal_share is not None:
+            parts.append(f"steal {100 * self.steal_share:.1f}%")
+        return "quiet: " + ", ".join(parts) if parts else "not watched"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["reasons"] = list(self.reasons)
+        d["contended_share"] = self.contended_share
+        d["reference_ratio"] = self.reference_ratio
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Disturbance | None":
+        if not isinstance(d, dict):
+            return None
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["reasons"] = tuple(known.get("reasons") or ())
+        return cls(**known)
+
+
+class LoadSource(Protocol):
+    """Where the sentinel's evidence comes from (the real machine, or a fake)."""
+
+    def cores(self) -> int | None: ...
+
+    def others_runnable(self) -> int | None: ...
+
+    def cpu_ticks(self) -> tuple[int, int] | None: ...       # (steal, total) since boot
+
+    def reference_s(self, threads: int) -> float | None: ...  # time the reference kernel now
+
+    def calm_reference_s(self, threads: int) -> float | None: ...
+
+    def record_reference(self, threads: int, seconds: float) -> None: ...
+
+
+def others_runnable() -> int | None:
+    """Runnable threads of other processes right now (Linux), or ``None`` without ``/proc``.
+
+    ``/proc/loadavg``'s fourth field counts every runnable task on the machine, this
+    process's running threads (the one reading, OpenMP workers still spinning) included;
+    they are subtracted. (The load average itself cannot tell ours from theirs.)
+    """
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        mine = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:  # the thread ended meanwhile
+                continue
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(running - mine, 0)
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat") as f:
+            parts = f.readline().split()
+    except OSError:
+        return None
+    if not parts or parts[0] != "cpu":
+        return None
+    values = [int(v) for v in parts[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
+    total = sum(values[:8])
+    steal = values[7] if len(values) > 7 else 0
+    return steal, total
+
+
+class _ReferenceKernel:
+    """The fixed workload: 32 tiny matmul+tanh pairs on a 64-vector (dispatch), one
+    256x256 GEMM (compute, split over the threads), a 16 MiB copy (memory bandwidth)."""
+
+    def __init__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(1, 64, generator=g)
+        self.w = torch.randn(64, 64, generator=g) / 8
+        self.a = torch.randn(256, 256, generator=g)
+        self.b = torch.randn(256, 256, generator=g)
+        self.src = torch.randn(4 * 2**20, generator=g)
+        self.dst = torch.empty_like(self.src)
+
+    def run(self) -> None:
+        import torch
+
+        y = self.x
+        for _ in range(32):
+            y = torch.tanh(y @ self.w)
+        torch.mm(self.a, self.b)
+        self.dst.copy_(self.src)
+
+    def time(self, threads: int) -> float:
+        import torch
+
+        from flopgap.timing._context import threads_context
+
+        with threads_context(threads), torch.inference_mode():
+            self.run()  # warm: allocator, OpenMP pool
+            readings = []
+            for _ in range(_REFERENCE_REPEATS):
+                t0 = time.perf_counter()
+                self.run()
+                readings.append(time.perf_counter() - t0)
+        return statistics.median(readings)
+
+
+class SystemLoad:
+    """The real machine: ``/proc`` for runnable threads and steal, the reference kernel
+    timed with ``time.perf_counter``, calm references cached in ``$FLOPGAP_CACHE_DIR``."""
+
+    def __init__(self, cache_file=None):
+        self._kernel: _ReferenceKernel | None = None
+        self._cache_file = cache_file
+        self._calm: dict[str, float] | None = None
+
+    def cores(self) -> int | None:
+        return os.cpu_count()
+
+    def others_runnable(self) -> int | None:
+        return others_runnable()
+
+    def cpu_ticks(self) -> tuple[int, int] | None:
+        return _cpu_ticks()
+
+    def reference_s(self, threads: int) -> float | None:
+        try:
+            if self._kernel is None:
+                self._kernel = _ReferenceKernel()
+            return self._kernel.time(threads)
+        except (RuntimeError, MemoryError):  # no room for 32 MiB: no reference witness
+            return None
+
+    # calm references: {key: seconds}, key = CPU, cores, torch, threads
+    def _path(self):
+        from flopgap._cache import cache_dir
+
+        return self._cache_file or cache_dir() / _CALM_FILE
+
+    @staticmethod
+    def _key(threads: int) -> str:
+        import torch
+
+        from flopgap.timing._env import cpu_model
+
+        raw = json.dumps([cpu_model(), os.cpu_count(), torch.__version__, threads])
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def _load(self) -> dict[str, float]:
+        if self._calm is None:
+            try:
+                data = json.loads(self._path().read_text())
+                self._calm = {k: float(v) for k, v in data.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+            except (OSError, ValueError, AttributeError, TypeError):
+                self._calm = {}
+        return self._calm
+
+    def calm_reference_s(self, threads: int) -> float | None:
+        return self._load().get(self._key(threads))
+
+    def record_reference(self, threads: int, seconds: float) -> None:
+        calm = self._load()
+        key = self._key(threads)
+        if key in calm and calm[key] <= seconds:
+            return
+        calm[key] = seconds
+        try:
+            from flopgap._cache import atomic_write_text
+
+            atomic_write_text(self._path(), json.dumps(calm, indent=1))
+        except OSError:  # a read-only cache: the reference lives for this process only
+            pass
+
+
+@dataclass
+class FakeLoad:
+    """A scripted machine for tests: ``others`` is what successive load probes read (the
+    last value repeats), ``steal_ticks`` the steal added over a run of ``total_ticks``,
+    ``references`` the successive reference-kernel readings, ``calm`` the calm reference."""
+
+    others: Sequence[int | None] = (0,)
+    n_cores: int | None = 2
+    steal_ticks: int = 0
+    total_ticks: int = 1000
+    references: Sequence[float | None] = (1e-3,)
+    calm: float | None = 1e-3
+    recorded: list[float] = field(default_factory=list)
+    _probe: int = 0
+    _ref: int = 0
+    _ticks: int = 0
+
+    def cores(self) -> int | None:
+        return self.n_cores
+
+    def others_runnable(self) -> int | None:
+        v = self.others[min(self._probe, len(self.others) - 1)]
+        self._probe += 1
+        return v
+
+    def cpu_ticks(self) -> tuple[int, int] | None:
+        self._ticks += 1
+        if self._ticks == 1:
+            return 0, 0
+        return self.steal_ticks, self.total_ticks
+
+    def reference_s(self, threads: int) -> float | None:
+        v = self.references[min(self._ref, len(self.references) - 1)]
+        self._ref += 1
+        return v
+
+    def calm_reference_s(self, threads: int) -> float | None:
+        return self.calm
+
+    def record_reference(self, threads: int, seconds: float) -> None:
+        self.recorded.append(seconds)
+        if self.calm is None or seconds < self.calm:
+            self.calm = seconds
+
+    @classmethod
+    def quiet(cls) -> "FakeLoad":
+        return cls()
+
+    @classmethod
+    def busy(cls, others: int = 3) -> "FakeLoad":
+        return cls(others=(others,), references=(2e-3,))
+
+
+_SYSTEM: SystemLoad | None = None
+
+
+def system_load() -> SystemLoad:
+    """The process-wide :class:`SystemLoad` (its reference kernel is built once)."""
+    global _SYSTEM
+    if _SYSTEM is None:
+        _SYSTEM = SystemLoad()
+    return _SYSTEM
+
+
+class Sentinel:
+    """Watches one run: ``start`` before the cold call, ``poll`` between blocks, ``finish``
+    after the last sample. ``now`` values come from the timer's clock, so a fake clock
+    decides when probes happen."""
+
+    def __init__(self, source: LoadSource, *, interval_s: float = PROBE_INTERVAL_S):
+        self.source = source
+        self.interval_s = interval_s
+        self._threads = 1
+        self._others: list[int] = []
+        self._last: float | None = None
+        self._ticks0: tuple[int, int] | None = None
+        self._before: float | None = None
+
+    def _probe(self) -> int | None:
+        v = self.source.others_runnable()
+        if v is not None:
+            self._others.append(int(v))
+        return v
+
+    def start(self, now: float, threads: int) -> None:
+        self._threads = max(1, int(threads))
+        others = self._probe()
+        self._before = self.source.reference_s(self._threads)
+        self._note_reference(self._before, others)
+        self._ticks0 = self.source.cpu_ticks()
+        self._last = now
+
+    def poll(self, now: float) -> None:
+        if self._last is None or now - self._last >= self.interval_s:
+            self._probe()
+            self._last = now
+
+    def _note_reference(self, seconds: float | None, others: int | None) -> None:
+        """An uncontended reading may become the calm reference (the fastest one wins)."""
+        cores = self.source.cores()
+        if seconds is not None and others is not None and cores and others + self._threads <= cores:
+            self.source.record_reference(self._threads, seconds)
+
+    def finish(self) -> Disturbance:
+        ticks1 = self.source.cpu_ticks()
+        calm = self.source.calm_reference_s(self._threads)  # before this run's readings lower it
+        others = self._probe()
+        after = self.source.reference_s(self._threads)
+        self._note_reference(after, others)
+        return judge(self._threads, self.source.cores(), self._others, self._ticks0, ticks1,
+                     self._before, after, calm)
+
+
+def judge(threads: int, cores: int | None, others: Sequence[int], ticks0, ticks1, before: float | None,
+          after: float | None, calm: float | None) -> Disturbance:
+    """The verdict from the witnesses' readings (pure: every threshold is applied here)."""
+    reasons = []
+    contended = sum(1 for o in others if cores and o + threads > cores)
+    if others and cores and contended / len(others) >= CONTENDED_SHARE:
+        reasons.append(f"other processes had up to {max(others)} runnable threads on {cores} logical cores "
+                       f"while timing with {threads} thread(s) ({contended} of {len(others)} load probes "
+                       f"contended)")
+    steal = None
+    if ticks0 is not None and ticks1 is not None and ticks1[1] > ticks0[1]:
+        steal = (ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1])
+        if steal > STEAL_SHARE:
+            reasons.append(f"the hypervisor stole {100 * steal:.1f}% of CPU time")
+    if calm:
+        worst = max((r for r in (before, after) if r is not None), default=None)
+        if worst is not None and worst > REFERENCE_RATIO * calm:
+            which = "before and after" if before and after and min(before, after) > REFERENCE_RATIO * calm else \
+                ("before" if worst == before else "after")
+            reasons.append(f"the reference kernel ran {worst / calm:.2f}x its calm time ({which} the run)")
+    return Disturbance(
+        disturbed=bool(reasons), reasons=tuple(reasons), threads=threads, cores=cores, probes=len(others),
+        contended=contended, others_max=max(others) if others else None,
+        others_median=float(statistics.median(others)) if others else None, steal_share=steal,
+        reference_before_s=before, reference_after_s=after, calm_reference_s=calm)

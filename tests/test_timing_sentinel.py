@@ -1,0 +1,139 @@
+"""The disturbance sentinel, driven by a fake clock and a fake machine (FakeLoad): every
+threshold and every witness decided exactly, nothing read from the real machine."""
+
+import json
+import os
+
+import pytest
+
+from flopgap.timing import Disturbance, FakeClock, FakeLoad, Measurement, TimerOptions, measure
+from flopgap.timing._sentinel import (CONTENDED_SHARE, REFERENCE_RATIO, STEAL_SHARE, Sentinel, SystemLoad, judge,
+                                      others_runnable)
+
+MS = 1e-3
+
+
+def _run(load, **opts):
+    clock = FakeClock(1 * MS)
+    opts.setdefault("min_time", 0.0)
+    return measure(clock.model, (), TimerOptions(**opts), clock=clock, load=load)
+
+
+def test_quiet_machine_is_not_disturbed_and_says_what_it_saw():
+    m = _run(FakeLoad.quiet(), max_time=0.5)
+    d = m.disturbance
+    assert not m.disturbed and d.probes >= 2 and d.contended == 0
+    assert d.reference_ratio == pytest.approx(1.0) and d.steal_share == 0.0
+    assert d.summary.startswith("quiet: 0 of") and m.warnings == []
+
+
+def test_competing_threads_flag_the_run_and_come_first_in_the_warnings():
+    m = _run(FakeLoad(others=(3,), n_cores=2), max_time=0.5, threads=1)
+    assert m.disturbed
+    (reason,) = m.disturbance.reasons
+    assert reason.startswith("other processes had up to 3 runnable threads on 2 logical cores while timing with "
+                             "1 thread(s)")
+    assert m.warnings[0].startswith("machine disturbed: other processes")
+    d = m.to_dict()
+    assert d["disturbed"] is True and d["disturbance"]["others_max"] == 3
+    back = Measurement.from_dict(json.loads(json.dumps(d)))
+    assert back.disturbed and back.disturbance == m.disturbance
+
+
+def test_one_other_thread_does_not_contend_a_one_thread_run_on_two_cores():
+    assert not _run(FakeLoad(others=(1,), n_cores=2), threads=1).disturbed   # 1 + 1 <= 2
+    assert _run(FakeLoad(others=(1,), n_cores=2), threads=2).disturbed       # 1 + 2 > 2
+
+
+def test_contention_counts_only_from_the_stated_share_of_probes():
+    # probes: start, then every 50 ms of fake time while sampling, then finish
+    def share(contended, probes):
+        return judge(2, 2, [1] * contended + [0] * (probes - contended), None, None, None, None, None)
+
+    assert CONTENDED_SHARE == 0.2
+    assert not share(1, 10).disturbed        # a 10% blip: a daemon waking
+    assert share(2, 10).disturbed            # 20%: steady competition
+    assert share(2, 10).contended_share == pytest.approx(0.2)
+
+
+def test_steal_above_its_threshold_flags_the_run():
+    assert STEAL_SHARE == 0.05
+    assert not _run(FakeLoad(steal_ticks=50, total_ticks=1000)).disturbed   # 5.0%: not above
+    m = _run(FakeLoad(steal_ticks=60, total_ticks=1000))
+    assert m.disturbed and m.disturbance.reasons == ("the hypervisor stole 6.0% of CPU time",)
+
+
+def test_a_slow_reference_kernel_flags_what_core_counts_cannot_see():
+    # a memory-bandwidth hog on the other core: no contention, but the reference ran 1.6x its calm time
+    load = FakeLoad(others=(0,), references=(1e-3, 1.6e-3), calm=1e-3)
+    m = _run(load, threads=1)
+    assert m.disturbed
+    assert m.disturbance.reasons == ("the reference kernel ran 1.60x its calm time (after the run)",)
+    assert REFERENCE_RATIO == 1.3
+    ok = _run(FakeLoad(references=(1.2e-3,), calm=1e-3))   # 1.2x: within a calm machine's spread
+    assert not ok.disturbed and ok.disturbance.reference_ratio == pytest.approx(1.2)
+
+
+def test_calm_reference_is_the_fastest_uncontended_reading():
+    load = FakeLoad(others=(0,), references=(0.9e-3, 1.0e-3), calm=1e-3)
+    _run(load, threads=1)
+    assert load.calm == pytest.approx(0.9e-3) and load.recorded == [0.9e-3, 1.0e-3]
+    busy = FakeLoad(others=(5,), references=(0.5e-3,), calm=None)
+    _run(busy, threads=1)
+    assert busy.recorded == [] and busy.calm is None   # a contended reading never becomes the reference
+
+
+def test_no_witness_no_verdict():
+    d = judge(2, None, [], None, None, None, None, None)
+    assert not d.disturbed and d.summary == "not watched"
+
+
+def test_watch_load_off_leaves_no_record():
+    m = _run(FakeLoad.busy(), watch_load=False)
+    assert m.disturbance is None and not m.disturbed
+
+
+def test_interrupted_run_has_no_verdict_but_keeps_samples():
+    clock = FakeClock(1 * MS)
+
+    def model():
+        if clock.calls == 1 + 10 + 7:
+            raise KeyboardInterrupt
+        clock.model()
+
+    m = measure(model, (), TimerOptions(precision=0.0, min_time=0), clock=clock, load=FakeLoad.busy())
+    assert m.interrupted and m.disturbance is None and len(m.samples) == 7
+
+
+def test_sentinel_probes_at_its_interval_of_the_timer_clock():
+    load = FakeLoad()
+    s = Sentinel(load, interval_s=0.05)
+    s.start(0.0, 2)
+    for t in (0.01, 0.04, 0.05, 0.06, 0.11, 0.2):
+        s.poll(t)
+    d = s.finish()
+    assert d.probes == 1 + 3 + 1   # start, polls at 0.05 / 0.11 / 0.2 (each >= 50 ms after the last), finish
+
+
+def test_disturbance_round_trip_and_unknown_keys():
+    d = Disturbance(True, ("x",), threads=2, cores=2, probes=4, contended=4, others_max=3, others_median=3.0,
+                    steal_share=0.0, reference_before_s=1e-3, reference_after_s=2e-3, calm_reference_s=1e-3)
+    back = Disturbance.from_dict({**json.loads(json.dumps(d.to_dict())), "from_a_later_version": 1})
+    assert back == d and back.reference_ratio == pytest.approx(2.0)
+    assert Disturbance.from_dict(None) is None
+
+
+def test_system_load_reads_this_machine_and_keeps_the_fastest_calm_reading(tmp_path):
+    n = others_runnable()
+    if os.path.exists("/proc/loadavg"):
+        assert isinstance(n, int) and n >= 0
+    else:
+        assert n is None
+    load = SystemLoad(cache_file=tmp_path / "sentinel.json")
+    assert load.calm_reference_s(1) is None
+    load.record_reference(1, 2e-3)
+    load.record_reference(1, 3e-3)            # slower: not calmer
+    assert SystemLoad(cache_file=tmp_path / "sentinel.json").calm_reference_s(1) == 2e-3
+    assert SystemLoad(cache_file=tmp_path / "sentinel.json").calm_reference_s(2) is None   # per thread count
+    (tmp_path / "sentinel.json").write_text("{not json")
+    assert SystemLoad(cache_file=tmp_path / "sentinel.json").calm_reference_s(1) is None   # a broken cache is empty
