@@ -13,19 +13,24 @@ Decisions are taken on the 95% CI, never on a bare median:
   the budget; wholly below it passes; a CI that straddles the budget passes and is
   reported as inconclusive;
 - **regression** (``--flopgap-compare FILE``, a baseline written by ``--flopgap-save``):
-  the ratio current / baseline gets a CI from the two medians' CIs (combined in log
-  space as independent: the runs were not interleaved); the test fails when that CI
-  lies wholly above ``1 + threshold`` (``--flopgap-threshold``, default 5%);
-  wholly below ``1 / (1 + threshold)`` is reported as an improvement;
-- a **disturbed** measurement (the timer saw the machine interfere,
-  ``Measurement.disturbed``), or a baseline from another machine, never fails a test:
-  the terminal summary says it was not judged, and why.
+  the ratio current / baseline and its CI come from ``flopgap compare``'s rule
+  (:func:`flopgap.study.compare.compare_sources`: a bootstrap of the ratio of medians
+  over both sides' samples, resampled independently); the test fails when that CI lies
+  wholly above ``1 + threshold`` (``--flopgap-threshold``, default 5%); wholly below
+  ``1 / (1 + threshold)`` is reported as an improvement;
+- a **disturbed** measurement (the timer's sentinel saw the machine interfere,
+  ``Measurement.disturbed``), or a baseline ``flopgap compare`` would refuse (another
+  machine, torch version, thread count, inputs or precision target), never fails a
+  test: the terminal summary says it was not judged, and why.
 
 ``@pytest.mark.flopgap(max_ms=..., threshold=..., name=...)`` sets defaults for the
 fixture calls of one test. ``--flopgap-save DIR|FILE`` writes every measurement of the
-session (a ``.json`` path, or ``DIR/flopgap-latency.json``) as the next baseline. Timer
-options default to ``--flopgap-max-time`` (2 s) and ``--flopgap-precision`` (2%); any
-:func:`flopgap.timing.measure` keyword may be passed to the call.
+session (a ``.json`` path, or ``DIR/flopgap-latency.json``) as the next baseline: the
+timer's own ``flopgap.time/1`` records, named by test, so ``flopgap compare OLD NEW``
+reads two such files too. Timer options default to ``--flopgap-max-time`` (2 s) and
+``--flopgap-precision`` (2%); any :class:`flopgap.timing.TimerOptions` field may be
+passed to the call (or ``options=TimerOptions(...)``), and ``clock``/``load`` reach
+:func:`flopgap.timing.measure` (tests pass fakes).
 
 The plugin module imports nothing heavy (torch, numpy) until a test uses the fixture, so
 it costs nothing to other projects' test runs.
@@ -46,7 +51,6 @@ __all__ = ["LatencyRecord", "LatencyGate", "PLUGIN_SCHEMA"]
 PLUGIN_SCHEMA = "flopgap.pytest/1"
 _DEFAULT_FILE = "flopgap-latency.json"
 _DEFAULT_THRESHOLD = 0.05  # a regression must exceed 5% beyond the CI: smaller shifts are machine drift
-_MACHINE_KEYS = ("cpu_model", "logical_cores", "torch", "device", "gpu")  # what makes two timings comparable
 
 
 @dataclass
@@ -66,18 +70,12 @@ class LatencyRecord:
     budget: str = ""            # within | over | inconclusive | not judged (disturbed)
     baseline: dict | None = None
     ratio: tuple[float, float, float] | None = None
-    change: str = ""            # regression | improvement | no change detected | not judged: ...
+    change: str = ""            # regression | improvement | no change | not judged: ...
     environment: dict = field(default_factory=dict)
+    measurement: dict = field(default_factory=dict)  # the timer's flopgap.time/1 record, named by ``key``
 
     def to_dict(self) -> dict:
-        return {"median_s": self.median_s, "ci_low_s": self.ci_low_s, "ci_high_s": self.ci_high_s,
-                "n_samples": self.n_samples, "threads": self.threads, "device": self.device,
-                "disturbed": self.disturbed, "warnings": self.warnings, "max_ms": self.max_ms,
-                "budget": self.budget or None}
-
-
-def _machine(env: dict) -> dict:
-    return {k: env.get(k) for k in _MACHINE_KEYS}
+        return {**self.measurement, "max_ms": self.max_ms, "budget": self.budget or None}
 
 
 def _ms(s: float) -> str:
@@ -100,7 +98,7 @@ class LatencyGate:
             raise pytest.UsageError("--flopgap-max-time must be > 0 and --flopgap-precision in (0, 1)")
         self.records: list[LatencyRecord] = []
         self.baseline: dict = {}
-        self.baseline_machine: dict | None = None
+        self.baseline_env: dict = {}
         if self.compare_path:
             self._read_baseline(Path(self.compare_path))
 
@@ -116,7 +114,7 @@ class LatencyGate:
             raise pytest.UsageError(f"--flopgap-compare: {str(path)!r} is not a {PLUGIN_SCHEMA} baseline "
                                     f"(schema {got!r}); write one with --flopgap-save")
         self.baseline = data.get("results", {})
-        self.baseline_machine = _machine(data.get("environment", {}))
+        self.baseline_env = data.get("environment", {})
 
     # ------------------------------------------------------------------ judging
     def judge(self, rec: LatencyRecord, threshold: float) -> list[str]:
@@ -140,28 +138,34 @@ class LatencyGate:
         if self.compare_path and base is None:
             rec.change = "not judged: not in the baseline"
         elif base is not None:
-            from flopgap.timing._stats import independent_ratio_ci
-
             rec.baseline = base
-            rec.ratio = independent_ratio_ci((base["median_s"], base["ci_low_s"], base["ci_high_s"]),
-                                             (rec.median_s, rec.ci_low_s, rec.ci_high_s))
-            ratio, lo, hi = rec.ratio
-            other = self.baseline_machine != _machine(rec.environment)
-            if rec.disturbed or base.get("disturbed"):
-                rec.change = "not judged: " + ("disturbed" if rec.disturbed else "the baseline was disturbed")
-            elif other:
-                rec.change = "not judged: the baseline is from another machine"
-            elif not math.isfinite(lo):
-                rec.change = "not judged: no CI"
-            elif lo > 1 + threshold:
-                rec.change = "regression"
-                fails.append(f"{rec.key}: {ratio:.3f}x the baseline (95% CI {lo:.3f} .. {hi:.3f}), beyond the "
-                             f"{threshold:.0%} threshold: {_ms(base['median_s'])} -> {_ms(rec.median_s)}")
-            elif hi < 1 / (1 + threshold):
-                rec.change = "improvement"
-            else:
-                rec.change = "no change detected"
+            fails += self._against_baseline(rec, base, threshold)
         return fails
+
+    def _against_baseline(self, rec: LatencyRecord, base: dict, threshold: float) -> list[str]:
+        """``flopgap compare``'s ratio, CI, refusals and flag for one baseline entry."""
+        from flopgap.errors import UsageError
+        from flopgap.study.compare import Source, compare_sources
+
+        a, b = _timed(rec.key, base), _timed(rec.key, rec.measurement)
+        try:
+            cmp = compare_sources(Source("the baseline", "pytest", self.baseline_env, (a,)),
+                                  Source("this run", "pytest", rec.environment, (b,)), threshold=threshold)
+        except UsageError as e:  # what compare refuses (other machine, threads ...) is reported, never failed
+            rec.change = f"not judged: {e}"
+            return []
+        row = cmp.rows[0]
+        rec.ratio = (row.ratio, row.ci_low, row.ci_high)
+        if row.flag.startswith("inconclusive"):
+            rec.change = "not judged: " + ("disturbed" if b.disturbed else "the baseline was disturbed")
+        elif not math.isfinite(row.ci_low):
+            rec.change = "not judged: no CI"
+        else:
+            rec.change = row.flag
+        if rec.change == "regression":
+            return [f"{rec.key}: {row.ratio:.3f}x the baseline (95% CI {row.ci_low:.3f} .. {row.ci_high:.3f}), "
+                    f"beyond the {threshold:.0%} threshold: {_ms(a.median)} -> {_ms(b.median)}"]
+        return []
 
     # ------------------------------------------------------------------ output
     def write(self) -> Path | None:
@@ -204,6 +208,17 @@ class LatencyGate:
         return out
 
 
+def _timed(key: str, d: dict):
+    """A stored measurement record as one side of ``flopgap compare``."""
+    from flopgap.study.compare import Timed
+
+    spec = d.get("spec") or {}
+    samples = d.get("samples") or None
+    return Timed(key, None, float(d["median"]), d.get("ci_low"), d.get("ci_high"), d.get("n_samples"),
+                 spec.get("threads"), tuple(spec.get("inputs") or ()), spec.get("device") or "cpu",
+                 spec.get("precision"), bool(d.get("disturbed")), tuple(samples) if samples else None)
+
+
 _GATE = pytest.StashKey[LatencyGate]()
 
 
@@ -239,48 +254,58 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         terminalreporter.write_line(f"flopgap: wrote baseline {path} ({len(gate.records)} measurement(s))")
 
 
-def _time(fn: Callable, inputs: tuple, options: dict):
-    """The one call into the timer (its options are the timer's keywords)."""
+def _time(fn: Callable, inputs, options, name: str, clock, load):
+    """The one call into the timer."""
     from flopgap.timing import measure
 
-    return measure(fn, inputs, **options)
+    return measure(fn, inputs, options, name=name, clock=clock, load=load)
 
 
 @pytest.fixture
 def flopgap_latency(request: pytest.FixtureRequest):
-    """``flopgap_latency(fn, inputs=(), *, max_ms=None, name=None, threshold=None, **timer_options)``:
-    time ``fn(*inputs)`` with :func:`flopgap.timing.measure`, judge it against the budget
-    and the baseline, and return the Measurement. ``flopgap_latency.check(m, ...)``
-    judges a Measurement timed elsewhere."""
+    """``flopgap_latency(fn, inputs=(), *, max_ms=None, name=None, threshold=None, options=None,
+    clock=None, load=None, **timer_options)``: time ``fn(*inputs)`` with
+    :func:`flopgap.timing.measure`, judge it against the budget and the baseline, and
+    return the Measurement. ``flopgap_latency.check(m, ...)`` judges a Measurement timed
+    elsewhere."""
     gate: LatencyGate = request.config.stash[_GATE]
     marker = request.node.get_closest_marker("flopgap")
     defaults = dict(marker.kwargs) if marker else {}
     calls: list[str] = []
 
-    def check(m, *, max_ms: float | None = None, name: str | None = None, threshold: float | None = None):
-        from flopgap.timing import health_warnings
-
-        max_ms = defaults.get("max_ms") if max_ms is None else max_ms
-        threshold = defaults.get("threshold", gate.threshold) if threshold is None else threshold
+    def _key(name: str | None) -> str:
         base = name or defaults.get("name") or request.node.nodeid
         key = base if base not in calls else f"{base}#{calls.count(base) + 1}"
         calls.append(base)
-        warnings = list(getattr(m, "warnings", None) or health_warnings(m))
+        return key
+
+    def _check(m, key: str, max_ms: float | None, threshold: float | None):
+        max_ms = defaults.get("max_ms") if max_ms is None else max_ms
+        threshold = defaults.get("threshold", gate.threshold) if threshold is None else threshold
+        record = m.to_dict()
+        record["spec"] = {**record["spec"], "name": key}
         rec = LatencyRecord(key, m.median, m.ci_low, m.ci_high, len(m.samples), m.spec.threads, m.spec.device,
-                            bool(getattr(m, "disturbed", False)), warnings, max_ms, environment=m.environment)
+                            bool(m.disturbed), list(m.warnings), max_ms, environment=m.environment,
+                            measurement=record)
         fails = gate.judge(rec, threshold)
         gate.records.append(rec)
         if fails:
             pytest.fail("; ".join(fails), pytrace=False)
         return m
 
+    def check(m, *, max_ms: float | None = None, name: str | None = None, threshold: float | None = None):
+        return _check(m, _key(name), max_ms, threshold)
+
     def time_it(fn: Callable, inputs: Any = (), *, max_ms: float | None = None, name: str | None = None,
-                threshold: float | None = None, **options):
-        options.setdefault("max_time", gate.max_time)
-        options.setdefault("precision", gate.precision)
-        options.setdefault("name", name or defaults.get("name") or request.node.name)
-        m = _time(fn, inputs, options)
-        return check(m, max_ms=max_ms, name=name, threshold=threshold)
+                threshold: float | None = None, options=None, clock=None, load=None, **timer_options):
+        from flopgap.timing import TimerOptions
+
+        if options is None:
+            options = TimerOptions(**{"max_time": gate.max_time, "precision": gate.precision, **timer_options})
+        elif timer_options:
+            options = options.replace(**timer_options)
+        key = _key(name)
+        return _check(_time(fn, inputs, options, key, clock, load), key, max_ms, threshold)
 
     time_it.check = check
     return time_it

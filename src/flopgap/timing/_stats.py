@@ -132,4 +132,3 @@ def ratio_ci(a, b, confidence: float = 0.95, *, resamples: int = 2000, seed: int
     alpha = 1 - confidence
     lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
-
