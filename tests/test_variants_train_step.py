@@ -11,6 +11,7 @@ from torch import nn
 
 from conftest import FLOPGAP
 from flopgap.count import count
+from flopgap.timing import FakeLoad, TimerOptions
 from flopgap.variants import get_variant, run_variants
 from flopgap.variants._train import TRAIN_STEP_LR, TrainStep
 
@@ -61,7 +62,8 @@ def test_thousands_of_steps_keep_weights_finite_and_away_from_zero():
 
 def test_train_step_row_is_a_cost_not_a_speedup():
     assert get_variant("train-step").default is False and get_variant("train-step").remedy is False
-    result = run_variants(_mlp(), variants=["train-step"], input_specs=["2x4"], max_time=0.3, precision=0.2)
+    result = run_variants(_mlp(), variants=["train-step"], input_specs=["2x4"],
+                          timer=TimerOptions(max_time=0.3, precision=0.2), load=FakeLoad())
     eager, row = result.rows
     assert (row.variant, row.status) == ("train-step", "ok")
     assert row.max_abs_err is None and row.ops > eager.ops  # forward + backward + update
@@ -76,4 +78,6 @@ def test_cli_train_step():
     assert p.returncode == 0 and p.stderr == ""
     d = json.loads(p.stdout)
     assert [r["variant"] for r in d["rows"]] == ["eager", "train-step"]
-    assert d["rows"][1]["status"] == "ok" and any(f["kind"] == "cost" for f in d["findings"])
+    # a cost in inference calls, or "inconclusive" when the sentinel saw this shared machine busy
+    assert d["rows"][1]["status"] == "ok"
+    assert [f["kind"] for f in d["findings"] if f.get("variant") == "train-step"] in (["cost"], ["inconclusive"])
