@@ -14,7 +14,7 @@ from flopgap.errors import UsageError
 
 __all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "ThreadsOpt",
            "PrecisionOpt", "console",
-           "err_console", "load", "write_json", "write_text", "non_negative", "keep"]
+           "err_console", "load", "write_json", "write_text", "non_negative", "keep", "set_wide"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
@@ -33,8 +33,15 @@ def _columns() -> int | None:
         return None
 
 
-_WIDTH = _columns() or (None if sys.stdout.isatty() else 140)
+_PIPED_WIDTH = 100  # tables fit 100 columns off a terminal (CI logs, files, pull requests)
+_WIDE = 400         # --wide: wider than any table flopgap prints, so no column is left out
+_WIDTH = _columns() or (None if sys.stdout.isatty() else _PIPED_WIDTH)
 console = Console(highlight=False, width=_WIDTH)
+
+
+def set_wide() -> None:
+    """``--wide``: every column of every table (the console as wide as the widest one)."""
+    console.width = _WIDE
 err_console = Console(stderr=True, highlight=False)
 
 

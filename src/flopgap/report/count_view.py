@@ -7,9 +7,9 @@ import io
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from flopgap.count import CountResult
+from flopgap.report._fit import Col, print_fit
 from flopgap.report._format import fmt_bytes, pct, si
 
 __all__ = ["render_count", "count_csv"]
@@ -33,30 +33,26 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
     if result.backward:
         _render_phases(result, console, depth)
     else:
-        table = Table(title="per module (totals include children)", title_justify="left")
-        for col in ("module", "type", "params", "FLOPs", "MACs", "bytes read", "bytes written", "FLOP/B", "ops"):
-            table.add_column(col, justify="left" if col in ("module", "type") else "right")
-        for m in result.modules:
-            if m.depth > depth or (m.ops_all == 0 and m.params == 0):
-                continue
-            table.add_row(_module_label(m), escape(m.type), si(m.params), si(m.flops), si(m.macs),
-                          fmt_bytes(m.bytes_read), fmt_bytes(m.bytes_written), f"{m.intensity:.1f}", str(m.ops))
-        console.print(table)
+        cols = [Col("module", text=True), Col("type", text=True, shrink=False), Col("params"), Col("FLOPs"), Col("MACs", optional=2),
+                Col("bytes read"), Col("bytes written"), Col("FLOP/B", optional=1), Col("ops")]
+        rows = [[_module_label(m), m.type, si(m.params), si(m.flops), si(m.macs), fmt_bytes(m.bytes_read),
+                 fmt_bytes(m.bytes_written), f"{m.intensity:.1f}", str(m.ops)]
+                for m in result.modules if m.depth <= depth and (m.ops_all or m.params)]
+        print_fit(console, cols, rows, "per module (totals include children)")
 
     ops = sorted(result.kernel_ops, key=lambda r: -r.flops)[:top]
     if ops:
-        top_table = Table(title=f"top {len(ops)} ops by FLOPs", title_justify="left")
-        cols = ["#"] + (["phase"] if result.backward else []) + ["op", "module", "input shapes", "FLOPs", "bytes",
-                                                                  "share"]
-        for col in cols:
-            top_table.add_column(col, justify="right" if col in ("#", "FLOPs", "bytes", "share") else "left")
+        cols = [Col("#")] + ([Col("phase", text=True, shrink=False)] if result.backward else []) + [
+            Col("op", text=True), Col("module", text=True), Col("input shapes", text=True), Col("FLOPs"),
+            Col("bytes"), Col("share")]
         total = result.flops or 1
+        rows = []
         for r in ops:
             shapes = " ".join("x".join(map(str, s)) for s in r.input_shapes if s and isinstance(s[0], int))
             phase = [_PHASE_SHORT[r.phase]] if result.backward else []
-            top_table.add_row(str(r.index), *phase, r.op.removeprefix("aten."), escape(r.module or "(model)"),
-                              shapes[:40], si(r.flops), fmt_bytes(r.bytes), pct(r.flops / total))
-        console.print(top_table)
+            rows.append([str(r.index), *phase, r.op.removeprefix("aten."), r.module or "(model)", shapes,
+                         si(r.flops), fmt_bytes(r.bytes), pct(r.flops / total)])
+        print_fit(console, cols, rows, f"top {len(ops)} ops by FLOPs")
 
     console.print(
         f"[bold]total[/bold]{' (forward + backward)' if result.backward else ''}: {si(t['params'])} params, "
@@ -82,7 +78,8 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
 
 
 def _module_label(m) -> str:
-    return escape("  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)"))
+    return "  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)")
+
 
 
 def _ratio(b: float, f: float) -> str:
@@ -91,28 +88,24 @@ def _ratio(b: float, f: float) -> str:
 
 def _render_phases(result: CountResult, console: Console, depth: int) -> None:
     fwd, bwd = result.phase("forward"), result.phase("backward")
-    phases = Table(title="per phase", title_justify="left")
-    for col in ("phase", "FLOPs", "MACs", "bytes read", "bytes written", "FLOP/B", "kernel ops"):
-        phases.add_column(col, justify="left" if col == "phase" else "right")
+    rows = []
     for name, part in (("forward", fwd), ("backward", bwd), ("total", result)):
         t = part.totals()
-        phases.add_row(name, si(t["flops"]), si(t["macs"]), fmt_bytes(t["bytes_read"]), fmt_bytes(t["bytes_written"]),
-                       f"{t['intensity']:.1f}", str(t["ops"]))
-    console.print(phases)
+        rows.append([name, si(t["flops"]), si(t["macs"]), fmt_bytes(t["bytes_read"]), fmt_bytes(t["bytes_written"]),
+                     f"{t['intensity']:.1f}", str(t["ops"])])
+    print_fit(console, [Col("phase", text=True, shrink=False), Col("FLOPs"), Col("MACs"), Col("bytes read"), Col("bytes written"),
+                         Col("FLOP/B"), Col("kernel ops")], rows, "per phase")
     console.print(f"backward / forward: {_ratio(bwd.flops, fwd.flops)} FLOPs, {_ratio(bwd.macs, fwd.macs)} MACs, "
                   f"{_ratio(bwd.bytes_read + bwd.bytes_written, fwd.bytes_read + fwd.bytes_written)} bytes "
                   "(counted op by op; the rule of thumb is 2x FLOPs: a weight gradient and an input gradient "
                   "per matmul or conv)")
-    table = Table(title="per module, forward and backward (totals include children)", title_justify="left")
-    for col in ("module", "type", "params", "fwd FLOPs", "bwd FLOPs", "bwd/fwd", "fwd bytes", "bwd bytes", "ops"):
-        table.add_column(col, justify="left" if col in ("module", "type") else "right")
-    for f, b in zip(fwd.modules, bwd.modules):
-        if f.depth > depth or (f.ops_all == 0 and b.ops_all == 0 and f.params == 0):
-            continue
-        table.add_row(_module_label(f), escape(f.type), si(f.params), si(f.flops), si(b.flops), _ratio(b.flops, f.flops),
-                      fmt_bytes(f.bytes_read + f.bytes_written), fmt_bytes(b.bytes_read + b.bytes_written),
-                      f"{f.ops}+{b.ops}")
-    console.print(table)
+    cols = [Col("module", text=True), Col("type", text=True, shrink=False), Col("params"), Col("fwd FLOPs"), Col("bwd FLOPs"),
+            Col("bwd/fwd"), Col("fwd bytes", optional=1), Col("bwd bytes", optional=1), Col("ops")]
+    rows = [[_module_label(f), f.type, si(f.params), si(f.flops), si(b.flops), _ratio(b.flops, f.flops),
+             fmt_bytes(f.bytes_read + f.bytes_written), fmt_bytes(b.bytes_read + b.bytes_written), f"{f.ops}+{b.ops}"]
+            for f, b in zip(fwd.modules, bwd.modules)
+            if f.depth <= depth and (f.ops_all or b.ops_all or f.params)]
+    print_fit(console, cols, rows, "per module, forward and backward (totals include children)")
 
 
 def count_csv(result: CountResult) -> str:
