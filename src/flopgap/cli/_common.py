@@ -14,14 +14,14 @@ from flopgap.errors import UsageError
 
 __all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "ThreadsOpt",
            "PrecisionOpt", "console",
-           "err_console", "load", "write_json", "write_text", "non_negative", "keep", "set_wide"]
+           "err_console", "load", "write_json", "write_text", "non_negative", "keep", "set_wide", "write_tables"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="override the leading (batch) dimension of every input")]
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON object passed to the model builder, e.g. '{\"num_classes\": 10}'")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versioned JSON result to this path ('-' for stdout)")]
-CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write a CSV table to this path ('-' for stdout)")]
+CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write every table of the result into this folder, one NAME.csv each (full precision, every row); the same on every command")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads while measuring, and the machine profile measured for that count (default: what torch uses now; stated with every latency)")]
 PrecisionOpt = Annotated[float, typer.Option("--precision", help="stop timing once the 95% CI of the median is within this fraction of it (default 0.02 = 2%, the same for every command)")]
 
@@ -85,22 +85,44 @@ DbOpt = Annotated[Optional[str], typer.Option("--db", help="also save this resul
 
 
 def keep(kind: str, model: str, payload: dict, *, html: str | None, db: str | None, config: dict,
-         figures=()) -> None:
-    """``--html`` and ``--db`` for any command: a report of ``payload`` and/or one stored run."""
-    if html:
-        from flopgap.report.generic import sections_from_result
-        from flopgap.report.html import write_html
+         csv: str | None = None) -> None:
+    """``--html``, ``--csv`` and ``--db`` for any command: the command's report page, its
+    tables as CSV files in a folder, and/or one stored run (``flopgap report RUN`` rebuilds
+    the same page from it, plots included)."""
+    if html or csv:
+        from flopgap.report.command_view import command_sections
 
-        path = write_html(html, f"flopgap {kind}: {model}", sections_from_result(f"{kind}: {model}", payload,
-                                                                                   figures=figures),
-                          machine=payload.get("environment") or None)
-        err_console.print(f"wrote report {path}", highlight=False, markup=False)
+        sections = command_sections(kind, payload, plots=bool(html))
+        if html:
+            from flopgap.report.html import write_html
+
+            path = write_html(html, f"flopgap {kind}: {model}", sections,
+                              machine=_machine_of(payload))
+            err_console.print(f"wrote report {path}", highlight=False, markup=False, soft_wrap=True)
+        if csv:
+            write_tables(csv, sections)
     if db:
         from flopgap.store import open_store
         from flopgap.timing import environment
 
         store = open_store(db)
-        run_id = store.start_run(kind, config, environment())
+        run_id = store.start_run(kind, config, environment(), name=model)
         store.put(run_id, model, kind, payload)
         store.finish_run(run_id)
         err_console.print(f"stored as run {run_id} ({kind}) in {store.url}", highlight=False, markup=False)
+
+
+def _machine_of(payload: dict) -> dict | None:
+    """The machine metadata a result carries (a comparison's is its first side's)."""
+    for d in (payload, payload.get("a") or {}, (payload.get("results") or [{}])[0]):
+        if isinstance(d, dict) and d.get("environment"):
+            return d["environment"]
+    return None
+
+
+def write_tables(folder: str, sections) -> None:
+    """``--csv DIR``: every table of the result as ``DIR/NAME.csv`` (the same on every command)."""
+    from flopgap.report.html import write_csv
+
+    for p in write_csv(folder, sections):
+        err_console.print(f"wrote {p}", highlight=False, markup=False, soft_wrap=True)

@@ -8,7 +8,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 keep, load, non_negative, write_json, write_text)
+                                 keep, load, non_negative, write_json)
 
 
 @app.command()
@@ -39,21 +39,19 @@ def count(
     autograd needs them), reported per phase with the backward/forward ratio.
     """
     from flopgap.count import count as run_count
-    from flopgap.report.count_view import count_csv, render_count
+    from flopgap.report.count_view import render_count
 
     non_negative("--depth", depth)
     non_negative("--top", top)
     loaded, _, tensors = load(model, input, batch, kwargs, meta=meta)
     result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta, backward=backward)
-    if json_path != "-" and csv_path != "-":
+    if json_path != "-":
         render_count(result, console, depth=depth, top=top)
     if json_path:
         write_json(json_path, result.to_dict())
-    if csv_path:
-        write_text(csv_path, count_csv(result))
-    if html or db:
+    if html or db or csv_path:
         data = result.to_dict()
-        keep("count", loaded.spec, data, html=html, db=db,
+        keep("count", loaded.spec, data, html=html, db=db, csv=csv_path,
              config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta,
                      "backward": backward})
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
+from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
                                  ThreadsOpt, console, err_console, keep, load, write_json)
 from flopgap.cli.machine import _CACHE_NOTE, DeviceOpt, QuickOpt, RefreshOpt, _profile
 from flopgap.timing import DEFAULT_PRECISION
@@ -51,6 +51,7 @@ def explain(
     plot: Annotated[Optional[str], typer.Option(help="write the roofline plot to this .png path")] = None,
     trace: Annotated[Optional[str], typer.Option("--trace", help="write the profiled calls as a Chrome/Perfetto trace (.json or .json.gz; torch.profiler's own export) whose op events carry flopgap.flops, .bytes, .intensity and .class (roofline) args; open in ui.perfetto.dev or Holistic Trace Analysis")] = None,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -84,16 +85,8 @@ def explain(
         err_console.print(f"wrote {plot}")
     if json_path:
         write_json(json_path, ex.to_dict())
-    if html or db:
-        figures = []
-        if html:  # the roofline plot, embedded
-            import tempfile
-            from pathlib import Path
-
-            with tempfile.TemporaryDirectory() as tmp:
-                png = roofline_plot(ex, Path(tmp) / "roofline.png")
-                figures.append((png.read_bytes(), "roofline: achieved FLOP/s vs arithmetic intensity per op"))
-        keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, figures=figures,
+    if html or db or csv_path:  # the page draws its roofline from the result: report RUN draws the same
+        keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, csv=csv_path,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure,
                      "threads": ex.totals.get("threads"), "precision": precision, "max_time": max_time})
     if ex.totals.get("interrupted"):
@@ -123,6 +116,7 @@ def predict(
     precision: PrecisionOpt = DEFAULT_PRECISION,
     max_time: Annotated[float, typer.Option(help="seconds for --measure")] = 2.0,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -152,8 +146,8 @@ def predict(
         render_prediction(pred, console, check=check)
     if json_path:
         write_json(json_path, data)
-    if html or db:
-        keep("predict", loaded.spec, data, html=html, db=db,
+    if html or db or csv_path:
+        keep("predict", loaded.spec, data, html=html, db=db, csv=csv_path,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure,
                      "threads": pred.threads, "precision": precision, "max_time": max_time})
     if check is not None and check.measurement.interrupted:

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, write_json
+from flopgap.cli._common import CsvOpt as CsvDirOpt  # one --csv meaning on every command: a folder of tables
+from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, write_json, write_tables
 from flopgap.errors import UsageError
 from flopgap.timing import DEFAULT_PRECISION
 
@@ -17,7 +18,6 @@ STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql
               "file path; default: flopgap.db in the current directory")
 DbOpt = Annotated[str, typer.Option("--db", help=STORE_HELP)]
 HtmlOpt = Annotated[Optional[str], typer.Option("--html", help="also write a self-contained HTML report to this path")]
-CsvDirOpt = Annotated[Optional[str], typer.Option("--csv", help="also write every table as CSV into this folder")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="also write the result as JSON to this path ('-' for stdout)")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the latest unfinished run with the same settings on this machine (skips what it stored)")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")]
@@ -93,7 +93,7 @@ def _profile(timer, quick: bool, bar: _Bar):
 
 def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, plots: bool = True,
           quiet_tables: bool = False) -> None:
-    from flopgap.report.html import write_csv, write_html
+    from flopgap.report.html import write_html
     from flopgap.report.study_view import print_sections, sections_for, title_for
 
     sections = sections_for(result, plots=bool(html) and plots)
@@ -103,8 +103,7 @@ def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, p
         path = write_html(html, title_for(result), sections, machine=result.run.machine)
         err_console.print(f"wrote report {path}", highlight=False, markup=False)
     if csv:
-        for p in write_csv(csv, sections):
-            err_console.print(f"wrote {p}", highlight=False, markup=False)
+        write_tables(csv, sections)
     if json_path:
         write_json(json_path, result.to_dict())
 
@@ -113,12 +112,12 @@ def _stored(result, store, quiet: bool = False) -> None:
     if quiet:
         return
     o = result.outcome
-    extra = ""
+    run = store.run(result.run.id)  # what the store holds now: the figures 'flopgap runs' lists
+    extra = f": {run.models} models, {run.measurements} records"
     if o is not None:
-        extra = f" ({len(o.measured)} measured" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
-                (f", {len(o.failed)} failed" if o.failed else "") + ")"
-    console.print(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}", markup=False,
-                  highlight=False)
+        extra += f" ({len(o.measured)} measured now" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
+                 (f", {len(o.failed)} failed" if o.failed else "") + ")"
+    console.print(f"stored as run {run.id} [{run.status}] in {store.url}{extra}", markup=False, highlight=False)
 
 
 def _split_models(models: list[str] | None) -> list[str] | None:
@@ -273,7 +272,7 @@ def compare_cmd(
     settings (threads, inputs, device, precision, machine, torch version) are refused
     (exit 2) unless --force: their ratio would measure the difference in settings."""
     from flopgap.errors import FlopgapError
-    from flopgap.report.html import write_csv, write_html
+    from flopgap.report.html import write_html
     from flopgap.report.study_view import compare_sections, print_sections
     from flopgap.study.compare import compare_sources, load_source
 
@@ -295,8 +294,7 @@ def compare_cmd(
         p = write_html(html, f"flopgap: {cmp.b.label} vs {cmp.a.label}", sections, machine=cmp.b.machine or None)
         err_console.print(f"wrote report {p}", markup=False, highlight=False)
     if csv:
-        for p in write_csv(csv, sections):
-            err_console.print(f"wrote {p}", markup=False, highlight=False)
+        write_tables(csv, sections)
     if fail_on_regression and cmp.regressions:
         raise FlopgapError(f"{cmp.regressions} regression(s) beyond {100 * threshold:g}%")
 
@@ -305,13 +303,14 @@ def compare_cmd(
 def report(
     run: Annotated[str, typer.Argument(help="run id (flopgap runs lists them) or 'latest'")],
     db: DbOpt = DEFAULT_DB,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="HTML path (default reports/run-ID-KIND.html)")] = None,
+    out: Annotated[Optional[str], typer.Option("--html", "--out", "-o", help="HTML path (default reports/run-ID-KIND.html)")] = None,
     csv: CsvDirOpt = None,
     no_plots: NoPlotsOpt = False,
 ) -> None:
-    """Write one self-contained HTML report of a stored study run (tables, verdicts, plots,
-    machine metadata; opens without network)."""
-    from flopgap.report.html import write_csv, write_html
+    """Write one self-contained HTML report of a stored run: a study's (tables, verdicts,
+    plots) or a single command's saved with --db (the same page its --html wrote, plots
+    drawn again from the stored result); machine metadata; opens without network."""
+    from flopgap.report.html import write_html
     from flopgap.report.study_view import sections_for, title_for
     from flopgap.store import open_store
     from flopgap.study import result_for_run
@@ -323,8 +322,7 @@ def report(
                       machine=result.run.machine)
     console.print(f"wrote report {path}", markup=False)
     if csv:
-        for p in write_csv(csv, sections):
-            console.print(f"wrote {p}", markup=False)
+        write_tables(csv, sections)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
+from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
                                  ThreadsOpt, console, err_console, keep, load, write_json)
 from flopgap.errors import FlopgapError, UsageError
 from flopgap.timing import DEFAULT_MAX_TIME, DEFAULT_PRECISION
@@ -75,6 +75,7 @@ def time_(
     processes: Annotated[int, typer.Option("--processes", help="repeat the whole measurement in N fresh processes and report the spread between them")] = 1,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] (default: cpu)")] = None,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -122,9 +123,9 @@ def time_(
                 render_measurement(result, console)
     if json_path:
         write_json(json_path, result.to_dict())
-    if html or db:  # an interrupted run is kept too: it says so in its payload
+    if html or db or csv_path:  # an interrupted run is kept too: it says so in its payload
         label = f"{model} vs {vs}" if vs else model
-        keep("time", label, result.to_dict(), html=html, db=db,
+        keep("time", label, result.to_dict(), html=html, db=db, csv=csv_path,
              config={"model": model, "vs": vs, "inputs": input, "batch": batch, "threads": threads, "grad": grad,
                      "precision": precision, "max_time": max_time, "processes": processes, "device": device})
     if result.interrupted:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console, err_console, keep,
+from flopgap.cli._common import (CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console, err_console, keep,
                                  write_json)
 from flopgap.errors import UsageError
 from flopgap.timing import DEFAULT_PRECISION
@@ -49,6 +49,7 @@ def variants(
     list_: Annotated[bool, typer.Option("--list", help="list the variants and exit")] = False,
     plot: Annotated[Optional[str], typer.Option("--plot", help="write latency and throughput vs batch size (.png/.svg/.pdf)")] = None,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -97,16 +98,8 @@ def variants(
     if plot:
         path = plot_variants(result, plot)
         err_console.print(f"wrote {path}")
-    if html or db:  # rows measured before a Ctrl-C are kept too
-        figures = []
-        if html:
-            import tempfile
-            from pathlib import Path
-
-            with tempfile.TemporaryDirectory() as tmp:
-                png = plot_variants(result, Path(tmp) / "variants.png")
-                figures.append((Path(png).read_bytes(), "latency and throughput vs batch size per variant"))
-        keep("variants", loaded.spec, result.to_dict(), html=html, db=db, figures=figures,
+    if html or db or csv_path:  # rows measured before a Ctrl-C are kept too
+        keep("variants", loaded.spec, result.to_dict(), html=html, db=db, csv=csv_path,
              config={"model": loaded.spec, "try": try_, "batch": batch, "threads": threads, "inputs": input,
                      "precision": precision, "max_time": max_time, "device": device})
     if result.interrupted:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from flopgap._summary import summary_html, summary_repr
+from flopgap._units import fmt_bytes, pct, si
+
 __all__ = ["OpRecord", "ModuleStats", "CountResult", "COUNT_SCHEMA", "PHASES", "aggregate"]
 
 COUNT_SCHEMA = "flopgap.count/1"
@@ -112,6 +115,9 @@ class CountResult:
     either alone.
     """
 
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
     model: str
     inputs: list[str]
     params: int
@@ -190,6 +196,25 @@ class CountResult:
     @property
     def backward(self) -> bool:
         return self.mode == "train"
+
+    @property
+    def warnings(self) -> list[str]:
+        """Ops with no formula (their FLOPs are unknown, not zero), with their share."""
+        unc = self.uncovered()
+        if not unc:
+            return []
+        return [f"no formula for {pct(1 - self.coverage)} of kernel ops (their FLOPs are unknown, not zero): "
+                + ", ".join(f"{u['op']} x{u['calls']}" for u in unc[:5]) + (" ..." if len(unc) > 5 else "")]
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        rows = [("params", si(self.params)), ("FLOPs", si(self.flops, "FLOP")), ("MACs", si(self.macs, "MAC")),
+                ("bytes", fmt_bytes(self.bytes_read + self.bytes_written)), ("kernel ops", str(len(self.kernel_ops))),
+                ("intensity", f"{self.intensity:.2f} FLOP/B"), ("formula coverage", pct(self.coverage)),
+                ("mode", self.mode + (", meta tensors" if self.meta else ""))]
+        if self.backward:
+            fwd, bwd = self.phase("forward").flops, self.phase("backward").flops
+            rows[2:2] = [("forward", si(fwd, "FLOP")), ("backward", si(bwd, "FLOP"))]
+        return f"{self.model} ({', '.join(self.inputs)})", rows
 
     def phase(self, name: str) -> "CountResult":
         """The ops of one phase (``forward`` or ``backward``) with their own module sums."""

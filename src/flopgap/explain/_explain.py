@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from flopgap._units import fmt_latency, fmt_seconds, si
+from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.explain._attribute import Attribution, profile_ops
 from flopgap.explain._findings import findings as _findings
@@ -48,6 +50,21 @@ class Explanation:
     measurement: object | None = None     # flopgap.timing.Measurement of the rigorous timing, if taken
     disturbance: object | None = None     # the sentinel's record of the profiled pass
     trace: dict | None = None             # the trace written (path, events annotated), when one was asked for
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        t, m = self.totals, self.measurement
+        rows = [("profiled call", f"{fmt_seconds(t['call_s'])} (median of {t['profiled_calls']} calls)")]
+        if m is not None:
+            rows.append(("rigorous median", fmt_latency(m.median, m.ci_low, m.ci_high, len(m.samples),
+                                                        m.spec.threads, m.spec.device, disturbed=m.disturbed)))
+        rows += [("dominant", f"{self.dominant}-bound" if self.dominant else "-"),
+                 ("predicted", fmt_seconds(t["predicted_s"])), ("FLOPs", si(t["flops"], "FLOP")),
+                 ("kernel ops", str(t["ops"])), ("findings", str(len(self.findings))),
+                 ("threads / device", f"{t.get('threads')} / {t['device']}")]
+        return f"{self.model} ({', '.join(self.inputs)})", rows
 
     @property
     def disturbed(self) -> bool:

@@ -31,6 +31,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from flopgap._units import fmt_latency
+from flopgap._summary import summary_html, summary_repr
 from flopgap._json import jsonable
 from flopgap.errors import UsageError, one_line
 from flopgap.timing import TimerOptions, check_device, environment, threads_context
@@ -102,6 +104,32 @@ class VariantsResult:
     interrupted: bool = False
     settings: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    @property
+    def warnings(self) -> list[str]:
+        """Interruption, disturbed or failed rows, and notes on what could not be checked."""
+        out = [f["text"] for f in self.findings if f.get("kind") in ("interrupted", "disturbed", "inconclusive",
+                                                                      "failed")]
+        return out + list(self.settings.get("notes", []))
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        rows = []
+        for r in self.rows:
+            where = f"{r.variant} b{r.batch}" + (f" {r.threads}t" if r.threads else "")
+            if r.status == "failed":
+                rows.append((where, "failed"))
+            elif r.variant == "eager":
+                rows.append((where, fmt_latency(r.latency_s, *(r.latency_ci or (None, None)), r.n_samples,
+                                                r.measured_threads, disturbed=r.disturbed)))
+            elif r.speedup is not None:
+                lo, hi = r.speedup_ci or (None, None)
+                ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and lo == lo else " [no CI]"
+                rows.append((where, f"{r.speedup:.2f}x{ci}" + (f" {r.status}" if r.status != "ok" else "")
+                             + (" DISTURBED" if r.disturbed else "")))
+        return f"{self.model} on {self.device}", rows
 
     def row(self, variant: str, batch: int | None = None, threads: int | None | str = "any") -> VariantRow:
         """The first row of ``variant`` (at ``batch`` and ``threads`` when given)."""
