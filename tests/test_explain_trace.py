@@ -56,7 +56,7 @@ def test_trace_op_events_carry_flops_bytes_intensity_and_class(tmp_path):
         assert e["name"] == "aten::" + r.op.split(".")[1] and e["cat"] == "cpu_op"
         assert (a["flopgap.flops"], a["flopgap.macs"], a["flopgap.bytes"]) == (r.flops, r.macs, r.bytes)
         assert a["flopgap.intensity"] == (pytest.approx(r.flops / r.bytes, rel=1e-3) if r.bytes else None)
-        assert a["flopgap.class"] in _CLASSES and a["flopgap.module"] == (r.module or "(model)")
+        assert a["flopgap.bound"] in _CLASSES and a["flopgap.module"] == (r.module or "(model)")
         assert "External id" in a  # the profiler's own args stay
     conv = next(e for e in annotated if e["name"] == "aten::conv2d")
     assert conv["args"]["flopgap.flops"] == 2 * 8 * 6 * 6 * 27 + 8 * 6 * 6  # 2*MACs + bias
@@ -99,11 +99,11 @@ def test_cuda_kernels_keep_their_links_and_name_their_op(tmp_path):
     path.write_text(json.dumps({"traceEvents": events, "deviceProperties": [{"id": 0}]}))
     before = json.loads(path.read_text())["traceEvents"]
     row = {"index": 3, "op": "aten.linear.default", "module": "fc", "flops": 2000, "macs": 1000, "bytes": 500,
-           "cls": "memory", "roofline_s": 1e-6, "predicted_s": 2e-6}
+           "bound": "memory", "roofline_s": 1e-6, "predicted_s": 2e-6}
     summary = annotate_trace(path, [TraceJoin(10, "aten::linear", 0, (12,))], [row], model="m", conventions={})
     after = json.loads(path.read_text())["traceEvents"]
     assert summary["annotated_op_events"] == 1 and summary["annotated_device_events"] == 1
-    assert after[0]["args"]["flopgap.class"] == "memory-bound" and after[0]["args"]["flopgap.intensity"] == 4.0
+    assert after[0]["args"]["flopgap.bound"] == "memory-bound" and after[0]["args"]["flopgap.intensity"] == 4.0
     kernel = after[4]["args"]
     assert (kernel["flopgap.index"], kernel["flopgap.op"], kernel["flopgap.module"]) == (3, "aten.linear.default", "fc")
     assert kernel["correlation"] == 99 and kernel["External id"] == 12

@@ -49,7 +49,7 @@ def explain(
     top: Annotated[int, typer.Option(help="ops shown in the top-by-time and top-by-FLOPs tables")] = 10,
     depth: Annotated[int, typer.Option(help="module tree depth shown")] = 1,
     plot: Annotated[Optional[str], typer.Option(help="write the roofline plot to this .png path")] = None,
-    trace: Annotated[Optional[str], typer.Option("--trace", help="write the profiled calls as a Chrome/Perfetto trace (.json or .json.gz; torch.profiler's own export) whose op events carry flopgap.flops, .bytes, .intensity and .class (roofline) args; open in ui.perfetto.dev or Holistic Trace Analysis")] = None,
+    trace: Annotated[Optional[str], typer.Option("--trace", help="write the profiled calls as a Chrome/Perfetto trace (.json or .json.gz; torch.profiler's own export) whose op events carry flopgap.flops, .bytes, .intensity and .bound (roofline class) args; open in ui.perfetto.dev or Holistic Trace Analysis")] = None,
     json_path: JsonOpt = None,
     csv_path: CsvOpt = None,
     html: HtmlOpt = None,
@@ -88,8 +88,8 @@ def explain(
     if html or db or csv_path:  # the page draws its roofline from the result: report RUN draws the same
         keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, csv=csv_path,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure,
-                     "threads": ex.totals.get("threads"), "precision": precision, "max_time": max_time})
-    if ex.totals.get("interrupted"):
+                     "threads": ex.totals.threads, "precision": precision, "max_time": max_time})
+    if ex.totals.interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)
 

@@ -60,7 +60,7 @@ def machine(
     threads: ThreadsOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    from flopgap.machine._profile import cache_path
+    from flopgap.machine import cache_path
     from flopgap.report.explain_view import render_machine
 
     prof = _profile(device, refresh, quick, threads)

@@ -21,7 +21,7 @@ import torch
 
 from flopgap._quiet import quiet_profiler
 from flopgap.explain._trace import TraceJoin
-from flopgap.timing._env import minor_faults
+from flopgap.timing import minor_faults
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
            "profiler_name"]

@@ -12,7 +12,7 @@ Added arguments (``flopgap.`` prefix; Perfetto shows them as one group):
 - on each top-level op event joined to a count record (every profiled call):
   ``flopgap.index`` (the record's index in ``flopgap count``), ``flopgap.op``,
   ``flopgap.module``, ``flopgap.flops``, ``flopgap.macs``, ``flopgap.bytes``,
-  ``flopgap.intensity`` (FLOP per byte), ``flopgap.class`` (roofline class:
+  ``flopgap.intensity`` (FLOP per byte), ``flopgap.bound`` (roofline class:
   ``compute-bound``, ``memory-bound`` or ``overhead-bound``), ``flopgap.roofline_us``
   and ``flopgap.predicted_us`` (this machine's roofline and prediction for the op);
 - on each device event (CUDA kernel, memcpy, memset) launched under such an op:
@@ -61,7 +61,7 @@ def _args(row: dict) -> dict:
         "flopgap.index": row["index"], "flopgap.op": row["op"], "flopgap.module": row["module"] or "(model)",
         "flopgap.flops": flops, "flopgap.macs": row.get("macs"), "flopgap.bytes": nbytes,
         "flopgap.intensity": round(flops / nbytes, 4) if nbytes else None,
-        "flopgap.class": f"{row['cls']}-bound",
+        "flopgap.bound": f"{row['bound']}-bound",
         "flopgap.roofline_us": _us(row.get("roofline_s")), "flopgap.predicted_us": _us(row.get("predicted_s")),
     }
 
@@ -75,7 +75,7 @@ def annotate_trace(path: str | Path, joins: list[TraceJoin], rows: list[dict], *
     """Add flopgap's figures to the trace at ``path`` in place; returns the summary that
     is also stored under the trace's top-level ``flopgap`` key.
 
-    ``rows`` are the explanation's op rows (index, op, module, flops, bytes, cls,
+    ``rows`` are the explanation's op rows (index, op, module, flops, bytes, bound,
     roofline_s, predicted_s), indexed by record; ``joins`` say which event is which.
     """
     p = Path(path)

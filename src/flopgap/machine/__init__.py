@@ -5,6 +5,6 @@ per-op calibration grid, cached per machine fingerprint in ``$FLOPGAP_CACHE_DIR`
 """
 
 from flopgap.machine._bench import Figure
-from flopgap.machine._profile import MACHINE_SCHEMA, MachineProfile, cache_dir, fingerprint, profile_machine
+from flopgap.machine._profile import MACHINE_SCHEMA, MachineProfile, cache_dir, cache_path, fingerprint, profile_machine
 
-__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "Figure", "MACHINE_SCHEMA"]
+__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "cache_path", "Figure", "MACHINE_SCHEMA"]

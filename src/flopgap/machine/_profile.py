@@ -55,10 +55,8 @@ import torch
 
 from flopgap.errors import FlopgapError, one_line
 from flopgap.machine._bench import Figure, figure_from_times, figure_of_seconds, time_call
-from flopgap.timing import check_device
 from flopgap._cache import cache_dir
-from flopgap.timing._env import cpu_model
-from flopgap.timing._sentinel import others_runnable
+from flopgap.timing import check_device, cpu_model, others_runnable
 
 __all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA"]
 

@@ -167,7 +167,7 @@ def _time(d: dict, plots: bool) -> list[Section]:
 # ----------------------------------------------------------------------------- explain
 def _op_cells(o: dict, total_flops: int) -> list:
     return [o["index"], o["op"].removeprefix("aten.").removesuffix(".default"), o["module"] or "(model)",
-            o["cls"], fmt_seconds(o.get("time_s")), si(o["flops"], "FLOP"), fmt_bytes(o["bytes"]),
+            o.get("bound") or o.get("cls"), fmt_seconds(o.get("time_s")), si(o["flops"], "FLOP"), fmt_bytes(o["bytes"]),
             pct(o.get("share")), pct(o["flops"] / total_flops if total_flops else None),
             si(o["achieved_flops_s"], "FLOP/s") if o.get("achieved_flops_s") else "-", pct(o.get("efficiency")),
             fmt_seconds(o.get("roofline_s"))]
@@ -175,7 +175,7 @@ def _op_cells(o: dict, total_flops: int) -> list:
 
 _OP_COLUMNS = ["#", "op", "module", "roofline class", "time", "FLOPs", "bytes", "share of call", "FLOP share",
                "achieved", "% of peak", "roofline time"]
-_OP_CSV = ["index", "op", "module", "cls", "time_s", "flops", "bytes", "achieved_flops_s", "roofline_s",
+_OP_CSV = ["index", "op", "module", "bound", "time_s", "flops", "bytes", "achieved_flops_s", "roofline_s",
            "predicted_s"]
 
 

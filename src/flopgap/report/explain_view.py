@@ -64,17 +64,17 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
 
 
 
-_OP_COLS = [Col("#"), Col("op", text=True), Col("module", text=True), Col("class", text=True, shrink=False), Col("time"),
-            Col("share"), Col("FLOPs"), Col("FLOP share", optional=2), Col("GFLOP/s"), Col("GB/s", optional=1),
-            Col("% peak"), Col("roofline", optional=3)]
+_OP_COLS = [Col("#"), Col("op", text=True), Col("module", text=True), Col("bound", text=True, shrink=False),
+            Col("time"), Col("share"), Col("FLOPs"), Col("FLOP share", optional=2), Col("GFLOP/s"),
+            Col("GB/s", optional=1), Col("% peak"), Col("roofline", optional=3)]
 
 
-def _op_table(console: Console, title: str, rows: list[dict], total_flops: int) -> None:
-    cells = [[str(r["index"]), _short(r["op"]), r["module"] or "(model)", r["cls"], fmt_seconds(r["time_s"]),
-              pct(r["share"]), si(r["flops"]), pct(r["flops"] / total_flops if total_flops else None),
-              f"{r['achieved_flops_s'] / 1e9:.2f}" if r["achieved_flops_s"] is not None else "-",
-              f"{r['achieved_bytes_s'] / 1e9:.2f}" if r["achieved_bytes_s"] is not None else "-",
-              pct(r["efficiency"]), fmt_seconds(r["roofline_s"])] for r in rows]
+def _op_table(console: Console, title: str, rows, total_flops: int) -> None:
+    cells = [[str(r.index), _short(r.op), r.module or "(model)", str(r.bound), fmt_seconds(r.time_s),
+              pct(r.share), si(r.flops), pct(r.flops / total_flops if total_flops else None),
+              f"{r.achieved_flops_s / 1e9:.2f}" if r.achieved_flops_s is not None else "-",
+              f"{r.achieved_bytes_s / 1e9:.2f}" if r.achieved_bytes_s is not None else "-",
+              pct(r.efficiency), fmt_seconds(r.roofline_s)] for r in rows]
     print_fit(console, _OP_COLS, cells, title)
 
 
@@ -89,57 +89,57 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
 
     t = ex.totals
     prof = ex.profile
-    console.print(Text(f"{ex.model}", style="bold") + Text(f"  inputs {', '.join(ex.inputs)}  device {t['device']}  "
-                  f"{t.get('threads')} threads  machine profile: {prof.source}{' (quick)' if prof.quick else ''}"))
+    console.print(Text(f"{ex.model}", style="bold") + Text(f"  inputs {', '.join(ex.inputs)}  device {t.device}  "
+                  f"{t.threads} threads  machine profile: {prof.source}{' (quick)' if prof.quick else ''}"))
     print_warnings(ex.warnings, console)
     console.print(f"ceilings: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}, memory {si(prof.mem_bandwidth, 'B/s')}, "
                   f"cache {si(prof.cache_bandwidth, 'B/s')}, dispatch overhead {fmt_seconds(prof.dispatch_overhead_s)}")
-    line = (f"profiled call {fmt_seconds(t['call_s'])} (median of {t['profiled_calls']}): ops "
-            f"{fmt_seconds(t['ops_s'])}, outside ops {fmt_seconds(t['outside_s'])}")
-    if t.get("device_s") is not None:
-        line += f"; GPU kernels {fmt_seconds(t['device_s'])} (GPU idle {pct(t['gpu_idle_share'], 0)})"
+    line = (f"profiled call {fmt_seconds(t.call_s)} (median of {t.profiled_calls}): ops "
+            f"{fmt_seconds(t.ops_s)}, outside ops {fmt_seconds(t.outside_s)}")
+    if t.device_s is not None:
+        line += f"; GPU kernels {fmt_seconds(t.device_s)} (GPU idle {pct(t.gpu_idle_share, 0)})"
     console.print(line)
     if ex.measurement is not None:
         m = ex.measurement
         console.print(f"rigorous median {fmt_measurement(m)}"
-                      + (f" (profiler overhead {pct(t['profiler_overhead'], 0)})" if t["profiler_overhead"] is not None
+                      + (f" (profiler overhead {pct(t.profiler_overhead, 0)})" if t.profiler_overhead is not None
                          else ": not used to reconcile (see the warnings above)"))
-    console.print(f"predicted {fmt_seconds(t['predicted_s'])} (roofline sum {fmt_seconds(t['roofline_s'])})"
-                  + (f", error {pct(t['prediction_error'], 0)} vs the rigorous median"
-                     if t["prediction_error"] is not None else "")
-                  + f"; {si(t['flops'], 'FLOP')}, {fmt_bytes(t['bytes'])}, {t['ops']} kernel ops"
-                  + (f", {t['launches']} kernel launches" if t["launches"] else "")
-                  + f"; FLOP efficiency {pct(t['efficiency'])} of peak")
-    if t["unmatched_records"]:
-        console.print(f"[yellow]{t['unmatched_records']} counted ops got no profiler event[/yellow]")
+    console.print(f"predicted {fmt_seconds(t.predicted_s)} (roofline sum {fmt_seconds(t.roofline_s)})"
+                  + (f", error {pct(t.prediction_error, 0)} vs the rigorous median"
+                     if t.prediction_error is not None else "")
+                  + f"; {si(t.flops, 'FLOP')}, {fmt_bytes(t.bytes)}, {t.ops} kernel ops"
+                  + (f", {t.launches} kernel launches" if t.launches else "")
+                  + f"; FLOP efficiency {pct(t.efficiency)} of peak")
+    if t.unmatched_records:
+        console.print(f"[yellow]{t.unmatched_records} counted ops got no profiler event[/yellow]")
 
     cls = Table(title="roofline classes: time share vs FLOP share", title_justify="left")
     for col in ("class", "ops", "time", "time share", "FLOP share", "bytes"):
         cls.add_column(col, justify="left" if col == "class" else "right")
     for c, row in ex.classes.items():
-        cls.add_row(f"{c}-bound", str(row["ops"]), fmt_seconds(row["time_s"]), pct(row["time_share"]),
-                    pct(row["flop_share"]), fmt_bytes(row["bytes"]))
-    cls.add_row("outside ops", "-", fmt_seconds(t["outside_s"]), pct(t["outside_share"]), "-", "-")
+        cls.add_row(f"{c}-bound", str(row.ops), fmt_seconds(row.time_s), pct(row.time_share),
+                    pct(row.flop_share), fmt_bytes(row.bytes))
+    cls.add_row("outside ops", "-", fmt_seconds(t.outside_s), pct(t.outside_share), "-", "-")
     console.print(cls)
 
-    _op_table(console, f"top {top} ops by time", ex.top_by("time_s", top), t["flops"])
-    _op_table(console, f"top {top} ops by FLOPs", ex.top_by("flops", top), t["flops"])
+    _op_table(console, f"top {top} ops by time", ex.top_by("time_s", top), t.flops)
+    _op_table(console, f"top {top} ops by FLOPs", ex.top_by("flops", top), t.flops)
 
     cols = [Col("module", text=True), Col("type", text=True, shrink=False), Col("time"), Col("share"), Col("FLOPs"),
             Col("GFLOP/s"), Col("ops")]
-    rows = [["  " * m["depth"] + (m["name"].rsplit(".", 1)[-1] if m["name"] else "(model)"), m["type"],
-             fmt_seconds(m["time_s"]), pct(m["share"]), si(m["flops"]),
-             f"{m['achieved_flops_s'] / 1e9:.2f}" if m["achieved_flops_s"] else "-", str(m["ops"])]
-            for m in ex.modules if m["depth"] <= depth and m["ops"] > 0]
+    rows = [["  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)"), m.type,
+             fmt_seconds(m.time_s), pct(m.share), si(m.flops),
+             f"{m.achieved_flops_s / 1e9:.2f}" if m.achieved_flops_s else "-", str(m.ops)]
+            for m in ex.modules if m.depth <= depth and m.ops > 0]
     print_fit(console, cols, rows, "per module (totals include children)")
 
     console.print("[bold]findings[/bold]")
     for f in ex.findings:
-        console.print(f"- [bold]{f['title']}[/bold]: {f['text']}")
-        if f["ops"]:
-            names = ", ".join(f"#{o['index']} {_short(o['op'])}" + (f" ({o['module']})" if o["module"] else "")
-                              for o in f["ops"][:5])
-            console.print(f"    ops: {names}")
+        console.print(Text("- ") + Text(f.title, style="bold") + Text(f": {f.text}"))
+        if f.ops:
+            names = ", ".join(f"#{o.index} {_short(o.op)}" + (f" ({o.module})" if o.module else "")
+                              for o in f.ops[:5])
+            console.print(Text(f"    ops: {names}"))
 
 
 def _per_gb(seconds_per_byte: float) -> str:

@@ -200,7 +200,7 @@ _CLASS_COLORS = {"compute": "tab:red", "memory": "tab:blue", "overhead": "tab:gr
 def roofline_chart(ops: Sequence[dict], *, peak: float, mem_bandwidth: float, cache_bandwidth: float,
                    total: tuple[float, float, float] | None = None, title: str = "") -> bytes:
     """Achieved FLOP/s against arithmetic intensity per op (dicts with flops, bytes,
-    time_s, share, cls), sized by time share, coloured by roofline class, under the
+    time_s, share, bound: ``cls`` in ``flopgap.explain/1`` results), sized by time share, coloured by roofline class, under the
     machine's ceilings; ``total`` = (flops, bytes, seconds) of the whole model."""
     import numpy as np
 
@@ -211,7 +211,7 @@ def roofline_chart(ops: Sequence[dict], *, peak: float, mem_bandwidth: float, ca
     ax.plot(xs, np.minimum(peak, xs * cache_bandwidth), "k--", lw=1, label="roofline (cache)")
     rows = [r for r in ops if r.get("time_s") and r.get("flops") and r.get("bytes")]
     for cls, color in _CLASS_COLORS.items():
-        sel = [r for r in rows if r.get("cls") == cls]
+        sel = [r for r in rows if (r.get("bound") or r.get("cls")) == cls]
         if sel:
             ax.scatter([r["flops"] / r["bytes"] for r in sel], [r["flops"] / r["time_s"] for r in sel],
                        s=[10 + 400 * (r.get("share") or 0) for r in sel], c=color, alpha=0.6,

@@ -39,7 +39,7 @@ from flopgap._json import jsonable
 from flopgap._summary import summary_html, summary_repr
 from flopgap._units import fmt_latency, fmt_seconds
 from flopgap.errors import UsageError, one_line
-from flopgap.models._inputs import describe_inputs
+from flopgap.models import describe_inputs
 from flopgap.timing._clock import Clock, clock_floor, default_clock
 from flopgap.timing._context import check_device, threads_context
 from flopgap.timing._cuda import CudaRunner

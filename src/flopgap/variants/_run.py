@@ -498,12 +498,12 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
 
 def _explain_summary(e) -> dict:
     return {
-        "dominant": e.dominant,
-        "call_s": e.totals.get("call_s"),
-        "ops": e.totals.get("ops"),
-        "time_share": {k: v.get("time_share") for k, v in e.classes.items()},
-        "outside_share": e.totals.get("outside_share"),
-        "top_ops": [(r["op"], r.get("time_s")) for r in e.top_by("time_s", 3)],
+        "dominant": str(e.dominant) if e.dominant is not None else None,
+        "call_s": e.totals.call_s,
+        "ops": e.totals.ops,
+        "time_share": {str(k): v.time_share for k, v in e.classes.items()},
+        "outside_share": e.totals.outside_share,
+        "top_ops": [(r.op, r.time_s) for r in e.top_by("time_s", 3)],
     }
 
 
