@@ -46,7 +46,7 @@ def test_trace_op_events_carry_flops_bytes_intensity_and_class(tmp_path):
     data = json.loads(path.read_text())
     xs = _hta_shape(data)
     annotated = [e for e in xs if "flopgap.flops" in e["args"]]
-    matched = [row for row in ex.ops if row["matched"]]
+    matched = [op for op in ex.ops if op.matched]
     # every op joined to the count (the four layers), in each of the 3 profiled calls
     assert len(matched) == 4 and len(annotated) == 3 * len(matched) == ex.trace["annotated_op_events"]
     by_index = {r.index: r for r in c.ops}
@@ -111,6 +111,7 @@ def test_cuda_kernels_keep_their_links_and_name_their_op(tmp_path):
         assert after[i] == before[i]
 
 
+@pytest.mark.slow
 def test_cli_trace(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "FLOPGAP_CACHE_DIR": str(cache)}

@@ -138,6 +138,7 @@ def test_time_vs_page_compares_side_by_side(env, tmp_path):
     assert "seed:ex2-deep" in p.cells and "seed:ex2-wide" in p.cells
 
 
+@pytest.mark.slow
 def test_variants_page_has_a_speedup_chart(env, tmp_path):
     page = tmp_path / "v.html"
     run(env, "variants", "seed:ex3-float", "--try", "eager,int8-legacy", "--max-time", "0.3", "--html", str(page))

@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 
+import pytest
 import torch
 from torch import nn
 
@@ -72,6 +73,7 @@ def test_train_step_row_is_a_cost_not_a_speedup():
     assert abs(finding["cost"] * row.speedup - 1) < 1e-9
 
 
+@pytest.mark.slow
 def test_cli_train_step():
     p = subprocess.run([FLOPGAP, "variants", "seed:ex2-wide", "--try", "train-step", "--max-time", "0.3",
                         "--json", "-"], capture_output=True, text=True, timeout=120)

@@ -64,7 +64,7 @@ def write_text(path: str, text: str) -> None:
         p.write_text(text)
     except OSError as e:
         raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
-    err_console.print(f"wrote {path}")
+    err_console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)  # a path never wraps
 
 
 def write_json(path: str, data) -> None:
