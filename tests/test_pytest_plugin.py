@@ -55,7 +55,7 @@ def test_straddles(flopgap_latency):
     result.stdout.fnmatch_lines([
         "*test_slow*over the budget of 3 ms*",
         "*= flopgap latency =*",
-        "test_latency.py::test_fast: 2* ms ?95% CI * ms .. * ms? n=* samples, * thread(s), cpu; budget 3 ms: within*",
+        "test_latency.py::test_fast: 2* ms ?* ms, * ms? n=*, * thread*, cpu; budget 3 ms: within*",
         "test_latency.py::test_slow: 5* ms*budget 3 ms: over*",
         "test_latency.py::test_straddles: *budget 2 ms: inconclusive*",
     ])
@@ -162,5 +162,4 @@ def test_linear(flopgap_latency):
     result = pytester.runpytest()
     result.assert_outcomes(passed=1)
     # within the budget, or not judged when the sentinel saw this shared machine busy
-    result.stdout.fnmatch_lines(["*test_real.py::test_linear: * ?95% CI *? n=* samples, * thread(s), cpu; "
-                                 "budget 10000 ms: *"])
+    result.stdout.fnmatch_lines(["*test_real.py::test_linear: * n=*, * thread*, cpu; budget 10000 ms: *"])

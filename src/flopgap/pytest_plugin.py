@@ -188,10 +188,11 @@ class LatencyGate:
         return p
 
     def summary_lines(self) -> list[str]:
+        from flopgap._units import fmt_latency
+
         out = []
         for r in self.records:
-            line = (f"{r.key}: {_ms(r.median_s)} [95% CI {_ms(r.ci_low_s)} .. {_ms(r.ci_high_s)}] "
-                    f"n={r.n_samples} samples, {r.threads} thread(s), {r.device}")
+            line = f"{r.key}: " + fmt_latency(r.median_s, r.ci_low_s, r.ci_high_s, r.n_samples, r.threads, r.device)
             if r.max_ms is not None:
                 line += f"; budget {r.max_ms:g} ms: {r.budget}"
             if r.ratio is not None:
