@@ -10,22 +10,24 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from flopgap._terminal import printable
+from flopgap.cli._interrupt import deferred_sigint, phase, wrote
 from flopgap.errors import UsageError
 
 __all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "ThreadsOpt",
-           "PrecisionOpt", "console",
-           "err_console", "load", "write_json", "write_text", "non_negative", "keep", "set_wide", "write_tables"]
+           "PrecisionOpt", "console", "err_console", "load", "write_json", "write_text", "non_negative", "keep",
+           "open_db", "say", "seconds", "set_wide", "write_tables"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="override the leading (batch) dimension of every input")]
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON object passed to the model builder, e.g. '{\"num_classes\": 10}'")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versioned JSON result to this path ('-' for stdout)")]
-CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write every table of the result into this folder, one NAME.csv each (full precision, every row); the same on every command")]
+CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write every table of the result into this folder, one NAME.csv each (full precision, every row); the same on every command ('-': the largest table, e.g. count's ops, on stdout)")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads while measuring, and the machine profile measured for that count (default: what torch uses now; stated with every latency)")]
 PrecisionOpt = Annotated[float, typer.Option("--precision", help="stop timing once the 95% CI of the median is within this fraction of it (default 0.02 = 2%, the same for every command)")]
 
-# wide tables when piped (rich defaults to 80 columns off a terminal); COLUMNS wins
+# tables fit the terminal, or 100 columns when piped (rich defaults to 80 off a terminal); COLUMNS wins
 def _columns() -> int | None:
     try:
         return int(os.environ.get("COLUMNS", "0")) or None
@@ -42,29 +44,47 @@ console = Console(highlight=False, width=_WIDTH)
 def set_wide() -> None:
     """``--wide``: every column of every table (the console as wide as the widest one)."""
     console.width = _WIDE
+
+
 err_console = Console(stderr=True, highlight=False)
 
 
-def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | None, *, meta: bool = False):
-    """(LoadedModel, input specs, input tensors) from command-line values."""
-    from flopgap.models import load_model, make_inputs, parse_kwargs, resolve_inputs
+def say(text: str) -> None:
+    """A status line on stderr with user-controlled text in it (never read as markup)."""
+    err_console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
-    loaded = load_model(spec, parse_kwargs(kwargs), meta=meta)
+
+def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | None, *, meta: bool = False):
+    """(LoadedModel, input specs, input tensors) from command-line values.
+
+    The input specs are checked before the model is built (a bad ``--input`` costs no
+    model build); with ``meta`` the inputs are meta tensors (no memory).
+    """
+    from flopgap.models import load_model, make_inputs, parse_input_spec, parse_kwargs, resolve_inputs
+
+    for text in inputs or ():
+        parse_input_spec(text)
+    with phase(f"loading the model {spec!r}"):
+        loaded = load_model(spec, parse_kwargs(kwargs), meta=meta)
     specs = resolve_inputs(loaded, inputs, batch)
-    return loaded, specs, make_inputs(specs)
+    with phase("building the inputs"):
+        return loaded, specs, make_inputs(specs, meta=meta)
 
 
 def write_text(path: str, text: str) -> None:
+    """``text`` to ``path`` (atomically, a Ctrl-C held until it is written) or stdout (``-``).
+
+    On stdout the data is written as it is (a pipe gets the exact names), except that a
+    terminal gets control characters as escapes, like everything else flopgap prints."""
+    from flopgap._files import write_atomic
+
     if path == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(printable(text, newlines=True) if sys.stdout.isatty() else text)
         return
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    except OSError as e:
-        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
-    err_console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)  # a path never wraps
+    with deferred_sigint():
+        write_atomic(path, text)
+        wrote(repr(path))
+    say(f"wrote {path}")
 
 
 def write_json(path: str, data) -> None:
@@ -80,15 +100,40 @@ def non_negative(name: str, value: int) -> int:
     return value
 
 
+def seconds(name: str, value: float) -> float:
+    """A time budget: a finite positive number of seconds (``inf`` or ``nan`` refused)."""
+    import math
+
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{name} must be a positive, finite number of seconds, got {value}")
+    return value
+
+
 HtmlOpt = Annotated[Optional[str], typer.Option("--html", help="also write a self-contained HTML report of this result to this path")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="also save this result in a results store (SQLAlchemy URL or SQLite path, e.g. flopgap.db); list with 'flopgap runs --db URL'")]
 
 
-def keep(kind: str, model: str, payload: dict, *, html: str | None, db: str | None, config: dict,
+def open_db(db):
+    """The results store ``--db`` names, opened (and checked writable) before any
+    measuring, so that a bad store costs no minutes of timing; ``None`` without ``--db``."""
+    if db is None or not isinstance(db, str):
+        return db
+    from flopgap.store import open_store
+
+    return open_store(db, writable=True)
+
+
+def keep(kind: str, model: str, payload: dict, *, html: str | None, db, config: dict, interrupted: bool,
          csv: str | None = None) -> None:
     """``--html``, ``--csv`` and ``--db`` for any command: the command's report page, its
     tables as CSV files in a folder, and/or one stored run (``flopgap report RUN`` rebuilds
-    the same page from it, plots included)."""
+    the same page from it, plots included).
+
+    ``db`` is a URL or a store from :func:`open_db`. The stored run's status is
+    ``interrupted`` when the result was cut short by Ctrl-C (``interrupted``, what the
+    payload says too), else ``finished``. Each output is written whole: a Ctrl-C that
+    arrives meanwhile is held until it is done.
+    """
     if html or csv:
         from flopgap.report.command_view import command_sections
 
@@ -96,20 +141,23 @@ def keep(kind: str, model: str, payload: dict, *, html: str | None, db: str | No
         if html:
             from flopgap.report.html import write_html
 
-            path = write_html(html, f"flopgap {kind}: {model}", sections,
-                              machine=_machine_of(payload))
-            err_console.print(f"wrote report {path}", highlight=False, markup=False, soft_wrap=True)
+            with deferred_sigint():
+                path = write_html(html, f"flopgap {kind}: {model}", sections, machine=_machine_of(payload))
+                wrote(repr(str(path)))
+            say(f"wrote report {path}")
         if csv:
             write_tables(csv, sections)
     if db:
-        from flopgap.store import open_store
         from flopgap.timing import environment
 
-        store = open_store(db)
-        run_id = store.start_run(kind, config, environment(), name=model)
-        store.put(run_id, model, kind, payload)
-        store.finish_run(run_id)
-        err_console.print(f"stored as run {run_id} ({kind}) in {store.url}", highlight=False, markup=False)
+        store = open_db(db)
+        status = "interrupted" if interrupted else "finished"
+        with deferred_sigint():
+            run_id = store.start_run(kind, config, environment(), name=model)
+            store.put(run_id, model, kind, payload)
+            store.set_status(run_id, status)
+            wrote(f"run {run_id} in {store.url}")
+        say(f"stored as run {run_id} ({kind}, {status}) in {store.url}")
 
 
 def _machine_of(payload: dict) -> dict | None:
@@ -121,8 +169,16 @@ def _machine_of(payload: dict) -> dict | None:
 
 
 def write_tables(folder: str, sections) -> None:
-    """``--csv DIR``: every table of the result as ``DIR/NAME.csv`` (the same on every command)."""
-    from flopgap.report.html import write_csv
+    """``--csv DIR``: every table of the result as ``DIR/NAME.csv`` (the same on every
+    command), written whole (a Ctrl-C meanwhile is held until it is done). ``--csv -``:
+    the result's largest table (count: one row per op) on stdout."""
+    from flopgap.report.html import main_table, table_csv, write_csv
 
-    for p in write_csv(folder, sections):
-        err_console.print(f"wrote {p}", highlight=False, markup=False, soft_wrap=True)
+    if folder == "-":
+        write_text("-", table_csv(main_table(sections)))
+        return
+    with deferred_sigint():
+        paths = write_csv(folder, sections)
+        wrote(f"{len(paths)} CSV file(s) in {folder!r}")
+    for p in paths:
+        say(f"wrote {p}")

@@ -8,7 +8,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 keep, load, non_negative, write_json)
+                                 keep, load, non_negative, open_db, write_json)
 
 
 @app.command()
@@ -43,15 +43,16 @@ def count(
 
     non_negative("--depth", depth)
     non_negative("--top", top)
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs, meta=meta)
     result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta, backward=backward)
-    if json_path != "-":
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         render_count(result, console, depth=depth, top=top)
     if json_path:
         write_json(json_path, result.to_dict())
     if html or db or csv_path:
         data = result.to_dict()
-        keep("count", loaded.spec, data, html=html, db=db, csv=csv_path,
+        keep("count", loaded.spec, data, html=html, db=store, interrupted=False, csv=csv_path,
              config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta,
                      "backward": backward})
 

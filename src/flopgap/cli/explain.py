@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
-                                 ThreadsOpt, console, err_console, keep, load, write_json)
+from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg,
+                                 PrecisionOpt, ThreadsOpt, console, err_console, keep, load, open_db, say, write_json)
 from flopgap.cli.machine import _CACHE_NOTE, DeviceOpt, QuickOpt, RefreshOpt, _profile
 from flopgap.timing import DEFAULT_PRECISION
 
@@ -69,6 +69,7 @@ def explain(
         raise UsageError(f"--plot must be a .png path, got {plot!r}")
     if trace is not None and not trace.endswith((".json", ".json.gz")):
         raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {trace!r}")
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs)
     prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
@@ -78,15 +79,16 @@ def explain(
         err_console.print(f"wrote trace {ex.trace['path']} ({ex.trace['annotated_op_events']} op events annotated"
                           + (f", {ex.trace['annotated_device_events']} device events" if ex.trace["annotated_device_events"]
                              else "") + ")", markup=False, highlight=False, soft_wrap=True)
-    if json_path != "-":
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         render_explanation(ex, console, top=top, depth=depth)
     if plot:
         roofline_plot(ex, plot)
-        err_console.print(f"wrote {plot}")
+        say(f"wrote {plot}")
     if json_path:
         write_json(json_path, ex.to_dict())
     if html or db or csv_path:  # the page draws its roofline from the result: report RUN draws the same
-        keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, csv=csv_path,
+        keep("explain", loaded.spec, ex.to_dict(), html=html, db=store, csv=csv_path,
+             interrupted=ex.totals.interrupted,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure,
                      "threads": ex.totals.threads, "precision": precision, "max_time": max_time})
     if ex.totals.interrupted:
@@ -129,6 +131,7 @@ def predict(
     device = check_device(device, what="--device")
     timer = TimerOptions(precision=precision, max_time=max_time, threads=threads,
                          device=device if device.startswith("cuda") else None)
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs)
     prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
@@ -142,12 +145,13 @@ def predict(
 
         check = PredictionCheck.of(pred, timing_measure(module, tensors, timer, name=loaded.spec))
         data["check"] = check.to_dict()
-    if json_path != "-":
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         render_prediction(pred, console, check=check)
     if json_path:
         write_json(json_path, data)
     if html or db or csv_path:
-        keep("predict", loaded.spec, data, html=html, db=db, csv=csv_path,
+        keep("predict", loaded.spec, data, html=html, db=store, csv=csv_path,
+             interrupted=check is not None and check.measurement.interrupted,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure,
                      "threads": pred.threads, "precision": precision, "max_time": max_time})
     if check is not None and check.measurement.interrupted:

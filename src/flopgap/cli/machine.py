@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from flopgap.cli._app import app
+from flopgap._terminal import printable
 from flopgap.cli._common import JsonOpt, ThreadsOpt, console, err_console, write_json
+from flopgap.cli._interrupt import phase
 
 _CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model, cores, threads, torch "
                "version, device) as JSON in $FLOPGAP_CACHE_DIR, or ~/.cache/flopgap/ when that is unset; "
@@ -35,7 +37,7 @@ def _profile(device: str, refresh: bool, quick: bool, threads: int | None = None
     from flopgap.machine import profile_machine
     from flopgap.timing import threads_context
 
-    with threads_context(threads):
+    with threads_context(threads), phase("loading or measuring the machine profile (it is cached only once complete)"):
         prof = profile_machine(refresh=refresh, device=device, quick=quick, progress=_progress())
     print_profile_warnings(prof)
     return prof
@@ -44,7 +46,8 @@ def _profile(device: str, refresh: bool, quick: bool, threads: int | None = None
 def print_profile_warnings(prof) -> None:
     """The profile's caveats on stderr, one line each (the library never prints)."""
     for w in prof.warnings:
-        err_console.print(f"flopgap: warning: {w}", style="yellow", markup=False, highlight=False)
+        err_console.print(printable(f"flopgap: warning: {w}"), style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 @app.command(help=f"""Measure this machine's ceilings: peak matmul FLOP/s per dtype (fp32, bf16, int8

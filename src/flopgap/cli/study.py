@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from flopgap.cli._app import app
+from flopgap._terminal import printable
+from flopgap.cli._app import FlopgapTyper, app
 from flopgap.cli._common import CsvOpt as CsvDirOpt  # one --csv meaning on every command: a folder of tables
-from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, write_json, write_tables
-from flopgap.errors import UsageError
+from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, say, write_json, write_tables
+from flopgap.cli._interrupt import deferred_sigint, wrote
+from flopgap.errors import UsageError, one_line
 from flopgap.timing import DEFAULT_PRECISION
 
 STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
@@ -26,7 +29,7 @@ NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="leave plots out of
 
 DEFAULT_DB = "sqlite:///flopgap.db"
 
-study_app = typer.Typer(
+study_app = FlopgapTyper(
     help="Studies that answer the seed's question with evidence; each run is saved in the results store "
          "(flopgap.db by default, --db to change) and resumable with --resume.",
     no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -100,8 +103,10 @@ def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, p
     if json_path != "-" and not quiet_tables:
         print_sections(sections, console)
     if html:
-        path = write_html(html, title_for(result), sections, machine=result.run.machine)
-        err_console.print(f"wrote report {path}", highlight=False, markup=False)
+        with deferred_sigint():  # a report is written whole or not at all
+            path = write_html(html, title_for(result), sections, machine=result.run.machine)
+            wrote(repr(str(path)))
+        say(f"wrote report {path}")
     if csv:
         write_tables(csv, sections)
     if json_path:
@@ -117,7 +122,8 @@ def _stored(result, store, quiet: bool = False) -> None:
     if o is not None:
         extra += f" ({len(o.measured)} measured now" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
                  (f", {len(o.failed)} failed" if o.failed else "") + ")"
-    console.print(f"stored as run {run.id} [{run.status}] in {store.url}{extra}", markup=False, highlight=False)
+    console.print(printable(f"stored as run {run.id} [{run.status}] in {store.url}{extra}"), markup=False,
+                  highlight=False)
 
 
 def _split_models(models: list[str] | None) -> list[str] | None:
@@ -155,7 +161,7 @@ def study_zoo(
     if zoo and model_list:
         raise UsageError("give a zoo name or --models, not both")
     zoo_items(zoo, model_list, tuple(batch or (1,)))  # a misspelt model fails before the profile is measured
-    store = open_store(db)
+    store = open_store(db, writable=True)
     with _Bar() as bar:
         result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), timer=timer,
                          with_explain=not no_explain, resume=resume, progress=bar, quick_profile=quick_profile,
@@ -185,7 +191,7 @@ def study_seed(
     from flopgap.study import run_seed
 
     timer = _timer(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     with _Bar() as bar:
         result = run_seed(store=store, timer=timer, with_explain=not no_explain, resume=resume, progress=bar,
                           quick_profile=quick_profile,
@@ -217,7 +223,7 @@ def study_shufflenet(
     from flopgap.study import run_shufflenet
 
     timer = _timer(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     gl = tuple(g.upper() for g in (guideline or ("G1", "G2", "G3", "G4")))
     with _Bar() as bar:
         result = run_shufflenet(store=store, spatial=spatial, timer=timer, guidelines=gl, resume=resume,
@@ -247,7 +253,7 @@ def runs(
         if json_path == "-":
             return
     if not found:
-        console.print(f"no runs in {store.url}", markup=False)
+        console.print(printable(f"no runs in {store.url}"), markup=False)
         return
     print_sections([Section(f"runs in {store.url}", [runs_table(found)])], console)
 
@@ -292,7 +298,7 @@ def compare_cmd(
         write_json(json_path, cmp.to_dict())
     if html:
         p = write_html(html, f"flopgap: {cmp.b.label} vs {cmp.a.label}", sections, machine=cmp.b.machine or None)
-        err_console.print(f"wrote report {p}", markup=False, highlight=False)
+        say(f"wrote report {p}")
     if csv:
         write_tables(csv, sections)
     if fail_on_regression and cmp.regressions:
@@ -316,11 +322,16 @@ def report(
     from flopgap.study import result_for_run
 
     store = open_store(db, create=False)
-    result = result_for_run(store, run)
-    sections = sections_for(result, plots=not no_plots)
+    try:  # a store is anyone's file: stored payloads flopgap did not write are refused, not trusted
+        result = result_for_run(store, run)
+        sections = sections_for(result, plots=not no_plots)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as e:
+        if os.environ.get("FLOPGAP_DEBUG"):
+            raise
+        raise UsageError(f"run {run} in {store.url} holds results flopgap cannot read ({one_line(e)[:200]})") from None
     path = write_html(out or f"reports/run-{result.run.id}-{result.run.kind}.html", title_for(result), sections,
                       machine=result.run.machine)
-    console.print(f"wrote report {path}", markup=False)
+    console.print(printable(f"wrote report {path}"), markup=False)
     if csv:
         write_tables(csv, sections)
 
@@ -342,7 +353,7 @@ def demo(
     from flopgap.study import DEMO_MODELS, run_seed, run_zoo
 
     timer = _timer(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     console.print("[bold]1/2 seed case study[/bold]: the article's three examples, measured rigorously")
     with _Bar() as bar:
         profile = _profile(timer, False, bar)
@@ -357,6 +368,6 @@ def demo(
     print_sections([s for s in zoo_sections if s.title.startswith("Batch")], console)
     paths = [write_html(Path(out) / "seed.html", title_for(seed), seed_sections, machine=seed.run.machine),
              write_html(Path(out) / "zoo.html", title_for(zoo), zoo_sections, machine=zoo.run.machine)]
-    console.print(f"stored runs {seed.run.id} (seed) and {zoo.run.id} (zoo) in {store.url}", markup=False)
+    console.print(printable(f"stored runs {seed.run.id} (seed) and {zoo.run.id} (zoo) in {store.url}"), markup=False)
     for p in paths:
-        console.print(f"report: {p.resolve()}", markup=False)
+        console.print(printable(f"report: {p.resolve()}"), markup=False)

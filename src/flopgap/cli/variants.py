@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console, err_console, keep,
-                                 write_json)
+from flopgap._terminal import printable
+from flopgap.cli._common import (CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console,
+                                 err_console, keep, open_db, say, write_json)
 from flopgap.errors import UsageError
 from flopgap.timing import DEFAULT_PRECISION
 
@@ -83,13 +84,14 @@ def variants(
     timer = TimerOptions(precision=precision, max_time=max_time)
     from flopgap.cli._common import load
 
+    store = open_db(db)
     loaded, _, _ = load(model, input, None, kwargs)
     show = err_console.is_terminal
-    progress = (lambda msg: err_console.print(f"[dim]{msg}[/dim]")) if show else None
+    progress = (lambda msg: err_console.print(printable(msg), style="dim", markup=False)) if show else None
     result = run_variants(loaded, variants=names, batches=batches, threads=thread_counts, input_specs=input,
                           timer=timer, device=device, explain=explain,
                           progress=progress)
-    if json_path != "-":
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         from flopgap.report.variants_view import render_variants
 
         render_variants(result, console)
@@ -97,9 +99,10 @@ def variants(
         write_json(json_path, result.to_dict())
     if plot:
         path = plot_variants(result, plot)
-        err_console.print(f"wrote {path}")
+        say(f"wrote {path}")
     if html or db or csv_path:  # rows measured before a Ctrl-C are kept too
-        keep("variants", loaded.spec, result.to_dict(), html=html, db=db, csv=csv_path,
+        keep("variants", loaded.spec, result.to_dict(), html=html, db=store, csv=csv_path,
+             interrupted=result.interrupted,
              config={"model": loaded.spec, "try": try_, "batch": batch, "threads": threads, "inputs": input,
                      "precision": precision, "max_time": max_time, "device": device})
     if result.interrupted:

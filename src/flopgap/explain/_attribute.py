@@ -21,6 +21,7 @@ import torch
 
 from flopgap._quiet import quiet_profiler
 from flopgap.explain._trace import TraceJoin
+from flopgap.models._specs import raised_by_model
 from flopgap.timing import minor_faults
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
@@ -156,7 +157,7 @@ def _event_ids(ev) -> tuple[int, ...]:
 
 
 def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = None, warmup: int = 2,
-                device: str = "cpu", target_s: float = 0.4, trace=None) -> Attribution:
+                device: str = "cpu", target_s: float = 0.4, name: str = "model", trace=None) -> Attribution:
     """Profile ``calls`` forward passes (default: as many as fit ``target_s``, 3 to 30)
     and join them to ``records`` (a count's ``ops``). With ``trace`` (a path), the
     profiler's own Chrome trace is exported there and ``Attribution.trace_joins`` says
@@ -168,7 +169,7 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     namespaces = frozenset(r.op.split(".", 1)[0] for r in records) | {"aten"}
-    with torch.inference_mode():
+    with torch.inference_mode(), raised_by_model(name):
         t0 = _time.perf_counter()
         for _ in range(max(warmup, 1)):
             module(*inputs)
@@ -189,10 +190,11 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
             for _ in range(_EMPTY_MARKERS):  # the marker's own cost, subtracted from each call
                 with record_function(_EMPTY):
                     sync()
-            for _ in range(calls):
-                with record_function(_MARKER):
-                    module(*inputs)
-                    sync()
+            with raised_by_model(name):
+                for _ in range(calls):
+                    with record_function(_MARKER):
+                        module(*inputs)
+                        sync()
         events = list(prof.events())
         if trace is not None:
             prof.export_chrome_trace(str(trace))

@@ -280,7 +280,8 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         sentinel = Sentinel(load if load is not None else system_load()) if timer.watch_load else None
         if sentinel is not None:
             sentinel.start(0.0, threads)
-        attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, trace=trace)
+        attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, name=name,
+                                  trace=trace)
         disturbance = sentinel.finish() if sentinel is not None else None
         measurement = None
         if measure:

@@ -48,7 +48,8 @@ def roofline_plot(ex, path: str | Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("achieved FLOP/s")
-    ax.set_title(f"{ex.model}: {peak / 1e9:.0f} GFLOP/s peak, {prof.mem_bandwidth / 1e9:.0f} GB/s memory")
+    model = ex.model.replace("$", r"\$")  # a '$' in a model name would start matplotlib's math mode
+    ax.set_title(f"{model}: {peak / 1e9:.0f} GFLOP/s peak, {prof.mem_bandwidth / 1e9:.0f} GB/s memory")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
     return save_figure(fig, path)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from flopgap.errors import FlopgapError, one_line
+from flopgap.errors import FlopgapError, UsageError, one_line
 from flopgap.machine._bench import Figure, figure_from_times, figure_of_seconds, time_call
 from flopgap._cache import cache_dir
 from flopgap.timing import check_device, cpu_model, others_runnable
@@ -81,6 +82,104 @@ def fingerprint(device=None) -> dict:
 
 def _fp_hash(fp: dict) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _number(v, *, low: float = 0.0, strict: bool = False) -> bool:
+    """A finite real number (not a bool) at least ``low`` (above it when ``strict``)."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and (v > low if strict else v >= low))
+
+
+def _count(v, *, positive: bool = False) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and (v > 0 if positive else v >= 0)
+
+
+def _str_keyed(v, value_ok) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and value_ok(x) for k, x in v.items())
+
+
+def _figure_ok(f) -> bool:
+    return (isinstance(f, dict) and all(_number(f.get(k), low=-math.inf) for k in ("value", "p25", "p75", "min", "max"))
+            and isinstance(f.get("unit"), str) and _count(f.get("samples")))
+
+
+def _calibration_ok(c) -> bool:
+    return (isinstance(c, dict) and isinstance(c.get("key"), str) and isinstance(c.get("features"), list)
+            and all(_number(x, low=-math.inf) for x in c["features"]) and _number(c.get("flops"))
+            and _number(c.get("bytes")) and _number(c.get("seconds"), strict=True)
+            and isinstance(c.get("cold", False), bool) and isinstance(c.get("per_channel", True), bool))
+
+
+def _is(kind):
+    return lambda v: isinstance(v, kind)
+
+
+# an OpRecord (flopgap.count) as a chain stores it: required fields, then the counts
+_OP_FIELDS = {"index": _count, "op": _is(str), "module": _is(str), "family": _is(str), "kind": _is(str),
+              "input_shapes": _is(list), "input_dtypes": _is(list), "output_shapes": _is(list),
+              "flops": _count, "macs": _count, "bytes_read": _count, "bytes_written": _count}
+_OP_REQUIRED = set(list(_OP_FIELDS)[:8])
+
+
+def _op_ok(r) -> bool:
+    return (isinstance(r, dict) and _OP_REQUIRED <= set(r) <= set(_OP_FIELDS)
+            and all(_OP_FIELDS[k](v) for k, v in r.items()))
+
+
+def _chain_ok(c) -> bool:
+    return (isinstance(c, dict) and isinstance(c.get("label"), str) and isinstance(c.get("ops"), list)
+            and all(_op_ok(r) for r in c["ops"]) and _count(c.get("module_calls"))
+            and _number(c.get("seconds"), strict=True)
+            and all(_number(x, strict=True) for x in (c.get("round_seconds") or [])))
+
+
+# field: (check, what it must be); optional fields may also be missing
+_FIELDS = {
+    "fingerprint": (lambda v: _str_keyed(v, lambda x: True), "an object"),
+    "peak_flops": (lambda v: bool(v) and _str_keyed(v, lambda x: _number(x, strict=True)),
+                   "an object of positive FLOP/s per dtype"),
+    "mem_bandwidth": (lambda v: _number(v, strict=True), "a positive number of bytes/s"),
+    "cache_bandwidth": (lambda v: _number(v, strict=True), "a positive number of bytes/s"),
+    "cache_bytes": (lambda v: _count(v, positive=True), "a positive integer"),
+    "dispatch_overhead_s": (lambda v: _number(v, strict=True), "a positive number of seconds"),
+}
+_OPTIONAL = {
+    "module_overhead_s": (_number, "a number of seconds >= 0"),
+    "launch_latency_s": (lambda v: v is None or _number(v), "null or a number of seconds >= 0"),
+    "spreads": (lambda v: _str_keyed(v, _figure_ok), "an object of figures"),
+    "stream": (lambda v: _str_keyed(v, _number), "an object of bandwidths >= 0"),
+    "calibration": (lambda v: isinstance(v, list) and all(_calibration_ok(c) for c in v), "a list of timed cases"),
+    "chains": (lambda v: isinstance(v, list) and all(_chain_ok(c) for c in v), "a list of timed chains"),
+    "llc_bytes": (lambda v: _count(v, positive=True), "a positive integer"),
+    "l2_bytes": (lambda v: _count(v, positive=True), "a positive integer"),
+    "page_fault_s": (lambda v: v is None or _number(v), "null or a number of seconds >= 0"),
+    "quick": (lambda v: isinstance(v, bool), "true or false"),
+    "measured_at": (lambda v: isinstance(v, str), "a string"),
+    "seconds": (_number, "a number of seconds >= 0"),
+    "source": (lambda v: isinstance(v, str), "a string"),
+    "competing": (lambda v: v is None or (isinstance(v, list) and all(x is None or _count(x) for x in v)),
+                  "null or a list of thread counts"),
+    "allocator": (lambda v: v is None or _str_keyed(v, lambda x: isinstance(x, str)), "null or an object"),
+    "op_overhead_s": (lambda v: v is None or _str_keyed(v, _number), "an object of seconds >= 0 per op family"),
+}
+
+
+def check_profile_dict(d) -> None:
+    """Raise :class:`~flopgap.errors.FlopgapError` naming the first field of a profile's
+    JSON form whose type or value a measured profile cannot have (a bandwidth of 0, a
+    negative cost, a string where a number belongs, a malformed calibration case)."""
+    if not isinstance(d, dict):
+        raise FlopgapError(f"a machine profile is a JSON object, got {type(d).__name__}")
+    if d.get("schema") != MACHINE_SCHEMA:
+        raise FlopgapError(f"machine profile schema {d.get('schema')!r} is not {MACHINE_SCHEMA!r}")
+    for name, (ok, what) in _FIELDS.items():
+        if name not in d:
+            raise FlopgapError(f"machine profile field {name!r} is missing")
+        if not ok(d[name]):
+            raise FlopgapError(f"machine profile field {name!r} is not {what}")
+    for name, (ok, what) in _OPTIONAL.items():
+        if name in d and not ok(d[name]):
+            raise FlopgapError(f"machine profile field {name!r} is not {what}")
 
 
 @dataclass
@@ -155,10 +254,10 @@ class MachineProfile:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MachineProfile":
-        if not isinstance(d, dict):
-            raise FlopgapError(f"a machine profile is a JSON object, got {type(d).__name__}")
-        if d.get("schema") != MACHINE_SCHEMA:
-            raise FlopgapError(f"machine profile schema {d.get('schema')!r} is not {MACHINE_SCHEMA!r}")
+        """A profile from its JSON form; every field's type and value is checked
+        (:func:`check_profile_dict`), so a damaged or edited cache file is refused here
+        (and re-measured by :func:`profile_machine`), never used."""
+        check_profile_dict(d)
         return cls(d["fingerprint"], d["peak_flops"], d["mem_bandwidth"], d["cache_bandwidth"], d["cache_bytes"],
                    d["dispatch_overhead_s"], d.get("module_overhead_s", 0.0), d.get("launch_latency_s"),
                    d.get("spreads", {}), d.get("stream", {}), d.get("calibration", []), d.get("chains", []),
@@ -179,16 +278,13 @@ class MachineProfile:
                    list(chains or []), quick=quick, source="synthetic")  # page_fault_s unknown: None
 
     def save(self, path: Path | None = None) -> Path:
-        """Write the profile as JSON (default: the cache file for its fingerprint)."""
+        """Write the profile as JSON (default: the cache file for its fingerprint), through
+        a uniquely named temporary file and one atomic rename, so that processes writing
+        the same profile at once all succeed and a reader never sees half a file."""
+        from flopgap._files import write_atomic
+
         path = Path(path) if path is not None else cache_path(self.fingerprint, self.quick)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.to_dict(), indent=1))
-            tmp.replace(path)
-        except OSError as e:
-            raise FlopgapError(f"cannot write machine profile {path}: {e.strerror}") from None
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=1), what=f"machine profile {str(path)!r}")
 
     def figures(self) -> dict[str, Figure]:
         return {k: Figure.from_dict(v) for k, v in self.spreads.items()}
@@ -496,13 +592,30 @@ def cache_path(fp: dict, quick: bool) -> Path:
     return cache_dir() / f"machine-{_fp_hash(fp)}{'-quick' if quick else ''}.json"
 
 
+def _check_cache_path(path: Path) -> None:
+    """A one-line :class:`~flopgap.errors.UsageError` when the profile could not be
+    cached at ``path`` (a folder in its place, a file where the cache folder belongs,
+    no permission to write there)."""
+    hint = "remove it, or set FLOPGAP_CACHE_DIR to a writable folder"
+    if path.exists() and not path.is_file():
+        raise UsageError(f"the machine-profile cache {str(path)!r} is not a file: {hint}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"the machine-profile cache folder {str(folder)!r} is not a folder: {hint}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the machine-profile cache in {str(folder)!r}: set FLOPGAP_CACHE_DIR "
+                         "to a writable folder")
+
+
 def _read_cache(path: Path) -> tuple[MachineProfile | None, str]:
     """(profile, "") or (None, why it cannot be used)."""
     try:
         return MachineProfile.from_dict(json.loads(path.read_text())), ""
     except FlopgapError as e:  # not a dict, or another schema version
         return None, str(e)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         return None, one_line(e)
 
 
@@ -518,6 +631,7 @@ def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
     """
     fp = fingerprint(device)
     path = cache_path(fp, quick)
+    _check_cache_path(path)  # before a minute of measuring, not after it
     note = None
     if not refresh and path.exists():
         prof, why = _read_cache(path)

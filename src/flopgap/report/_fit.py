@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from flopgap._terminal import printable
+
 __all__ = ["Col", "fit_table", "left_out_note", "print_fit"]
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def _build(cols: Sequence[Col], rows: Sequence[Sequence[str]], keep: Sequence[in
         else:
             table.add_column(Text(c.header), justify="right", no_wrap=True)
     for r in rows:
-        table.add_row(*[r[i] if isinstance(r[i], Text) else Text(str(r[i])) for i in keep])
+        table.add_row(*[r[i] if isinstance(r[i], Text) else Text(printable(r[i])) for i in keep])
     return table
 
 
@@ -53,7 +55,7 @@ def _natural_width(console: Console, table: Table) -> int:
 def fit_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], console: Console, *, title: str = "",
               **table_kwargs) -> tuple[Table, list[str]]:
     """(rich table, headers left out) for ``console``'s width. Cells are plain text
-    (never markup); ``table_kwargs`` go to :class:`rich.table.Table`. The natural width
+    (never markup; control characters shown as escapes); ``table_kwargs`` go to :class:`rich.table.Table`. The natural width
     is rich's own measurement of the table (``Console.measure``)."""
     keep = list(range(len(cols)))
     dropped: list[str] = []

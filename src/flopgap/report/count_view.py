@@ -6,11 +6,12 @@ import csv
 import io
 
 from rich.console import Console
-from rich.markup import escape
 
+from flopgap._terminal import markup
 from flopgap.count import CountResult
 from flopgap.report._fit import Col, print_fit
 from flopgap.report._format import fmt_bytes, pct, si
+from flopgap.report.html import csv_cell
 
 __all__ = ["render_count", "count_csv"]
 
@@ -27,7 +28,7 @@ def _mode_label(result: CountResult) -> str:
 def render_count(result: CountResult, console: Console, depth: int = 2, top: int = 10) -> None:
     t = result.totals()
     console.print(
-        f"[bold]{escape(result.model)}[/bold]  inputs {', '.join(result.inputs)}  "
+        f"[bold]{markup(result.model)}[/bold]  inputs {markup(', '.join(result.inputs))}  "
         f"({_mode_label(result)}{', meta tensors' if result.meta else ''})"
     )
     if result.backward:
@@ -65,7 +66,8 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
         console.print(f"[yellow]no formula for {pct(1 - result.coverage)} of kernel ops (their FLOPs are unknown, not zero):[/yellow]")
         for row in unc:
             where = ", ".join(f"{k or '(model)'} x{v}" for k, v in list(row["modules"].items())[:4])
-            console.print(f"  {row['op']}: {row['calls']} call(s), {pct(row['share'])} of ops; in {escape(where)}")
+            console.print(f"  {markup(row['op'])}: {row['calls']} call(s), {pct(row['share'])} of ops; "
+                          f"in {markup(where)}")
     else:
         console.print("formula coverage: 100% of kernel ops")
     console.print("[dim]FLOPs: a fused multiply-add = 2 FLOPs (MACs shown apart). Bytes: each tensor input read "
@@ -115,6 +117,6 @@ def count_csv(result: CountResult) -> str:
     w.writerow(["index", "op", "module", "family", "kind", "input_shapes", "output_shapes",
                 "flops", "macs", "bytes_read", "bytes_written", "phase"])
     for r in result.ops:
-        w.writerow([r.index, r.op, r.module, r.family, r.kind, r.input_shapes, r.output_shapes,
-                    r.flops, r.macs, r.bytes_read, r.bytes_written, r.phase])
+        w.writerow([csv_cell(v) for v in (r.index, r.op, r.module, r.family, r.kind, r.input_shapes,
+                                          r.output_shapes, r.flops, r.macs, r.bytes_read, r.bytes_written, r.phase)])
     return buf.getvalue()

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from flopgap._terminal import markup, printable
 from flopgap.report._fit import Col, print_fit
 from flopgap.report._format import fmt_bytes, fmt_measurement, fmt_seconds, pct, si
 
@@ -25,13 +26,14 @@ def _short(op: str) -> str:
 
 def render_machine(prof, console: Console, path: str | None = None) -> None:
     fp = prof.fingerprint
-    console.print(f"[bold]machine[/bold] {fp.get('cpu')}  cores {fp.get('cores')}  threads {fp.get('threads')}  "
-                  f"torch {fp.get('torch')}  device {fp.get('device')}"
-                  + (f"  gpu {fp['gpu']}" if fp.get("gpu") else ""))
+    console.print("[bold]machine[/bold] "
+                  + markup(f"{fp.get('cpu')}  cores {fp.get('cores')}  threads {fp.get('threads')}  "
+                           f"torch {fp.get('torch')}  device {fp.get('device')}"
+                           + (f"  gpu {fp['gpu']}" if fp.get("gpu") else "")))
     console.print(f"profile: {prof.source}{' (quick)' if prof.quick else ''}, measured {prof.measured_at} "
                   f"in {prof.seconds:.1f} s" + (f"; cache {path}" if path else ""))
     console.print(f"used: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}"
-                  + "".join(f", {k} {si(v, 'FLOP/s')}" for k, v in prof.peak_flops.items() if k != "fp32")
+                  + "".join(f", {markup(k)} {si(v, 'FLOP/s')}" for k, v in prof.peak_flops.items() if k != "fp32")
                   + f"; memory {si(prof.mem_bandwidth, 'B/s')}, cache {si(prof.cache_bandwidth, 'B/s')} "
                   f"(ceilings: best block); dispatch {fmt_seconds(prof.dispatch_overhead_s)}, module call "
                   f"{fmt_seconds(prof.module_overhead_s)}"
@@ -52,7 +54,7 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
         console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t + "
                       f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read, "
                       f"memory-class ops in cold models +{pred.cold_memory_extra:.0%}; chains: "
-                      + ", ".join(f"{c['label']} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
+                      + ", ".join(f"{markup(c['label'])} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
                                   for c in pred.chain_fit))
     keys: dict[str, int] = {}
     for s in prof.calibration:
@@ -60,7 +62,8 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
         keys[k] = keys.get(k, 0) + 1
     if keys:
         console.print(f"calibration: {len(prof.calibration)} single-op cases: "
-                      + ", ".join(f"{_short(k) if k.startswith('aten.') else k} {n}" for k, n in sorted(keys.items())))
+                      + ", ".join(f"{markup(_short(k) if k.startswith('aten.') else k)} {n}"
+                                  for k, n in sorted(keys.items())))
 
 
 
@@ -81,7 +84,7 @@ def _op_table(console: Console, title: str, rows, total_flops: int) -> None:
 def print_warnings(warnings, console: Console) -> None:
     """Caveats first, one yellow line each (markup off: they quote names)."""
     for w in warnings:
-        console.print(Text(f"warning: {w}", style="yellow"))
+        console.print(Text(printable(f"warning: {w}"), style="yellow"))
 
 
 def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> None:
@@ -89,8 +92,9 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
 
     t = ex.totals
     prof = ex.profile
-    console.print(Text(f"{ex.model}", style="bold") + Text(f"  inputs {', '.join(ex.inputs)}  device {t.device}  "
-                  f"{t.threads} threads  machine profile: {prof.source}{' (quick)' if prof.quick else ''}"))
+    console.print(Text(printable(ex.model), style="bold")
+                  + Text(printable(f"  inputs {', '.join(ex.inputs)}  device {t.device}  {t.threads} threads  "
+                                   f"machine profile: {prof.source}{' (quick)' if prof.quick else ''}")))
     print_warnings(ex.warnings, console)
     console.print(f"ceilings: peak fp32 {si(prof.peak('float32'), 'FLOP/s')}, memory {si(prof.mem_bandwidth, 'B/s')}, "
                   f"cache {si(prof.cache_bandwidth, 'B/s')}, dispatch overhead {fmt_seconds(prof.dispatch_overhead_s)}")
@@ -135,11 +139,11 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
 
     console.print("[bold]findings[/bold]")
     for f in ex.findings:
-        console.print(Text("- ") + Text(f.title, style="bold") + Text(f": {f.text}"))
+        console.print(Text("- ") + Text(printable(f.title), style="bold") + Text(printable(f": {f.text}")))
         if f.ops:
             names = ", ".join(f"#{o.index} {_short(o.op)}" + (f" ({o.module})" if o.module else "")
                               for o in f.ops[:5])
-            console.print(Text(f"    ops: {names}"))
+            console.print(Text(printable(f"    ops: {names}")))
 
 
 def _per_gb(seconds_per_byte: float) -> str:
@@ -147,7 +151,7 @@ def _per_gb(seconds_per_byte: float) -> str:
 
 
 def render_prediction(pred, console: Console, check=None) -> None:
-    console.print(f"[bold]{pred.model}[/bold]  predicted {fmt_seconds(pred.latency_s)} for {pred.threads} threads  "
+    console.print(f"[bold]{markup(pred.model)}[/bold]  predicted {fmt_seconds(pred.latency_s)} for {pred.threads} threads  "
                   f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
                   f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
@@ -160,13 +164,13 @@ def render_prediction(pred, console: Console, check=None) -> None:
                      "  [yellow]no calibration, no chains: per-op floors only (roofline, host cost per op)[/yellow]"))
     if check is not None:
         print_warnings(check.measurement.warnings, console)
-        console.print(f"measured median {fmt_measurement(check.measurement)}, "
-                      + (f"error {pct(check.error, 1)}" if check.error is not None
-                         else f"error not computed: {check.reason}"), markup=False)
+        console.print(printable(f"measured median {fmt_measurement(check.measurement)}, "
+                                + (f"error {pct(check.error, 1)}" if check.error is not None
+                                   else f"error not computed: {check.reason}")), markup=False)
     t = Table(title="predicted time by method", title_justify="left")
     for col in ("method", "ops", "predicted", "share"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for method, row in sorted(pred.by_method().items(), key=lambda kv: -kv[1]["predicted_s"]):
-        t.add_row(method, str(row["ops"]), fmt_seconds(row["predicted_s"]),
+        t.add_row(markup(method), str(row["ops"]), fmt_seconds(row["predicted_s"]),
                   pct(row["predicted_s"] / pred.latency_s if pred.latency_s else None))
     console.print(t)

@@ -8,6 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.text import Text
 
+from flopgap._terminal import markup, printable
 from flopgap.report._fit import Col, fit_table, left_out_note
 from flopgap.report._format import fmt_bytes, fmt_seconds, si
 
@@ -48,11 +49,12 @@ def _paired_eager(r) -> str:
 
 def render_variants(result, console: Console) -> None:
     """Print the sweep: a row per variant x batch x threads, then notes and findings."""
-    console.print(f"[bold]{result.model}[/bold]  inputs {'; '.join(result.inputs)}  on {result.device}"
+    console.print(f"[bold]{markup(result.model)}[/bold]  inputs {markup('; '.join(result.inputs))}  "
+                  f"on {markup(result.device)}"
                   + ("  [red](interrupted: partial)[/red]" if result.interrupted else ""))
     for f in result.findings:
         if f.get("kind") == "disturbed":
-            console.print(Text(f"warning: {f['text']}", style="yellow"))
+            console.print(Text(printable(f"warning: {f['text']}"), style="yellow"))
     show_threads = len(result.threads) > 1
     measured = sorted({r.measured_threads for r in result.rows if r.measured_threads is not None})
     threads = "" if show_threads else f", threads: {', '.join(map(str, measured)) or result.threads[0] or 'torch default'}"
@@ -89,17 +91,16 @@ def render_variants(result, console: Console) -> None:
             continue
         seen.add(r.variant)
         lines = r.notes or ([r.reason] if r.reason else [])
-        console.print(Text(f"  {r.variant}: " + (" | ".join(lines) if lines else "-")))
+        console.print(Text(printable(f"  {r.variant}: " + (" | ".join(lines) if lines else "-"))))
     for note in result.settings.get("notes", []):
-        console.print(Text(f"  {note}", style="yellow"))
+        console.print(Text(printable(f"  {note}"), style="yellow"))
     if result.findings:
         console.print("[bold]findings[/bold]")
         for f in result.findings:
             style = {"slower": "red", "failed": "red", "no-op": "yellow", "faster": "green"}.get(f["kind"], "")
-            text = f["text"]
-            console.print(Text(f"  {text}", style=style))
+            console.print(Text(printable(f"  {f['text']}"), style=style))
     method = result.settings.get("peak_memory_method", "")
     console.print(f"[dim]Latency: median per call, ±: larger side of its 95% CI; speed-up from alternating timing of eager and the "
                   f"variant (eager (paired): eager's median in that pair). Errors vs eager outputs on the same input (rel = max|diff| / max|eager|). Ops: counted kernel ops, "
                   f"eager->variant (? where compiled code bypasses the dispatcher). "
-                  f"Peak memory: {method}. First call includes compilation for compiled variants.[/dim]")
+                  f"Peak memory: {markup(method)}. First call includes compilation for compiled variants.[/dim]")

@@ -410,7 +410,8 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
     from flopgap.timing import compare, measure
 
     threads, device = timing.threads, timing.device
-    from flopgap.variants._probe import op_changes, op_sequence, output_error, peak_memory, tree_signature
+    from flopgap.variants._probe import (NonFiniteOutput, op_changes, op_sequence, output_error, peak_memory,
+                                         tree_signature)
 
     inputs = built.prepare(case.inputs)
     try:
@@ -426,7 +427,10 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
     except Exception as e:
         raise _Phase(f"first call{' (compiling)' if built.compiled else ''}: {one_line(e)}") from None
     if variant.remedy:  # another workload (a training step) has no outputs to match eager's
-        row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
+        try:
+            row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
+        except NonFiniteOutput as e:  # a variant that returns NaN is broken, not "0 error"
+            raise _Phase(f"outputs: {e}") from None
     del out
 
     # no-op detection: the variant's own verdict first (the compiler made no graph), then
