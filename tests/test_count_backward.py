@@ -96,3 +96,18 @@ def test_cli_backward_json_and_table(tmp_path):
     assert "backward" in data["conventions"]
     assert {op["phase"] for op in data["ops"]} == {"forward", "backward"}
     assert "backward / forward: 1.50x FLOPs" in p.stdout and "per phase" in p.stdout
+
+
+def test_a_machine_profile_keeps_chains_of_counted_records():
+    """A profile's synthetic chains store count records as dicts (their phase included)
+    and must load back: the cache check knows every OpRecord field."""
+    from dataclasses import asdict
+
+    from flopgap.machine import MachineProfile
+
+    c = count(nn.Linear(4, 4), (torch.randn(1, 4),))
+    chain = {"label": "x", "ops": [asdict(r) for r in c.ops], "module_calls": 1, "seconds": 1e-5,
+             "round_seconds": [1e-5]}
+    prof = MachineProfile.synthetic(chains=[chain])
+    again = MachineProfile.from_dict(prof.to_dict())
+    assert again.chains[0]["ops"][0]["phase"] == "forward"
