@@ -146,7 +146,9 @@ def keep(kind: str, model: str, payload: dict, *, html: str | None, db, config: 
                 wrote(repr(str(path)))
             say(f"wrote report {path}")
         if csv:
-            write_tables(csv, sections)
+            from flopgap.report.command_view import MAIN_TABLE
+
+            write_tables(csv, sections, MAIN_TABLE.get(kind))
     if db:
         from flopgap.timing import environment
 
@@ -168,14 +170,14 @@ def _machine_of(payload: dict) -> dict | None:
     return None
 
 
-def write_tables(folder: str, sections) -> None:
+def write_tables(folder: str, sections, main: str | None = None) -> None:
     """``--csv DIR``: every table of the result as ``DIR/NAME.csv`` (the same on every
     command), written whole (a Ctrl-C meanwhile is held until it is done). ``--csv -``:
-    the result's largest table (count: one row per op) on stdout."""
+    the result's main table (``main``, e.g. count's ``ops``: one row per op) on stdout."""
     from flopgap.report.html import main_table, table_csv, write_csv
 
     if folder == "-":
-        write_text("-", table_csv(main_table(sections)))
+        write_text("-", table_csv(main_table(sections, main)))
         return
     with deferred_sigint():
         paths = write_csv(folder, sections)

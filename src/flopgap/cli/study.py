@@ -239,9 +239,9 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", help="at most this many, newest first")] = 20,
     json_path: JsonOpt = None,
 ) -> None:
-    """List the runs in the results store, newest first."""
-    from flopgap.report.study_view import print_sections, runs_table
-    from flopgap.report.html import Section
+    """List the runs in the results store, newest first: a study's name or the model of a
+    single command's run, the models and records each holds."""
+    from flopgap.report.study_view import runs_table
     from flopgap.store import open_store
 
     if limit < 1:
@@ -255,7 +255,13 @@ def runs(
     if not found:
         console.print(printable(f"no runs in {store.url}"), markup=False)
         return
-    print_sections([Section(f"runs in {store.url}", [runs_table(found)])], console)
+    from flopgap.report._fit import Col, print_fit
+
+    table = runs_table(found)  # the same rows as the HTML/CSV table; on a terminal, fitted to its width
+    cols = [Col("run"), Col("kind", text=True, shrink=False), Col("name / model", text=True, shrink=False),
+            Col("status", text=True, shrink=False), Col("started (UTC)", text=True), Col("models"), Col("records"),
+            Col("machine", text=True, optional=1), Col("cpu", text=True, optional=2)]
+    print_fit(console, cols, [[str(v) for v in row] for row in table.rows], f"runs in {store.url}, newest first")
 
 
 @app.command("compare")

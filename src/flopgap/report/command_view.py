@@ -15,7 +15,7 @@ from typing import Callable
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, pct, si
 from flopgap.report.html import Details, Figure, Para, Section, Table
 
-__all__ = ["command_sections", "COMMAND_KINDS"]
+__all__ = ["command_sections", "COMMAND_KINDS", "MAIN_TABLE"]
 
 _TOP = 15  # rows of a top-N table shown open; the rest is collapsed
 
@@ -339,6 +339,9 @@ def _variants(d: dict, plots: bool) -> list[Section]:
 _BUILDERS: dict[str, Callable[[dict, bool], list[Section]]] = {
     "count": _count, "time": _time, "explain": _explain, "predict": _predict, "variants": _variants}
 COMMAND_KINDS = tuple(_BUILDERS)
+# the table ``--csv -`` writes to stdout: one row per op, measurement or variant
+MAIN_TABLE = {"count": "ops", "time": "measurement", "explain": "ops_by_time", "predict": "predicted_ops",
+              "variants": "variants"}
 
 
 def command_sections(kind: str, payload: dict, *, plots: bool = True) -> list[Section]:

@@ -234,12 +234,14 @@ def _tables(blocks) -> list:
     return out
 
 
-def main_table(sections: Sequence[Section]) -> Table:
-    """The table with the most rows in its CSV copy (a command's per-op or per-row table)."""
+def main_table(sections: Sequence[Section], name: str | None = None) -> Table:
+    """The table called ``name`` (a command's per-op or per-row table), else the one with
+    the most rows in its CSV copy."""
     tables = [t for s in sections for t in _tables(s.blocks) if isinstance(t, Table) and t.csv_link]
     if not tables:
         raise UsageError("this result has no table to write as CSV")
-    return max(tables, key=lambda t: len(t.csv_rows if t.csv_rows is not None else t.rows))
+    named = [t for t in tables if t.name == name]
+    return named[0] if named else max(tables, key=lambda t: len(t.csv_rows if t.csv_rows is not None else t.rows))
 
 
 def write_csv(folder: str | Path, sections: Sequence[Section]) -> list[Path]:
