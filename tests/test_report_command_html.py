@@ -188,3 +188,5 @@ def test_runs_lists_model_names_and_counts_that_agree(env, tmp_path):
     assert (r["kind"], r["name"], r["models"], r["measurements"]) == ("count", "seed:ex2-deep", 1, 1)
     table = run(env, "runs", "--db", str(db)).stdout
     assert "seed:ex2-deep" in table and "records" in table
+    for line in table.splitlines():  # piped: 100 columns, every row closed
+        assert len(line) <= 100 and (not line.startswith("│") or line.rstrip().endswith("│")), line

@@ -37,9 +37,8 @@ def _build(cols: Sequence[Col], rows: Sequence[Sequence[str]], keep: Sequence[in
     table = Table(title=Text(title) if title else None, title_justify="left", **table_kwargs)
     for i in keep:
         c = cols[i]
-        if c.text:
-            width = max([len(c.header)] + [len(r[i]) for r in rows]) if not c.shrink else None
-            table.add_column(Text(c.header), justify="left", overflow="fold", min_width=width)
+        if c.text:  # a column that must keep its width does not wrap: rich collapses only wrapping ones
+            table.add_column(Text(c.header), justify="left", overflow="fold", no_wrap=not c.shrink)
         else:
             table.add_column(Text(c.header), justify="right", no_wrap=True)
     for r in rows:
