@@ -58,7 +58,8 @@ def test_runs_report_and_compare(flopgap_cmd, tmp_path):
     _fake_store(db)
     p = run(flopgap_cmd, "runs", "--db", str(db))
     assert p.returncode == 0 and p.stderr == ""
-    assert p.stdout.index("│ 2 ") < p.stdout.index("│ 1 ")  # newest first
+    rows = [ln.split("│")[1].strip() for ln in p.stdout.splitlines() if ln.startswith("│")]
+    assert [r for r in rows if r] == ["2", "1"]  # newest first
 
     out = tmp_path / "rep" / "run1.html"
     p = run(flopgap_cmd, "report", "1", "--db", str(db), "--out", str(out), "--csv", str(tmp_path / "csv"))
