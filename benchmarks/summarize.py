@@ -111,6 +111,37 @@ def _timer_quality(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("count_overhead")
+def _count_overhead(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"Counting pass / eager forward, {f['threads']} thread(s), medians of interleaved runs; target "
+             f"<= {f['target_x']}x. cpu = this thread's CPU time; floor = an empty dispatch mode + no-op module hooks.",
+             "", "| model | forward | flopgap/fwd | FlopCounterMode/fwd | floor/fwd | cpu: flopgap | cpu: floor |",
+             "|---|---|---|---|---|---|---|"]
+    for r in f["rows"]:
+        w, c = r["wall"], r["cpu"]
+        lines.append(f"| {r['model']} | {1e3 * w['forward_s']:.2f} ms | {w['flopgap_x']:.2f}x | {w['fcm_x']:.2f}x | "
+                     f"{w['floor_x']:.2f}x | {c['flopgap_x']:.2f}x | {c['floor_x']:.2f}x |")
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
+@summary("llm_viewer_compare")
+def _llm_viewer(p: dict) -> str:
+    f = p["figures"]
+    cfg = ", ".join(f"{k}={v}" for k, v in f["config"].items())
+    lines = [f"`hf:llama` ({cfg}), batch {f['batch']}, prompt {f['prompt']}, a decode step at context "
+             f"{f['prompt']}, float32 (LLM-Viewer's byte widths set to 4). Counts only: they do not depend on the "
+             "machine.", "",
+             "| phase | figure | flopgap (counted) | LLM-Viewer | ratio |", "|---|---|---|---|---|"]
+    for r in f["rows"]:
+        lines.append(f"| {r['phase']} | {r['figure']} | {r['flopgap']:,.0f} | {r['llm_viewer']:,.0f} | "
+                     f"{r['ratio']:.3f} |")
+    lines += ["", f"Computed by `benchmarks/{p.get('benchmark')}.py` at commit {p.get('commit') or '?'}, torch "
+                  f"{(p.get('machine') or {}).get('torch', '?')}."]
+    return "\n".join(lines)
+
+
 def _load_all() -> dict[str, dict]:
     out = {}
     for path in sorted(RESULTS.glob("*.json")):

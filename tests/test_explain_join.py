@@ -111,3 +111,23 @@ def test_gpu_side_annotations_are_not_calls():
     evs = [DevEv("flopgap::call", DeviceType.CPU), DevEv("flopgap::call", DeviceType.CUDA),
            DevEv("aten::relu", DeviceType.CPU), DevEv("flopgap::call", DeviceType.CPU)]
     assert _host_side(evs, "flopgap::call") == [evs[0], evs[3]]
+
+
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, *, scale):
+        return self.fc(x) * scale
+
+
+def test_keyword_inputs_reach_the_profiled_calls():
+    from flopgap.models import Inputs
+
+    model = _Scaled().eval()
+    inputs = Inputs((torch.randn(3, 4),), {"scale": torch.tensor(2.0)})
+    res = count(model, inputs)
+    assert [r.op for r in res.kernel_ops] == ["aten.linear.default", "aten.mul.Tensor"]
+    att = profile_ops(model, inputs, res.ops, calls=3)  # the model needs scale=: it must be bound
+    assert att.calls == 3 and all(att.times[i] for i, r in enumerate(res.ops) if not r.is_free)

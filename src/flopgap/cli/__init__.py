@@ -20,6 +20,7 @@ from flopgap.cli import variants as _variants  # noqa: F401
 from flopgap.cli import time as _time  # noqa: F401
 from flopgap.cli import machine as _machine  # noqa: F401
 from flopgap.cli import explain as _explain  # noqa: F401
+from flopgap.cli import generate as _generate  # noqa: F401
 from flopgap._terminal import printable
 from flopgap.cli import _interrupt
 from flopgap.errors import FlopgapError, one_line

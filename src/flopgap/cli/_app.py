@@ -13,9 +13,11 @@ views are free. Latency is the median of adaptive, warmed-up samples under
 torch.inference_mode() with a 95% confidence interval; the first call is reported
 apart as the cold start.
 
-Models: torchvision:NAME, seed:NAME, zoo:NAME, package.module:callable, or a .pt2
-(torch.export) / .pt (TorchScript) file. Inputs: --input 1x3x224x224,
---input 1x128:int64[0,30522).
+Models: torchvision:NAME, timm:NAME, hf:ARCH (hf:llama, hf:bert, hf:gpt2, ...; --kwargs
+overrides config fields) or hf:PATH/config.json, seed:NAME, zoo:NAME,
+package.module:callable, or a .pt2 (torch.export) / .pt (TorchScript) file. Nothing is
+downloaded. Inputs: --input 1x3x224x224, --input 1x128:int64[0,30522), keyword inputs
+--input attention_mask=1x128:int64[1,2); --seq N sets the token length.
 """
 
 

@@ -14,13 +14,14 @@ from flopgap._terminal import printable
 from flopgap.cli._interrupt import deferred_sigint, phase, wrote
 from flopgap.errors import UsageError
 
-__all__ = ["ModelArg", "InputOpt", "BatchOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt", "ThreadsOpt",
-           "PrecisionOpt", "console", "err_console", "load", "write_json", "write_text", "non_negative", "keep",
-           "open_db", "say", "seconds", "set_wide", "write_tables"]
+__all__ = ["ModelArg", "InputOpt", "BatchOpt", "SeqOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt",
+           "ThreadsOpt", "PrecisionOpt", "console", "err_console", "load", "write_json", "write_text", "non_negative",
+           "keep", "open_db", "say", "seconds", "set_wide", "write_tables"]
 
-ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
-InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per positional input: 1x3x224x224 or 1x128:int64[0,30522)")]
+ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, timm:NAME, hf:ARCH (hf:llama, hf:bert, ...) or hf:PATH/config.json, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
+InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per input: 1x3x224x224, 1x128:int64[0,30522), or a keyword input NAME=SPEC such as attention_mask=1x128:int64[1,2)")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="override the leading (batch) dimension of every input")]
+SeqOpt = Annotated[Optional[int], typer.Option("--seq", help="override the sequence length (dimension 1) of token inputs (transformers models default to 128)")]
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON object passed to the model builder, e.g. '{\"num_classes\": 10}'")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versioned JSON result to this path ('-' for stdout)")]
 CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write every table of the result into this folder, one NAME.csv each (full precision, every row); the same on every command ('-': the largest table, e.g. count's ops, on stdout)")]
@@ -54,7 +55,8 @@ def say(text: str) -> None:
     err_console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
 
-def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | None, *, meta: bool = False):
+def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | None, *, meta: bool = False,
+         seq: int | None = None):
     """(LoadedModel, input specs, input tensors) from command-line values.
 
     The input specs are checked before the model is built (a bad ``--input`` costs no
@@ -66,7 +68,7 @@ def load(spec: str, inputs: list[str] | None, batch: int | None, kwargs: str | N
         parse_input_spec(text)
     with phase(f"loading the model {spec!r}"):
         loaded = load_model(spec, parse_kwargs(kwargs), meta=meta)
-    specs = resolve_inputs(loaded, inputs, batch)
+    specs = resolve_inputs(loaded, inputs, batch, seq)
     with phase("building the inputs"):
         return loaded, specs, make_inputs(specs, meta=meta)
 

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 keep, load, non_negative, open_db, write_json)
+from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, SeqOpt,
+                                 console, keep, load, non_negative, open_db, write_json)
 
 
 @app.command()
@@ -16,6 +16,7 @@ def count(
     model: ModelArg,
     input: InputOpt = None,
     batch: BatchOpt = None,
+    seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     grad: Annotated[bool, typer.Option("--grad", help="count with autograd enabled instead of inference_mode")] = False,
     backward: Annotated[bool, typer.Option("--backward", help="count a training step's forward + backward, per phase: the model in training mode, one backward from gradients of ones on the outputs (no loss, no optimizer step); every backward op counted with its own formula")] = False,
@@ -44,7 +45,7 @@ def count(
     non_negative("--depth", depth)
     non_negative("--top", top)
     store = open_db(db)
-    loaded, _, tensors = load(model, input, batch, kwargs, meta=meta)
+    loaded, _, tensors = load(model, input, batch, kwargs, meta=meta, seq=seq)
     result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta, backward=backward)
     if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         render_count(result, console, depth=depth, top=top)
@@ -59,13 +60,25 @@ def count(
 
 @app.command()
 def models(
-    source: Annotated[str, typer.Option(help="builtin (seed:*, zoo:*) or torchvision")] = "builtin",
+    source: Annotated[str, typer.Option(help="builtin (seed:*, zoo:*), torchvision, timm or hf")] = "builtin",
 ) -> None:
-    """List model specs: the built-ins (seed:*, zoo:*) or torchvision's classification models."""
+    """List model specs: the built-ins (seed:*, zoo:*), torchvision's classification
+    models, timm's models, or the transformers architectures hf: builds from a config."""
     from flopgap.errors import UsageError
     from flopgap.models import builtin_models
 
-    if source == "torchvision":
+    if source == "hf":
+        from flopgap.models._hf import HF_ARCHS
+
+        for name, arch in HF_ARCHS.items():
+            console.print(f"hf:{name:26s} {arch.description}", markup=False)
+        console.print("hf:PATH/config.json          any transformers config file on disk (no download)")
+    elif source == "timm":
+        from flopgap.models._timm import timm_models
+
+        for name in timm_models():
+            console.print(f"timm:{name}", markup=False)
+    elif source == "torchvision":
         import torchvision.models as tvm
 
         for name in tvm.list_models(module=tvm):
@@ -74,5 +87,7 @@ def models(
         for spec, desc in builtin_models().items():
             console.print(f"{spec:28s} {desc}")
         console.print("torchvision:NAME             any torchvision classification model (flopgap models --source torchvision)")
+        console.print("timm:NAME                    any timm model (flopgap models --source timm)")
+        console.print("hf:ARCH                      a transformers model from its config (flopgap models --source hf)")
     else:
-        raise UsageError(f"--source must be builtin or torchvision, got {source!r}")
+        raise UsageError(f"--source must be builtin, torchvision, timm or hf, got {source!r}")

@@ -9,16 +9,17 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg,
-                                 PrecisionOpt, ThreadsOpt, console, err_console, keep, load, open_db, say, write_json)
+                                 PrecisionOpt, SeqOpt, ThreadsOpt, console, err_console, keep, load, open_db, say,
+                                 write_json)
 from flopgap.cli.machine import _CACHE_NOTE, DeviceOpt, QuickOpt, RefreshOpt, _profile
 from flopgap.timing import DEFAULT_PRECISION
 
 def _on_device(loaded, tensors, device: str):
     if device == "cpu":
         return loaded.module, tensors
-    import torch
+    from flopgap.models import inputs_to
 
-    return loaded.module.to(device), tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors)
+    return loaded.module.to(device), inputs_to(tensors, device)
 
 
 @app.command(help=f"""Explain why MODEL takes the time it takes on this machine.
@@ -37,6 +38,7 @@ def explain(
     model: ModelArg,
     input: InputOpt = None,
     batch: BatchOpt = None,
+    seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     device: DeviceOpt = "cpu",
     refresh_machine: RefreshOpt = False,
@@ -70,7 +72,7 @@ def explain(
     if trace is not None and not trace.endswith((".json", ".json.gz")):
         raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {trace!r}")
     store = open_db(db)
-    loaded, _, tensors = load(model, input, batch, kwargs)
+    loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
     ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, timer=timer,
@@ -109,6 +111,7 @@ def predict(
     model: ModelArg,
     input: InputOpt = None,
     batch: BatchOpt = None,
+    seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
@@ -132,7 +135,7 @@ def predict(
     timer = TimerOptions(precision=precision, max_time=max_time, threads=threads,
                          device=device if device.startswith("cuda") else None)
     store = open_db(db)
-    loaded, _, tensors = load(model, input, batch, kwargs)
+    loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
     with threads_context(threads):

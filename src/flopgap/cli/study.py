@@ -134,7 +134,7 @@ def _split_models(models: list[str] | None) -> list[str] | None:
 
 @study_app.command("zoo")
 def study_zoo(
-    zoo: Annotated[Optional[str], typer.Argument(help="seed, torchvision (every classification model, 224x224) or transformers (built-in encoder/decoder blocks)")] = None,
+    zoo: Annotated[Optional[str], typer.Argument(help="seed, torchvision (every classification model, 224x224), transformers (built-in encoder/decoder blocks), hf (transformers encoders and MHA/GQA decoders at several sequence lengths) or timm (efficient and mobile image models)")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--models", "-m", help="your own model specs instead of a zoo, comma-separated or repeated")] = None,
     batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", help="batch size; repeat for several (each analysed apart); default 1")] = None,
     max_time: MaxTimeOpt = 2.0,
@@ -167,6 +167,36 @@ def study_zoo(
                          with_explain=not no_explain, resume=resume, progress=bar, quick_profile=quick_profile,
                          profile=_profile(timer, quick_profile, bar))
     _emit(result, html=html, csv=csv, json_path=json_path, plots=not no_plots)
+    _stored(result, store, quiet=json_path == "-")
+
+
+@study_app.command("generation")
+def study_generation(
+    batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", help="batch size; repeat for several; default 1 and 4")] = None,
+    prompt: Annotated[int, typer.Option("--prompt", help="prompt length P (tokens)")] = 128,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", help="tokens N generated; the decode step is timed at context P+(N-1)//2")] = 32,
+    max_time: MaxTimeOpt = 2.0,
+    precision: PrecisionOpt = 0.02,
+    threads: ThreadsOpt = None,
+    resume: ResumeOpt = False,
+    db: DbOpt = DEFAULT_DB,
+    html: HtmlOpt = None,
+    csv: CsvDirOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """LLM generation study: Llama-style decoders of growing size (GQA), prefill and
+    decode at each batch size, counted and timed; FLOPs per token against ms per token
+    across models, inversions, and whether batching decode is nearly free here."""
+    from flopgap.store import open_store
+    from flopgap.study.generation import run_generation_study
+
+    _timer(max_time, precision, threads)  # validated before any model is built
+    store = open_store(db)
+    with _Bar() as bar:
+        result = run_generation_study(store=store, batches=tuple(batch or (1, 4)), prompt=prompt,
+                                      new_tokens=new_tokens, max_time=max_time, precision=precision, threads=threads,
+                                      resume=resume, progress=bar)
+    _emit(result, html=html, csv=csv, json_path=json_path)
     _stored(result, store, quiet=json_path == "-")
 
 

@@ -11,13 +11,16 @@ import typer
 from flopgap.cli._app import app
 from flopgap._terminal import markup
 from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg,
-                                 PrecisionOpt, ThreadsOpt, console, err_console, keep, load, open_db, write_json)
+                                 PrecisionOpt, SeqOpt, ThreadsOpt, console, err_console, keep, load, open_db,
+                                 write_json)
 from flopgap.errors import FlopgapError, UsageError
 from flopgap.timing import DEFAULT_MAX_TIME, DEFAULT_PRECISION
+from flopgap.models import bind_inputs, inputs_to
 
 
-def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device) -> list[str]:
-    args = [model]
+def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device,
+                seq=None) -> list[str]:
+    args = [model] + (["--seq", str(seq)] if seq is not None else [])
     if vs:
         args += ["--vs", vs]
     for spec in input or []:
@@ -35,11 +38,11 @@ def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_t
     return args + ["--precision", repr(precision), "--max-time", repr(max_time)]
 
 
-def _load_on(model, input, batch, kwargs, device):
-    loaded, _, tensors = load(model, input, batch, kwargs)
+def _load_on(model, input, batch, kwargs, device, seq=None):
+    loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     if device and device.startswith("cuda"):
         loaded.module.to(device)
-        tensors = tuple(t.to(device) for t in tensors)
+        tensors = inputs_to(tensors, device)
     return loaded, tensors
 
 
@@ -68,6 +71,7 @@ def time_(
     vs: Annotated[Optional[str], typer.Option("--vs", help="a second model spec, timed alternately with MODEL in the same run; reports the ratio MODEL/VS with its 95% CI (--input, --batch, --kwargs apply to both)")] = None,
     input: InputOpt = None,
     batch: BatchOpt = None,
+    seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     threads: ThreadsOpt = None,
     grad: Annotated[bool, typer.Option("--grad", help="time with autograd enabled instead of inference_mode")] = False,
@@ -109,25 +113,28 @@ def time_(
 
         with_batch(tuple(parse_input_spec(s) for s in input or ()) or (InputSpec((1,)),), batch)
         parse_kwargs(kwargs)
-        args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device)
+        args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device, seq)
         if show and sys.stderr.isatty():
             err_console.print(f"running {processes} fresh processes one after another ...")
         result = repeat_in_processes(args, processes)
         if show:
             render_repeats(result, console)
     else:
-        loaded, tensors = _load_on(model, input, batch, kwargs, device)
+        loaded, tensors = _load_on(model, input, batch, kwargs, device, seq)
         status, update = _progress()
         if vs:
-            loaded_b, tensors_b = _load_on(vs, input, batch, kwargs, device)
+            loaded_b, tensors_b = _load_on(vs, input, batch, kwargs, device, seq)
             with status or contextlib.nullcontext():
-                result = compare(loaded.module, tensors, loaded_b.module, tensors_b, options,
+                fn_a, args_a = bind_inputs(loaded.module, tensors)
+                fn_b, args_b = bind_inputs(loaded_b.module, tensors_b)
+                result = compare(fn_a, args_a, fn_b, args_b, options,
                                  names=(loaded.spec, loaded_b.spec), progress=update)
             if show:
                 render_comparison(result, console)
         else:
             with status or contextlib.nullcontext():
-                result = measure(loaded.module, tensors, options, name=loaded.spec, progress=update)
+                fn, args = bind_inputs(loaded.module, tensors)
+                result = measure(fn, args, options, name=loaded.spec, progress=update)
             if show:
                 render_measurement(result, console)
     if json_path:

@@ -254,6 +254,14 @@ def _native_mha(a, outs):
 
 @register_formula(aten._transformer_encoder_layer_fwd, family="attention")
 def _encoder_layer(a, outs):
+    if a["src"].parts is not None:
+        # nested src (a padding mask turned the batch into sequences of their own lengths):
+        # each sequence is a batch of one, attending over its own length only
+        total = Cost()
+        for part in a["src"].parts:
+            c = _encoder_layer({**a, "src": Meta((1, *part), a["src"].dtype)}, outs)
+            total = Cost(flops=total.flops + c.flops, macs=total.macs + c.macs)
+        return total
     src = a["src"].shape
     d = int(a["embed_dim"])
     tokens = _prod(src[:-1])
@@ -270,19 +278,27 @@ def _encoder_layer(a, outs):
 
 # ---------------------------------------------------------------- recurrent family
 def rnn_cost(steps: int, batch: int, weights: list[Meta], gates: int, has_biases: bool,
-             hidden: int, pointwise_per_h: int) -> Cost:
-    """Weights come in (w_ih, w_hh[, b_ih, b_hh]) groups per layer and direction; each
-    time step multiplies the input by ``w_ih`` and the state by ``w_hh``."""
-    group = 4 if has_biases else 2
+             pointwise_per_h: int, per_layer: int | None = None) -> Cost:
+    """Weights come in groups per layer and direction: ``(w_ih, w_hh[, b_ih, b_hh][, w_hr])``
+    (``w_hr`` is the LSTM projection of ``proj_size``). Each time step multiplies the input
+    by ``w_ih``, the state by ``w_hh`` and, with a projection, the new state by ``w_hr``.
+
+    ``per_layer`` is the group size (2-5); ``None`` infers it from ``has_biases`` (no
+    projection). The hidden size of a group is ``w_hh.shape[0] // gates``: with a
+    projection ``w_hh`` is ``[gates*H, proj_size]``, so its second dimension is not ``H``.
+    """
+    group = per_layer or (4 if has_biases else 2)
     macs = 0
-    groups = 0
-    for i in range(0, len(weights), group):
+    elementwise = 0
+    for i in range(0, len(weights) - group + 1, group):
         w_ih, w_hh = weights[i], weights[i + 1]
         macs += w_ih.numel + w_hh.numel
-        groups += 1
+        if group in (3, 5):  # w_hr: [proj_size, H], applied to h after the gates
+            macs += weights[i + group - 1].numel
+        elementwise += w_hh.shape[0] // gates
     macs *= steps * batch
     per_elem = (2 * gates if has_biases else 0) + pointwise_per_h
-    return Cost(flops=2 * macs + steps * batch * groups * hidden * per_elem, macs=macs)
+    return Cost(flops=2 * macs + steps * batch * elementwise * per_elem, macs=macs)
 
 
 _RNN_GATES = {"lstm": (4, 9), "gru": (3, 9), "rnn_tanh": (1, 1), "rnn_relu": (1, 1)}
@@ -294,20 +310,39 @@ def _rnn_formula(kind: str):
     def formula(a, outs):
         x = a["input"].shape if "input" in a else a["data"].shape
         params = [p for p in a["params"]]
-        hidden = params[1].shape[1]
         if "batch_sizes" in a:  # packed sequence: data is [sum of lengths, I]
             steps, batch = x[0], 1
         elif len(x) == 2:  # unbatched [T, I]
             steps, batch = x[0], 1
         else:
             steps, batch = (x[1], x[0]) if a.get("batch_first") else (x[0], x[1])
-        return rnn_cost(steps, batch, params, gates, bool(a["has_biases"]), hidden, pointwise)
+        groups = int(a["num_layers"]) * (2 if a.get("bidirectional") else 1)
+        return rnn_cost(steps, batch, params, gates, bool(a["has_biases"]), pointwise,
+                        per_layer=len(params) // groups)
 
     return formula
 
 
 for _kind in _RNN_GATES:
     register_formula(getattr(aten, _kind), family="rnn")(_rnn_formula(_kind))
+
+
+_MKLDNN_MODES = {0: "rnn_relu", 1: "rnn_tanh", 2: "lstm", 3: "gru"}  # oneDNN's algorithm kinds
+
+
+@register_formula(aten.mkldnn_rnn_layer, family="rnn")
+def _mkldnn_rnn_layer(a, outs):
+    """One layer and direction of an RNN on oneDNN (what ``nn.LSTM`` dispatches with
+    autograd on): same cost as that layer's share of ``aten.lstm``."""
+    gates, pointwise = _RNN_GATES[_MKLDNN_MODES[int(a["mode"])]]
+    x = a["input"].shape
+    if len(x) == 2:
+        steps, batch = x[0], 1
+    else:
+        steps, batch = (x[1], x[0]) if a.get("batch_first") else (x[0], x[1])
+    has_biases = bool(a["has_biases"])
+    weights = [a["weight0"], a["weight1"]] + ([a["weight2"], a["weight3"]] if has_biases else [])
+    return rnn_cost(steps, batch, weights, gates, has_biases, pointwise)
 
 
 def _cell_formula(kind: str):
@@ -346,7 +381,7 @@ register_formula(
     aten.glu, aten.logit, aten.threshold, aten.square, aten.addcmul, aten.addcdiv, aten.lerp, aten.clamp_min, aten.clamp_max,
     aten.clamp_, aten.clamp_min_, aten.clamp_max_, aten.sign, aten.quantize_per_tensor,
     aten.quantize_per_tensor_dynamic, aten.quantize_per_channel, aten.dequantize, aten.fake_quantize_per_tensor_affine,
-    aten.native_dropout, family="pointwise",
+    aten.native_dropout, aten.diff, family="pointwise",
 )(pointwise)
 
 
@@ -515,17 +550,126 @@ register_formula(
     aten.cat, aten.stack, aten.hstack, aten.vstack, aten.clone, aten.copy_, aten._to_copy, aten.copy,
     aten.constant_pad_nd, aten.pad, aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d,
     aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d, aten.roll, aten.flip,
-    aten.repeat, aten.tile, aten.repeat_interleave, aten.index_put, aten.index_put_, aten.scatter,
-    aten.scatter_, aten.scatter_add, aten.scatter_add_, aten.masked_scatter, aten.channel_shuffle,
+    aten.repeat, aten.tile, aten.repeat_interleave, aten.masked_scatter, aten.channel_shuffle,
     aten.native_channel_shuffle, aten.pixel_shuffle, aten.pixel_unshuffle, aten.upsample_nearest1d,
     aten.upsample_nearest2d, aten.upsample_nearest3d, aten._upsample_nearest_exact2d, aten.tril, aten.triu,
-    aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.im2col, aten.col2im,
-    aten.cumulative_trapezoid, aten.contiguous, aten.to, aten.reshape, aten.flatten,
+    aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.im2col,
+    aten.contiguous, aten.to, aten.reshape, aten.flatten,
     aten.unflatten, aten.type_as, aten._reshape_alias, aten.masked_fill, aten.masked_fill_, aten.where,
-    aten.lift_fresh_copy,
+    aten.lift_fresh_copy, aten._nested_tensor_from_mask, aten.to_padded_tensor,
     aten.resize_, aten.set_, aten.matrix_H, aten.block_diag, aten.diag_embed, aten.new_tensor,
     family="data-movement",
 )(lambda a, outs: ZERO)
+
+
+# ---------------------------------------------------------------- scatters that may accumulate
+def _index_bytes(value) -> int:
+    if isinstance(value, Meta):
+        return value.nbytes
+    if isinstance(value, (list, tuple)):
+        return sum(v.nbytes for v in value if isinstance(v, Meta))
+    return 0
+
+
+def _scatter_cost(touched: int, itemsize: int, extra_read: int, accumulate: bool, in_place: bool,
+                  out: Meta) -> Cost:
+    """``touched`` elements are written (and, accumulating, read and added: 1 FLOP each).
+    In place, only the touched elements move; out of place the result is a full copy
+    of ``self`` with the touched elements replaced (the generic rule)."""
+    flops = touched if accumulate else 0
+    if not in_place:
+        return Cost(flops=flops)
+    read = extra_read + (touched * itemsize if accumulate else 0)
+    return Cost(flops=flops, bytes_read=read, bytes_written=touched * itemsize)
+
+
+def _scatter_formula(accumulate_always: bool, in_place: bool, source_key: str = "src"):
+    """``scatter``/``scatter_add``/``scatter_reduce``/``index_add``/``index_copy``
+    families: the elements touched are the index's (scatter) or the source's (index_*)."""
+
+    def formula(a, outs):
+        x = a["self"]
+        index = a["index"]
+        src = a.get(source_key)
+        if source_key == "src":  # scatter: one element per index entry
+            touched = index.numel
+        else:  # index_add/index_copy/index_reduce: the whole source slab
+            touched = src.numel if isinstance(src, Meta) else index.numel
+        accumulate = accumulate_always or a.get("reduce") is not None
+        extra = index.nbytes + (touched * x.itemsize if isinstance(src, Meta) else 0)
+        return _scatter_cost(touched, x.itemsize, extra, accumulate, in_place, _out(outs))
+
+    return formula
+
+
+register_formula(aten.scatter_add, aten.scatter_reduce, family="scatter")(_scatter_formula(True, False))
+register_formula(aten.scatter_add_, aten.scatter_reduce_, family="scatter")(_scatter_formula(True, True))
+register_formula(aten.scatter, family="scatter")(_scatter_formula(False, False))
+register_formula(aten.scatter_, family="scatter")(_scatter_formula(False, True))
+register_formula(aten.index_add, aten.index_reduce, family="scatter")(_scatter_formula(True, False, "source"))
+register_formula(aten.index_add_, aten.index_reduce_, family="scatter")(_scatter_formula(True, True, "source"))
+register_formula(aten.index_copy, family="scatter")(_scatter_formula(False, False, "source"))
+register_formula(aten.index_copy_, family="scatter")(_scatter_formula(False, True, "source"))
+
+
+def indexed_elements(self_shape: tuple, indices) -> int:
+    """Elements addressed by advanced indexing ``self[indices]``: the broadcast shape of
+    the index tensors times every dimension they leave alone (``None`` entries and the
+    trailing dimensions). A boolean mask counts every element it covers (an upper bound:
+    how many are set is data, not shape)."""
+    shapes, covered = [], set()
+    dim = 0
+    for i in indices:
+        if isinstance(i, Meta):
+            width = len(i.shape) if i.dtype == torch.bool else 1
+            covered.update(range(dim, dim + width))
+            shapes.append(torch.Size(i.shape) if i.dtype != torch.bool else torch.Size([_prod(i.shape)]))
+            dim += width
+        else:
+            dim += 1
+    rest = _prod(d for k, d in enumerate(self_shape) if k not in covered)
+    return (_prod(torch.broadcast_shapes(*shapes)) if shapes else 1) * rest
+
+
+def _index_put_formula(in_place: bool):
+    def formula(a, outs):
+        x = a["self"]
+        touched = indexed_elements(tuple(x.shape), list(a["indices"]))
+        accumulate = bool(a.get("accumulate", False))
+        extra = _index_bytes(a["indices"]) + a["values"].nbytes
+        return _scatter_cost(touched, x.itemsize, extra, accumulate, in_place, _out(outs))
+
+    return formula
+
+
+register_formula(aten.index_put, family="scatter")(_index_put_formula(False))
+register_formula(aten.index_put_, aten._index_put_impl_, family="scatter")(_index_put_formula(True))
+
+
+@register_formula(aten.put, family="scatter")
+def _put(a, outs):
+    return Cost(flops=a["index"].numel if a.get("accumulate") else 0)
+
+
+@register_formula(aten.put_, family="scatter")
+def _put_(a, outs):
+    x, n = a["self"], a["index"].numel
+    acc = bool(a.get("accumulate"))
+    return _scatter_cost(n, x.itemsize, a["index"].nbytes + a["source"].nbytes, acc, True, _out(outs))
+
+
+@register_formula(aten.col2im, family="scatter")
+def _col2im(a, outs):
+    # fold: every column element is added into its place of the (zeroed) output, and
+    # overlapping patches sum: 1 FLOP per input element
+    return Cost(flops=a["self"].numel)
+
+
+@register_formula(aten.cumulative_trapezoid, family="reduction")
+def _cumulative_trapezoid(a, outs):
+    # per output element: (y[i] + y[i+1]) * dx / 2, then the running sum: 3 FLOPs;
+    # with sample points x, dx = x[i+1] - x[i] adds a subtraction
+    return Cost(flops=(4 if isinstance(a.get("x"), Meta) else 3) * _out(outs).numel)
 
 
 @register_formula(aten.zeros, aten.ones, aten.full, aten.arange, aten.range, aten.linspace, aten.eye,
@@ -579,6 +723,9 @@ declare_free(aten.detach, aten.lift_fresh, aten.alias, aten._unsafe_view, aten.v
 declare_free(aten.sym_size, aten.sym_stride, aten.sym_numel, aten.sym_storage_offset, aten.is_same_size,
              aten._local_scalar_dense, aten.item, aten.size, aten.stride, aten.dim, aten.is_nonzero,
              aten.equal, aten._assert_async, aten._assert_tensor_metadata, aten._functional_assert_async,
-             aten.record_stream, family="metadata")
+             aten.record_stream, aten._nested_tensor_from_mask_left_aligned, family="metadata")
+# in-place metadata changes: they rewrite a tensor's sizes/strides (or autograd flag), never its data
+declare_free(aten.detach_, aten.as_strided_, aten.transpose_, aten.t_, aten.squeeze_, aten.unsqueeze_,
+             aten.swapaxes_, aten.swapdims_, aten.requires_grad_, family="metadata")
 declare_free(aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty, aten.new_empty_strided,
              aten.empty_permuted, family="alloc")

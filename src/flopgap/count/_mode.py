@@ -8,6 +8,7 @@ after the forward pass, so counting costs little more than a plain forward.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from torch import nn
@@ -24,10 +25,13 @@ _FLAGS: dict = {}
 
 
 def schema_flags(func) -> int:
-    """``_MUTABLE`` / ``_ALIAS_RETURN`` bits of an op's schema (cached per op)."""
-    flags = _FLAGS.get(func)
-    if flags is None:
-        flags = _FLAGS[func] = _schema_flags(func)
+    """``_MUTABLE`` / ``_ALIAS_RETURN`` bits of an op's schema (cached per op, by identity:
+    an OpOverload's ``__hash__`` is Python code on the hot path)."""
+    hit = _FLAGS.get(id(func))
+    if hit is not None and hit[0] is func:
+        return hit[1]
+    flags = _schema_flags(func)
+    _FLAGS[id(func)] = (func, flags)
     return flags
 
 
@@ -51,6 +55,9 @@ def _meta(x):
         try:
             return Meta(x.shape, x.dtype, x.stride())
         except RuntimeError:  # sparse / nested tensors have no strides
+            if x.is_nested:  # nested tensors have no single shape either (the encoder's padding-mask fast path)
+                parts = tuple(tuple(p) for p in x._nested_tensor_size().tolist())
+                return Meta((sum(math.prod(p) for p in parts),), x.dtype, None, parts)
             return Meta(x.shape, x.dtype, None)
     if type(x) is list or type(x) is tuple:
         for v in x:
@@ -82,26 +89,84 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **kwargs) if kwargs else func(*args)
-        flags = _FLAGS.get(func)
-        if flags is None:
-            flags = schema_flags(func)
+        hit = _FLAGS.get(id(func))
+        flags = hit[1] if hit is not None and hit[0] is func else schema_flags(func)
         noop = copied = False
-        if not flags & _MUTABLE and isinstance(out, torch.Tensor):
+        tensor_out = isinstance(out, _Tensor)
+        if tensor_out and not flags & _MUTABLE:
             for a in args:
                 if a is out:
                     noop = True  # returned its input unchanged (contiguous(), dropout(train=False))
                     break
-            if not noop and flags & _CHECK_COPY and args and isinstance(args[0], torch.Tensor):
+            if not noop and flags & _CHECK_COPY and args and isinstance(args[0], _Tensor):
                 key = _storage_key(out)
                 copied = key is not None and key != _storage_key(args[0])  # reshape that had to copy
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        self.calls.append((
-            func, self.stack[-1],
-            tuple([_meta(a) for a in args]),
-            {k: _meta(v) for k, v in kwargs.items()} if kwargs else {},
-            tuple([_meta(o) for o in outs]),
-            noop, copied,
-        ))
+        # the hot path: a plain tensor's metadata straight into a Meta tuple (every other
+        # kind of argument, and tensors without strides, go through _meta)
+        try:
+            margs = tuple([_new(Meta, (a.shape, a.dtype, a.stride(), None)) if isinstance(a, _Tensor)
+                           else a if type(a) in _PLAIN else _meta(a) for a in args])
+            mouts = (_new(Meta, (out.shape, out.dtype, out.stride(), None)),) if type(out) is _Tensor else \
+                tuple([_meta(o) for o in (out if isinstance(out, (tuple, list)) else (out,))])
+        except RuntimeError:  # a nested or sparse tensor among them
+            margs = tuple([_meta(a) for a in args])
+            mouts = tuple([_meta(o) for o in (out if isinstance(out, (tuple, list)) else (out,))])
+        self.calls.append((func, self.stack[-1], margs, {k: _meta(v) for k, v in kwargs.items()} if kwargs else {},
+                           mouts, noop, copied))
+        return out
+
+
+_new = tuple.__new__
+_PLAIN = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+                    torch.memory_format})  # arguments recorded as they are
+
+
+# the ops that turn a tensor into a Python scalar (under inference_mode, is_nonzero and
+# item reach the dispatcher whole)
+_SCALAR_OPS = frozenset({torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default,
+                         torch.ops.aten.item.default})
+
+
+class _MetaRecorder(_Recorder):
+    """The recorder for meta tensors, where no value exists: a data-dependent scalar
+    (``tensor.item()``, ``bool(tensor)``, ``int(tensor)``) reads as 1 (``True``), the
+    value an all-ones attention mask gives to the checks models make on it
+    (``mask.all()``: no padding, take the causal fast path). Control flow that depends
+    on any other value cannot be followed on meta tensors: count such a model for real."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _SCALAR_OPS and args and isinstance(args[0], _Tensor) and args[0].is_meta:
+            dtype = args[0].dtype
+            value = True if dtype == torch.bool or func.__name__.startswith("is_nonzero") else \
+                1.0 if dtype.is_floating_point else 1
+            self.calls.append((func, self.stack[-1], (_meta(args[0]),), {}, (value,), False, False))
+            return value
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def _keys(values) -> tuple:
+    """Storage keys of the tensors among ``values`` (lists flattened), in order."""
+    out = []
+    for v in values:
+        if isinstance(v, _Tensor):
+            out.append(_storage_key(v))
+        elif type(v) is list or type(v) is tuple:
+            out.extend(_storage_key(t) for t in v if isinstance(t, _Tensor))
+    return tuple(out)
+
+
+class _KeyedRecorder(_Recorder):
+    """The recorder that also keeps each call's tensor storages (arguments, then
+    outputs), for attributing bytes to tensor groups after the pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys: list[tuple[tuple, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        self.keys.append((_keys(args) + (_keys(kwargs.values()) if kwargs else ()),
+                          _keys(out if isinstance(out, (tuple, list)) else (out,))))
         return out
 
 
@@ -129,7 +194,8 @@ def _leave_backward(stack: list[str], name: str) -> None:
 
 
 @contextlib.contextmanager
-def record_calls(module: nn.Module, named: list | None = None, *, backward: bool = False):
+def record_calls(module: nn.Module, named: list | None = None, *, meta: bool = False, keys: bool = False,
+                 backward: bool = False):
     """Context manager yielding the recorder; module names are ``state_dict`` style.
 
     ``named`` is ``list(module.named_modules())`` when the caller already has it.
@@ -142,7 +208,7 @@ def record_calls(module: nn.Module, named: list | None = None, *, backward: bool
     of its outputs are ready and ends when all those of its inputs are
     (``torch.autograd.graph.register_multi_grad_hook`` on each).
     """
-    recorder = _Recorder()
+    recorder = _MetaRecorder() if meta else _KeyedRecorder() if keys else _Recorder()
     if named is None:
         named = list(module.named_modules())
     names = {id(sub): name for name, sub in named if name}

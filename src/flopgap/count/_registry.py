@@ -29,6 +29,9 @@ class Meta(NamedTuple):
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
     stride: tuple[int, ...] | None = None
+    # a nested (jagged) tensor: the shape of each component; ``shape`` is then
+    # ``(total elements,)`` so that ``numel`` and ``nbytes`` stay right
+    parts: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def numel(self) -> int:
@@ -41,8 +44,8 @@ class Meta(NamedTuple):
     @property
     def nbytes(self) -> int:
         """Bytes this tensor occupies as addressed: broadcast (stride-0) dimensions count once."""
-        if self.stride is None:
-            return self.numel * self.itemsize
+        if self.stride is None or 0 not in self.stride:  # the common case, without a Python loop
+            return math.prod(self.shape) * self.dtype.itemsize
         n = 1
         for size, st in zip(self.shape, self.stride):
             if st != 0:
@@ -77,6 +80,9 @@ class _Entry:
 
 
 _REGISTRY: dict[object, _Entry] = {}
+# lookup() by the op object's identity: an OpOverload's __hash__ is Python code, and the
+# counting pass looks every op up; (op, entry) so that a reused id is never a false hit
+_LOOKUP: dict[int, tuple] = {}
 
 
 def _packets(ops: Iterable) -> list:
@@ -105,6 +111,7 @@ def register_formula(*ops, family: str) -> Callable[[Formula], Formula]:
             if op in _REGISTRY:
                 raise ValueError(f"a formula for {op} is already registered (family {_REGISTRY[op].family!r})")
             _REGISTRY[op] = _Entry(family, formula)
+        _LOOKUP.clear()
         return formula
 
     return wrap
@@ -118,13 +125,18 @@ def declare_free(*ops, family: str) -> None:
         if op in _REGISTRY:
             raise ValueError(f"{op} is already registered (family {_REGISTRY[op].family!r})")
         _REGISTRY[op] = _Entry(family, None)
+    _LOOKUP.clear()
 
 
 def lookup(op) -> _Entry | None:
     """The entry for an ``OpOverload``: exact overload first, then its packet."""
+    hit = _LOOKUP.get(id(op))
+    if hit is not None and hit[0] is op:
+        return hit[1]
     entry = _REGISTRY.get(op)
     if entry is None:
         entry = _REGISTRY.get(getattr(op, "overloadpacket", None))
+    _LOOKUP[id(op)] = (op, entry)
     return entry
 
 

@@ -34,6 +34,9 @@ class OpRecord:
     macs: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    # with count(..., tensor_groups=...): {group: [bytes read, bytes written]} for this op;
+    # bytes of tensors in no group are under "other"
+    groups: dict | None = None
     phase: str = "forward"  # or "backward" (count(..., backward=True))
 
     @property
@@ -67,33 +70,43 @@ class ModuleStats:
         return self.flops / b if b else 0.0
 
 
-def _prefixes(name: str) -> list[str]:
-    """``"a.b.c"`` -> ``["", "a", "a.b", "a.b.c"]``: the module and its ancestors."""
-    if not name:
-        return [""]
-    parts = name.split(".")
-    return [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
 def aggregate(templates: list[ModuleStats], records: list[OpRecord]) -> list[ModuleStats]:
     """Per-module sums of ``records`` over each module's subtree; ``templates`` give the
-    modules (name, type, depth, params) in order, their sums are ignored."""
+    modules (name, type, depth, params) in ``named_modules`` order, their sums ignored."""
     stats = {t.name: ModuleStats(t.name, t.type, t.depth, params=t.params) for t in templates}
-    chains: dict[str, list[ModuleStats]] = {}
+    # sum the records of each module first, then add each module's sums to its ancestors
+    own: dict[str, list[int]] = {}
     for r in records:
-        chain = chains.get(r.module)
-        if chain is None:
-            chain = chains[r.module] = [stats[k] for k in _prefixes(r.module) if k in stats]
-        for s in chain:
-            s.flops += r.flops
-            s.macs += r.macs
-            s.bytes_read += r.bytes_read
-            s.bytes_written += r.bytes_written
-            s.ops_all += 1
-            if not r.is_free:
-                s.ops += 1
+        row = own.get(r.module)
+        if row is None:
+            row = own[r.module] = [0, 0, 0, 0, 0, 0, 0]
+        row[0] += r.flops
+        row[1] += r.macs
+        row[2] += r.bytes_read
+        row[3] += r.bytes_written
+        row[4] += 1
+        if r.kind not in FREE_KINDS:
+            row[5] += 1
             if r.kind == "uncovered":
-                s.uncovered += 1
+                row[6] += 1
+    # named_modules lists parents before children: walking it backwards, each module's
+    # subtree sums are complete when they are added to its parent
+    order = list(stats) + [m for m in own if m not in stats]
+    for name in reversed(order):
+        row = own.get(name)
+        if row is None:
+            continue
+        s = stats.get(name)
+        if s is not None:
+            s.flops, s.macs, s.bytes_read, s.bytes_written = row[0], row[1], row[2], row[3]
+            s.ops_all, s.ops, s.uncovered = row[4], row[5], row[6]
+        if name:
+            parent = own.get(name.rpartition(".")[0])
+            if parent is None:
+                own[name.rpartition(".")[0]] = list(row)
+            else:
+                for k in range(7):
+                    parent[k] += row[k]
     return list(stats.values())
 
 
@@ -183,6 +196,17 @@ class CountResult:
             "intensity": self.intensity, "ops": len(self.kernel_ops), "ops_all": len(self.ops),
             "coverage": self.coverage,
         }
+
+    def bytes_by_group(self) -> dict[str, dict]:
+        """``{group: {"read": bytes, "written": bytes}}`` over every op, when the count
+        was asked for ``tensor_groups`` (empty otherwise)."""
+        out: dict[str, dict] = {}
+        for r in self.ops:
+            for group, (read, written) in (r.groups or {}).items():
+                row = out.setdefault(group, {"read": 0, "written": 0})
+                row["read"] += read
+                row["written"] += written
+        return out
 
     def by_family(self) -> dict[str, dict]:
         out: dict[str, dict] = {}

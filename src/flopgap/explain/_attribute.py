@@ -21,7 +21,7 @@ import torch
 
 from flopgap._quiet import quiet_profiler
 from flopgap.explain._trace import TraceJoin
-from flopgap.models._specs import raised_by_model
+from flopgap.models import raised_by_model
 from flopgap.timing import minor_faults
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
@@ -166,18 +166,22 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     from torch.profiler import ProfilerActivity, profile, record_function
     import time as _time
 
+    from flopgap.models import bind_inputs
+
+    call, args = bind_inputs(module, inputs)  # keyword inputs (transformers models) bound once
+
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     namespaces = frozenset(r.op.split(".", 1)[0] for r in records) | {"aten"}
     with torch.inference_mode(), raised_by_model(name):
         t0 = _time.perf_counter()
         for _ in range(max(warmup, 1)):
-            module(*inputs)
+            call(*args)
         sync()
         per_call = (_time.perf_counter() - t0) / max(warmup, 1)
         faults = minor_faults()
         for _ in range(_FAULT_CALLS):
-            module(*inputs)
+            call(*args)
         sync()
         faults_after = minor_faults()
     faults_per_call = ((faults_after - faults) / _FAULT_CALLS
@@ -193,7 +197,7 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
             with raised_by_model(name):
                 for _ in range(calls):
                     with record_function(_MARKER):
-                        module(*inputs)
+                        call(*args)
                         sync()
         events = list(prof.events())
         if trace is not None:

@@ -285,8 +285,11 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         disturbance = sentinel.finish() if sentinel is not None else None
         measurement = None
         if measure:
-            measurement = timing_measure(module, inputs, timer.replace(device=device if device.startswith("cuda")
-                                                                       else timer.device),
+            from flopgap.models import bind_inputs
+
+            fn, args = bind_inputs(module, inputs)
+            measurement = timing_measure(fn, args, timer.replace(device=device if device.startswith("cuda")
+                                                                 else timer.device),
                                          name=name, load=load)
     ex = build_explanation(count_result, attribution, profile, weight_bytes=_weight_bytes(module),
                            batch=_batch(inputs), measurement=measurement, disturbance=disturbance)

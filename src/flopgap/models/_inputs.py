@@ -1,9 +1,12 @@
-"""Input specs: ``1x3x224x224`` (float32), ``1x128:int64[0,30522)``, ``2x8:float16``.
+"""Input specs: ``1x3x224x224`` (float32), ``1x128:int64[0,30522)``, ``2x8:float16``,
+and keyword inputs ``input_ids=1x128:int64[0,32000)``.
 
-Grammar: ``DIMS[:DTYPE][RANGE]`` where ``DIMS`` is positive integers joined by ``x``,
-``DTYPE`` a torch dtype name, and ``RANGE`` ``[lo,hi)`` (integers: uniform in the
-half-open range; floats: uniform in it). Floats without a range are standard normal;
-integers without a range are in ``[0, 2)``; booleans are random.
+Grammar: ``[NAME=]DIMS[:DTYPE][RANGE]`` where ``NAME`` is a Python identifier (the
+input is passed as the keyword argument ``NAME=``; without it, positionally in order),
+``DIMS`` is positive integers joined by ``x``, ``DTYPE`` a torch dtype name, and
+``RANGE`` ``[lo,hi)`` (integers: uniform in the half-open range; floats: uniform in
+it). Floats without a range are standard normal; integers without a range are in
+``[0, 2)``; booleans are random.
 
 What a spec may say, checked once by :func:`check_spec` (for ``--input``, ``--batch``
 and a model's declared example inputs alike), each breach a one-line
@@ -24,6 +27,7 @@ and a model's declared example inputs alike), each breach a one-line
 from __future__ import annotations
 
 import decimal
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -32,8 +36,8 @@ import torch
 
 from flopgap.errors import UsageError
 
-__all__ = ["InputSpec", "parse_input_spec", "check_spec", "make_inputs", "with_batch", "describe_inputs",
-           "MAX_DIMS"]
+__all__ = ["InputSpec", "Inputs", "parse_input_spec", "check_spec", "make_inputs", "with_batch", "with_seq",
+           "describe_inputs", "bind_inputs", "inputs_to", "MAX_DIMS"]
 
 _DTYPES = {
     "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
@@ -63,17 +67,18 @@ _MAX_MEMORY_SHARE = 0.5
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What one positional input is: shape, dtype and value range (hashable, JSON-able).
-
-    Integer ranges are kept as ``int`` (exact), float ranges as ``float``."""
+    """What one input is: shape, dtype, value range and, for a keyword input, its name
+    (hashable, JSON-able). Integer ranges are kept as ``int`` (exact), float ranges as
+    ``float``."""
 
     shape: tuple[int, ...]
     dtype: str = "float32"
     low: int | float | None = None
     high: int | float | None = None
+    name: str | None = None  # None: positional
 
     def __str__(self) -> str:
-        s = "x".join(map(str, self.shape))
+        s = (f"{self.name}=" if self.name else "") + "x".join(map(str, self.shape))
         if self.dtype != "float32" or self.low is not None:
             s += f":{self.dtype}"
         if self.low is not None:
@@ -155,10 +160,24 @@ def _float_bound(text: str, token: str) -> float:
     return value
 
 
+_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$", re.S)
+
+
 def parse_input_spec(text: str) -> InputSpec:
-    """Parse one ``--input`` value; raise :class:`UsageError` with the grammar on failure."""
+    """Parse one ``--input`` value; raise :class:`UsageError` with the grammar on failure.
+
+    ``NAME=SPEC`` names a keyword input; the rest of the grammar is the positional one.
+    """
     if not isinstance(text, str) or len(text) > _MAX_SPEC_CHARS:
         raise _bad(text, f"longer than {_MAX_SPEC_CHARS} characters")
+    named = _NAME.match(text)
+    if named:
+        spec = _parse_positional(named.group(2))
+        return InputSpec(spec.shape, spec.dtype, spec.low, spec.high, named.group(1))
+    return _parse_positional(text)
+
+
+def _parse_positional(text: str) -> InputSpec:
     m = _SPEC.match(text.strip().replace(" ", ""))
     if not m:
         raise UsageError(
@@ -211,7 +230,7 @@ def check_spec(spec: InputSpec, text: str | None = None) -> InputSpec:
             raise _bad(text, f"a bound beyond {spec.dtype}'s largest value {top:g}")
         if not torch.tensor(low, dtype=dt) < torch.tensor(high, dtype=dt):
             raise _bad(text, f"the range is empty once rounded to {spec.dtype}")
-        return InputSpec(spec.shape, spec.dtype, float(low), float(high))
+        return InputSpec(spec.shape, spec.dtype, float(low), float(high), spec.name)
     if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in (low, high)):
         raise _bad(text, f"an integer range is needed for {spec.dtype}")
     low, high = int(low), int(high)
@@ -221,7 +240,7 @@ def check_spec(spec: InputSpec, text: str | None = None) -> InputSpec:
         raise _bad(text, f"empty range [{low},{high})")
     if low < info.min or high > limit:
         raise _bad(text, f"an integer range within [{info.min},{limit}) is needed for {spec.dtype}")
-    return InputSpec(spec.shape, spec.dtype, low, high)
+    return InputSpec(spec.shape, spec.dtype, low, high, spec.name)
 
 
 def with_batch(specs: tuple[InputSpec, ...], batch: int | None) -> tuple[InputSpec, ...]:
@@ -230,8 +249,66 @@ def with_batch(specs: tuple[InputSpec, ...], batch: int | None) -> tuple[InputSp
         return specs
     if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
         raise UsageError(f"--batch must be a positive integer, got {batch}")
-    return tuple(check_spec(InputSpec((batch, *s.shape[1:]), s.dtype, s.low, s.high),
+    return tuple(check_spec(InputSpec((batch, *s.shape[1:]), s.dtype, s.low, s.high, s.name),
                             f"{s} with --batch {batch}") for s in specs)
+
+
+def with_seq(specs: tuple[InputSpec, ...], seq: int | None) -> tuple[InputSpec, ...]:
+    """Override the sequence length (``--seq N``): dimension 1 of every integer or
+    boolean input of rank 2 or more (token ids, attention masks, position ids)."""
+    if seq is None:
+        return specs
+    if seq <= 0:
+        raise UsageError(f"--seq must be a positive integer, got {seq}")
+    out, changed = [], False
+    for s in specs:
+        if len(s.shape) >= 2 and not _DTYPES[s.dtype].is_floating_point:
+            s = InputSpec((s.shape[0], seq, *s.shape[2:]), s.dtype, s.low, s.high, s.name)
+            changed = True
+        out.append(s)
+    if not changed:
+        raise UsageError(f"--seq applies to token inputs (integer, [batch, seq, ...]); these inputs have none: "
+                         f"{', '.join(map(str, specs))}")
+    return tuple(out)
+
+
+class Inputs(tuple):
+    """The tensors for one call: positional ones (this tuple, so ``module(*inputs)``
+    works for models without keyword inputs) and ``.kwargs`` (name -> tensor).
+    Call a model with :func:`flopgap.models.call_model`, or bind the keyword inputs
+    with :func:`bind_inputs` for code that calls ``fn(*args)``."""
+
+    kwargs: dict
+
+    def __new__(cls, args=(), kwargs: dict | None = None):
+        self = super().__new__(cls, args)
+        self.kwargs = dict(kwargs or {})
+        return self
+
+    @property
+    def args(self) -> tuple:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return f"Inputs(args={tuple(self)!r}, kwargs={self.kwargs!r})"
+
+    def __reduce__(self):
+        return (Inputs, (tuple(self), self.kwargs))
+
+
+def inputs_to(inputs, device) -> "Inputs":
+    """The same inputs on ``device`` (keyword inputs included)."""
+    move = (lambda t: t.to(device) if isinstance(t, torch.Tensor) else t)
+    return Inputs([move(t) for t in inputs], {k: move(t) for k, t in (getattr(inputs, "kwargs", None) or {}).items()})
+
+
+def bind_inputs(fn, inputs):
+    """``(callable, positional args)`` that calls ``fn`` with the keyword inputs bound:
+    for code (timers, profilers) that calls ``callable(*args)``."""
+    kwargs = getattr(inputs, "kwargs", None)
+    if not kwargs:
+        return fn, tuple(inputs)
+    return functools.partial(fn, **kwargs), tuple(inputs)
 
 
 def _available_memory() -> int | None:
@@ -246,11 +323,15 @@ def _available_memory() -> int | None:
     return None
 
 
-def make_inputs(specs: tuple[InputSpec, ...], seed: int = _SEED, *, meta: bool = False) -> tuple[torch.Tensor, ...]:
-    """Build the tensors for ``specs`` reproducibly (seeded generator, CPU), or meta
-    tensors (``meta=True``: shapes and dtypes only, whatever their size)."""
+def make_inputs(specs: tuple[InputSpec, ...], seed: int = _SEED, *, meta: bool = False) -> Inputs:
+    """Build the tensors for ``specs`` reproducibly (seeded generator, CPU): the
+    positional ones in order, the named ones in ``.kwargs``; meta tensors with
+    ``meta=True`` (shapes and dtypes only, whatever their size)."""
+    names = [s.name for s in specs if s.name]
+    if len(names) != len(set(names)):
+        raise UsageError(f"keyword input named twice in {', '.join(map(str, specs))}")
     if meta:
-        return tuple(s.make_meta() for s in specs)
+        return Inputs([s.make_meta() for s in specs if not s.name], {s.name: s.make_meta() for s in specs if s.name})
     need = sum(s.nbytes for s in specs)
     have = _available_memory()
     if have is not None and need > _MAX_MEMORY_SHARE * have:
@@ -259,17 +340,21 @@ def make_inputs(specs: tuple[InputSpec, ...], seed: int = _SEED, *, meta: bool =
                          "or count with --meta")
     g = torch.Generator().manual_seed(seed)
     try:
-        return tuple(s.make(g) for s in specs)
+        tensors = [s.make(g) for s in specs]
     except (RuntimeError, MemoryError) as e:  # e.g. a shape too large to allocate
         raise UsageError(f"cannot build inputs {', '.join(map(str, specs))}: {str(e).splitlines()[0]}") from None
+    return Inputs([t for s, t in zip(specs, tensors) if not s.name],
+                  {s.name: t for s, t in zip(specs, tensors) if s.name})
 
 
 def describe_inputs(inputs) -> list[str]:
-    """Shape/dtype strings for tensors, e.g. ``['1x3x224x224:float32']``."""
+    """Shape/dtype strings for tensors, e.g. ``['1x3x224x224:float32', 'attention_mask=1x8:int64']``."""
     out = []
-    for t in inputs:
+    items = [(None, t) for t in inputs] + list((getattr(inputs, "kwargs", None) or {}).items())
+    for name, t in items:
+        prefix = f"{name}=" if name else ""
         if isinstance(t, torch.Tensor):
-            out.append("x".join(map(str, t.shape)) + ":" + str(t.dtype).removeprefix("torch."))
+            out.append(prefix + "x".join(map(str, t.shape)) + ":" + str(t.dtype).removeprefix("torch."))
         else:
-            out.append(type(t).__name__)
+            out.append(prefix + type(t).__name__)
     return out

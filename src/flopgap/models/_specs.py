@@ -6,6 +6,9 @@ Accepted everywhere a model is named:
   ``kwargs`` are passed to the builder.
 - ``seed:NAME``          the seed article's example models (``flopgap models``).
 - ``zoo:NAME``           built-in transformer blocks (encoder/decoder) built from code.
+- ``timm:NAME``          any timm model (random weights), input size from its config.
+- ``hf:ARCH``            a transformers model from its config class (``hf:llama``,
+  ``hf:bert``...; ``kwargs`` override config fields), or ``hf:PATH/config.json``.
 - ``package.module:callable``  a factory returning an ``nn.Module`` (the current
   directory is importable). The module may carry ``example_inputs`` (a tuple).
 - a file: ``.pt2`` (``torch.export`` program) or ``.pt``/``.ts`` (TorchScript). Loading
@@ -34,7 +37,8 @@ import torch
 from torch import nn
 
 from flopgap.errors import UsageError, one_line
-from flopgap.models._inputs import InputSpec, _available_memory, _DTYPES, check_spec, parse_input_spec, with_batch
+from flopgap.models._inputs import (InputSpec, _available_memory, _DTYPES, check_spec, parse_input_spec, with_batch,
+                                    with_seq)
 
 __all__ = ["LoadedModel", "load_model", "resolve_inputs", "parse_kwargs", "call_model", "builtin_models",
            "no_downloads", "raised_by_model"]
@@ -117,10 +121,13 @@ def no_downloads(spec: str):
 
 
 def _refuse_weights(name: str, kwargs: dict) -> None:
+    """One line for a builder argument that would download weights (``name``: the
+    torchvision model name, or a whole spec such as ``timm:resnet18``)."""
+    label = name if ":" in name else f"torchvision:{name}"
     for key in _WEIGHT_ARGS:
         value = kwargs.get(key)
         if value is not None and value is not False and not (isinstance(value, str) and value.lower() == "none"):
-            raise UsageError(f"torchvision:{name}: --kwargs {key}={value!r} would download pretrained weights; "
+            raise UsageError(f"{label}: --kwargs {key}={value!r} would download pretrained weights; "
                              "flopgap downloads nothing and builds models with random weights (latency and "
                              f"counts do not depend on the weight values): leave {key} out")
 
@@ -377,13 +384,26 @@ def load_model(spec: str, kwargs: dict | None = None, *, meta: bool = False) -> 
         loaded = _seed(rest, kwargs, meta)
     elif sep and prefix == "zoo":
         loaded = _zoo(rest, kwargs, meta)
+    elif sep and prefix == "timm":
+        from flopgap.models._timm import load_timm
+
+        _refuse_weights(spec, kwargs)
+        with no_downloads(spec):
+            module, inputs = load_timm(rest, kwargs, meta)
+        loaded = LoadedModel(f"timm:{rest}", module, inputs, "timm", kwargs)
+    elif sep and prefix == "hf":
+        from flopgap.models._hf import load_hf
+
+        with no_downloads(spec):
+            module, inputs, _ = load_hf(rest, kwargs, meta)
+        loaded = LoadedModel(f"hf:{rest}", module, inputs, "hf", kwargs)
     elif Path(spec).suffix.lower() in (".pt2", ".pt", ".ts", ".pth") or _is_file(Path(spec)):
         loaded = _file(Path(spec))
     elif sep and all(p.isidentifier() for p in prefix.split(".")):
         loaded = _factory(spec, kwargs, meta)
     else:
         raise UsageError(
-            f"unknown model spec {spec[:200]!r}: use torchvision:NAME, seed:NAME, zoo:NAME, "
+            f"unknown model spec {spec[:200]!r}: use torchvision:NAME, timm:NAME, hf:ARCH, seed:NAME, zoo:NAME, "
             "package.module:callable or a .pt2/.pt file (flopgap models lists built-ins)"
         )
     try:
@@ -396,24 +416,26 @@ def load_model(spec: str, kwargs: dict | None = None, *, meta: bool = False) -> 
 
 
 def resolve_inputs(loaded: LoadedModel, input_specs: list[str] | None = None,
-                   batch: int | None = None) -> tuple[InputSpec, ...]:
-    """The input specs to use: explicit ``--input`` values, else the model's declared ones."""
+                   batch: int | None = None, seq: int | None = None) -> tuple[InputSpec, ...]:
+    """The input specs to use: explicit ``--input`` values, else the model's declared
+    ones; ``batch`` overrides the leading dimension, ``seq`` the token dimension."""
     if input_specs:
         specs = tuple(parse_input_spec(s) for s in input_specs)
     elif loaded.example_inputs:
         specs = loaded.example_inputs
     else:
         raise UsageError(f"{loaded.spec} declares no example input: pass --input, e.g. --input 1x3x224x224")
-    return with_batch(specs, batch)
+    return with_seq(with_batch(specs, batch), seq)
 
 
 def call_model(module: nn.Module, inputs: tuple, spec: str = "model"):
-    """Run one forward pass; a model that raises (anything but Ctrl-C) becomes a one-line
-    :class:`UsageError`."""
+    """Run one forward pass, keyword inputs included (:class:`Inputs`); a model that
+    raises (anything but Ctrl-C) becomes a one-line :class:`UsageError`."""
     from flopgap.models._inputs import describe_inputs
 
+    kwargs = getattr(inputs, "kwargs", None)
     with raised_by_model(spec, f"raised on inputs {', '.join(describe_inputs(inputs))}", "; check --input/--batch"):
-        return module(*inputs)
+        return module(*inputs, **kwargs) if kwargs else module(*inputs)
 
 
 @contextlib.contextmanager

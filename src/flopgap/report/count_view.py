@@ -57,7 +57,7 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
 
     console.print(
         f"[bold]total[/bold]{' (forward + backward)' if result.backward else ''}: {si(t['params'])} params, "
-        f"{si(t['flops'])}FLOPs, {si(t['macs'])}MACs, "
+        f"{si(t['flops'], 'FLOPs')}, {si(t['macs'], 'MACs')}, "
         f"{fmt_bytes(t['bytes_read'])} read, {fmt_bytes(t['bytes_written'])} written, "
         f"intensity {t['intensity']:.1f} FLOP/B, {t['ops']} kernel ops ({t['ops_all']} dispatched incl. views)"
     )

@@ -74,7 +74,7 @@ def _short(label: str) -> str:
 def title_for(result) -> str:
     run = result.run
     names = {"zoo": "Zoo correlation study", "seed": "Seed article case study",
-             "shufflenet-v2": "ShuffleNet V2 guidelines case study"}
+             "shufflenet-v2": "ShuffleNet V2 guidelines case study", "generation": "LLM generation study"}
     return f"flopgap: {names.get(run.kind, run.kind)} (run {run.id})"
 
 
@@ -274,6 +274,10 @@ def sections_for(result, *, plots: bool = True) -> list[Section]:
         return seed_sections(result, plots=plots)
     if kind == "shufflenet-v2":
         return shufflenet_sections(result, plots=plots)
+    if kind == "generation":
+        from flopgap.report.generation_view import generation_sections
+
+        return generation_sections(result, plots=plots)
     if hasattr(result, "measurements"):  # a single command's run saved with --db: the page its --html wrote
         from flopgap.report.command_view import command_sections
 

@@ -6,6 +6,8 @@
 - :func:`run_seed`: the seed article's three examples, measured rigorously, one
   verdict per claim.
 - :func:`run_shufflenet`: ShuffleNet V2's four guidelines (Tables 1-4) at equal FLOPs.
+- :func:`flopgap.study.generation.run_generation_study`: LLM decode across model and
+  batch sizes: FLOPs per token against ms per token, with verdicts.
 
 Each runs into a :class:`flopgap.store.Store`, commits every finished measurement at
 once, and resumes an interrupted run (``resume=True``) without duplicates. The
@@ -42,7 +44,10 @@ def result_for_run(store, run_id):
     from flopgap.errors import UsageError
 
     run = store.run(run_id)
-    builders = {"zoo": zoo_result, "seed": seed_result, "shufflenet-v2": shufflenet_result}
+    from flopgap.study.generation import generation_result
+
+    builders = {"zoo": zoo_result, "seed": seed_result, "shufflenet-v2": shufflenet_result,
+                "generation": generation_result}
     if run.kind in builders:
         return builders[run.kind](store, run.id)
     if run.kind in SINGLE_KINDS:

@@ -27,7 +27,8 @@ from typing import Callable, Sequence
 
 from flopgap.errors import FlopgapError, RunInterrupted, one_line
 
-__all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run"]
+__all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run",
+           "stored_rows"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Item:
     spec: str = ""
     batch: int | None = None
     kwargs: tuple = ()  # sorted (name, value) pairs, hashable
+    seq: int | None = None  # token length of transformers inputs (None: the model's default)
 
     @property
     def kwargs_dict(self) -> dict:
@@ -159,3 +161,19 @@ def close_run(store, run_id: int, result, *, measured: bool, nothing: str):
     store.set_status(run_id, "incomplete" if result.failures else "finished")
     result.run = store.run(run_id)
     return result
+
+
+def stored_rows(store, run_id, kind: str, row: Callable[[str, dict], dict]) -> tuple[object, list[dict], dict]:
+    """``(run, rows, failures)`` of a stored study run of ``kind``: one row per measured
+    model (``row(model, payload)``, with ``label`` and ``batch``), and the errors of the
+    models that never succeeded, by ``"model key"``."""
+    run = store.run(run_id)
+    if run.kind != kind:
+        from flopgap.errors import UsageError
+
+        raise UsageError(f"run {run.id} is a {run.kind} run, not a {kind} study")
+    rows = [row(m.model, m.payload) for m in store.measurements(run.id, kind="model")]
+    ok = {(r["label"], f"b{r['batch']}") for r in rows}
+    failures = {f"{m.model} {m.key}": m.payload.get("error", "") for m in store.measurements(run.id, kind="error")
+                if (m.model, m.key) not in ok}
+    return run, rows, failures

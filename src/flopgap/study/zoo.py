@@ -16,14 +16,14 @@ from typing import Callable, Sequence
 from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.machine import profile_machine
-from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
+from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items, stored_rows
 from flopgap.study._stats import correlate, flops_fit, inversions
 from flopgap.timing import TimerOptions, environment, measure, threads_context
 
 __all__ = ["ZOOS", "METRICS", "DEMO_MODELS", "ZooResult", "zoo_items", "measure_zoo_model", "run_zoo",
            "zoo_result", "analyze_zoo", "study_profile", "STUDY_MAX_TIME"]
 
-ZOOS = ("seed", "torchvision", "transformers")
+ZOOS = ("seed", "torchvision", "transformers", "hf", "timm")
 # what is correlated with latency, in table order: (payload field, column name)
 METRICS = (("params", "params"), ("flops", "FLOPs"), ("bytes", "bytes"), ("ops", "kernel ops"),
            ("prediction", "prediction"))
@@ -88,10 +88,14 @@ def zoo_items(zoo: str | None = None, models: Sequence[str] | None = None,
             raise UsageError("--models is empty")
         for s in specs:
             _check_spec(s)
+    elif zoo in ("hf", "timm"):  # zoos of labelled entries with config overrides (study/_zoos_more.py)
+        from flopgap.study._zoos_more import zoo_entries
+
+        return zoo_entries(zoo, batches)
     elif zoo:
         specs = _zoo_specs(zoo)
     else:
-        raise UsageError("name a zoo (seed, torchvision, transformers) or pass --models SPEC,SPEC")
+        raise UsageError("name a zoo (seed, torchvision, transformers, hf, timm) or pass --models SPEC,SPEC")
     seen, items = set(), []
     for spec in specs:
         for b in batches:
@@ -130,7 +134,7 @@ def measure_zoo_model(item: Item, *, timer: TimerOptions, with_explain: bool = T
     from flopgap.models import load_model, make_inputs, resolve_inputs
 
     loaded = load_model(item.spec, item.kwargs_dict)
-    specs = resolve_inputs(loaded, None, item.batch)
+    specs = resolve_inputs(loaded, None, item.batch, item.seq)
     inputs = make_inputs(specs)
     with threads_context(timer.threads):
         counted = count(loaded.module, inputs, model=item.model)
@@ -248,13 +252,7 @@ def analyze_zoo(rows: Sequence[dict], *, n_boot: int = 2000, seed: int = 0, top:
 
 def zoo_result(store, run_id: int | str, *, outcome: RunOutcome | None = None, n_boot: int = 2000) -> ZooResult:
     """Rebuild a zoo run's result (and analysis) from the store."""
-    run = store.run(run_id)
-    if run.kind != KIND:
-        raise UsageError(f"run {run.id} is a {run.kind} run, not a zoo study")
-    rows = [_row(m.model, m.payload) for m in store.measurements(run.id, kind="model")]
-    ok = {(r["label"], f"b{r['batch']}") for r in rows}
-    failures = {f"{m.model} {m.key}": m.payload.get("error", "") for m in store.measurements(run.id, kind="error")
-                if (m.model, m.key) not in ok}
+    run, rows, failures = stored_rows(store, run_id, KIND, _row)
     return ZooResult(run, rows, analyze_zoo(rows, n_boot=n_boot), failures, outcome)
 
 

@@ -279,6 +279,11 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
         cases: dict[int, _BatchCase] = {}
         for b in batches:
             specs = resolve_inputs(loaded, input_specs, b)
+            if any(s.name for s in specs):
+                from flopgap.errors import UsageError
+
+                raise UsageError("variants takes positional inputs only (no NAME=SPEC): the variants it builds "
+                                 "(compiled, quantized, CUDA graphs) are called with positional arguments")
             inputs = tuple(t.to(device) for t in make_inputs(specs))
             with torch.inference_mode():
                 eager_out = call_model(eager, inputs, loaded.spec)  # a model error is a one-line UsageError
