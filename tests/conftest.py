@@ -7,6 +7,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FLOPGAP = str(Path(sys.executable).with_name("flopgap"))
 
+pytest_plugins = ["pytester"]  # the pytest plugin's tests run pytest inside pytest
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_cache(tmp_path_factory):

@@ -38,10 +38,10 @@ def test_count_table_output_and_batch_override():
 
 
 def test_count_csv(tmp_path):
-    out = tmp_path / "ops.csv"
+    out = tmp_path / "tables"  # --csv is a folder of tables, as on every command
     p = run("count", "seed:ex2-wide", "--csv", str(out))
     assert p.returncode == 0
-    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    rows = list(csv.DictReader(io.StringIO((out / "ops.csv").read_text())))
     assert [r["op"] for r in rows] == ["aten.linear.default"] * 2
     assert [int(r["macs"]) for r in rows] == [100 * 500, 500 * 100]
 

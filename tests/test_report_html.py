@@ -40,7 +40,7 @@ def test_zoo_report_has_tables_plots_and_escapes_hostile_names(zoo, tmp_path):
     assert "<script>" not in text and HTML_ESCAPED in text
     assert "<b>CPU</b>" not in text and "Fake &lt;b&gt;CPU&lt;/b&gt;" in text
     # the correlation table and the model table, with their cells
-    assert "<th>Spearman rho [95% CI]</th>" in text
+    assert "<th scope=\"col\">Spearman rho [95% CI]</th>" in text
     assert re.search(r"<td>FLOPs</td><td class=\"num\">4</td>", text)
     assert f"<td>{HTML_ESCAPED}</td>" in text
     assert "top inversions" in text  # the hostile model has the fewest FLOPs and is the slowest
@@ -61,7 +61,7 @@ def test_seed_report_has_the_verdict_table(tmp_path):
     r = run_seed(store=store, machine={"cpu_model": "fake"}, measure_model=fake_model, measure_pair=fake_pair)
     text = write_html(tmp_path / "seed.html", title_for(r), sections_for(r), machine=r.run.machine).read_text()
     for col in ("claim", "metric", "measured [95% CI]", "verdict", "explain&#x27;s reason"):
-        assert f"<th>{col}</th>" in text
+        assert f"<th scope=\"col\">{col}</th>" in text
     assert '<td class="does-not-hold">does not hold</td>' in text
     assert '<td class="holds">holds</td>' in text
     assert "<td>3.2 [3, 3.4]</td>" in text

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args:
         args = ["--help"]
+    if "--wide" in args[1:]:  # a global option, also accepted after the command
+        args = ["--wide"] + [a for a in args if a != "--wide"]
     # torch's deprecation chatter (torch.ao, jit) is not the user's business on a CLI
     warnings.filterwarnings("ignore", module=r"torch(\.|$)")
     _interrupt.reset()

@@ -37,3 +37,13 @@ class FlopgapTyper(typer.Typer):
 
 app = FlopgapTyper(help=HELP, add_completion=False, no_args_is_help=True,
                    pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+@app.callback()
+def _options(wide: bool = typer.Option(False, "--wide", help="print every column of every table, however wide "
+                                       "(default: tables fit the terminal, or 100 columns when piped; "
+                                       "also accepted after the command)")) -> None:
+    if wide:
+        from flopgap.cli._common import set_wide
+
+        set_wide()

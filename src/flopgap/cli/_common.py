@@ -16,7 +16,7 @@ from flopgap.errors import UsageError
 
 __all__ = ["ModelArg", "InputOpt", "BatchOpt", "SeqOpt", "KwargsOpt", "JsonOpt", "CsvOpt", "HtmlOpt", "DbOpt",
            "ThreadsOpt", "PrecisionOpt", "console", "err_console", "load", "write_json", "write_text", "non_negative",
-           "keep", "open_db", "say", "seconds"]
+           "keep", "open_db", "say", "seconds", "set_wide", "write_tables"]
 
 ModelArg = Annotated[str, typer.Argument(help="model spec: torchvision:NAME, timm:NAME, hf:ARCH (hf:llama, hf:bert, ...) or hf:PATH/config.json, seed:NAME, zoo:NAME, pkg.mod:callable, or a .pt2/.pt file")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input spec, repeat per input: 1x3x224x224, 1x128:int64[0,30522), or a keyword input NAME=SPEC such as attention_mask=1x128:int64[1,2)")]
@@ -24,11 +24,11 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="override
 SeqOpt = Annotated[Optional[int], typer.Option("--seq", help="override the sequence length (dimension 1) of token inputs (transformers models default to 128)")]
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON object passed to the model builder, e.g. '{\"num_classes\": 10}'")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the versioned JSON result to this path ('-' for stdout)")]
-CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write a CSV table to this path ('-' for stdout)")]
+CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write every table of the result into this folder, one NAME.csv each (full precision, every row); the same on every command ('-': the largest table, e.g. count's ops, on stdout)")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads while measuring, and the machine profile measured for that count (default: what torch uses now; stated with every latency)")]
 PrecisionOpt = Annotated[float, typer.Option("--precision", help="stop timing once the 95% CI of the median is within this fraction of it (default 0.02 = 2%, the same for every command)")]
 
-# wide tables when piped (rich defaults to 80 columns off a terminal); COLUMNS wins
+# tables fit the terminal, or 100 columns when piped (rich defaults to 80 off a terminal); COLUMNS wins
 def _columns() -> int | None:
     try:
         return int(os.environ.get("COLUMNS", "0")) or None
@@ -36,8 +36,17 @@ def _columns() -> int | None:
         return None
 
 
-_WIDTH = _columns() or (None if sys.stdout.isatty() else 140)
+_PIPED_WIDTH = 100  # tables fit 100 columns off a terminal (CI logs, files, pull requests)
+_WIDE = 400         # --wide: wider than any table flopgap prints, so no column is left out
+_WIDTH = _columns() or (None if sys.stdout.isatty() else _PIPED_WIDTH)
 console = Console(highlight=False, width=_WIDTH)
+
+
+def set_wide() -> None:
+    """``--wide``: every column of every table (the console as wide as the widest one)."""
+    console.width = _WIDE
+
+
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -117,32 +126,63 @@ def open_db(db):
 
 
 def keep(kind: str, model: str, payload: dict, *, html: str | None, db, config: dict, interrupted: bool,
-         figures=()) -> None:
-    """``--html`` and ``--db`` for any command: a report of ``payload`` and/or one stored run.
+         csv: str | None = None) -> None:
+    """``--html``, ``--csv`` and ``--db`` for any command: the command's report page, its
+    tables as CSV files in a folder, and/or one stored run (``flopgap report RUN`` rebuilds
+    the same page from it, plots included).
 
     ``db`` is a URL or a store from :func:`open_db`. The stored run's status is
     ``interrupted`` when the result was cut short by Ctrl-C (``interrupted``, what the
     payload says too), else ``finished``. Each output is written whole: a Ctrl-C that
     arrives meanwhile is held until it is done.
     """
-    if html:
-        from flopgap.report.generic import sections_from_result
-        from flopgap.report.html import write_html
+    if html or csv:
+        from flopgap.report.command_view import command_sections
 
-        with deferred_sigint():
-            path = write_html(html, f"flopgap {kind}: {model}", sections_from_result(f"{kind}: {model}", payload,
-                                                                                       figures=figures),
-                              machine=payload.get("environment") or None)
-            wrote(repr(str(path)))
-        say(f"wrote report {path}")
+        sections = command_sections(kind, payload, plots=bool(html))
+        if html:
+            from flopgap.report.html import write_html
+
+            with deferred_sigint():
+                path = write_html(html, f"flopgap {kind}: {model}", sections, machine=_machine_of(payload))
+                wrote(repr(str(path)))
+            say(f"wrote report {path}")
+        if csv:
+            from flopgap.report.command_view import MAIN_TABLE
+
+            write_tables(csv, sections, MAIN_TABLE.get(kind))
     if db:
         from flopgap.timing import environment
 
         store = open_db(db)
         status = "interrupted" if interrupted else "finished"
         with deferred_sigint():
-            run_id = store.start_run(kind, config, environment())
+            run_id = store.start_run(kind, config, environment(), name=model)
             store.put(run_id, model, kind, payload)
             store.set_status(run_id, status)
             wrote(f"run {run_id} in {store.url}")
         say(f"stored as run {run_id} ({kind}, {status}) in {store.url}")
+
+
+def _machine_of(payload: dict) -> dict | None:
+    """The machine metadata a result carries (a comparison's is its first side's)."""
+    for d in (payload, payload.get("a") or {}, (payload.get("results") or [{}])[0]):
+        if isinstance(d, dict) and d.get("environment"):
+            return d["environment"]
+    return None
+
+
+def write_tables(folder: str, sections, main: str | None = None) -> None:
+    """``--csv DIR``: every table of the result as ``DIR/NAME.csv`` (the same on every
+    command), written whole (a Ctrl-C meanwhile is held until it is done). ``--csv -``:
+    the result's main table (``main``, e.g. count's ``ops``: one row per op) on stdout."""
+    from flopgap.report.html import main_table, table_csv, write_csv
+
+    if folder == "-":
+        write_text("-", table_csv(main_table(sections, main)))
+        return
+    with deferred_sigint():
+        paths = write_csv(folder, sections)
+        wrote(f"{len(paths)} CSV file(s) in {folder!r}")
+    for p in paths:
+        say(f"wrote {p}")

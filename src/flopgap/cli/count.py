@@ -8,7 +8,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, SeqOpt,
-                                 console, keep, load, non_negative, open_db, write_json, write_text)
+                                 console, keep, load, non_negative, open_db, write_json)
 
 
 @app.command()
@@ -19,6 +19,7 @@ def count(
     seq: SeqOpt = None,
     kwargs: KwargsOpt = None,
     grad: Annotated[bool, typer.Option("--grad", help="count with autograd enabled instead of inference_mode")] = False,
+    backward: Annotated[bool, typer.Option("--backward", help="count a training step's forward + backward, per phase: the model in training mode, one backward from gradients of ones on the outputs (no loss, no optimizer step); every backward op counted with its own formula")] = False,
     meta: Annotated[bool, typer.Option("--meta", help="count on meta tensors: no real kernels run (for models too large to run)")] = False,
     depth: Annotated[int, typer.Option(help="module tree depth shown")] = 2,
     top: Annotated[int, typer.Option(help="number of top ops by FLOPs shown")] = 10,
@@ -33,25 +34,28 @@ def count(
     Bytes: every tensor input read once (weights included), every output written once;
     views and no-ops are free. Ops with no formula are listed with their share, never
     counted as a silent zero.
+
+    --backward: training FLOPs, counted at the dispatcher op by op (the forward in
+    training mode, then the backward: weight gradients always, input gradients where
+    autograd needs them), reported per phase with the backward/forward ratio.
     """
     from flopgap.count import count as run_count
-    from flopgap.report.count_view import count_csv, render_count
+    from flopgap.report.count_view import render_count
 
     non_negative("--depth", depth)
     non_negative("--top", top)
     store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs, meta=meta, seq=seq)
-    result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta)
-    if json_path != "-" and csv_path != "-":
+    result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta, backward=backward)
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         render_count(result, console, depth=depth, top=top)
     if json_path:
         write_json(json_path, result.to_dict())
-    if csv_path:
-        write_text(csv_path, count_csv(result))
-    if html or db:
+    if html or db or csv_path:
         data = result.to_dict()
-        keep("count", loaded.spec, data, html=html, db=store, interrupted=False,
-             config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta})
+        keep("count", loaded.spec, data, html=html, db=store, interrupted=False, csv=csv_path,
+             config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta,
+                     "backward": backward})
 
 
 @app.command()

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
-                                 SeqOpt, ThreadsOpt, console, err_console, keep, load, open_db, say, write_json)
+from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg,
+                                 PrecisionOpt, SeqOpt, ThreadsOpt, console, err_console, keep, load, open_db, say,
+                                 write_json)
 from flopgap.cli.machine import _CACHE_NOTE, DeviceOpt, QuickOpt, RefreshOpt, _profile
 from flopgap.timing import DEFAULT_PRECISION
 
@@ -50,7 +51,9 @@ def explain(
     top: Annotated[int, typer.Option(help="ops shown in the top-by-time and top-by-FLOPs tables")] = 10,
     depth: Annotated[int, typer.Option(help="module tree depth shown")] = 1,
     plot: Annotated[Optional[str], typer.Option(help="write the roofline plot to this .png path")] = None,
+    trace: Annotated[Optional[str], typer.Option("--trace", help="write the profiled calls as a Chrome/Perfetto trace (.json or .json.gz; torch.profiler's own export) whose op events carry flopgap.flops, .bytes, .intensity and .bound (roofline class) args; open in ui.perfetto.dev or Holistic Trace Analysis")] = None,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -66,29 +69,27 @@ def explain(
         raise UsageError(f"--calls must be >= 1, got {calls}")
     if plot is not None and not plot.lower().endswith(".png"):
         raise UsageError(f"--plot must be a .png path, got {plot!r}")
+    if trace is not None and not trace.endswith((".json", ".json.gz")):
+        raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {trace!r}")
     store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
     ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, timer=timer,
-                     calls=calls, device=device)
-    if json_path != "-":
+                     calls=calls, device=device, trace=trace)
+    if ex.trace:
+        err_console.print(f"wrote trace {ex.trace['path']} ({ex.trace['annotated_op_events']} op events annotated"
+                          + (f", {ex.trace['annotated_device_events']} device events" if ex.trace["annotated_device_events"]
+                             else "") + ")", markup=False, highlight=False, soft_wrap=True)
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         render_explanation(ex, console, top=top, depth=depth)
     if plot:
         roofline_plot(ex, plot)
         say(f"wrote {plot}")
     if json_path:
         write_json(json_path, ex.to_dict())
-    if html or db:
-        figures = []
-        if html:  # the roofline plot, embedded
-            import tempfile
-            from pathlib import Path
-
-            with tempfile.TemporaryDirectory() as tmp:
-                png = roofline_plot(ex, Path(tmp) / "roofline.png")
-                figures.append((png.read_bytes(), "roofline: achieved FLOP/s vs arithmetic intensity per op"))
-        keep("explain", loaded.spec, ex.to_dict(), html=html, db=store, figures=figures,
+    if html or db or csv_path:  # the page draws its roofline from the result: report RUN draws the same
+        keep("explain", loaded.spec, ex.to_dict(), html=html, db=store, csv=csv_path,
              interrupted=ex.totals.interrupted,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure,
                      "threads": ex.totals.threads, "precision": precision, "max_time": max_time})
@@ -120,6 +121,7 @@ def predict(
     precision: PrecisionOpt = DEFAULT_PRECISION,
     max_time: Annotated[float, typer.Option(help="seconds for --measure")] = 2.0,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -146,12 +148,12 @@ def predict(
 
         check = PredictionCheck.of(pred, timing_measure(module, tensors, timer, name=loaded.spec))
         data["check"] = check.to_dict()
-    if json_path != "-":
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         render_prediction(pred, console, check=check)
     if json_path:
         write_json(json_path, data)
-    if html or db:
-        keep("predict", loaded.spec, data, html=html, db=store,
+    if html or db or csv_path:
+        keep("predict", loaded.spec, data, html=html, db=store, csv=csv_path,
              interrupted=check is not None and check.measurement.interrupted,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure,
                      "threads": pred.threads, "precision": precision, "max_time": max_time})

@@ -11,7 +11,8 @@ import typer
 
 from flopgap._terminal import printable
 from flopgap.cli._app import FlopgapTyper, app
-from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, say, write_json
+from flopgap.cli._common import CsvOpt as CsvDirOpt  # one --csv meaning on every command: a folder of tables
+from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, say, write_json, write_tables
 from flopgap.cli._executor import AddressOpt, ExecutorOpt, LeaseOpt, MachinesOpt, check_lease, make_executor, report_nodes
 from flopgap.cli._interrupt import deferred_sigint, wrote
 from flopgap.errors import UsageError, one_line
@@ -21,7 +22,6 @@ STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql
               "file path; default: flopgap.db in the current directory")
 DbOpt = Annotated[str, typer.Option("--db", help=STORE_HELP)]
 HtmlOpt = Annotated[Optional[str], typer.Option("--html", help="also write a self-contained HTML report to this path")]
-CsvDirOpt = Annotated[Optional[str], typer.Option("--csv", help="also write every table as CSV into this folder")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="also write the result as JSON to this path ('-' for stdout)")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the latest unfinished run with the same settings on this machine (skips what it stored)")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")]
@@ -99,7 +99,7 @@ def _profile(timer, quick: bool, bar: _Bar):
 
 def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, plots: bool = True,
           quiet_tables: bool = False) -> None:
-    from flopgap.report.html import write_csv, write_html
+    from flopgap.report.html import write_html
     from flopgap.report.study_view import print_sections, sections_for, title_for
 
     sections = sections_for(result, plots=bool(html) and plots)
@@ -111,11 +111,7 @@ def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, p
             wrote(repr(str(path)))
         say(f"wrote report {path}")
     if csv:
-        with deferred_sigint():
-            paths = write_csv(csv, sections)
-            wrote(f"{len(paths)} CSV file(s) in {csv!r}")
-        for p in paths:
-            say(f"wrote {p}")
+        write_tables(csv, sections)
     if json_path:
         write_json(json_path, result.to_dict())
 
@@ -124,14 +120,15 @@ def _stored(result, store, quiet: bool = False) -> None:
     if quiet:
         return
     o = result.outcome
-    extra = ""
+    run = store.run(result.run.id)  # what the store holds now: the figures 'flopgap runs' lists
+    extra = f": {run.models} models, {run.measurements} records"
     if o is not None:
-        extra = f" ({len(o.measured)} measured" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
-                (f", {len(o.elsewhere)} stored by another worker" if o.elsewhere else "") + \
-                (f", {len(o.failed)} failed" if o.failed else "") + \
-                (f"; executor {o.executor}" if o.executor != "local" else "") + ")"
-    console.print(printable(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}"),
-                  markup=False, highlight=False)
+        extra += f" ({len(o.measured)} measured now" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
+                 (f", {len(o.elsewhere)} stored by another worker" if o.elsewhere else "") + \
+                 (f", {len(o.failed)} failed" if o.failed else "") + \
+                 (f"; executor {o.executor}" if o.executor != "local" else "") + ")"
+    console.print(printable(f"stored as run {run.id} [{run.status}] in {store.url}{extra}"), markup=False,
+                  highlight=False)
 
 
 def _split_models(models: list[str] | None) -> list[str] | None:
@@ -300,9 +297,9 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", help="at most this many, newest first")] = 20,
     json_path: JsonOpt = None,
 ) -> None:
-    """List the runs in the results store, newest first."""
-    from flopgap.report.study_view import print_sections, runs_table
-    from flopgap.report.html import Section
+    """List the runs in the results store, newest first: a study's name or the model of a
+    single command's run, the models and records each holds."""
+    from flopgap.report.study_view import runs_table
     from flopgap.store import open_store
 
     if limit < 1:
@@ -316,7 +313,13 @@ def runs(
     if not found:
         console.print(printable(f"no runs in {store.url}"), markup=False)
         return
-    print_sections([Section(f"runs in {store.url}", [runs_table(found)])], console)
+    from flopgap.report._fit import Col, print_fit
+
+    table = runs_table(found)  # the same rows as the HTML/CSV table; on a terminal, fitted to its width
+    cols = [Col("run"), Col("kind", text=True, shrink=False), Col("name / model", text=True, shrink=False),
+            Col("status", text=True, shrink=False), Col("started (UTC)", text=True), Col("models"), Col("records"),
+            Col("machine", text=True, optional=1), Col("cpu", text=True, optional=2)]
+    print_fit(console, cols, [[str(v) for v in row] for row in table.rows], f"runs in {store.url}, newest first")
 
 
 @app.command("compare")
@@ -339,7 +342,7 @@ def compare_cmd(
     settings (threads, inputs, device, precision, machine, torch version) are refused
     (exit 2) unless --force: their ratio would measure the difference in settings."""
     from flopgap.errors import FlopgapError
-    from flopgap.report.html import write_csv, write_html
+    from flopgap.report.html import write_html
     from flopgap.report.study_view import compare_sections, print_sections
     from flopgap.study.compare import compare_sources, load_source
 
@@ -361,8 +364,7 @@ def compare_cmd(
         p = write_html(html, f"flopgap: {cmp.b.label} vs {cmp.a.label}", sections, machine=cmp.b.machine or None)
         say(f"wrote report {p}")
     if csv:
-        for p in write_csv(csv, sections):
-            say(f"wrote {p}")
+        write_tables(csv, sections)
     if fail_on_regression and cmp.regressions:
         raise FlopgapError(f"{cmp.regressions} regression(s) beyond {100 * threshold:g}%")
 
@@ -371,13 +373,14 @@ def compare_cmd(
 def report(
     run: Annotated[str, typer.Argument(help="run id (flopgap runs lists them) or 'latest'")],
     db: DbOpt = DEFAULT_DB,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="HTML path (default reports/run-ID-KIND.html)")] = None,
+    out: Annotated[Optional[str], typer.Option("--html", "--out", "-o", help="HTML path (default reports/run-ID-KIND.html)")] = None,
     csv: CsvDirOpt = None,
     no_plots: NoPlotsOpt = False,
 ) -> None:
-    """Write one self-contained HTML report of a stored study run (tables, verdicts, plots,
-    machine metadata; opens without network)."""
-    from flopgap.report.html import write_csv, write_html
+    """Write one self-contained HTML report of a stored run: a study's (tables, verdicts,
+    plots) or a single command's saved with --db (the same page its --html wrote, plots
+    drawn again from the stored result); machine metadata; opens without network."""
+    from flopgap.report.html import write_html
     from flopgap.report.study_view import sections_for, title_for
     from flopgap.store import open_store
     from flopgap.study import result_for_run
@@ -394,8 +397,7 @@ def report(
                       machine=result.run.machine)
     console.print(printable(f"wrote report {path}"), markup=False)
     if csv:
-        for p in write_csv(csv, sections):
-            console.print(printable(f"wrote {p}"), markup=False)
+        write_tables(csv, sections)
 
 
 @app.command()

@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
-from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
-                                 SeqOpt, ThreadsOpt, console, err_console, keep, load, open_db, write_json)
 from flopgap._terminal import markup
+from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg,
+                                 PrecisionOpt, SeqOpt, ThreadsOpt, console, err_console, keep, load, open_db,
+                                 write_json)
 from flopgap.errors import FlopgapError, UsageError
 from flopgap.timing import DEFAULT_MAX_TIME, DEFAULT_PRECISION
 from flopgap.models import bind_inputs, inputs_to
@@ -79,6 +80,7 @@ def time_(
     processes: Annotated[int, typer.Option("--processes", help="repeat the whole measurement in N fresh processes and report the spread between them")] = 1,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] (default: cpu)")] = None,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -100,7 +102,7 @@ def time_(
         device = check_device(device, what="--device")
     # validated here, before the slow part (model load or child processes)
     options = TimerOptions(precision=precision, max_time=max_time, threads=threads, grad=grad, device=device)
-    show = json_path != "-"
+    show = json_path != "-" and csv_path != "-"  # stdout holds the data asked for, nothing else
     store = open_db(db)
 
     if processes > 1:
@@ -137,9 +139,9 @@ def time_(
                 render_measurement(result, console)
     if json_path:
         write_json(json_path, result.to_dict())
-    if html or db:  # an interrupted run is kept too: it says so in its payload
+    if html or db or csv_path:  # an interrupted run is kept too: it says so in its payload
         label = f"{model} vs {vs}" if vs else model
-        keep("time", label, result.to_dict(), html=html, db=store, interrupted=result.interrupted,
+        keep("time", label, result.to_dict(), html=html, db=store, interrupted=result.interrupted, csv=csv_path,
              config={"model": model, "vs": vs, "inputs": input, "batch": batch, "threads": threads, "grad": grad,
                      "precision": precision, "max_time": max_time, "processes": processes, "device": device})
     if result.interrupted:

@@ -8,8 +8,8 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap._terminal import printable
-from flopgap.cli._common import (DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console, err_console, keep,
-                                 open_db, say, write_json)
+from flopgap.cli._common import (CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console,
+                                 err_console, keep, open_db, say, write_json)
 from flopgap.errors import UsageError
 from flopgap.timing import DEFAULT_PRECISION
 
@@ -50,6 +50,7 @@ def variants(
     list_: Annotated[bool, typer.Option("--list", help="list the variants and exit")] = False,
     plot: Annotated[Optional[str], typer.Option("--plot", help="write latency and throughput vs batch size (.png/.svg/.pdf)")] = None,
     json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     html: HtmlOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -90,7 +91,7 @@ def variants(
     result = run_variants(loaded, variants=names, batches=batches, threads=thread_counts, input_specs=input,
                           timer=timer, device=device, explain=explain,
                           progress=progress)
-    if json_path != "-":
+    if json_path != "-" and csv_path != "-":  # stdout holds the data asked for, nothing else
         from flopgap.report.variants_view import render_variants
 
         render_variants(result, console)
@@ -99,16 +100,8 @@ def variants(
     if plot:
         path = plot_variants(result, plot)
         say(f"wrote {path}")
-    if html or db:  # rows measured before a Ctrl-C are kept too
-        figures = []
-        if html:
-            import tempfile
-            from pathlib import Path
-
-            with tempfile.TemporaryDirectory() as tmp:
-                png = plot_variants(result, Path(tmp) / "variants.png")
-                figures.append((Path(png).read_bytes(), "latency and throughput vs batch size per variant"))
-        keep("variants", loaded.spec, result.to_dict(), html=html, db=store, figures=figures,
+    if html or db or csv_path:  # rows measured before a Ctrl-C are kept too
+        keep("variants", loaded.spec, result.to_dict(), html=html, db=store, csv=csv_path,
              interrupted=result.interrupted,
              config={"model": loaded.spec, "try": try_, "batch": batch, "threads": threads, "inputs": input,
                      "precision": precision, "max_time": max_time, "device": device})

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from flopgap.count import _formulas  # noqa: F401  (fills the registry)
+from flopgap.count import _formulas_train  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
-from flopgap.count._result import FREE_KINDS, CountResult, ModuleStats, OpRecord
+from flopgap.count._result import CountResult, ModuleStats, OpRecord, aggregate
 from flopgap.models import Inputs, call_model, describe_inputs
 
 __all__ = ["count", "cost_of_call", "count_params"]
@@ -160,7 +161,7 @@ def count_params(module: nn.Module) -> int:
 
 
 def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool = False,
-          meta: bool = False, tensor_groups=None) -> CountResult:
+          meta: bool = False, tensor_groups=None, backward: bool = False) -> CountResult:
     """Count FLOPs, MACs, bytes and ops of one forward pass of ``module(*inputs)``
     (``module(*inputs, **inputs.kwargs)`` for :class:`flopgap.models.Inputs`).
 
@@ -172,6 +173,13 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
     bytes by the tensors it reads and writes (e.g. weights, KV cache); see
     :func:`attribute_groups`. The callable is evaluated before and after the pass, so
     tensors the pass creates (a cache grown by concatenation) belong to their group too.
+
+    ``backward=True`` counts a training step's forward and backward: the module in
+    training mode (restored after), a forward with autograd on, then one backward from a
+    gradient of ones on every output that requires grad (no loss function, no optimizer
+    step). Each record carries its ``phase``; :meth:`CountResult.phase` splits them.
+    Gradients are computed for parameters, and for inputs only where the caller passes
+    inputs that require grad.
     """
     kwargs = dict(getattr(inputs, "kwargs", None) or {})
     if meta:
@@ -189,27 +197,77 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _count(module, inputs, model, grad, meta, tensor_groups)
+        return _count(module, inputs, model, grad, meta, tensor_groups, backward)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _count(module: nn.Module, inputs: tuple, model: str, grad: bool, meta: bool, tensor_groups=None) -> CountResult:
+def _count(module: nn.Module, inputs: tuple, model: str, grad: bool, meta: bool, tensor_groups=None,
+           backward: bool = False) -> CountResult:
     named = list(module.named_modules())  # one traversal serves params, hooks and aggregation
     params = _module_params(module, named)
-    grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
-    with grad_ctx, warnings.catch_warnings():
+    grad_ctx = torch.enable_grad() if grad or backward else torch.inference_mode()
+    train_ctx = _training(named) if backward else contextlib.nullcontext()
+    with grad_ctx, train_ctx, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         before = _group_keys(tensor_groups()) if tensor_groups is not None else None
-        with record_calls(module, named, meta=meta, keys=before is not None) as rec:
-            call_model(module, inputs, model)
-    records = _records(rec.calls)
+        with record_calls(module, named, meta=meta, keys=before is not None, backward=backward) as rec:
+            out = call_model(module, inputs, model)
+            forward_end = len(rec.calls)
+            if backward:
+                seeds = _seed_gradients(out, model)
+                backward_start = len(rec.calls)  # the seed gradients are not the model's work
+                torch.autograd.backward(*seeds)
+    calls, keys = rec.calls, getattr(rec, "keys", None)
+    if backward:  # the seed gradients' own ops left out
+        calls = calls[:forward_end] + calls[backward_start:]
+        keys = keys[:forward_end] + keys[backward_start:] if keys is not None else None
+    records = _records(calls)
+    for r in records[forward_end:]:
+        r.phase = "backward"
     if before is not None:
-        attribute_groups(records, rec.calls, rec.keys, before, _group_keys(tensor_groups()))
-    modules = _aggregate(named, records, params)
-    return CountResult(model, describe_inputs(inputs), params.get("", 0), records, modules,
-                       mode="grad" if grad else "inference", meta=meta, environment=_environment())
+        attribute_groups(records, calls, keys, before, _group_keys(tensor_groups()))
+    templates = [ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
+                             params=params.get(name, 0)) for name, sub in named]
+    mode = "train" if backward else "grad" if grad else "inference"
+    return CountResult(model, describe_inputs(inputs), params.get("", 0), records, aggregate(templates, records),
+                       mode=mode, meta=meta, environment=_environment())
+
+
+@contextlib.contextmanager
+def _training(named: list):
+    """Every module in training mode for the block (batch statistics, active dropout), as
+    in a training step after ``zero_grad(set_to_none=True)``: parameters start with no
+    gradient, so none is accumulated into. Each module's flag and each parameter's
+    ``.grad`` are restored after: counting leaves the model as it was."""
+    before = [(sub, sub.training) for _, sub in named]
+    grads = [(p, p.grad) for _, sub in named for p in sub._parameters.values() if p is not None]
+    for sub, _ in before:
+        sub.training = True
+    for p, _ in grads:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for sub, flag in before:
+            sub.training = flag
+        for p, g in grads:
+            p.grad = g
+
+
+def _seed_gradients(out, model: str) -> tuple[list, list]:
+    """(outputs, gradients of ones) for ``torch.autograd.backward``: every floating output
+    that requires grad."""
+    from torch.utils._pytree import tree_leaves
+
+    outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not outs:
+        from flopgap.errors import UsageError
+
+        raise UsageError(f"{model}: no output requires grad (no parameter or input that requires grad reaches "
+                         "an output), so there is no backward pass to count")
+    return outs, [torch.ones_like(t) for t in outs]
 
 
 def _records(calls: list) -> list[OpRecord]:
@@ -344,47 +402,6 @@ def _op_name(func) -> str:
     name = str(func)
     _OP_NAMES[id(func)] = (func, name)
     return name
-
-
-def _aggregate(named: list, records: list[OpRecord], params: dict[str, int]) -> list[ModuleStats]:
-    stats: dict[str, ModuleStats] = {}
-    for name, sub in named:
-        stats[name] = ModuleStats(name, type(sub).__name__, 0 if not name else name.count(".") + 1,
-                                  params=params.get(name, 0))
-    # sum the records of each module first, then add each module's sums to its ancestors
-    own: dict[str, list[int]] = {}
-    for r in records:
-        row = own.get(r.module)
-        if row is None:
-            row = own[r.module] = [0, 0, 0, 0, 0, 0, 0]
-        row[0] += r.flops
-        row[1] += r.macs
-        row[2] += r.bytes_read
-        row[3] += r.bytes_written
-        row[4] += 1
-        if r.kind not in FREE_KINDS:
-            row[5] += 1
-            if r.kind == "uncovered":
-                row[6] += 1
-    # named_modules lists parents before children: walking it backwards, each module's
-    # subtree sums are complete when they are added to its parent
-    order = list(stats) + [m for m in own if m not in stats]
-    for name in reversed(order):
-        row = own.get(name)
-        if row is None:
-            continue
-        s = stats.get(name)
-        if s is not None:
-            s.flops, s.macs, s.bytes_read, s.bytes_written = row[0], row[1], row[2], row[3]
-            s.ops_all, s.ops, s.uncovered = row[4], row[5], row[6]
-        if name:
-            parent = own.get(name.rpartition(".")[0])
-            if parent is None:
-                own[name.rpartition(".")[0]] = list(row)
-            else:
-                for k in range(7):
-                    parent[k] += row[k]
-    return list(stats.values())
 
 
 def _environment() -> dict:

@@ -170,30 +170,73 @@ class _KeyedRecorder(_Recorder):
         return out
 
 
+def _grad_tensors(value) -> list:
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def _enter_backward(stack: list[str], name: str) -> None:
+    """A module's backward starts: drop entries that are not its ancestors (a module whose
+    inputs need no gradient never signals its end), then push it."""
+    while len(stack) > 1 and not name.startswith(stack[-1] + "."):
+        stack.pop()
+    stack.append(name)
+
+
+def _leave_backward(stack: list[str], name: str) -> None:
+    """A module's backward ended (its input gradients are computed): pop it and whatever
+    is still open above it."""
+    for i in range(len(stack) - 1, 0, -1):
+        if stack[i] == name:
+            del stack[i:]
+            return
+
+
 @contextlib.contextmanager
-def record_calls(module: nn.Module, named: list | None = None, *, meta: bool = False, keys: bool = False):
+def record_calls(module: nn.Module, named: list | None = None, *, meta: bool = False, keys: bool = False,
+                 backward: bool = False):
     """Context manager yielding the recorder; module names are ``state_dict`` style.
 
     ``named`` is ``list(module.named_modules())`` when the caller already has it.
     Module tracking uses the *global* forward hooks: per-module hooks would change
     what runs (``nn.TransformerEncoderLayer`` leaves its fused fast path when a hook is
     attached to it), and counting must see the model exactly as it runs.
+
+    ``backward=True`` also attributes the ops of a later backward pass to modules, as
+    ``torch.utils.module_tracker`` does: a module's backward begins when the gradients
+    of its outputs are ready and ends when all those of its inputs are
+    (``torch.autograd.graph.register_multi_grad_hook`` on each).
     """
     recorder = _MetaRecorder() if meta else _KeyedRecorder() if keys else _Recorder()
     if named is None:
         named = list(module.named_modules())
     names = {id(sub): name for name, sub in named if name}
     stack = recorder.stack
+    grad_hooks: list = []
 
     def pre(mod, args):
         name = names.get(id(mod))
         if name is not None:
             stack.append(name)
+            if backward and torch.is_grad_enabled():
+                tensors = _grad_tensors(args)
+                if tensors:
+                    grad_hooks.append(register_multi_grad_hook(tensors, lambda grads: _leave_backward(stack, name)))
 
     def post(mod, args, output):
-        if id(mod) in names and len(stack) > 1:
+        name = names.get(id(mod))
+        if name is not None and len(stack) > 1:
             stack.pop()
+            if backward and torch.is_grad_enabled():
+                tensors = _grad_tensors(output)
+                if tensors:
+                    # "any": the first output gradient starts it ("all" never fires on the
+                    # backward's root: the engine does not count the root as a node it runs)
+                    grad_hooks.append(register_multi_grad_hook(tensors, lambda grad: _enter_backward(stack, name),
+                                                               mode="any"))
 
+    from torch.autograd.graph import register_multi_grad_hook
     from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
     handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post, always_call=True)]
@@ -201,5 +244,5 @@ def record_calls(module: nn.Module, named: list | None = None, *, meta: bool = F
         with recorder:
             yield recorder
     finally:
-        for h in handles:
+        for h in handles + grad_hooks:
             h.remove()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["OpRecord", "ModuleStats", "CountResult", "COUNT_SCHEMA"]
+from flopgap._summary import summary_html, summary_repr
+from flopgap._units import fmt_bytes, pct, si
+
+__all__ = ["OpRecord", "ModuleStats", "CountResult", "COUNT_SCHEMA", "PHASES", "aggregate"]
 
 COUNT_SCHEMA = "flopgap.count/1"
 
@@ -34,6 +37,7 @@ class OpRecord:
     # with count(..., tensor_groups=...): {group: [bytes read, bytes written]} for this op;
     # bytes of tensors in no group are under "other"
     groups: dict | None = None
+    phase: str = "forward"  # or "backward" (count(..., backward=True))
 
     @property
     def bytes(self) -> int:
@@ -66,9 +70,66 @@ class ModuleStats:
         return self.flops / b if b else 0.0
 
 
+def aggregate(templates: list[ModuleStats], records: list[OpRecord]) -> list[ModuleStats]:
+    """Per-module sums of ``records`` over each module's subtree; ``templates`` give the
+    modules (name, type, depth, params) in ``named_modules`` order, their sums ignored."""
+    stats = {t.name: ModuleStats(t.name, t.type, t.depth, params=t.params) for t in templates}
+    # sum the records of each module first, then add each module's sums to its ancestors
+    own: dict[str, list[int]] = {}
+    for r in records:
+        row = own.get(r.module)
+        if row is None:
+            row = own[r.module] = [0, 0, 0, 0, 0, 0, 0]
+        row[0] += r.flops
+        row[1] += r.macs
+        row[2] += r.bytes_read
+        row[3] += r.bytes_written
+        row[4] += 1
+        if r.kind not in FREE_KINDS:
+            row[5] += 1
+            if r.kind == "uncovered":
+                row[6] += 1
+    # named_modules lists parents before children: walking it backwards, each module's
+    # subtree sums are complete when they are added to its parent
+    order = list(stats) + [m for m in own if m not in stats]
+    for name in reversed(order):
+        row = own.get(name)
+        if row is None:
+            continue
+        s = stats.get(name)
+        if s is not None:
+            s.flops, s.macs, s.bytes_read, s.bytes_written = row[0], row[1], row[2], row[3]
+            s.ops_all, s.ops, s.uncovered = row[4], row[5], row[6]
+        if name:
+            parent = own.get(name.rpartition(".")[0])
+            if parent is None:
+                own[name.rpartition(".")[0]] = list(row)
+            else:
+                for k in range(7):
+                    parent[k] += row[k]
+    return list(stats.values())
+
+
+PHASES = ("forward", "backward")
+BACKWARD_CONVENTION = (
+    "backward: the model in training mode, one forward with autograd on, then one backward from a gradient "
+    "of ones on every output that requires grad (no loss function, no optimizer step); every op autograd "
+    "dispatches is counted with its own formula, never as a multiple of the forward; parameter gradients "
+    "always, input gradients only for inputs that require grad (the first layer's input gradient is not "
+    "computed in training)")
+
+
 @dataclass
 class CountResult:
-    """The counting pass over one model and one set of inputs."""
+    """The counting pass over one model and one set of inputs.
+
+    Totals and module aggregates cover every counted op; with ``backward=True`` that is
+    the forward and the backward pass (``mode == "train"``), and :meth:`phase` gives
+    either alone.
+    """
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
 
     model: str
     inputs: list[str]
@@ -156,16 +217,56 @@ class CountResult:
             row["bytes"] += r.bytes
         return out
 
+    @property
+    def backward(self) -> bool:
+        return self.mode == "train"
+
+    @property
+    def warnings(self) -> list[str]:
+        """Ops with no formula (their FLOPs are unknown, not zero), with their share."""
+        unc = self.uncovered()
+        if not unc:
+            return []
+        return [f"no formula for {pct(1 - self.coverage)} of kernel ops (their FLOPs are unknown, not zero): "
+                + ", ".join(f"{u['op']} x{u['calls']}" for u in unc[:5]) + (" ..." if len(unc) > 5 else "")]
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        rows = [("params", si(self.params)), ("FLOPs", si(self.flops, "FLOP")), ("MACs", si(self.macs, "MAC")),
+                ("bytes", fmt_bytes(self.bytes_read + self.bytes_written)), ("kernel ops", str(len(self.kernel_ops))),
+                ("intensity", f"{self.intensity:.2f} FLOP/B"), ("formula coverage", pct(self.coverage)),
+                ("mode", self.mode + (", meta tensors" if self.meta else ""))]
+        if self.backward:
+            fwd, bwd = self.phase("forward").flops, self.phase("backward").flops
+            rows[2:2] = [("forward", si(fwd, "FLOP")), ("backward", si(bwd, "FLOP"))]
+        return f"{self.model} ({', '.join(self.inputs)})", rows
+
+    def phase(self, name: str) -> "CountResult":
+        """The ops of one phase (``forward`` or ``backward``) with their own module sums."""
+        if name not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {name!r}")
+        ops = [r for r in self.ops if r.phase == name]
+        return CountResult(self.model, self.inputs, self.params, ops, aggregate(self.modules, ops), mode=self.mode,
+                           meta=self.meta, environment=self.environment)
+
+    def phase_totals(self) -> dict[str, dict]:
+        """``{"forward": totals, "backward": totals}`` (``backward`` only when counted)."""
+        return {p: self.phase(p).totals() for p in (PHASES if self.backward else PHASES[:1])}
+
     def to_dict(self) -> dict:
+        conventions = {"flops": "a fused multiply-add is 2 FLOPs; macs counted separately",
+                       "bytes": "every tensor input read once (weights included), every output written once; "
+                                "views free"}
+        if self.backward:
+            conventions["backward"] = BACKWARD_CONVENTION
         return {
             "schema": COUNT_SCHEMA,
             "model": self.model,
             "inputs": self.inputs,
             "mode": self.mode,
             "meta": self.meta,
-            "conventions": {"flops": "a fused multiply-add is 2 FLOPs; macs counted separately",
-                            "bytes": "every tensor input read once (weights included), every output written once; views free"},
+            "conventions": conventions,
             "totals": self.totals(),
+            **({"phases": self.phase_totals()} if self.backward else {}),
             "modules": [{**asdict(m), "intensity": m.intensity} for m in self.modules],
             "ops": [asdict(r) for r in self.ops],
             "uncovered": self.uncovered(),

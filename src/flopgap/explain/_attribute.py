@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flopgap._quiet import quiet_profiler
+from flopgap.explain._trace import TraceJoin
 from flopgap.models import raised_by_model
 from flopgap.timing import minor_faults
 
@@ -120,6 +121,7 @@ class Attribution:
     device_times: list[float | None] | None = None  # CUDA: per-record median kernel time (GPU busy)
     device_s: float | None = None                   # CUDA: median per call of all kernel time under the marker
     threads: int | None = None                      # torch intra-op threads during the profiled calls
+    trace_joins: list = field(default_factory=list)  # TraceJoin per matched event (only when a trace was asked)
 
 
 def _device_time_s(ev) -> float:
@@ -143,10 +145,24 @@ def _host_side(events: list, name: str) -> list:
     return [e for e in events if e.name == name and getattr(e, "device_type", DeviceType.CPU) == DeviceType.CPU]
 
 
+def _event_ids(ev) -> tuple[int, ...]:
+    """``id`` of every event under ``ev`` (the ``External id`` of its kernels is one of them)."""
+    out: list[int] = []
+    stack = list(getattr(ev, "cpu_children", ()) or ())
+    while stack:
+        ch = stack.pop()
+        out.append(ch.id)
+        stack.extend(getattr(ch, "cpu_children", ()) or ())
+    return tuple(out)
+
+
 def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = None, warmup: int = 2,
-                device: str = "cpu", target_s: float = 0.4, name: str = "model") -> Attribution:
+                device: str = "cpu", target_s: float = 0.4, name: str = "model", trace=None) -> Attribution:
     """Profile ``calls`` forward passes (default: as many as fit ``target_s``, 3 to 30)
-    and join them to ``records`` (a count's ``ops``)."""
+    and join them to ``records`` (a count's ``ops``). With ``trace`` (a path), the
+    profiler's own Chrome trace is exported there and ``Attribution.trace_joins`` says
+    which event is which record (:func:`flopgap.explain._trace.annotate_trace` adds the
+    figures)."""
     from torch.profiler import ProfilerActivity, profile, record_function
     import time as _time
 
@@ -184,6 +200,8 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
                         call(*args)
                         sync()
         events = list(prof.events())
+        if trace is not None:
+            prof.export_chrome_trace(str(trace))
     markers = _host_side(events, _MARKER)
     empty = [e.cpu_time_total * 1e-6 for e in _host_side(events, _EMPTY)]
     marker_s = statistics.median(empty) if empty else 0.0
@@ -193,6 +211,7 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     launches = [0] * len(records)
     call_times, op_sums, unmatched_sums = [], [], []
     unmatched: dict[str, int] = {}
+    joins: list[TraceJoin] = []
     for mi, m in enumerate(markers):
         tops = top_level_ops(m, namespaces)
         idx = align(records, tops)
@@ -207,6 +226,8 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
                 per_record_dev[ri].append(_device_time_s(tops[k]))
             s += t
             used.add(k)
+            if trace is not None:
+                joins.append(TraceJoin(tops[k].id, tops[k].name, ri, _event_ids(tops[k])))
             if mi == 0:
                 launches[ri] = count_launches(tops[k])
         u = 0.0
@@ -229,4 +250,4 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     return Attribution(times, launches, len(markers), statistics.median(call_times), statistics.median(op_sums),
                        unmatched, statistics.median(unmatched_sums), device, marker_s, faults_per_call,
                        device_times=dev_times, device_s=statistics.median(device_sums) if device_sums else None,
-                       threads=torch.get_num_threads())
+                       threads=torch.get_num_threads(), trace_joins=joins)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from flopgap._units import fmt_latency, fmt_seconds, si
+from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.explain._attribute import Attribution, profile_ops
 from flopgap.explain._findings import findings as _findings
@@ -43,6 +46,22 @@ class Explanation:
     findings: list[Finding] = field(default_factory=list)
     measurement: object | None = None     # flopgap.timing.Measurement of the rigorous timing, if taken
     disturbance: object | None = None     # the sentinel's record of the profiled pass
+    trace: dict | None = None             # the trace written (path, events annotated), when one was asked for
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        t, m = self.totals, self.measurement
+        rows = [("profiled call", f"{fmt_seconds(t.call_s)} (median of {t.profiled_calls} calls)")]
+        if m is not None:
+            rows.append(("rigorous median", fmt_latency(m.median, m.ci_low, m.ci_high, len(m.samples),
+                                                        m.spec.threads, m.spec.device, disturbed=m.disturbed)))
+        rows += [("dominant", f"{self.dominant}-bound" if self.dominant else "-"),
+                 ("predicted", fmt_seconds(t.predicted_s)), ("FLOPs", si(t.flops, "FLOP")),
+                 ("kernel ops", str(t.ops)), ("findings", str(len(self.findings))),
+                 ("threads / device", f"{t.threads} / {t.device}")]
+        return f"{self.model} ({', '.join(self.inputs)})", rows
 
     @property
     def disturbed(self) -> bool:
@@ -213,7 +232,8 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
 
 
 def explain(module, inputs, *, name: str = "model", count_result=None, profile=None, measure: bool = True,
-            timer=None, calls: int | None = None, device: str | None = None, load=None) -> Explanation:
+            timer=None, calls: int | None = None, device: str | None = None, load=None,
+            trace: str | Path | None = None) -> Explanation:
     """Explain ``module(*inputs)`` on this machine.
 
     Counts (unless ``count_result`` is given), loads or measures the machine profile for
@@ -227,12 +247,18 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
     pass and the timing (``load`` replaces its evidence source in tests); a disturbed
     measurement is kept and reported, never used to reconcile. Ctrl-C during the timing
     keeps what was measured (``totals.interrupted``).
+
+    ``trace`` (a ``.json`` or ``.json.gz`` path): the profiled calls as a Chrome/Perfetto
+    trace, ``torch.profiler``'s own export, its op events carrying flopgap's FLOPs,
+    bytes, intensity and roofline class as ``flopgap.*`` args (see
+    :mod:`flopgap.explain._trace`); ``Explanation.trace`` then says what was annotated.
     """
     from flopgap.timing import TimerOptions, threads_context
     from flopgap.timing import measure as timing_measure
     from flopgap.timing import Sentinel, system_load
 
     inputs = tuple(inputs)
+    trace = _trace_path(trace)
     if calls is not None and calls < 1:
         raise UsageError(f"calls must be >= 1, got {calls}")
     if device is None:
@@ -254,7 +280,8 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         sentinel = Sentinel(load if load is not None else system_load()) if timer.watch_load else None
         if sentinel is not None:
             sentinel.start(0.0, threads)
-        attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, name=name)
+        attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, name=name,
+                                  trace=trace)
         disturbance = sentinel.finish() if sentinel is not None else None
         measurement = None
         if measure:
@@ -264,5 +291,27 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
             measurement = timing_measure(fn, args, timer.replace(device=device if device.startswith("cuda")
                                                                  else timer.device),
                                          name=name, load=load)
-    return build_explanation(count_result, attribution, profile, weight_bytes=_weight_bytes(module),
-                             batch=_batch(inputs), measurement=measurement, disturbance=disturbance)
+    ex = build_explanation(count_result, attribution, profile, weight_bytes=_weight_bytes(module),
+                           batch=_batch(inputs), measurement=measurement, disturbance=disturbance)
+    if trace is not None:
+        from flopgap.explain._trace import annotate_trace
+
+        rows = [{**op.to_dict(), "macs": r.macs} for op, r in zip(ex.ops, count_result.ops)]
+        ex.trace = {"path": str(trace), **annotate_trace(
+            trace, attribution.trace_joins, rows, model=name,
+            conventions={k: v for k, v in ex.to_dict()["conventions"].items() if k in ("flops", "bytes", "bound", "class")})}
+    return ex
+
+
+def _trace_path(trace) -> Path | None:
+    """The trace's path, checked before minutes of work: ``.json`` or ``.json.gz``, its folder creatable."""
+    if trace is None:
+        return None
+    p = Path(trace)
+    if not (p.name.endswith(".json") or p.name.endswith(".json.gz")):
+        raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {str(trace)!r}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write {str(p)!r}: {e.strerror}") from None
+    return p

@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
+from flopgap._units import fmt_seconds
+from flopgap._summary import summary_html, summary_repr
 from flopgap.explain._roofline import classify, op_dtype
 from flopgap.machine._calibrate import COLD, chain_reference_s
 from flopgap.machine._features import (RAGGED, STRIDE1, WINDOW, channels, is_conv, op_features, op_key,
@@ -91,6 +93,22 @@ class Prediction:
     cold_memory_extra: float = 0.0
     cold: bool = False  # the model's footprint exceeds half the last-level cache (weights_are_cold)
     chain_fit: list[dict] = field(default_factory=list)
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the prediction stands on less than a calibrated profile."""
+        if self.calibrated:
+            return []
+        return ["no calibration in the machine profile: per-op floors (roofline, or the host's cost of a tiny op "
+                "of the family)" + (" with the chain fit" if self.chain_fit else " only")]
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        return self.model, [("predicted", fmt_seconds(self.latency_s) + " (never timed)"),
+                            ("roofline sum", fmt_seconds(self.roofline_s)), ("ops", str(len(self.ops))),
+                            ("calibrated", "yes" if self.calibrated else "no"), ("threads", str(self.threads))]
 
     @property
     def threads(self) -> int | None:

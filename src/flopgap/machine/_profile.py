@@ -117,7 +117,8 @@ def _is(kind):
 # an OpRecord (flopgap.count) as a chain stores it: required fields, then the counts
 _OP_FIELDS = {"index": _count, "op": _is(str), "module": _is(str), "family": _is(str), "kind": _is(str),
               "input_shapes": _is(list), "input_dtypes": _is(list), "output_shapes": _is(list),
-              "flops": _count, "macs": _count, "bytes_read": _count, "bytes_written": _count}
+              "flops": _count, "macs": _count, "bytes_read": _count, "bytes_written": _count,
+              "groups": lambda v: v is None or isinstance(v, dict), "phase": lambda v: v in ("forward", "backward")}
 _OP_REQUIRED = set(list(_OP_FIELDS)[:8])
 
 

@@ -6,8 +6,10 @@ import math
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from flopgap._terminal import markup, printable
+from flopgap.report._fit import Col, print_fit
 from flopgap.report._format import fmt_bytes, fmt_measurement, fmt_seconds, pct, si
 
 __all__ = ["render_machine", "render_explanation", "render_prediction", "print_warnings"]
@@ -37,18 +39,14 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
                   f"{fmt_seconds(prof.module_overhead_s)}"
                   + (f", kernel launch {fmt_seconds(prof.launch_latency_s)}" if prof.launch_latency_s else "")
                   + " (costs: median)")
-    table = Table(title="measured figures over timed blocks (spread = interquartile range / median)",
-                  title_justify="left")
-    for col in ("figure", "median", "p25", "p75", "min", "max", "spread", "blocks"):
-        table.add_column(col, justify="left" if col == "figure" else "right")
-
     def fmt(v, unit):
         return fmt_seconds(v) if unit == "s" else si(v, unit)
 
-    for name, f in prof.figures().items():
-        table.add_row(markup(name), fmt(f.value, f.unit), fmt(f.p25, f.unit), fmt(f.p75, f.unit), fmt(f.min, f.unit),
-                      fmt(f.max, f.unit), pct(f.rel_spread), str(f.samples))
-    console.print(table)
+    cols = [Col("figure", text=True), Col("median"), Col("p25", optional=1), Col("p75", optional=1),
+            Col("min", optional=2), Col("max", optional=2), Col("spread"), Col("blocks")]
+    rows = [[name, fmt(f.value, f.unit), fmt(f.p25, f.unit), fmt(f.p75, f.unit), fmt(f.min, f.unit),
+             fmt(f.max, f.unit), pct(f.rel_spread), str(f.samples)] for name, f in prof.figures().items()]
+    print_fit(console, cols, rows, "measured figures over timed blocks (spread = interquartile range / median)")
     if prof.chains:
         from flopgap.explain._predict import Predictor
 
@@ -68,24 +66,23 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
                                   for k, n in sorted(keys.items())))
 
 
-def _op_table(title: str, rows, total_flops: int) -> Table:
-    t = Table(title=title, title_justify="left")
-    for col in ("#", "op", "module", "bound", "time", "share", "FLOPs", "FLOP share", "GFLOP/s", "GB/s",
-                "% peak", "roofline"):
-        t.add_column(col, justify="left" if col in ("op", "module", "bound") else "right")
-    for r in rows:
-        t.add_row(str(r.index), markup(_short(r.op)), markup(r.module or "(model)"), str(r.bound), fmt_seconds(r.time_s),
-                  pct(r.share), si(r.flops), pct(r.flops / total_flops if total_flops else None),
-                  f"{r.achieved_flops_s / 1e9:.2f}" if r.achieved_flops_s is not None else "-",
-                  f"{r.achieved_bytes_s / 1e9:.2f}" if r.achieved_bytes_s is not None else "-",
-                  pct(r.efficiency), fmt_seconds(r.roofline_s))
-    return t
+
+_OP_COLS = [Col("#"), Col("op", text=True), Col("module", text=True), Col("bound", text=True, shrink=False),
+            Col("time"), Col("share"), Col("FLOPs"), Col("FLOP share", optional=2), Col("GFLOP/s"),
+            Col("GB/s", optional=1), Col("% peak"), Col("roofline", optional=3)]
+
+
+def _op_table(console: Console, title: str, rows, total_flops: int) -> None:
+    cells = [[str(r.index), _short(r.op), r.module or "(model)", str(r.bound), fmt_seconds(r.time_s),
+              pct(r.share), si(r.flops), pct(r.flops / total_flops if total_flops else None),
+              f"{r.achieved_flops_s / 1e9:.2f}" if r.achieved_flops_s is not None else "-",
+              f"{r.achieved_bytes_s / 1e9:.2f}" if r.achieved_bytes_s is not None else "-",
+              pct(r.efficiency), fmt_seconds(r.roofline_s)] for r in rows]
+    print_fit(console, _OP_COLS, cells, title)
 
 
 def print_warnings(warnings, console: Console) -> None:
     """Caveats first, one yellow line each (markup off: they quote names)."""
-    from rich.text import Text
-
     for w in warnings:
         console.print(Text(printable(f"warning: {w}"), style="yellow"))
 
@@ -129,19 +126,16 @@ def render_explanation(ex, console: Console, top: int = 10, depth: int = 1) -> N
     cls.add_row("outside ops", "-", fmt_seconds(t.outside_s), pct(t.outside_share), "-", "-")
     console.print(cls)
 
-    console.print(_op_table(f"top {top} ops by time", ex.top_by("time_s", top), t.flops))
-    console.print(_op_table(f"top {top} ops by FLOPs", ex.top_by("flops", top), t.flops))
+    _op_table(console, f"top {top} ops by time", ex.top_by("time_s", top), t.flops)
+    _op_table(console, f"top {top} ops by FLOPs", ex.top_by("flops", top), t.flops)
 
-    mods = Table(title="per module (totals include children)", title_justify="left")
-    for col in ("module", "type", "time", "share", "FLOPs", "GFLOP/s", "ops"):
-        mods.add_column(col, justify="left" if col in ("module", "type") else "right")
-    for m in ex.modules:
-        if m.depth > depth or m.ops == 0:
-            continue
-        mods.add_row(markup("  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)")), markup(m.type),
-                     fmt_seconds(m.time_s), pct(m.share), si(m.flops),
-                     f"{m.achieved_flops_s / 1e9:.2f}" if m.achieved_flops_s else "-", str(m.ops))
-    console.print(mods)
+    cols = [Col("module", text=True), Col("type", text=True, shrink=False), Col("time"), Col("share"), Col("FLOPs"),
+            Col("GFLOP/s"), Col("ops")]
+    rows = [["  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)"), m.type,
+             fmt_seconds(m.time_s), pct(m.share), si(m.flops),
+             f"{m.achieved_flops_s / 1e9:.2f}" if m.achieved_flops_s else "-", str(m.ops)]
+            for m in ex.modules if m.depth <= depth and m.ops > 0]
+    print_fit(console, cols, rows, "per module (totals include children)")
 
     console.print("[bold]findings[/bold]")
     for f in ex.findings:

@@ -22,7 +22,8 @@ from typing import Any, Sequence, Union
 from flopgap._files import write_atomic
 from flopgap.errors import UsageError
 
-__all__ = ["Para", "Table", "Figure", "Section", "render_html", "write_html", "table_csv", "write_csv", "csv_cell"]
+__all__ = ["Para", "Table", "Figure", "Details", "Section", "render_html", "write_html", "table_csv", "write_csv",
+           "csv_cell", "main_table"]
 
 
 @dataclass
@@ -35,12 +36,19 @@ class Para:
 
 @dataclass
 class Table:
-    """A table of plain values; ``name`` is its CSV file stem."""
+    """A table of plain values; ``name`` is its CSV file stem. ``row_headers``: the first
+    cell of each row is that row's header (``th scope="row"``: key/value tables).
+    ``csv_columns``/``csv_rows``: what the CSV copy holds when it is more than the page
+    shows (every op, full precision)."""
 
     columns: Sequence[str]
     rows: Sequence[Sequence[Any]]
     caption: str = ""
     name: str = "table"
+    row_headers: bool = False
+    csv_columns: Sequence[str] | None = None
+    csv_rows: Sequence[Sequence[Any]] | None = None
+    csv_link: bool = True  # False: the rows are already in another table's CSV copy (a collapsed remainder)
 
 
 @dataclass
@@ -51,7 +59,15 @@ class Figure:
     caption: str = ""
 
 
-Block = Union[Para, Table, Figure]
+@dataclass
+class Details:
+    """Blocks collapsed under a one-line summary (``<details>``): the rest of a top-N table."""
+
+    summary: str
+    blocks: list = field(default_factory=list)
+
+
+Block = Union[Para, Table, Figure, Details]
 
 
 @dataclass
@@ -69,6 +85,8 @@ table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #d0d0d0;padding:.25em .6em;vertical-align:top}
 th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
+details{margin:.4em 0 1.2em}summary{cursor:pointer;color:#333}
+th[scope=row]{background:#fafafa;font-weight:normal}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
 .note{color:#555}.warn{color:#8a4b00;background:#fff6e5;padding:.3em .6em}
 .csv{font-size:.8em;font-weight:normal;margin-left:.8em}
@@ -106,11 +124,13 @@ def csv_cell(value: Any) -> Any:
 
 
 def table_csv(table: Table) -> str:
-    """The table as CSV text (header row first); see :func:`csv_cell`."""
+    """The table as CSV text (header row first): its ``csv_rows`` when it has them; see
+    :func:`csv_cell`."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([csv_cell(c) for c in table.columns])
-    for row in table.rows:
+    w.writerow([csv_cell(c) for c in (table.csv_columns if table.csv_rows is not None and table.csv_columns
+                                      else table.columns)])
+    for row in (table.csv_rows if table.csv_rows is not None else table.rows):
         w.writerow([csv_cell(v) for v in row])
     return buf.getvalue()
 
@@ -131,14 +151,19 @@ def _cell(value: Any) -> str:
 
 
 def _table(table: Table) -> str:
-    data = base64.b64encode(table_csv(table).encode()).decode()
-    fname = _e(re.sub(r"[^\w.-]+", "_", table.name) + ".csv")
-    link = f'<a class="csv" download="{fname}" href="data:text/csv;base64,{data}">CSV</a>'
+    link = ""
+    if table.csv_link:
+        data = base64.b64encode(table_csv(table).encode()).decode()
+        fname = _e(re.sub(r"[^\w.-]+", "_", table.name) + ".csv")
+        link = f'<a class="csv" download="{fname}" href="data:text/csv;base64,{data}">CSV</a>'
     out = ["<table>", f"<caption>{_e(table.caption)}{link}</caption>", "<thead><tr>"]
-    out += [f"<th>{_e(c)}</th>" for c in table.columns]
+    out += [f'<th scope="col">{_e(c)}</th>' for c in table.columns]
     out.append("</tr></thead><tbody>")
     for row in table.rows:
-        out.append("<tr>" + "".join(_cell(v) for v in row) + "</tr>")
+        if table.row_headers and row:
+            out.append(f'<tr><th scope="row">{_e(row[0])}</th>' + "".join(_cell(v) for v in row[1:]) + "</tr>")
+        else:
+            out.append("<tr>" + "".join(_cell(v) for v in row) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -149,6 +174,9 @@ def _block(block: Block) -> str:
         return f"<p{cls}>{_e(block.text)}</p>"
     if isinstance(block, Table):
         return _table(block)
+    if isinstance(block, Details):
+        inner = "\n".join(_block(b) for b in block.blocks)
+        return f"<details><summary>{_e(block.summary)}</summary>\n{inner}\n</details>"
     if isinstance(block, Figure):
         data = base64.b64encode(block.png).decode()
         return (f'<figure><img alt="{_e(block.caption)}" src="data:image/png;base64,{data}">'
@@ -175,7 +203,8 @@ def render_html(title: str, sections: Sequence[Section], *, machine: dict | None
         parts.append("</section>")
     if machine:
         parts.append("<section><h2>Machine</h2>")
-        parts.append(_table(Table(["key", "value"], _flatten(machine), "machine metadata of the run", "machine")))
+        parts.append(_table(Table(["key", "value"], _flatten(machine), "machine metadata of the run", "machine",
+                                  row_headers=True)))
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
@@ -198,8 +227,26 @@ def write_html(path: str | Path, title: str, sections: Sequence[Section], *, mac
     return write_atomic(path, render_html(title, sections, machine=machine, subtitle=subtitle))
 
 
+def _tables(blocks) -> list:
+    out = []
+    for b in blocks:
+        out += _tables(b.blocks) if isinstance(b, Details) else [b]
+    return out
+
+
+def main_table(sections: Sequence[Section], name: str | None = None) -> Table:
+    """The table called ``name`` (a command's per-op or per-row table), else the one with
+    the most rows in its CSV copy."""
+    tables = [t for s in sections for t in _tables(s.blocks) if isinstance(t, Table) and t.csv_link]
+    if not tables:
+        raise UsageError("this result has no table to write as CSV")
+    named = [t for t in tables if t.name == name]
+    return named[0] if named else max(tables, key=lambda t: len(t.csv_rows if t.csv_rows is not None else t.rows))
+
+
 def write_csv(folder: str | Path, sections: Sequence[Section]) -> list[Path]:
-    """Write every table of the report as ``folder/NAME.csv``; returns the paths."""
+    """Write every table of the report as ``folder/NAME.csv`` (its full CSV copy; a
+    collapsed remainder is part of its top table's file); returns the paths."""
     d = Path(folder)
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -207,8 +254,8 @@ def write_csv(folder: str | Path, sections: Sequence[Section]) -> list[Path]:
         raise UsageError(f"cannot create {str(d)!r}: {e.strerror}") from None
     paths, seen = [], set()
     for section in sections:
-        for block in section.blocks:
-            if isinstance(block, Table):
+        for block in _tables(section.blocks):
+            if isinstance(block, Table) and block.csv_link:  # without a link: its rows are in another table's CSV
                 stem = re.sub(r"[^\w.-]+", "_", block.name) or "table"
                 n, name = 1, stem
                 while name in seen:

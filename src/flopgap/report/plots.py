@@ -11,16 +11,18 @@ import io
 import math
 from typing import Sequence
 
-__all__ = ["loglog_scatter", "predicted_vs_measured", "residuals_plot", "relative_speed_bars"]
+__all__ = ["loglog_scatter", "predicted_vs_measured", "residuals_plot", "relative_speed_bars", "latency_histogram",
+           "roofline_chart", "speedup_chart"]
 
 _DPI = 110
+_SMALL_DPI = 90  # the per-command pages: one plot each, kept light (a roofline of 150 ops: ~60 kB)
 
 
-def _figure(w: float = 7.0, h: float = 4.8):
+def _figure(w: float = 7.0, h: float = 4.8, dpi: int = _DPI):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=_DPI)
+    fig = Figure(figsize=(w, h), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -159,4 +161,92 @@ def relative_speed_bars(groups: Sequence[str], series: dict[str, Sequence[float 
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def latency_histogram(samples: dict[str, Sequence[float]], medians: dict[str, float], *, title: str = "") -> bytes:
+    """Histogram of steady-state samples (seconds per call), one series per model, its
+    median marked; a log time axis when the samples span more than 10x."""
+    import numpy as np
+
+    values = [v for xs in samples.values() for v in xs if v and v > 0]
+    scale, unit = _unit(values)
+    fig = _figure(7.0, 3.6, dpi=_SMALL_DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    lo, hi = (min(values), max(values)) if values else (1.0, 2.0)
+    log = hi > 10 * lo
+    bins = np.geomspace(lo * scale, hi * scale, 40) if log else 40
+    colors = ["#1f77b4", "#ff7f0e"]
+    for i, (name, xs) in enumerate(samples.items()):
+        xs = [v * scale for v in xs if v and v > 0]
+        if not xs:
+            continue
+        color = colors[i % len(colors)]
+        ax.hist(xs, bins=bins, alpha=0.55, color=color, label=f"{_label(name)} (n={len(xs)})")
+        if medians.get(name):
+            ax.axvline(medians[name] * scale, color=color, lw=1.5, ls="--")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"latency per call ({unit}); dashed: median")
+    ax.set_ylabel("samples")
+    ax.set_title(title.replace("$", r"\$"), fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+_CLASS_COLORS = {"compute": "tab:red", "memory": "tab:blue", "overhead": "tab:gray"}
+
+
+def roofline_chart(ops: Sequence[dict], *, peak: float, mem_bandwidth: float, cache_bandwidth: float,
+                   total: tuple[float, float, float] | None = None, title: str = "") -> bytes:
+    """Achieved FLOP/s against arithmetic intensity per op (dicts with flops, bytes,
+    time_s, share, bound: ``cls`` in ``flopgap.explain/1`` results), sized by time share, coloured by roofline class, under the
+    machine's ceilings; ``total`` = (flops, bytes, seconds) of the whole model."""
+    import numpy as np
+
+    fig = _figure(7.0, 4.6, dpi=_SMALL_DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = np.logspace(-3, 4, 200)
+    ax.plot(xs, np.minimum(peak, xs * mem_bandwidth), "k-", lw=1.5, label="roofline (main memory)")
+    ax.plot(xs, np.minimum(peak, xs * cache_bandwidth), "k--", lw=1, label="roofline (cache)")
+    rows = [r for r in ops if r.get("time_s") and r.get("flops") and r.get("bytes")]
+    for cls, color in _CLASS_COLORS.items():
+        sel = [r for r in rows if (r.get("bound") or r.get("cls")) == cls]
+        if sel:
+            ax.scatter([r["flops"] / r["bytes"] for r in sel], [r["flops"] / r["time_s"] for r in sel],
+                       s=[10 + 400 * (r.get("share") or 0) for r in sel], c=color, alpha=0.6,
+                       label=f"{cls}-bound ops ({len(sel)})")
+    if total and all(total):
+        flops, nbytes, seconds = total
+        ax.scatter([flops / nbytes], [flops / seconds], marker="*", s=300, c="gold", edgecolors="k",
+                   label="model total", zorder=5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title(title.replace("$", r"\$"), fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", alpha=0.2)
+    return _png(fig)
+
+
+def speedup_chart(labels: Sequence[str], speedups: Sequence[float], cis: Sequence[tuple[float, float] | None], *,
+                  title: str = "") -> bytes:
+    """Horizontal bars of speed-up (eager / variant) with their 95% CI, a line at 1 (no
+    change), on a log axis so 2x faster and 2x slower are the same length."""
+    fig = _figure(7.0, 0.9 + 0.38 * max(len(labels), 1), dpi=_SMALL_DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(labels)))[::-1]
+    colors = ["#2ca02c" if ci and ci[0] > 1 else "#d62728" if ci and ci[1] < 1 else "#888888"
+              for ci in cis]
+    ax.barh(ys, [v - 1 for v in speedups], color=colors, alpha=0.75, left=1)  # from 1: slower bars go left
+    for y, v, ci in zip(ys, speedups, cis):
+        if ci and all(c and c > 0 for c in ci):
+            ax.errorbar([v], [y], xerr=[[v - ci[0]], [ci[1] - v]], fmt="none", ecolor="k", capsize=3, lw=1)
+    ax.axvline(1.0, color="k", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([_label(x, 36) for x in labels], fontsize=8)
+    ax.set_xlabel("speed-up vs eager (eager / variant), 95% CI; green: faster, red: slower, grey: CI holds 1")
+    ax.set_title(title.replace("$", r"\$"), fontsize=10)
     return _png(fig)

@@ -283,21 +283,24 @@ def sections_for(result, *, plots: bool = True) -> list[Section]:
         from flopgap.report.generation_view import generation_sections
 
         return generation_sections(result, plots=plots)
-    if hasattr(result, "measurements"):  # a single command's run saved with --db
-        from flopgap.report.generic import sections_from_result
+    if hasattr(result, "measurements"):  # a single command's run saved with --db: the page its --html wrote
+        from flopgap.report.command_view import command_sections
 
         out = [Section(f"run {result.run.id}", [_run_para(result.run)])]
         for m in result.measurements:
-            out += sections_from_result(f"{m.kind}: {m.model}", m.payload if isinstance(m.payload, dict) else {})
+            out += command_sections(m.kind, m.payload, plots=plots)
         return out
     raise ValueError(f"no report for {kind!r} runs")
 
 
 # ----------------------------------------------------------------------------- runs / compare
 def runs_table(runs: Sequence) -> Table:
-    return Table(["run", "kind", "name", "status", "started (UTC)", "measurements", "machine", "cpu"],
-                 [[r.id, r.kind, r.name, r.status, r.started[:19].replace("T", " "), r.measurements,
-                   r.machine_fingerprint[:8], (r.machine or {}).get("cpu_model", "")] for r in runs],
+    """One row per run: its name (a study's, or the model of a single command's run),
+    the models it holds and its stored records (a model may have several)."""
+    return Table(["run", "kind", "name / model", "status", "started (UTC)", "models", "records", "machine", "cpu"],
+                 [[r.id, r.kind, r.name or (r.config or {}).get("model") or "", r.status,
+                   r.started[:19].replace("T", " "), r.models, r.measurements, r.machine_fingerprint[:8],
+                   (r.machine or {}).get("cpu_model", "")] for r in runs],
                  "runs, newest first", "runs")
 
 

@@ -6,9 +6,10 @@ import math
 
 from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from flopgap._terminal import markup, printable
+from flopgap.report._fit import Col, fit_table, left_out_note
 from flopgap.report._format import fmt_bytes, fmt_seconds, si
 
 __all__ = ["render_variants"]
@@ -53,21 +54,18 @@ def render_variants(result, console: Console) -> None:
                   + ("  [red](interrupted: partial)[/red]" if result.interrupted else ""))
     for f in result.findings:
         if f.get("kind") == "disturbed":
-            from rich.text import Text
-
             console.print(Text(printable(f"warning: {f['text']}"), style="yellow"))
     show_threads = len(result.threads) > 1
     measured = sorted({r.measured_threads for r in result.rows if r.measured_threads is not None})
     threads = "" if show_threads else f", threads: {', '.join(map(str, measured)) or result.threads[0] or 'torch default'}"
-    table = Table(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  title=f"variants vs eager (speed-up = eager / variant, 95% CI{threads})")
-    cols = ["variant", "batch"] + (["thr"] if show_threads else []) + [
-        "status", "latency", "eager (paired)", "speed-up [CI]", "items/s", "abs err", "rel err", "peak mem", "ops", "1st call"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("variant", "status") else "right", no_wrap=True)
+    # optional: left out (highest first) when the console is too narrow for every column
+    cols = [Col("variant", text=True), Col("batch")] + ([Col("thr")] if show_threads else []) + [
+        Col("status", text=True, shrink=False), Col("latency"), Col("eager (paired)", optional=6), Col("speed-up [CI]"),
+        Col("items/s", optional=4), Col("abs err", optional=5), Col("rel err"), Col("peak mem", optional=3),
+        Col("ops", optional=2), Col("1st call", optional=1)]
+    rows = []
     for r in sorted(result.rows, key=lambda r: (r.batch, r.threads or 0, result.variants.index(r.variant)
                                                    if r.variant in result.variants else 99)):
-        style = _STATUS_STYLE.get(r.status, "")
         lat = "-" if r.latency_s is None else (
             f"{fmt_seconds(r.latency_s)} ±{_half_width(r):.0%}".replace("±nan%", "(no CI)") + f" n={r.n_samples}"
             + (" DISTURBED" if r.disturbed else ""))
@@ -76,12 +74,15 @@ def render_variants(result, console: Console) -> None:
             ops = str(r.ops)
         first = "-" if r.first_call_s is None else ("compile " if r.compiled else "") + fmt_seconds(r.first_call_s)
         ops = ops.replace("->n/a", "->?") if r.compiled else ops
-        cells = [markup(r.variant), str(r.batch)] + ([str(r.threads or "default")] if show_threads else []) + [
-            f"[{style}]{r.status}[/{style}]" if style else r.status, lat, _paired_eager(r), _speedup(r),
+        rows.append([r.variant, str(r.batch)] + ([str(r.threads or "default")] if show_threads else []) + [
+            Text(r.status, style=_STATUS_STYLE.get(r.status, "")), lat, _paired_eager(r), _speedup(r),
             si(r.throughput), _err(r.max_abs_err), _err(r.max_rel_err),
-            "-" if r.peak_mem_bytes is None else fmt_bytes(r.peak_mem_bytes), ops, first]
-        table.add_row(*cells)
+            "-" if r.peak_mem_bytes is None else fmt_bytes(r.peak_mem_bytes), ops, first])
+    table, dropped = fit_table(cols, rows, console, box=box.SIMPLE_HEAD, pad_edge=False,
+                               title=f"variants vs eager (speed-up = eager / variant, 95% CI{threads})")
     console.print(table)
+    if dropped:
+        console.print(Text(left_out_note(dropped), style="dim"))
 
     console.print("[bold]what each variant did[/bold]")
     seen = set()
@@ -90,15 +91,14 @@ def render_variants(result, console: Console) -> None:
             continue
         seen.add(r.variant)
         lines = r.notes or ([r.reason] if r.reason else [])
-        console.print(f"  {markup(r.variant)}: " + (markup(" | ".join(lines)) if lines else "-"))
+        console.print(Text(printable(f"  {r.variant}: " + (" | ".join(lines) if lines else "-"))))
     for note in result.settings.get("notes", []):
-        console.print(f"[yellow]  {markup(note)}[/yellow]", soft_wrap=True)
+        console.print(Text(printable(f"  {note}"), style="yellow"))
     if result.findings:
         console.print("[bold]findings[/bold]")
         for f in result.findings:
             style = {"slower": "red", "failed": "red", "no-op": "yellow", "faster": "green"}.get(f["kind"], "")
-            text = markup(f["text"])
-            console.print(f"  [{style}]{text}[/{style}]" if style else f"  {text}", soft_wrap=True)
+            console.print(Text(printable(f"  {f['text']}"), style=style))
     method = result.settings.get("peak_memory_method", "")
     console.print(f"[dim]Latency: median per call, ±: larger side of its 95% CI; speed-up from alternating timing of eager and the "
                   f"variant (eager (paired): eager's median in that pair). Errors vs eager outputs on the same input (rel = max|diff| / max|eager|). Ops: counted kernel ops, "

@@ -73,7 +73,8 @@ class RunInfo:
     finished: str | None
     schema_version: int
     flopgap_version: str = ""
-    measurements: int = 0
+    measurements: int = 0  # stored records (a model may have several: count, time, explain ...)
+    models: int = 0        # distinct model names among them
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -318,22 +319,23 @@ class Store(ClaimsMixin):
             row = conn.execute(select(runs).where(runs.c.id == rid)).mappings().first()
             if row is None:
                 raise UsageError(f"no run {run_id} in {self.url} (flopgap runs lists them)")
-            n = conn.execute(select(func.count()).select_from(measurements)
-                             .where(measurements.c.run_id == rid)).scalar_one()
-        return self._run_info(row, n)
+            n, models = conn.execute(select(func.count(), func.count(func.distinct(measurements.c.model)))
+                                     .where(measurements.c.run_id == rid)).one()
+        return self._run_info(row, n, models)
 
     def runs(self, kind: str | None = None, limit: int | None = None) -> list[RunInfo]:
         """Runs, newest first, each with its number of measurements."""
-        counts = (select(measurements.c.run_id, func.count().label("n"))
+        counts = (select(measurements.c.run_id, func.count().label("n"),
+                         func.count(func.distinct(measurements.c.model)).label("models"))
                   .group_by(measurements.c.run_id).subquery())
-        q = (select(runs, counts.c.n).select_from(runs.outerjoin(counts, counts.c.run_id == runs.c.id))
+        q = (select(runs, counts.c.n, counts.c.models).select_from(runs.outerjoin(counts, counts.c.run_id == runs.c.id))
              .order_by(runs.c.id.desc()))
         if kind:
             q = q.where(runs.c.kind == kind)
         if limit:
             q = q.limit(limit)
         with self.engine.connect() as conn:
-            return [self._run_info(r, r["n"] or 0) for r in conn.execute(q).mappings()]
+            return [self._run_info(r, r["n"] or 0, r["models"] or 0) for r in conn.execute(q).mappings()]
 
     def _resolve_id(self, run_id: int | str) -> int:
         if isinstance(run_id, str):
@@ -350,12 +352,12 @@ class Store(ClaimsMixin):
         return int(run_id)
 
     @staticmethod
-    def _run_info(row, n: int = 0) -> RunInfo:
+    def _run_info(row, n: int = 0, models: int = 0) -> RunInfo:
         return RunInfo(
             id=row["id"], kind=row["kind"], name=row["name"], config=row["config"], config_hash=row["config_hash"],
             machine=row["machine"], machine_fingerprint=row["machine_fingerprint"], status=row["status"],
             started=row["started"], finished=row["finished"], schema_version=row["schema_version"],
-            flopgap_version=row["flopgap_version"] or "", measurements=int(n),
+            flopgap_version=row["flopgap_version"] or "", measurements=int(n), models=int(models),
         )
 
     # ------------------------------------------------------------ measurements

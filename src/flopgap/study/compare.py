@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.timing import TIME_SCHEMA
 
@@ -118,6 +119,17 @@ class Comparison:
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)   # settings that differ (compared anyway: force)
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        def ci(r):
+            return f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if math.isfinite(r.ci_low) else "[no CI]"
+
+        return f"{self.b.label} / {self.a.label}", [
+            (r.a.model + (f" b{r.a.batch}" if r.a.batch is not None else ""), f"{r.ratio:.3f} {ci(r)} {r.flag}")
+            for r in self.rows]
 
     @property
     def regressions(self) -> int:

@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import Verdict, ratio_verdict
@@ -182,6 +183,30 @@ class SeedResult:
     claims: list[dict]
     failures: dict[str, str] = field(default_factory=dict)
     outcome: RunOutcome | None = None
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    @property
+    def warnings(self) -> list[str]:
+        """Items that failed, and items timed on a disturbed machine (left out of verdicts)."""
+        out = [f"{k} failed: {v}" for k, v in self.failures.items()]
+        disturbed = [name for name, d in self._disturbed_items()]
+        if disturbed:
+            out.append(f"{len(disturbed)} item(s) timed on a disturbed machine, left out: {', '.join(disturbed[:6])}"
+                       + (" ..." if len(disturbed) > 6 else ""))
+        return out
+
+    def _disturbed_items(self) -> list[tuple[str, dict]]:
+        return [(k, c) for k, c in self.comparisons.items() if c.get("disturbed")]
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        rows = []
+        for c in self.claims:
+            ratio = (f"{c['ratio']:.3g} [{c['ci_low']:.3g}, {c['ci_high']:.3g}]"
+                     if c.get("ratio") is not None and c.get("ci_low") is not None else "-")
+            rows.append((f"claim {c['id']} ({c['example']})", f"{ratio}: {getattr(c['verdict'], 'value', c['verdict'])}"))
+        return f"run {self.run.id}", rows
 
     def to_dict(self) -> dict:
         return {"schema": "flopgap.study.seed/1", "run": self.run.to_dict(), "models": self.models,

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
 from flopgap.study._stats import Verdict, ratio_verdict
@@ -166,6 +167,26 @@ class ShuffleResult:
     guidelines: list[dict]
     failures: dict[str, str] = field(default_factory=dict)
     outcome: RunOutcome | None = None
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    @property
+    def warnings(self) -> list[str]:
+        """Items that failed, and items timed on a disturbed machine (left out of verdicts)."""
+        out = [f"{k} failed: {v}" for k, v in self.failures.items()]
+        disturbed = [name for name, d in self._disturbed_items()]
+        if disturbed:
+            out.append(f"{len(disturbed)} item(s) timed on a disturbed machine, left out: {', '.join(disturbed[:6])}"
+                       + (" ..." if len(disturbed) > 6 else ""))
+        return out
+
+    def _disturbed_items(self) -> list[tuple[str, dict]]:
+        return [(f"{r['guideline']} {r['config']}", r) for r in self.rows if r.get("disturbed")]
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        return f"run {self.run.id}", [(g["guideline"], str(getattr(g["verdict"], "value", g["verdict"])))
+                                      for g in self.guidelines]
 
     def to_dict(self) -> dict:
         return {"schema": "flopgap.study.shufflenet-v2/1", "run": self.run.to_dict(), "rows": self.rows,

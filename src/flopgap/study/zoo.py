@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.machine import profile_machine
 from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items, stored_rows
@@ -245,6 +246,32 @@ class ZooResult:
     analysis: dict[int, dict]
     failures: dict[str, str] = field(default_factory=dict)
     outcome: RunOutcome | None = None
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    @property
+    def warnings(self) -> list[str]:
+        """Items that failed, and items timed on a disturbed machine (left out of verdicts)."""
+        out = [f"{k} failed: {v}" for k, v in self.failures.items()]
+        disturbed = [name for name, d in self._disturbed_items()]
+        if disturbed:
+            out.append(f"{len(disturbed)} item(s) timed on a disturbed machine, left out: {', '.join(disturbed[:6])}"
+                       + (" ..." if len(disturbed) > 6 else ""))
+        return out
+
+    def _disturbed_items(self) -> list[tuple[str, dict]]:
+        return [(f"{r['label']} b{r['batch']}", r) for r in self.rows if r.get("disturbed")]
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        rows = []
+        for batch, a in self.analysis.items():
+            sp = ((a.get("correlations") or {}).get("flops") or {}).get("spearman") or {}
+            rho = (f"{sp['r']:.2f} [{sp['ci_low']:.2f}, {sp['ci_high']:.2f}]" if sp.get("r") is not None
+                   and sp.get("ci_low") is not None else "-")
+            rows.append((f"batch {batch}", f"{a.get('n')} models, FLOPs vs latency Spearman {rho}, "
+                                           f"{(a.get('inversions') or {}).get('count', 0)} inversions"))
+        return f"run {self.run.id} ({len(self.rows)} rows)", rows or [("rows", str(len(self.rows)))]
 
     def to_dict(self) -> dict:
         return {"schema": "flopgap.study.zoo/1", "run": self.run.to_dict(), "rows": self.rows,

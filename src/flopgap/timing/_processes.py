@@ -25,6 +25,8 @@ from typing import Callable
 import numpy as np
 
 from flopgap._json import jsonable
+from flopgap._summary import summary_html, summary_repr
+from flopgap._units import fmt_seconds
 from flopgap.errors import UsageError
 from flopgap.timing._stats import MIN_SAMPLES_95, median_ci
 from flopgap.timing._timer import TIME_SCHEMA, Comparison, Measurement
@@ -41,6 +43,22 @@ class ProcessRepeats:
     results: list[Measurement | Comparison] = field(default_factory=list)
     interrupted: bool = False
     failure: str | None = None   # why the run stopped before ``requested`` processes, if one failed
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    @property
+    def warnings(self) -> list[str]:
+        out = [f"stopped after {len(self.results)} of {self.requested} processes: {self.failure}"] if self.failure else []
+        out += [w for r in self.results for w in r.warnings if w not in out]
+        return out
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        ratio = bool(self.results) and isinstance(self.results[0], Comparison)
+        mid = f"{self.median:.3f}" if ratio else fmt_seconds(self.median)
+        return " ".join(self.args), [("processes", f"{len(self.results)} of {self.requested}"),
+                                     ("median of " + ("ratios" if ratio else "medians"), mid),
+                                     ("spread max/min", f"{self.spread:.3f}" if math.isfinite(self.spread) else "n/a")]
 
     @property
     def values(self) -> list[float]:

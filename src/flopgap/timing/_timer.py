@@ -36,6 +36,8 @@ from typing import Any, Callable
 import numpy as np
 
 from flopgap._json import jsonable
+from flopgap._summary import summary_html, summary_repr
+from flopgap._units import fmt_latency, fmt_seconds
 from flopgap.errors import UsageError, one_line
 from flopgap.models import describe_inputs
 from flopgap.timing._clock import Clock, clock_floor, default_clock
@@ -149,6 +151,17 @@ class Measurement:
     iqr = property(lambda self: self._stats["iqr"])
     outliers = property(lambda self: self._stats["outliers"], doc="samples outside Tukey's 1.5 IQR fences (kept)")
 
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        return self.spec.name, [
+            ("median", fmt_latency(self.median, self.ci_low, self.ci_high, len(self.samples), self.spec.threads,
+                                   self.spec.device, disturbed=self.disturbed, precision_met=self.precision_met)),
+            ("cold", fmt_seconds(self.cold_s)), ("p5 / p95", f"{fmt_seconds(self.p5)} / {fmt_seconds(self.p95)}"),
+            ("samples", f"{len(self.samples)} x {self.block_size} call(s)"),
+            ("inputs", ", ".join(self.spec.inputs)), ("grad", str(self.spec.grad))]
+
     @property
     def calls(self) -> int:
         return len(self.samples) * self.block_size
@@ -261,6 +274,18 @@ class Comparison:
         out += [f"{self.a.spec.name}: {w}" for w in wa if w not in wb]
         out += [f"{self.b.spec.name}: {w}" for w in wb if w not in wa]
         return out
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        a, b = self.a, self.b
+        ratio = (f"{self.ratio:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] (paired bootstrap)"
+                 if math.isfinite(self.ci_low) else f"{self.ratio:.3f} [CI unknown]")
+        return f"{a.spec.name} vs {b.spec.name}", [
+            ("ratio", ratio)] + [(m.spec.name, fmt_latency(m.median, m.ci_low, m.ci_high, len(m.samples),
+                                                           m.spec.threads, m.spec.device, disturbed=m.disturbed))
+                                 for m in (a, b)]
 
     @property
     def excludes_one(self) -> bool:

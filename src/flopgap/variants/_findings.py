@@ -117,6 +117,29 @@ def _why_slower(r, result) -> str:
     return "; ".join(parts)
 
 
+def _is_remedy(name: str) -> bool:
+    from flopgap.variants._registry import get_variant
+
+    try:
+        return get_variant(name).remedy
+    except Exception:  # a stored result naming a variant this build does not register
+        return True
+
+
+def _cost_finding(r) -> dict:
+    """Another workload (``train-step``): its cost in eager inference calls, with the CI."""
+    lo, hi = r.speedup_ci or (None, None)
+    cost = 1 / r.speedup if r.speedup else math.nan
+    if lo and hi and not (math.isnan(lo) or math.isnan(hi)):
+        ci = f" [{1 / hi:.2f}, {1 / lo:.2f}]"
+        cost_ci = (1 / hi, 1 / lo)
+    else:
+        ci, cost_ci = " (no CI)", None
+    return {"kind": "cost", "cost": cost, "cost_ci": cost_ci,
+            "text": f"{r.variant} at {_where(r)}: {_us(r.latency_s)} per step, {cost:.2f}x{ci} an eager inference "
+                    f"call ({_us(r.eager_latency_s)}, timed alternately)"}
+
+
 def _variant_findings(result) -> list[dict]:
     out = []
     for r in result.rows:
@@ -137,6 +160,9 @@ def _variant_findings(result) -> list[dict]:
                         "text": f"{r.variant} at {_where(r)}: inconclusive, machine disturbed while timing "
                                 f"({'; '.join(w for w in r.warnings if w.startswith('machine disturbed'))[:300]}); "
                                 "re-run on a quiet machine"})
+            continue
+        if not _is_remedy(r.variant):
+            out.append({**base, **_cost_finding(r)})
             continue
         lo, hi = r.speedup_ci or (r.speedup, r.speedup)
         if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):

@@ -55,13 +55,19 @@ class Built:
 
 @dataclass(frozen=True)
 class Variant:
-    """A named transform: ``applies(module, device) -> bool``, ``build(module, inputs) -> Built``."""
+    """A named transform: ``applies(module, device) -> bool``, ``build(module, inputs) -> Built``.
+
+    ``remedy=False`` marks a variant that is another workload rather than a faster
+    version of the model (``train-step``): its outputs are not compared with eager's, and
+    its finding states its cost relative to eager instead of a speed-up verdict.
+    """
 
     name: str
     description: str
     build: Callable[[nn.Module, tuple], Built]
     applies: Callable[[nn.Module, str], bool] = lambda module, device: True
     default: bool = True  # part of "every variant that applies"
+    remedy: bool = True   # False: another workload (train-step): its ratio to eager is a cost, not a speed-up
 
 
 _REGISTRY: dict[str, Variant] = {}

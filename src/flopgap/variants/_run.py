@@ -31,6 +31,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from flopgap._units import fmt_latency
+from flopgap._summary import summary_html, summary_repr
 from flopgap._json import jsonable
 from flopgap.errors import UsageError, one_line
 from flopgap.timing import TimerOptions, check_device, environment, threads_context
@@ -102,6 +104,32 @@ class VariantsResult:
     interrupted: bool = False
     settings: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+
+    @property
+    def warnings(self) -> list[str]:
+        """Interruption, disturbed or failed rows, and notes on what could not be checked."""
+        out = [f["text"] for f in self.findings if f.get("kind") in ("interrupted", "disturbed", "inconclusive",
+                                                                      "failed")]
+        return out + list(self.settings.get("notes", []))
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        rows = []
+        for r in self.rows:
+            where = f"{r.variant} b{r.batch}" + (f" {r.threads}t" if r.threads else "")
+            if r.status == "failed":
+                rows.append((where, "failed"))
+            elif r.variant == "eager":
+                rows.append((where, fmt_latency(r.latency_s, *(r.latency_ci or (None, None)), r.n_samples,
+                                                r.measured_threads, disturbed=r.disturbed)))
+            elif r.speedup is not None:
+                lo, hi = r.speedup_ci or (None, None)
+                ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and lo == lo else " [no CI]"
+                rows.append((where, f"{r.speedup:.2f}x{ci}" + (f" {r.status}" if r.status != "ok" else "")
+                             + (" DISTURBED" if r.disturbed else "")))
+        return f"{self.model} on {self.device}", rows
 
     def row(self, variant: str, batch: int | None = None, threads: int | None | str = "any") -> VariantRow:
         """The first row of ``variant`` (at ``batch`` and ``threads`` when given)."""
@@ -403,10 +431,11 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
             row.first_call_s = time.perf_counter() - t0
     except Exception as e:
         raise _Phase(f"first call{' (compiling)' if built.compiled else ''}: {one_line(e)}") from None
-    try:
-        row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
-    except NonFiniteOutput as e:  # a variant that returns NaN is broken, not "0 error"
-        raise _Phase(f"outputs: {e}") from None
+    if variant.remedy:  # another workload (a training step) has no outputs to match eager's
+        try:
+            row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
+        except NonFiniteOutput as e:  # a variant that returns NaN is broken, not "0 error"
+            raise _Phase(f"outputs: {e}") from None
     del out
 
     # no-op detection: the variant's own verdict first (the compiler made no graph), then
@@ -468,7 +497,7 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
     row.warnings = mine.warnings
     row.throughput = row.batch / row.latency_s if row.latency_s else None
     row.status = "no-op" if noop else "ok"
-    if case.explain_on and not interrupted and row.speedup_ci and row.speedup_ci[1] < 1 \
+    if case.explain_on and variant.remedy and not interrupted and row.speedup_ci and row.speedup_ci[1] < 1 \
             and built.countable and built.module is not None:
         row.explain = _explain_pair(case, eager, built.module, inputs, variant.name, device, threads)
     if interrupted:  # the timer stopped on Ctrl-C: keep this row, stop the sweep
