@@ -6,7 +6,7 @@ import subprocess
 
 from conftest import FLOPGAP
 from flopgap.report.generic import sections_from_result
-from flopgap.report.html import Figure, Para, Table, render_html
+from flopgap.report.html import Plot, Para, Table, render_html
 
 
 def test_generic_sections_layout():
@@ -27,7 +27,7 @@ def test_generic_sections_layout():
     ops = sections[2].blocks[0]
     assert len(ops.rows) == 2 and "first 2 of 3" in ops.caption
     assert isinstance(sections[3].blocks[0], Para) and "63%" in sections[3].blocks[0].text
-    assert isinstance(sections[4].blocks[0], Figure)
+    assert isinstance(sections[4].blocks[0], Plot)
     page = render_html("t", sections)
     assert "&lt;b&gt;m&lt;/b&gt;" in page and "<b>m</b>" not in page
 

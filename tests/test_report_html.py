@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from flopgap.report.html import Figure, Para, Section, Table, render_html, table_csv, write_csv, write_html
+from flopgap.report.html import Plot, Para, Section, Table, render_html, table_csv, write_csv, write_html
 from flopgap.report.study_view import sections_for, title_for
 from flopgap.store import Store
 from flopgap.study import run_seed, run_zoo
@@ -70,7 +70,7 @@ def test_seed_report_has_the_verdict_table(tmp_path):
 
 def test_render_escapes_every_string():
     sections = [Section(HOSTILE, [Para(HOSTILE, "warn"), Table([HOSTILE], [[HOSTILE]], HOSTILE, "t"),
-                                  Figure(b"\x89PNG", HOSTILE)])]
+                                  Plot(b"\x89PNG", HOSTILE)])]
     text = render_html(HOSTILE, sections, machine={HOSTILE: HOSTILE}, subtitle=HOSTILE)
     assert "<script>" not in text
     assert text.count(HTML_ESCAPED) >= 9

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from flopgap.cli._common import console, err_console, write_json
-from flopgap.cli.study import DEFAULT_DB, CsvDirOpt, DbOpt, HtmlOpt, JsonOpt, NoPlotsOpt, study_app
+from flopgap.cli.study import DEFAULT_DB, CsvDirOpt, HtmlOpt, JsonOpt, NoPlotsOpt, StudyDbOpt, study_app
 
 
 @study_app.command("machines")
 def study_machines(
     runs: Annotated[list[str], typer.Argument(help="zoo or seed run ids (or 'latest'): one run measured with --machines, or one run per machine")],
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     allow_different_settings: Annotated[bool, typer.Option("--allow-different-settings", help="compare runs whose timing settings (batches, max-time, precision, threads, ...) differ")] = False,
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,

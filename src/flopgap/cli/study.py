@@ -12,7 +12,8 @@ import typer
 from flopgap._terminal import printable
 from flopgap.cli._app import FlopgapTyper, app
 from flopgap.cli._common import CsvOpt as CsvDirOpt  # one --csv meaning on every command: a folder of tables
-from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, say, write_json, write_tables
+from flopgap.cli._common import (HtmlOpt, JsonOpt, PrecisionOpt, ThreadsOpt, console, err_console, say, write_json,
+                                 write_tables)
 from flopgap.cli._executor import AddressOpt, ExecutorOpt, LeaseOpt, MachinesOpt, check_lease, make_executor, report_nodes
 from flopgap.cli._interrupt import deferred_sigint, wrote
 from flopgap.errors import UsageError, one_line
@@ -20,9 +21,7 @@ from flopgap.timing import DEFAULT_PRECISION
 
 STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
               "file path; default: flopgap.db in the current directory")
-DbOpt = Annotated[str, typer.Option("--db", help=STORE_HELP)]
-HtmlOpt = Annotated[Optional[str], typer.Option("--html", help="also write a self-contained HTML report to this path")]
-JsonOpt = Annotated[Optional[str], typer.Option("--json", help="also write the result as JSON to this path ('-' for stdout)")]
+StudyDbOpt = Annotated[str, typer.Option("--db", help=STORE_HELP)]  # studies always store: a default, not optional
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the latest unfinished run with the same settings on this machine (skips what it stored)")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")]
 QuickProfileOpt = Annotated[bool, typer.Option("--quick-profile", help="use the machine stage's quick profile for predictions (seconds to measure instead of about a minute; measured once per machine, then cached)")]
@@ -150,7 +149,7 @@ def study_zoo(
     device: Annotated[Optional[str], typer.Option("--device", help="time (and profile) on this device: cpu (default), cuda, cuda:N; on a cluster a kind of machine may name its own, --machines gpu-h200:cuda")] = None,
     quick_profile: QuickProfileOpt = False,
     resume: ResumeOpt = False,
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,
     json_path: JsonOpt = None,
@@ -200,7 +199,7 @@ def study_generation(
     precision: PrecisionOpt = 0.02,
     threads: ThreadsOpt = None,
     resume: ResumeOpt = False,
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,
     json_path: JsonOpt = None,
@@ -229,7 +228,7 @@ def study_seed(
     no_explain: Annotated[bool, typer.Option("--no-explain", help="skip explain's reasons")] = False,
     quick_profile: QuickProfileOpt = False,
     resume: ResumeOpt = False,
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,
     json_path: JsonOpt = None,
@@ -266,7 +265,7 @@ def study_shufflenet(
     precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
     resume: ResumeOpt = False,
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     html: HtmlOpt = None,
     csv: CsvDirOpt = None,
     json_path: JsonOpt = None,
@@ -292,7 +291,7 @@ def study_shufflenet(
 
 @app.command()
 def runs(
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     kind: Annotated[Optional[str], typer.Option("--kind", help="only runs of this kind (zoo, seed, shufflenet-v2)")] = None,
     limit: Annotated[int, typer.Option("--limit", help="at most this many, newest first")] = 20,
     json_path: JsonOpt = None,
@@ -326,7 +325,7 @@ def runs(
 def compare_cmd(
     a: Annotated[str, typer.Argument(help="baseline: a run id in --db ('latest' too) or a JSON file written by --json of any command")],
     b: Annotated[str, typer.Argument(help="the run id or JSON file to compare with it")],
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     threshold: Annotated[float, typer.Option("--threshold", help="flag changes whose whole 95% CI lies beyond this fraction (default 0.05 = 5%)")] = 0.05,
     force: Annotated[bool, typer.Option("--force", help="compare even when threads, inputs, device, precision, machine or torch version differ (the differences are stated first)")] = False,
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="exit 1 if any model regressed")] = False,
@@ -372,7 +371,7 @@ def compare_cmd(
 @app.command()
 def report(
     run: Annotated[str, typer.Argument(help="run id (flopgap runs lists them) or 'latest'")],
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     out: Annotated[Optional[str], typer.Option("--html", "--out", "-o", help="HTML path (default reports/run-ID-KIND.html)")] = None,
     csv: CsvDirOpt = None,
     no_plots: NoPlotsOpt = False,
@@ -402,7 +401,7 @@ def report(
 
 @app.command()
 def demo(
-    db: DbOpt = DEFAULT_DB,
+    db: StudyDbOpt = DEFAULT_DB,
     out: Annotated[str, typer.Option("--out", help="folder for the HTML reports")] = "reports",
     max_time: Annotated[float, typer.Option("--max-time", help="timing budget per model or pair, seconds")] = 2.0,
     precision: PrecisionOpt = DEFAULT_PRECISION,

@@ -8,6 +8,8 @@ numbers is never emitted. Every threshold is named below with the reason for its
 
 from __future__ import annotations
 
+from flopgap._units import fmt_seconds
+
 from typing import Callable
 
 from flopgap.explain._records import Bound, Finding, OpRef
@@ -39,10 +41,6 @@ TOP_OPS = 5  # ops listed per finding
 _CLASS_WORDS = {Bound.COMPUTE: "compute (FLOP-bound work)", Bound.MEMORY: "memory traffic",
                 Bound.OVERHEAD: "dispatch overhead (fixed per-op cost)"}
 _ELEMENTWISE = ("pointwise", "norm", "softmax", "reduction")
-
-
-def _us(s: float) -> str:
-    return f"{s * 1e6:,.1f} us" if s < 1e-3 else f"{s * 1e3:,.2f} ms"
 
 
 def _rate(x: float, unit: str) -> str:
@@ -87,7 +85,7 @@ def _dominant(v: _View) -> Finding:
     cls = v.ex.classes
     return Finding(
         "dominant", f"Dominant cost: {_CLASS_WORDS[dom]}",
-        f"{ranking[dom]:.0%} of the profiled call ({_us(v.total)}) is {_CLASS_WORDS[dom]}"
+        f"{ranking[dom]:.0%} of the profiled call ({fmt_seconds(v.total)}) is {_CLASS_WORDS[dom]}"
         + (f", including {v.py_share:.0%} spent outside any op beyond the profiler's own cost (Python, module calls)"
            if dom == Bound.OVERHEAD and v.py_share >= OUTSIDE_NAMED else "")
         + f"; compute-bound ops take {v.shares[Bound.COMPUTE]:.0%} of the time for "
@@ -108,11 +106,11 @@ def _overhead(v: _View) -> Finding | None:
     t = v.t
     return Finding(
         "overhead", "Kernel launches / dispatch overhead",
-        f"{n_ops} dispatched ops x {_us(v.prof.dispatch_overhead_s)} tiny-op overhead = {_us(fixed)}, "
-        f"{fixed / v.total:.0%} of the {_us(v.total)} call; the {len(v.ov_rows)} overhead-bound ops take "
-        f"{_us(ov_time)} ({ov_time / v.total:.0%}), {_us(per_op)} each on average "
+        f"{n_ops} dispatched ops x {fmt_seconds(v.prof.dispatch_overhead_s)} tiny-op overhead = {fmt_seconds(fixed)}, "
+        f"{fixed / v.total:.0%} of the {fmt_seconds(v.total)} call; the {len(v.ov_rows)} overhead-bound ops take "
+        f"{fmt_seconds(ov_time)} ({ov_time / v.total:.0%}), {fmt_seconds(per_op)} each on average "
         f"({per_op / v.prof.dispatch_overhead_s:.1f}x the tiny-op cost)"
-        + (f"; {_us(t.outside_s)} ({t.outside_share:.0%}) is outside any op, {_us(t.outside_python_s)} of it "
+        + (f"; {fmt_seconds(t.outside_s)} ({t.outside_share:.0%}) is outside any op, {fmt_seconds(t.outside_python_s)} of it "
            "beyond the profiler's own cost" if t.outside_s > 0 else "") + ".",
         {"ops": n_ops, "dispatch_overhead_s": v.prof.dispatch_overhead_s, "ops_x_overhead_s": fixed,
          "ops_x_overhead_share": fixed / v.total, "overhead_bound_ops": len(v.ov_rows),
@@ -129,9 +127,9 @@ def _gpu_idle(v: _View) -> Finding | None:
     idle, n_launch, launch = t.gpu_idle_share, t.launches or 0, v.prof.launch_latency_s
     return Finding(
         "gpu_idle", "GPU busy vs waiting on the host",
-        f"the GPU runs kernels for {_us(t.device_s)} of the {_us(v.total)} profiled call; {idle:.0%} of the call "
+        f"the GPU runs kernels for {fmt_seconds(t.device_s)} of the {fmt_seconds(v.total)} profiled call; {idle:.0%} of the call "
         f"it waits for the host to dispatch and launch {n_launch} kernels"
-        + (f" ({n_launch} x {_us(launch)} measured launch latency = {_us(n_launch * launch)})"
+        + (f" ({n_launch} x {fmt_seconds(launch)} measured launch latency = {fmt_seconds(n_launch * launch)})"
            if launch and n_launch else "")
         + (": launch-bound, so CUDA graphs or torch.compile shorten it and a larger batch is nearly free"
            if idle >= GPU_IDLE_SHARE else "") + ".",
@@ -148,7 +146,7 @@ def _memory(v: _View) -> Finding | None:
     flops, nbytes = v.t.flops, v.t.bytes
     return Finding(
         "memory", "Memory access",
-        f"{len(mem)} memory-bound ops take {_us(mem_time)} ({mem_time / v.total:.0%} of the call) for "
+        f"{len(mem)} memory-bound ops take {fmt_seconds(mem_time)} ({mem_time / v.total:.0%} of the call) for "
         f"{sum(r.flops for r in mem) / max(flops, 1):.0%} of the FLOPs; the model moves {nbytes / 1e6:,.1f} MB, "
         f"{nbytes / max(flops, 1):.3f} bytes per FLOP (this machine's ridge point is "
         f"{1 / v.t.ridge_intensity:.3f} bytes per FLOP).",
@@ -172,7 +170,7 @@ def _utilisation(v: _View) -> Finding | None:
         "utilisation", "Hardware utilisation",
         f"{len(gemm)} matmul/conv ops reach {_rate(g_flops / g_time, 'FLOP/s')} on average, {eff:.0%} of the "
         f"measured {_rate(peak, 'FLOP/s')} peak; the whole model reaches {v.t.efficiency:.1%} of peak"
-        + (f"; {len(low)} of them run below {LOW_EFFICIENCY:.0%} of peak and take {_us(low_time)} "
+        + (f"; {len(low)} of them run below {LOW_EFFICIENCY:.0%} of peak and take {fmt_seconds(low_time)} "
            f"({low_time / v.total:.0%} of the call)" if low else "") + ".",
         {"gemm_ops": len(gemm), "gemm_flops_per_s": g_flops / g_time, "peak_flops_per_s": peak,
          "gemm_efficiency": eff, "model_efficiency": v.t.efficiency, "below_25pct_ops": len(low),
@@ -205,7 +203,7 @@ def _fusion(v: _View) -> Finding | None:
     flops = v.t.flops
     return Finding(
         "opportunity", "Opportunity: fusion (torch.compile)",
-        f"{len(elem)} elementwise/normalisation ops take {_us(e_time)} ({e_time / v.total:.0%} of the call) for "
+        f"{len(elem)} elementwise/normalisation ops take {fmt_seconds(e_time)} ({e_time / v.total:.0%} of the call) for "
         f"{sum(r.flops for r in elem) / max(flops, 1):.1%} of the FLOPs; each reads and writes its tensor once: "
         f"fusing them (torch.compile, folding batch-norm into convs) removes those passes and {len(elem)} "
         "dispatches.",
@@ -234,8 +232,8 @@ def _page_faults(v: _View) -> Finding | None:
     cost = faults * fault_s
     return Finding(
         "opportunity", "Opportunity: allocator page faults",
-        f"{faults:,.0f} minor page faults per call x {_us(fault_s)} each (this machine's first-touch cost) = "
-        f"{_us(cost)}, {cost / ref:.0%} of the {_us(ref)} call: the allocator hands fresh pages to large "
+        f"{faults:,.0f} minor page faults per call x {fmt_seconds(fault_s)} each (this machine's first-touch cost) = "
+        f"{fmt_seconds(cost)}, {cost / ref:.0%} of the {fmt_seconds(ref)} call: the allocator hands fresh pages to large "
         "activations on every call; an allocator that keeps freed memory (jemalloc or tcmalloc, or glibc's "
         "MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_) avoids most of them.",
         {"page_faults_per_call": faults, "page_fault_s": fault_s, "page_faults_s": cost, "page_faults_share": cost / ref})
@@ -247,7 +245,7 @@ def _coverage(v: _View) -> Finding | None:
         return None
     u_time = sum(r.time_s for r in unc)
     return Finding("coverage", "Ops without a FLOP formula",
-                   f"{len(unc)} ops have no FLOP formula; they take {_us(u_time)} ({u_time / v.total:.0%} of the call).",
+                   f"{len(unc)} ops have no FLOP formula; they take {fmt_seconds(u_time)} ({u_time / v.total:.0%} of the call).",
                    {"uncovered_ops": len(unc), "uncovered_s": u_time, "uncovered_share": u_time / v.total},
                    _top(unc))
 

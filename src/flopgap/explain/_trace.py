@@ -31,9 +31,12 @@ ending in ``.gz`` is written gzip-compressed (as ``export_chrome_trace`` does).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+import json
 from pathlib import Path
+
+from flopgap._files import write_atomic
+from flopgap._json import dumps
 
 __all__ = ["TraceJoin", "annotate_trace", "TRACE_SCHEMA"]
 
@@ -106,7 +109,7 @@ def annotate_trace(path: str | Path, joins: list[TraceJoin], rows: list[dict], *
                "annotated_op_events": annotated, "annotated_device_events": device, "unannotated": unannotated,
                "args": sorted(_args(rows[0]).keys()) if rows else []}
     data["flopgap"] = summary
-    _write(p, json.dumps(data, allow_nan=False, default=str))
+    _write(p, dumps(data, indent=None))
     return summary
 
 
@@ -119,9 +122,7 @@ def _read(p: Path) -> str:
 
 
 def _write(p: Path, text: str) -> None:
-    if p.suffix == ".gz":
-        import gzip
+    """The trace as one file, written whole (gzip when the name ends in .gz)."""
+    import gzip
 
-        p.write_bytes(gzip.compress(text.encode()))
-    else:
-        p.write_text(text)
+    write_atomic(p, gzip.compress(text.encode()) if p.suffix == ".gz" else text, what=f"trace {str(p)!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, pct, si
-from flopgap.report.html import Details, Figure, Para, Section, Table
+from flopgap.report.html import Details, Plot, Para, Section, Table
 
 __all__ = ["command_sections", "COMMAND_KINDS", "MAIN_TABLE"]
 
@@ -157,7 +157,7 @@ def _time(d: dict, plots: bool) -> list[Section]:
     if plots and any(samples.values()):
         from flopgap.report.plots import latency_histogram
 
-        blocks.append(Figure(latency_histogram(samples, medians, title=title),
+        blocks.append(Plot(latency_histogram(samples, medians, title=title),
                              "steady-state samples (seconds per call of each block), median dashed"))
     blocks.append(Para(f"median of steady-state samples; 95% CI of the median by order statistics; cold = first "
                        f"call, reported apart; {env.get('cpu_model', '')}, torch {env.get('torch', '?')}", "note"))
@@ -227,7 +227,7 @@ def _explain(d: dict, plots: bool) -> list[Section]:
                              mem_bandwidth=mach.get("mem_bandwidth") or 0.0,
                              cache_bandwidth=mach.get("cache_bandwidth") or 0.0,
                              total=(t.get("flops"), t.get("bytes"), ref), title=str(d.get("model")))
-        sections.append(Section("Roofline", [Figure(png, "achieved FLOP/s against arithmetic intensity per op, "
+        sections.append(Section("Roofline", [Plot(png, "achieved FLOP/s against arithmetic intensity per op, "
                                                          "sized by time share; the star is the model")]))
     mods = [m for m in d.get("modules", []) if m.get("ops")]
     cols = ["module", "type", "time", "share of call", "FLOPs", "achieved"]
@@ -319,7 +319,7 @@ def _variants(d: dict, plots: bool) -> list[Section]:
             png = speedup_chart(labels, [r["speedup"] for r in timed],
                                 [tuple(r["speedup_ci"]) if r.get("speedup_ci") and None not in r["speedup_ci"]
                                  else None for r in timed], title=str(d.get("model")))
-            blocks.append(Figure(png, "speed-up of each variant over eager with its 95% CI (log axis)"))
+            blocks.append(Plot(png, "speed-up of each variant over eager with its 95% CI (log axis)"))
     sections = [Section(f"variants: {d.get('model')}", blocks)]
     findings = [Para(f["text"], "warn" if f.get("kind") in ("slower", "failed", "disturbed", "inconclusive") else "")
                 for f in d.get("findings") or []]

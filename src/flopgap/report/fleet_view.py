@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from flopgap.report._format import fmt_seconds, si
-from flopgap.report.html import Figure, Para, Section, Table
+from flopgap.report.html import Plot, Para, Section, Table
 
 __all__ = ["machines_sections", "fleet_sections"]
 
@@ -119,7 +119,7 @@ def machines_sections(cmp, *, plots: bool = True) -> list[Section]:
                 la = [r["latency"][a]["value"] for r in b["table"] if a in r["latency"] and c in r["latency"]]
                 lc = [r["latency"][c]["value"] for r in b["table"] if a in r["latency"] and c in r["latency"]]
                 labels = [r["model"] for r in b["table"] if a in r["latency"] and c in r["latency"]]
-                blocks.append(Figure(P.loglog_scatter(la, lc, labels, xlabel=f"latency on {a} (s)",
+                blocks.append(Plot(P.loglog_scatter(la, lc, labels, xlabel=f"latency on {a} (s)",
                                                       ylabel=f"latency on {c}",
                                                       title=f"{a} vs {c}, batch {batch}"),
                                      f"each model's latency on {a} (x) and {c} (y), log-log"))

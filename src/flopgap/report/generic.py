@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from flopgap.report.html import Figure, Para, Section, Table
+from flopgap.report.html import Plot, Para, Section, Table
 
 __all__ = ["sections_from_result"]
 
@@ -86,5 +86,5 @@ def sections_from_result(title: str, data: dict, *, figures: Sequence[tuple[byte
                 if t:
                     sections.append(Section(key, [t]))
     if figures:
-        sections.append(Section("plots", [Figure(png, caption) for png, caption in figures]))
+        sections.append(Section("plots", [Plot(png, caption) for png, caption in figures]))
     return sections

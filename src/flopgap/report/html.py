@@ -1,7 +1,7 @@
 """Self-contained HTML reports: one file, inline CSS, plots embedded as base64 PNG.
 
 A report is a title and a list of :class:`Section`; a section holds blocks, each a
-:class:`Para` (text), :class:`Table` or :class:`Figure`. Every string that reaches the
+:class:`Para` (text), :class:`Table` or :class:`Plot`. Every string that reaches the
 page (model names included) is HTML-escaped here, once, so callers pass plain text.
 Every table carries a CSV copy as a ``data:`` link, and :func:`table_csv` /
 :func:`write_csv` export tables to files. Opening the file needs no network.
@@ -22,7 +22,7 @@ from typing import Any, Sequence, Union
 from flopgap._files import write_atomic
 from flopgap.errors import UsageError
 
-__all__ = ["Para", "Table", "Figure", "Details", "Section", "render_html", "write_html", "table_csv", "write_csv",
+__all__ = ["Para", "Table", "Plot", "Details", "Section", "render_html", "write_html", "table_csv", "write_csv",
            "csv_cell", "main_table"]
 
 
@@ -52,7 +52,7 @@ class Table:
 
 
 @dataclass
-class Figure:
+class Plot:
     """A PNG image (bytes) with a caption."""
 
     png: bytes
@@ -67,7 +67,7 @@ class Details:
     blocks: list = field(default_factory=list)
 
 
-Block = Union[Para, Table, Figure, Details]
+Block = Union[Para, Table, Plot, Details]
 
 
 @dataclass
@@ -177,7 +177,7 @@ def _block(block: Block) -> str:
     if isinstance(block, Details):
         inner = "\n".join(_block(b) for b in block.blocks)
         return f"<details><summary>{_e(block.summary)}</summary>\n{inner}\n</details>"
-    if isinstance(block, Figure):
+    if isinstance(block, Plot):
         data = base64.b64encode(block.png).decode()
         return (f'<figure><img alt="{_e(block.caption)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{_e(block.caption)}</figcaption></figure>")

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from flopgap._terminal import printable
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, si
-from flopgap.report.html import Figure, Para, Section, Table
+from flopgap.report.html import Plot, Para, Section, Table
 
 __all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_sections", "runs_table",
            "print_sections", "title_for"]
@@ -154,18 +154,18 @@ def zoo_sections(result, *, plots: bool = True) -> list[Section]:
             lat = [r["median"] for r in rows]
             errs = [(r["ci_low"], r["ci_high"]) for r in rows]
             fitab = (fit["a"], fit["b"]) if fit["residuals"] else None
-            blocks.append(Figure(P.loglog_scatter([r["flops"] for r in rows], lat, labels, xlabel="FLOPs",
+            blocks.append(Plot(P.loglog_scatter([r["flops"] for r in rows], lat, labels, xlabel="FLOPs",
                                                   title=f"latency vs FLOPs, batch {batch}", fit=fitab, errors=errs),
                                  f"latency vs FLOPs (log-log), batch {batch}"))
-            blocks.append(Figure(P.loglog_scatter([r["params"] for r in rows], lat, labels, xlabel="params",
+            blocks.append(Plot(P.loglog_scatter([r["params"] for r in rows], lat, labels, xlabel="params",
                                                   title=f"latency vs params, batch {batch}", errors=errs),
                                  f"latency vs params (log-log), batch {batch}"))
             if any(r["prediction"] for r in rows):
-                blocks.append(Figure(P.predicted_vs_measured([r["prediction"] for r in rows], lat, labels,
+                blocks.append(Plot(P.predicted_vs_measured([r["prediction"] for r in rows], lat, labels,
                                                              title=f"explain's prediction vs measured, batch {batch}"),
                                      f"predicted vs measured latency, batch {batch}"))
             if fit["residuals"]:
-                blocks.append(Figure(P.residuals_plot([x["flops"] for x in fit["residuals"]],
+                blocks.append(Plot(P.residuals_plot([x["flops"] for x in fit["residuals"]],
                                                       [x["ratio"] for x in fit["residuals"]],
                                                       [x["label"] for x in fit["residuals"]],
                                                       outliers=[o["label"] for o in fit["outliers"]]),
@@ -258,7 +258,7 @@ def shufflenet_sections(result, *, plots: bool = True) -> list[Section]:
         if plots:
             from flopgap.report import plots as P
 
-            blocks.append(Figure(P.relative_speed_bars(
+            blocks.append(Plot(P.relative_speed_bars(
                 [r["config"] for r in rows],
                 {"this machine": [r["speed"] for r in rows], "paper GPU": [r["paper_gpu"] for r in rows],
                  "paper ARM": [r["paper_arm"] for r in rows]}, title=f"{g}: relative speed"),

@@ -269,8 +269,9 @@ class SystemLoad:
         calm[key] = seconds
         try:
             from flopgap._cache import atomic_write_text
+            from flopgap._json import dumps
 
-            atomic_write_text(self._path(), json.dumps(calm, indent=1))
+            atomic_write_text(self._path(), dumps(calm))
         except OSError:  # a read-only cache: the reference lives for this process only
             pass
 

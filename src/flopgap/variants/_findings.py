@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from flopgap._units import fmt_seconds
+
 __all__ = ["findings", "cpu_flags"]
 
 _STOP_FALLING = 0.10   # per-item gain below 10%: stopped falling
@@ -31,10 +33,6 @@ def cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
-
-
-def _us(s: float | None) -> str:
-    return "-" if s is None else f"{s * 1e6:.3g} us" if s < 1e-3 else f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
 
 
 def _ci(r) -> str:
@@ -82,14 +80,14 @@ def _why_slower(r, result) -> str:
         parts.append(f"{r.ops} kernel ops per call vs eager's {r.ops_eager}" + (f" (added: {added})" if added else ""))
         if eager and r.ops > r.ops_eager and r.latency_s and r.eager_latency_s:
             extra = r.latency_s - r.eager_latency_s
-            parts.append(f"{_us(extra)} more per call, {_us(extra / (r.ops - r.ops_eager))} per added op")
+            parts.append(f"{fmt_seconds(extra)} more per call, {fmt_seconds(extra / (r.ops - r.ops_eager))} per added op")
     if r.variant.startswith("int8") and eager and eager.weight_bytes and r.weight_bytes:
         parts.append(f"weights {eager.weight_bytes / 1e6:.3g} MB -> {r.weight_bytes / 1e6:.3g} MB "
                      f"({(eager.weight_bytes - r.weight_bytes) / 1e6:.3g} MB less read per call), while every call "
                      "now quantizes its activations")
     if r.compiled and eager and eager.ops_eager and r.latency_s and r.eager_latency_s:
-        parts.append(f"the compiled call takes {_us(r.latency_s - r.eager_latency_s)} more than eager's "
-                     f"{eager.ops_eager} kernel op(s) ({_us(r.eager_latency_s / eager.ops_eager)} per op on average): "
+        parts.append(f"the compiled call takes {fmt_seconds(r.latency_s - r.eager_latency_s)} more than eager's "
+                     f"{eager.ops_eager} kernel op(s) ({fmt_seconds(r.eager_latency_s / eager.ops_eager)} per op on average): "
                      "where eager's ops are already single GEMMs or fused kernels there is little left to fuse, "
                      "and the compiled call adds a fixed per-call cost (guards, wrapper)")
     if r.variant in ("bf16", "fp16", "bf16-autocast"):
@@ -107,9 +105,9 @@ def _why_slower(r, result) -> str:
     if r.explain and "error" not in r.explain:
         ev, vv = r.explain.get("eager"), r.explain.get(r.variant)
         if ev and vv:
-            top = ", ".join(f"{op.removeprefix('aten.')} {_us(t)}" for op, t in vv["top_ops"] if t)
-            parts.append(f"explain: eager {_us(ev['call_s'])} per profiled call, {ev['dominant']}-bound; "
-                         f"{r.variant} {_us(vv['call_s'])}, {vv['dominant']}-bound "
+            top = ", ".join(f"{op.removeprefix('aten.')} {fmt_seconds(t)}" for op, t in vv["top_ops"] if t)
+            parts.append(f"explain: eager {fmt_seconds(ev['call_s'])} per profiled call, {ev['dominant']}-bound; "
+                         f"{r.variant} {fmt_seconds(vv['call_s'])}, {vv['dominant']}-bound "
                          f"({vv['time_share'].get('overhead', 0):.0%} in overhead-bound ops, "
                          f"{vv['outside_share'] or 0:.0%} outside ops); slowest ops: {top}")
     elif r.explain:
@@ -136,8 +134,8 @@ def _cost_finding(r) -> dict:
     else:
         ci, cost_ci = " (no CI)", None
     return {"kind": "cost", "cost": cost, "cost_ci": cost_ci,
-            "text": f"{r.variant} at {_where(r)}: {_us(r.latency_s)} per step, {cost:.2f}x{ci} an eager inference "
-                    f"call ({_us(r.eager_latency_s)}, timed alternately)"}
+            "text": f"{r.variant} at {_where(r)}: {fmt_seconds(r.latency_s)} per step, {cost:.2f}x{ci} an eager inference "
+                    f"call ({fmt_seconds(r.eager_latency_s)}, timed alternately)"}
 
 
 def _variant_findings(result) -> list[dict]:
@@ -182,7 +180,7 @@ def _variant_findings(result) -> list[dict]:
         if r.compiled and r.first_call_s is not None and r.eager_latency_s and r.latency_s:
             saved = r.eager_latency_s - r.latency_s
             if lo > 1:
-                pays = f"pays back after ~{math.ceil(r.first_call_s / saved):,} calls ({_us(saved)} saved per call)"
+                pays = f"pays back after ~{math.ceil(r.first_call_s / saved):,} calls ({fmt_seconds(saved)} saved per call)"
             elif hi < 1:
                 pays = "never pays back: the compiled model is slower"
             else:
@@ -209,7 +207,7 @@ def _scaling_findings(result) -> list[dict]:
                 if b.per_item_s > (1 - _STOP_FALLING) * a.per_item_s:
                     stop = a.batch
                     break
-            per_item = ", ".join(f"b{r.batch} {_us(r.per_item_s)}" for r in rows)
+            per_item = ", ".join(f"b{r.batch} {fmt_seconds(r.per_item_s)}" for r in rows)
             if stop is None:
                 text = f"{variant}{where}: per-item latency still falling at batch {rows[-1].batch} ({per_item})"
             else:
