@@ -7,6 +7,8 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pytest
+
+from flopgap.variants._findings import VariantFinding
 import torch
 from torch import nn
 
@@ -104,7 +106,7 @@ def test_variants_repr():
                        speedup_ci=(0.48, 0.52), n_samples=100),
             VariantRow("compile", 1, None, "failed", reason="no compiler")]
     v = VariantsResult("seed:ex3-float", ["1x1000"], ["eager", "int8-dynamic", "compile"], [1], [None], rows,
-                       findings=[{"kind": "failed", "text": "compile failed at batch 1: no compiler"}])
+                       findings=[VariantFinding("failed", "compile failed at batch 1: no compiler")])
     _check(v, "eager b1 100 us [99 us, 101 us] n=100, 2 threads", "int8-dynamic b1 0.50x [0.48, 0.52]", warnings=1)
 
 

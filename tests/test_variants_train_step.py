@@ -68,9 +68,9 @@ def test_train_step_row_is_a_cost_not_a_speedup():
     eager, row = result.rows
     assert (row.variant, row.status) == ("train-step", "ok")
     assert row.max_abs_err is None and row.ops > eager.ops  # forward + backward + update
-    (finding,) = [f for f in result.findings if f["variant"] == "train-step"]
-    assert finding["kind"] == "cost" and "an eager inference call" in finding["text"]
-    assert abs(finding["cost"] * row.speedup - 1) < 1e-9
+    (finding,) = [f for f in result.findings if f.variant == "train-step"]
+    assert finding.kind == "cost" and "an eager inference call" in finding.text
+    assert abs(finding.numbers["cost"] * row.speedup - 1) < 1e-9
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ def test_noop_flagged_on_identity_not_on_real_change():
     assert ident.reason == "did not change the model: module tree and op sequence identical to eager"
     assert ident.max_abs_err == 0.0
     assert bf16.status == "ok" and bf16.reason == ""
-    assert any(f["kind"] == "no-op" and f["variant"] == "identity" for f in result.findings)
+    assert any(f.kind == "no-op" and f.variant == "identity" for f in result.findings)
 
 
 def test_channels_last_on_mlp_is_a_noop():
@@ -133,7 +133,7 @@ def test_interrupt_keeps_rows_already_measured():
     assert result.interrupted
     assert [r.variant for r in result.rows] == ["eager", "ctrl-c"]  # bf16 never started
     assert result.row("eager").status == "ok" and result.row("eager").latency_s > 0
-    assert result.findings[0]["kind"] == "interrupted"
+    assert result.findings[0].kind == "interrupted"
 
 
 def test_unknown_variant_lists_known_ones():
@@ -181,7 +181,7 @@ def test_compile_tiny_linear():
     assert row.status == "ok", row.reason
     assert row.compiled and row.first_call_s > 0 and row.ops is None
     assert row.max_abs_err < 1e-5
-    assert any(f["kind"] == "compile-time" for f in result.findings)
+    assert any(f.kind == "compile-time" for f in result.findings)
 
 
 def test_eager_count_failure_is_said_and_turns_no_op_detection_off(monkeypatch):

@@ -53,8 +53,8 @@ def render_variants(result, console: Console) -> None:
                   f"on {markup(result.device)}"
                   + ("  [red](interrupted: partial)[/red]" if result.interrupted else ""))
     for f in result.findings:
-        if f.get("kind") == "disturbed":
-            console.print(Text(printable(f"warning: {f['text']}"), style="yellow"))
+        if f.kind == "disturbed":
+            console.print(Text(printable(f"warning: {f.text}"), style="yellow"))
     show_threads = len(result.threads) > 1
     measured = sorted({r.measured_threads for r in result.rows if r.measured_threads is not None})
     threads = "" if show_threads else f", threads: {', '.join(map(str, measured)) or result.threads[0] or 'torch default'}"
@@ -97,8 +97,8 @@ def render_variants(result, console: Console) -> None:
     if result.findings:
         console.print("[bold]findings[/bold]")
         for f in result.findings:
-            style = {"slower": "red", "failed": "red", "no-op": "yellow", "faster": "green"}.get(f["kind"], "")
-            console.print(Text(printable(f"  {f['text']}"), style=style))
+            style = {"slower": "red", "failed": "red", "no-op": "yellow", "faster": "green"}.get(f.kind, "")
+            console.print(Text(printable(f"  {f.text}"), style=style))
     method = result.settings.get("peak_memory_method", "")
     console.print(f"[dim]Latency: median per call, ±: larger side of its 95% CI; speed-up from alternating timing of eager and the "
                   f"variant (eager (paired): eager's median in that pair). Errors vs eager outputs on the same input (rel = max|diff| / max|eager|). Ops: counted kernel ops, "

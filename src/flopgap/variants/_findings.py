@@ -14,13 +14,33 @@ Scaling rules (stated in every finding's text):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from flopgap._units import fmt_seconds
 
-__all__ = ["findings", "cpu_flags"]
+__all__ = ["findings", "cpu_flags", "VariantFinding"]
 
 _STOP_FALLING = 0.10   # per-item gain below 10%: stopped falling
 _OVERHEAD_GROWTH = 1.10  # latency growth per batch doubling below 10%: overhead-bound
+
+
+@dataclass(frozen=True)
+class VariantFinding:
+    """One finding of a sweep: ``kind`` (faster, slower, no-gain, no-op, failed, cost,
+    inconclusive, unresolved, compile-time, batch-saturation, overhead-bound,
+    thread-scaling, disturbed, interrupted), its ``text`` with the numbers written out,
+    where it applies, and the ``numbers`` themselves."""
+
+    kind: str
+    text: str
+    variant: str | None = None
+    batch: int | None = None
+    threads: int | None = None
+    numbers: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "variant": self.variant, "batch": self.batch,
+                "threads": self.threads, **self.numbers}
 
 
 def cpu_flags() -> set[str]:
@@ -124,7 +144,7 @@ def _is_remedy(name: str) -> bool:
         return True
 
 
-def _cost_finding(r) -> dict:
+def _cost_finding(r) -> "VariantFinding":
     """Another workload (``train-step``): its cost in eager inference calls, with the CI."""
     lo, hi = r.speedup_ci or (None, None)
     cost = 1 / r.speedup if r.speedup else math.nan
@@ -133,41 +153,42 @@ def _cost_finding(r) -> dict:
         cost_ci = (1 / hi, 1 / lo)
     else:
         ci, cost_ci = " (no CI)", None
-    return {"kind": "cost", "cost": cost, "cost_ci": cost_ci,
-            "text": f"{r.variant} at {_where(r)}: {fmt_seconds(r.latency_s)} per step, {cost:.2f}x{ci} an eager inference "
-                    f"call ({fmt_seconds(r.eager_latency_s)}, timed alternately)"}
+    return VariantFinding("cost", f"{r.variant} at {_where(r)}: {fmt_seconds(r.latency_s)} per step, {cost:.2f}x{ci} "
+                          f"an eager inference call ({fmt_seconds(r.eager_latency_s)}, timed alternately)",
+                          r.variant, r.batch, r.threads, {"cost": cost, "cost_ci": cost_ci})
 
 
-def _variant_findings(result) -> list[dict]:
+def _variant_findings(result) -> list["VariantFinding"]:
     out = []
     for r in result.rows:
         if r.variant == "eager":
             continue
-        base = {"variant": r.variant, "batch": r.batch, "threads": r.threads}
+        base = (r.variant, r.batch, r.threads)
         if r.status == "failed":
-            out.append({**base, "kind": "failed", "text": f"{r.variant} failed at {_where(r)}: {r.reason}"})
+            out.append(VariantFinding("failed", f"{r.variant} failed at {_where(r)}: {r.reason}", *base))
             continue
         if r.status == "no-op":
-            out.append({**base, "kind": "no-op", "text": f"{r.variant} did not change the model at {_where(r)} "
-                        f"({r.reason.split(': ', 1)[-1]}); speed-up {_ci(r)}"})
+            out.append(VariantFinding("no-op", f"{r.variant} did not change the model at {_where(r)} "
+                                      f"({r.reason.split(': ', 1)[-1]}); speed-up {_ci(r)}", *base))
             continue
         if r.speedup is None:
             continue
         if r.disturbed:  # no verdict rests on a busy machine: say so, with the sentinel's evidence
-            out.append({**base, "kind": "inconclusive", "speedup": r.speedup,
-                        "text": f"{r.variant} at {_where(r)}: inconclusive, machine disturbed while timing "
-                                f"({'; '.join(w for w in r.warnings if w.startswith('machine disturbed'))[:300]}); "
-                                "re-run on a quiet machine"})
+            out.append(VariantFinding(
+                "inconclusive", f"{r.variant} at {_where(r)}: inconclusive, machine disturbed while timing "
+                f"({'; '.join(w for w in r.warnings if w.startswith('machine disturbed'))[:300]}); "
+                "re-run on a quiet machine", *base, {"speedup": r.speedup}))
             continue
         if not _is_remedy(r.variant):
-            out.append({**base, **_cost_finding(r)})
+            out.append(_cost_finding(r))
             continue
         lo, hi = r.speedup_ci or (r.speedup, r.speedup)
         if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
             n = (r.timing or {}).get(r.variant, {}).get("n_samples")
-            out.append({**base, "kind": "unresolved", "speedup": r.speedup,
-                        "text": f"{r.variant} at {_where(r)}: speed-up {r.speedup:.2f}x but no CI "
-                                f"({n if n is not None else 'too few'} sample(s) in the time allowed: raise --max-time)"})
+            out.append(VariantFinding(
+                "unresolved", f"{r.variant} at {_where(r)}: speed-up {r.speedup:.2f}x but no CI "
+                f"({n if n is not None else 'too few'} sample(s) in the time allowed: raise --max-time)", *base,
+                {"speedup": r.speedup}))
             continue
         if lo > 1:
             kind, text = "faster", f"{r.variant} is faster than eager at {_where(r)}: {_ci(r)}"
@@ -176,7 +197,7 @@ def _variant_findings(result) -> list[dict]:
             kind, text = "slower", f"{r.variant} is SLOWER than eager at {_where(r)}: {_ci(r)}" + (f"; why: {why}" if why else "")
         else:
             kind, text = "no-gain", f"{r.variant} did not pay at {_where(r)}: {_ci(r)} (CI includes 1)"
-        out.append({**base, "kind": kind, "text": text, "speedup": r.speedup, "speedup_ci": r.speedup_ci})
+        out.append(VariantFinding(kind, text, *base, {"speedup": r.speedup, "speedup_ci": r.speedup_ci}))
         if r.compiled and r.first_call_s is not None and r.eager_latency_s and r.latency_s:
             saved = r.eager_latency_s - r.latency_s
             if lo > 1:
@@ -185,12 +206,12 @@ def _variant_findings(result) -> list[dict]:
                 pays = "never pays back: the compiled model is slower"
             else:
                 pays = "no payback established: speed-up not distinguishable from 1"
-            out.append({**base, "kind": "compile-time", "compile_s": r.first_call_s,
-                        "text": f"{r.variant} took {r.first_call_s:.3g} s to compile at {_where(r)}; {pays}"})
+            out.append(VariantFinding("compile-time", f"{r.variant} took {r.first_call_s:.3g} s to compile at "
+                                      f"{_where(r)}; {pays}", *base, {"compile_s": r.first_call_s}))
     return out
 
 
-def _scaling_findings(result) -> list[dict]:
+def _scaling_findings(result) -> list["VariantFinding"]:
     out = []
     groups: dict[tuple, list] = {}
     for r in result.rows:
@@ -213,17 +234,15 @@ def _scaling_findings(result) -> list[dict]:
             else:
                 text = (f"{variant}{where}: per-item latency stops falling at batch {stop} "
                         f"(next batch gains < 10%; {per_item})")
-            out.append({"kind": "batch-saturation", "variant": variant, "threads": threads, "batch": stop,
-                        "text": text})
+            out.append(VariantFinding("batch-saturation", text, variant, stop, threads))
             bound = []
             for a, b in zip(rows, rows[1:]):
                 growth = (b.latency_s / a.latency_s) ** (1 / math.log2(b.batch / a.batch))
                 if growth < _OVERHEAD_GROWTH:
                     bound.append(f"{a.batch}->{b.batch} (x{growth:.2f} per doubling)")
             if bound:
-                out.append({"kind": "overhead-bound", "variant": variant, "threads": threads,
-                            "text": f"{variant}{where} is overhead-bound: latency grows < 10% per batch doubling "
-                                    f"at {', '.join(bound)}"})
+                out.append(VariantFinding("overhead-bound", f"{variant}{where} is overhead-bound: latency grows < 10% "
+                                          f"per batch doubling at {', '.join(bound)}", variant, None, threads))
     thread_values = [t for t in result.threads if t]
     if len(thread_values) > 1:
         t0 = min(thread_values)
@@ -239,21 +258,20 @@ def _scaling_findings(result) -> list[dict]:
                         eff = (rows[t0].latency_s / rows[t].latency_s) / (t / t0)
                         effs.append(f"{_nthreads(t)} {eff:.0%}")
                 if effs:
-                    out.append({"kind": "thread-scaling", "variant": variant, "batch": b,
-                                "text": f"{variant} batch {b}: thread scaling efficiency vs {_nthreads(t0)}: "
-                                        f"{', '.join(effs)}"})
+                    out.append(VariantFinding("thread-scaling", f"{variant} batch {b}: thread scaling efficiency vs "
+                                              f"{_nthreads(t0)}: {', '.join(effs)}", variant, b))
     return out
 
 
-def findings(result) -> list[dict]:
+def findings(result) -> list[VariantFinding]:
     """Every finding of a sweep, variant verdicts first, then scaling."""
     out = _variant_findings(result) + _scaling_findings(result)
     disturbed = [r for r in result.rows if r.disturbed]
     if disturbed:
-        out.insert(0, {"kind": "disturbed",
-                       "text": f"machine disturbed while timing {len(disturbed)} of {len(result.rows)} row(s) "
-                               f"({', '.join(sorted({f'{r.variant} {_where(r)}' for r in disturbed}))}): their "
-                               "speed-ups are shown but no finding rests on them"})
+        out.insert(0, VariantFinding(
+            "disturbed", f"machine disturbed while timing {len(disturbed)} of {len(result.rows)} row(s) "
+            f"({', '.join(sorted({f'{r.variant} {_where(r)}' for r in disturbed}))}): their speed-ups are shown "
+            "but no finding rests on them"))
     if result.interrupted:
-        out.insert(0, {"kind": "interrupted", "text": f"interrupted: {len(result.rows)} row(s) measured are kept"})
+        out.insert(0, VariantFinding("interrupted", f"interrupted: {len(result.rows)} row(s) measured are kept"))
     return out

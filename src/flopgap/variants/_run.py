@@ -99,7 +99,7 @@ class VariantsResult:
     batches: list[int]
     threads: list[int | None]
     rows: list[VariantRow]
-    findings: list[dict] = field(default_factory=list)
+    findings: list = field(default_factory=list)  # VariantFinding records
     device: str = "cpu"
     interrupted: bool = False
     settings: dict = field(default_factory=dict)
@@ -111,8 +111,7 @@ class VariantsResult:
     @property
     def warnings(self) -> list[str]:
         """Interruption, disturbed or failed rows, and notes on what could not be checked."""
-        out = [f["text"] for f in self.findings if f.get("kind") in ("interrupted", "disturbed", "inconclusive",
-                                                                      "failed")]
+        out = [f.text for f in self.findings if f.kind in ("interrupted", "disturbed", "inconclusive", "failed")]
         return out + list(self.settings.get("notes", []))
 
     def _summary(self) -> tuple[str, list[tuple[str, str]]]:
@@ -162,7 +161,7 @@ class VariantsResult:
             },
             "settings": self.settings,
             "rows": [r.to_dict() for r in self.rows],
-            "findings": jsonable(self.findings),
+            "findings": [f.to_dict() for f in self.findings],
             "environment": self.environment,
         }
 
@@ -280,8 +279,6 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
         for b in batches:
             specs = resolve_inputs(loaded, input_specs, b)
             if any(s.name for s in specs):
-                from flopgap.errors import UsageError
-
                 raise UsageError("variants takes positional inputs only (no NAME=SPEC): the variants it builds "
                                  "(compiled, quantized, CUDA graphs) are called with positional arguments")
             inputs = tuple(t.to(device) for t in make_inputs(specs))
@@ -299,10 +296,11 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
             cases[b] = _BatchCase(specs, inputs, eager_out, ops, len(ops) if ops is not None else None,
                                   explain_on=explain)
         result.inputs = [" ".join(map(str, cases[b].specs)) for b in batches]
-        for variant in chosen:
-            for t in threads:
-                _run_variant(result, variant, eager, eager_sig, cases, _Timing(timer.replace(threads=t, device=device),
-                                                                               clock, load), say, count)
+        for variant, t in ((v, t) for v in chosen for t in threads):
+            timing = _Timing(timer.replace(threads=t, device=device), clock, load)
+            if _run_variant(result, variant, eager, eager_sig, cases, timing, say, count):
+                result.interrupted = True  # the timer stopped on Ctrl-C: keep the rows, stop the sweep
+                break
     except KeyboardInterrupt:
         result.interrupted = True
     result.findings = findings(result)
@@ -359,36 +357,41 @@ class _Timing:
         return self.options.device
 
 
-def _run_variant(result, variant, eager, eager_sig, cases, timing: _Timing, say, count):
+def _run_variant(result, variant, eager, eager_sig, cases, timing: _Timing, say, count) -> bool:
+    """Build the variant once, then measure one row per batch; returns whether Ctrl-C
+    stopped the timing (the sweep stops there, keeping every row measured so far)."""
     threads = timing.threads
     first_batch = next(iter(cases))
     say(f"{variant.name}: building" + (f" ({threads} threads)" if threads else ""))
     ctx = _build(variant, eager, cases[first_batch].inputs, threads)
-    for b, case in cases.items():
-        row = VariantRow(variant.name, b, threads, "failed", build_s=ctx.build_s)
-        result.rows.append(row)  # appended first: an interrupt keeps what was measured
-        if ctx.built is None:
-            row.reason = f"build failed: {ctx.reason}"
-            continue
-        built = ctx.built
-        row.notes = list(built.notes) + [f"warning: {w}" for w in ctx.warnings if w not in built.notes]
-        row.compiled = built.compiled
-        if case.eager_ops is None and variant.name != "eager":
-            row.notes.append("no-op detection off: the eager model could not be counted at this batch "
-                             "(see settings.notes)")
-        say(f"{variant.name}: batch {b}" + (f", {threads} threads" if threads else ""))
-        try:
-            _measure_row(row, variant, built, eager, eager_sig, case, timing, count)
-        except KeyboardInterrupt:
-            if row.status == "failed" and not row.reason:
-                row.reason = "interrupted before this row was measured"
-            raise
-        except _Phase as e:
-            row.status, row.reason = "failed", str(e)
-        except Exception as e:
-            row.status, row.reason = "failed", one_line(e)
-    del ctx
-    gc.collect()
+    try:
+        for b, case in cases.items():
+            row = VariantRow(variant.name, b, threads, "failed", build_s=ctx.build_s)
+            result.rows.append(row)  # appended first: an interrupt keeps what was measured
+            if ctx.built is None:
+                row.reason = f"build failed: {ctx.reason}"
+                continue
+            row.notes = list(ctx.built.notes) + [f"warning: {w}" for w in ctx.warnings if w not in ctx.built.notes]
+            row.compiled = ctx.built.compiled
+            if case.eager_ops is None and variant.name != "eager":
+                row.notes.append("no-op detection off: the eager model could not be counted at this batch "
+                                 "(see settings.notes)")
+            say(f"{variant.name}: batch {b}" + (f", {threads} threads" if threads else ""))
+            try:
+                if _measure_row(row, variant, ctx.built, eager, eager_sig, case, timing, count):
+                    return True
+            except KeyboardInterrupt:
+                if not row.reason:
+                    row.reason = "interrupted before this row was measured"
+                raise
+            except _Phase as e:
+                row.status, row.reason = "failed", str(e)
+            except Exception as e:
+                row.status, row.reason = "failed", one_line(e)
+        return False
+    finally:
+        del ctx
+        gc.collect()
 
 
 class _Phase(Exception):
@@ -410,36 +413,29 @@ def _quiet_compiler_logs(on: bool):
         logger.setLevel(level)
 
 
-def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, count):
-    from flopgap.explain import weight_bytes
-    from flopgap.timing import compare, measure
-
-    threads, device = timing.threads, timing.device
-    from flopgap.variants._probe import (NonFiniteOutput, op_changes, op_sequence, output_error, peak_memory,
-                                         tree_signature)
-
-    inputs = built.prepare(case.inputs)
+def _first_call(row, built, inputs, timing: _Timing):
+    """The first call at this shape (a compiled variant compiles here), timed apart."""
     try:
-        with threads_context(threads), warnings.catch_warnings(), torch.inference_mode(), \
+        with threads_context(timing.threads), warnings.catch_warnings(), torch.inference_mode(), \
                 _quiet_compiler_logs(built.compiled):
             warnings.simplefilter("ignore")
             built.before_first_call()
             t0 = time.perf_counter()
             out = built.fn(*inputs)
-            if device.startswith("cuda"):
+            if timing.device.startswith("cuda"):
                 torch.cuda.synchronize()
             row.first_call_s = time.perf_counter() - t0
     except Exception as e:
         raise _Phase(f"first call{' (compiling)' if built.compiled else ''}: {one_line(e)}") from None
-    if variant.remedy:  # another workload (a training step) has no outputs to match eager's
-        try:
-            row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
-        except NonFiniteOutput as e:  # a variant that returns NaN is broken, not "0 error"
-            raise _Phase(f"outputs: {e}") from None
-    del out
+    return out
 
-    # no-op detection: the variant's own verdict first (the compiler made no graph), then
-    # the module tree and the counted op sequence against eager's
+
+def _is_noop(row, variant, built, inputs, case, eager_sig, count) -> bool:
+    """The variant's own verdict first (the compiler made no graph), then the module tree
+    and the counted op sequence against eager's; fills the row's op counts on the way."""
+    from flopgap.explain import weight_bytes
+    from flopgap.variants._probe import op_changes, op_sequence, tree_signature
+
     verdict = built.verdict()
     variant_ops = None
     if built.module is not None:
@@ -459,20 +455,23 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
         if case.eager_ops is not None:
             row.op_changes = op_changes(case.eager_ops, variant_ops)
     if variant.name == "eager":
-        noop = False
-    elif verdict is False:
-        noop, row.reason = True, "did not change the model: the compiler produced no graph (runs eager)"
-    elif verdict is None and built.module is not None and variant_ops is not None and case.eager_ops is not None:
-        same_tree = tree_signature(built.module) == eager_sig
-        same_ops = variant_ops == case.eager_ops
-        same_inputs = all(a is b for a, b in zip(inputs, case.inputs))
-        noop = same_tree and same_ops and same_inputs
+        return False
+    if verdict is False:
+        row.reason = "did not change the model: the compiler produced no graph (runs eager)"
+        return True
+    if verdict is None and built.module is not None and variant_ops is not None and case.eager_ops is not None:
+        noop = (tree_signature(built.module) == eager_sig and variant_ops == case.eager_ops
+                and all(a is b for a, b in zip(inputs, case.inputs)))
         if noop:
             row.reason = "did not change the model: module tree and op sequence identical to eager"
-    else:
-        noop = False
+        return noop
+    return False
 
-    row.peak_mem_bytes, _ = peak_memory(built.fn, inputs)
+
+def _time_row(row, variant, built, eager, inputs, case, timing: _Timing) -> bool:
+    """Latency with its CI (eager alone; a variant alternately with eager, for the
+    speed-up); returns whether Ctrl-C stopped the timer."""
+    from flopgap.timing import compare, measure
 
     if variant.name == "eager":
         m = measure(built.fn, inputs, timing.options, name="eager", clock=timing.clock, load=timing.load)
@@ -496,13 +495,32 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
     row.precision_met = mine.precision_met
     row.warnings = mine.warnings
     row.throughput = row.batch / row.latency_s if row.latency_s else None
+    return interrupted
+
+
+def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, count) -> bool:
+    """First call and error, no-op detection, peak memory, then the timing; returns
+    whether Ctrl-C stopped the timing (the row keeps what was measured)."""
+    from flopgap.variants._probe import NonFiniteOutput, output_error, peak_memory
+
+    inputs = built.prepare(case.inputs)
+    out = _first_call(row, built, inputs, timing)
+    if variant.remedy:  # another workload (a training step) has no outputs to match eager's
+        try:
+            row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
+        except NonFiniteOutput as e:  # a variant that returns NaN is broken, not "0 error"
+            raise _Phase(f"outputs: {e}") from None
+    del out
+    noop = _is_noop(row, variant, built, inputs, case, eager_sig, count)
+    row.peak_mem_bytes, _ = peak_memory(built.fn, inputs)
+    interrupted = _time_row(row, variant, built, eager, inputs, case, timing)
     row.status = "no-op" if noop else "ok"
-    if case.explain_on and variant.remedy and not interrupted and row.speedup_ci and row.speedup_ci[1] < 1 \
-            and built.countable and built.module is not None:
-        row.explain = _explain_pair(case, eager, built.module, inputs, variant.name, device, threads)
-    if interrupted:  # the timer stopped on Ctrl-C: keep this row, stop the sweep
+    if interrupted:
         row.notes.append("timing interrupted: fewer samples than asked for")
-        raise KeyboardInterrupt
+    elif case.explain_on and variant.remedy and row.speedup_ci and row.speedup_ci[1] < 1 \
+            and built.countable and built.module is not None:
+        row.explain = _explain_pair(case, eager, built.module, inputs, variant.name, timing.device, timing.threads)
+    return interrupted
 
 
 def _explain_summary(e) -> dict:
