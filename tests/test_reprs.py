@@ -7,8 +7,6 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pytest
-
-from flopgap.variants._findings import VariantFinding
 import torch
 from torch import nn
 
@@ -23,6 +21,7 @@ from flopgap.study.shufflenet import ShuffleResult
 from flopgap.study.zoo import ZooResult
 from flopgap.timing import FakeClock, FakeLoad, ProcessRepeats, TimerOptions, compare, measure
 from flopgap.variants import VariantRow, VariantsResult
+from flopgap.variants import VariantFinding
 
 _FAST = TimerOptions(max_time=0.3, precision=0.02, min_block_s=0.0)
 

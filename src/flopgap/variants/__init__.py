@@ -8,6 +8,7 @@ one-line reason while the others still run.
 """
 
 from flopgap.variants import _transforms, _train  # noqa: F401  (register the built-in variants, eager first)
+from flopgap.variants._findings import VariantFinding
 from flopgap.variants._plot import plot_variants
 from flopgap.variants._registry import Built, Variant, default_variants, get_variant, register_variant, variant_names
 from flopgap.variants._run import VARIANTS_SCHEMA, VariantRow, VariantsResult, run_variants
@@ -15,4 +16,4 @@ from flopgap.variants._transforms import torchao_status
 
 __all__ = ["run_variants", "VariantsResult", "VariantRow", "Variant", "Built", "register_variant",
            "get_variant", "variant_names", "default_variants", "plot_variants", "torchao_status",
-           "VARIANTS_SCHEMA"]
+           "VARIANTS_SCHEMA", "VariantFinding"]
