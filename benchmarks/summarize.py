@@ -82,6 +82,102 @@ def _noise(p: dict) -> str:
     return "\n".join(lines)
 
 
+def _r_ci(d: dict | None) -> str:
+    """A statistic with its 95% CI, ``0.97 [0.95, 0.98]`` (``-`` where undefined)."""
+    if not d or d.get("r") is None:
+        return "-"
+    return f"{d['r']:.2f}" + ("" if d.get("ci_low") is None else f" [{d['ci_low']:.2f}, {d['ci_high']:.2f}]")
+
+
+def _latency(median, lo, hi, n, *, disturbed=False, precision_met=None) -> str:
+    """A latency as every doc shows it: median [95% CI], samples, and what is wrong with it
+    (the threads are in the machine line)."""
+    from flopgap._units import fmt_ci, fmt_seconds
+
+    flags = ["disturbed"] * bool(disturbed) + ["precision not met"] * (precision_met is False)
+    return f"{fmt_seconds(median)} {fmt_ci(lo, hi)}, n={n or '?'}" + "".join(f" ({f})" for f in flags)
+
+
+@summary("zoo_study")
+def _zoo_study(p: dict) -> str:
+    from flopgap._units import si
+
+    f = p["figures"]
+    names = (("params", "params"), ("flops", "FLOPs"), ("bytes", "bytes"), ("ops", "kernel ops"),
+             ("prediction", "explain's prediction"))
+    lines = [f"{f['models']} models ({f['zoo']} zoo), {f['max_time']:g} s timing budget per model, "
+             f"{f['profile']} machine profile for the predictions, {f['wall_s'] / 60:.0f} min wall"
+             + (f"; {len(f['failures'])} failed: {', '.join(sorted(f['failures']))}" if f["failures"] else "") + "."]
+    for batch, b in f["batches"].items():
+        by_label = {r["label"]: r for r in b["rows"]}
+        left_out = ", ".join(f"{e['label']} ({e['reason']})" for e in b["excluded"])
+        lines += ["", f"**Batch {batch}**: {b['n']} models" + (f"; left out: {left_out}" if left_out else "")
+                  + ". Correlation with measured latency across the models [95% bootstrap CI]:", "",
+                  "| metric | n | Spearman rho | Kendall tau | Pearson log-log r |", "|---|---|---|---|---|"]
+        for key, name in names:
+            c = b["correlations"][key]
+            lines.append(f"| {name} | {c['n']} | {_r_ci(c['spearman'])} | {_r_ci(c['kendall'])} | "
+                         f"{_r_ci(c['pearson_loglog'])} |")
+        inv, fit = b["inversions"], b["fit"]
+        share = f" ({_pct(inv['share'])})" if inv["pairs_compared"] else ""
+        lines += ["", f"Inversions: {inv['count']} of {inv['pairs_compared']} ordered pairs{share} have a model "
+                      "with fewer FLOPs whose latency CI lies wholly above the other's."]
+        if fit.get("b") is not None:
+            outliers = ", ".join(f"{o['label']} ({o['ratio']:.2f}x the fit)" for o in fit["outliers"]) or "none"
+            lines.append(f"FLOPs-only fit: latency ~ FLOPs^{fit['b']:.2f} (log-log R^2 = {fit['r2']:.2f}, residual "
+                         f"sd x{10 ** fit['sd']:.2f}); outliers beyond 2 sd: {outliers}.")
+        if inv["top"]:
+            lines += ["", "| fewer FLOPs (slower) | FLOPs | latency | more FLOPs (faster) | FLOPs | latency | "
+                          "FLOPs ratio | slowdown |", "|---|---|---|---|---|---|---|---|"]
+            for t in inv["top"]:
+                slow, fast = (_latency(r.get("median"), r.get("ci_low"), r.get("ci_high"), r.get("n_samples"),
+                                       disturbed=r.get("disturbed"), precision_met=r.get("precision_met"))
+                              for r in (by_label.get(t["fewer"], {}), by_label.get(t["more"], {})))
+                lines.append(f"| {t['fewer']} | {si(t['flops_fewer'])} | {slow} | {t['more']} | {si(t['flops_more'])} | "
+                             f"{fast} | {t['count_ratio']:.2f}x | {t['slowdown']:.2f}x |")
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
+@summary("variants_seed")
+def _variants_seed(p: dict) -> str:
+    from collections import Counter
+
+    f = p["figures"]
+    shown = [v for v in f["variants"] if v != "eager"]
+    lines = [f"{f['threads']} thread(s), batch 1 and 32, {f['max_time']:g} s per comparison ({f['encoder_time']:g} s "
+             f"for the encoder); int8-dynamic through {f['int8_backend']}. Speed-up = eager / variant from "
+             "alternating timing, [95% CI]; above 1 the variant is faster. *no-op*: the variant did not change the "
+             "model; *disturbed*: timed on a busy machine, no finding rests on it.", "",
+             "| model | batch | eager latency | " + " | ".join(shown) + " |",
+             "|---|---|---|" + "---|" * len(shown)]
+    kinds: Counter = Counter()
+    for res in f["results"]:
+        kinds.update(x["kind"] for x in res["findings"])
+        for batch in f["batches"]:
+            rows = {r["variant"]: r for r in res["rows"] if r["batch"] == batch}
+            if not rows:
+                continue
+            eager = rows.get("eager")
+            cells = []
+            for v in shown:
+                r = rows.get(v)
+                if r is None or r["status"] == "failed" or r["speedup"] is None:
+                    cells.append("-" if r is None else r["status"])
+                    continue
+                lo, hi = r["speedup_ci"] or (None, None)
+                cell = f"{r['speedup']:.2f}x" + (" [no CI]" if lo is None else f" [{lo:.2f}, {hi:.2f}]")
+                cells.append(cell + (" no-op" if r["status"] == "no-op" else "")
+                             + (" disturbed" if r["disturbed"] else ""))
+            eager_lat = "-" if eager is None else _latency(
+                eager["latency_s"], *(eager["latency_ci"] or (None, None)), eager["n_samples"],
+                disturbed=eager["disturbed"], precision_met=eager["precision_met"])
+            lines.append(f"| {res['model']} | {batch} | {eager_lat} | " + " | ".join(cells) + " |")
+    order = ("faster", "slower", "no-gain", "no-op", "failed", "inconclusive", "unresolved")
+    lines += ["", "Findings: " + ", ".join(f"{kinds[k]} {k}" for k in order if kinds[k]) + ".", "", machine_line(p)]
+    return "\n".join(lines)
+
+
 @summary("timer_quality")
 def _timer_quality(p: dict) -> str:
     import statistics
