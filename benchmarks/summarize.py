@@ -86,22 +86,31 @@ def _r_ci(d: dict | None) -> str:
     """A statistic with its 95% CI, ``0.97 [0.95, 0.98]`` (``-`` where undefined)."""
     if not d or d.get("r") is None:
         return "-"
-    return f"{d['r']:.2f}" + ("" if d.get("ci_low") is None else f" [{d['ci_low']:.2f}, {d['ci_high']:.2f}]")
+    return f"{d['r']:.2f}" + (" [no CI]" if d.get("ci_low") is None else f" [{d['ci_low']:.2f}, {d['ci_high']:.2f}]")
+
+
+def _units():
+    """flopgap's unit formatting (plain Python, no torch), from the source tree when
+    flopgap is not installed in the interpreter running this script."""
+    src = str(ROOT / "src")
+    if src not in sys.path:
+        sys.path.append(src)  # appended: an installed flopgap wins
+    from flopgap import _units as units
+
+    return units
 
 
 def _latency(median, lo, hi, n, *, disturbed=False, precision_met=None) -> str:
     """A latency as every doc shows it: median [95% CI], samples, and what is wrong with it
     (the threads are in the machine line)."""
-    from flopgap._units import fmt_ci, fmt_seconds
-
+    u = _units()
     flags = ["disturbed"] * bool(disturbed) + ["precision not met"] * (precision_met is False)
-    return f"{fmt_seconds(median)} {fmt_ci(lo, hi)}, n={n or '?'}" + "".join(f" ({f})" for f in flags)
+    return f"{u.fmt_seconds(median)} {u.fmt_ci(lo, hi)}, n={n or '?'}" + "".join(f" ({f})" for f in flags)
 
 
 @summary("zoo_study")
 def _zoo_study(p: dict) -> str:
-    from flopgap._units import si
-
+    si = _units().si
     f = p["figures"]
     names = (("params", "params"), ("flops", "FLOPs"), ("bytes", "bytes"), ("ops", "kernel ops"),
              ("prediction", "explain's prediction"))
@@ -174,7 +183,8 @@ def _variants_seed(p: dict) -> str:
                 disturbed=eager["disturbed"], precision_met=eager["precision_met"])
             lines.append(f"| {res['model']} | {batch} | {eager_lat} | " + " | ".join(cells) + " |")
     order = ("faster", "slower", "no-gain", "no-op", "failed", "inconclusive", "unresolved")
-    lines += ["", "Findings: " + ", ".join(f"{kinds[k]} {k}" for k in order if kinds[k]) + ".", "", machine_line(p)]
+    counted = ", ".join(f"{kinds[k]} {k}" for k in order if kinds[k]) or "none"
+    lines += ["", f"Findings: {counted}.", "", machine_line(p)]
     return "\n".join(lines)
 
 
