@@ -58,13 +58,13 @@ step reference-timers 75 $PY - <<'PYEOF'
 # one process (three rounds), so that drift of the host between them shows as drift
 import statistics, torch, torchvision
 from torch.utils import benchmark
-from flopgap.timing import measure
+from flopgap.timing import TimerOptions, measure
 m = torchvision.models.resnet18().eval().cuda(); x = torch.randn(1, 3, 224, 224, device="cuda")
 with torch.inference_mode():
     for _ in range(50): m(x)
     torch.cuda.synchronize()
 for rnd in range(3):
-    fg = measure(m, (x,), device="cuda", max_time=3)
+    fg = measure(m, (x,), TimerOptions(device="cuda", max_time=3))
     with torch.inference_mode():
         t = benchmark.Timer("m(x)", globals={"m": m, "x": x}).blocked_autorange(min_run_time=1.5)
         ev = []
@@ -88,7 +88,7 @@ for m in seed:ex2-deep torchvision:resnet18 torchvision:resnet50 torchvision:mob
 done
 # the full CUDA profile (18 chains in 3 rounds, larger micro-benchmarks), then each model
 # predicted and measured in two processes per model, in two interleaved rounds: the host's
-# speed moves between processes (resnet18: 1.74 and 2.77 ms in two processes of session 4)
+# speed can move between processes, so each model is measured in two
 step fullmachine 150 $FG machine --device cuda --refresh --json "$OUT/machine_full.json"
 for r in 1 2; do
   for m in seed:ex2-deep torchvision:resnet18 torchvision:resnet50 torchvision:mobilenet_v2 \
@@ -102,6 +102,5 @@ step variants 150 $FG variants torchvision:resnet18 --device cuda --try eager,bf
 step unit-tests 90 $PY -m pytest -q -x -p no:cacheprovider tests/test_timing_timer.py tests/test_explain_join.py \
   tests/test_machine_profile.py tests/test_explain_predict.py tests/test_explain_roofline.py
 echo "done $(date -u +%H:%M:%S)" | tee -a "$LOG"
-# one archive: the device tool brings back a limited number of files (session 4 lost the
-# log, the full profile and four predictions to that limit)
+# one archive: the device tool brings back a limited number of files
 (cd "$OUT" && tar czf /tmp/cuda_check.tgz . && find . -mindepth 1 -delete && mv /tmp/cuda_check.tgz .)

@@ -45,7 +45,8 @@ def summary(name: str):
 def machine_line(payload: dict) -> str:
     m = payload.get("machine") or {}
     threads = m.get("torch_threads")
-    return (f"Measured by `benchmarks/{payload.get('benchmark')}.py` at commit {payload.get('commit') or '?'} on "
+    script = str(payload.get("benchmark") or "?").split("-")[0]  # zoo_study-quick was run by zoo_study.py
+    return (f"Measured by `benchmarks/{script}.py` at commit {payload.get('commit') or '?'} on "
             f"{m.get('cpu_model', '?')} ({m.get('logical_cores', '?')} logical cores, {threads} torch threads), "
             f"torch {m.get('torch', '?')}, {str(m.get('time', '?'))[:16].replace('T', ' ')} UTC.")
 

@@ -211,7 +211,7 @@ def study_generation(
     from flopgap.study.generation import run_generation_study
 
     _timer(max_time, precision, threads)  # validated before any model is built
-    store = open_store(db)
+    store = open_store(db, writable=True)
     with _Bar() as bar:
         result = run_generation_study(store=store, batches=tuple(batch or (1, 4)), prompt=prompt,
                                       new_tokens=new_tokens, max_time=max_time, precision=precision, threads=threads,
@@ -292,7 +292,7 @@ def study_shufflenet(
 @app.command()
 def runs(
     db: StudyDbOpt = DEFAULT_DB,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="only runs of this kind (zoo, seed, shufflenet-v2)")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="only runs of this kind (zoo, seed, shufflenet-v2, generation, or a command: count, time, explain, predict, variants, generate)")] = None,
     limit: Annotated[int, typer.Option("--limit", help="at most this many, newest first")] = 20,
     json_path: JsonOpt = None,
 ) -> None:

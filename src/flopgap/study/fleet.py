@@ -17,8 +17,8 @@ machine (``--machines`` label) of a multi-machine run, or several single-machine
 
 Honesty: a measurement whose payload says ``disturbed: true`` (or whose timing says so)
 is left out of every correlation, inversion, swap and verdict and listed apart, with the
-reason the timing stage gave; a claim whose comparison was disturbed is "inconclusive at
-this noise" on that machine.
+reason the timing stage gave; a claim whose comparison was disturbed is "inconclusive:
+machine disturbed" on that machine.
 """
 
 from __future__ import annotations

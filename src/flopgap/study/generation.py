@@ -127,11 +127,12 @@ def analyze_generation(rows: Sequence[dict], *, n_boot: int = 2000) -> dict:
     out: dict = {"batches": {}, "batching": _batching_verdicts(rows)}
     for batch in sorted({r["batch"] for r in rows}):
         rs = [r for r in rows if r["batch"] == batch and r.get("median")]
-        lat = [r["median"] for r in rs]
-        corr = {key: correlate([r[key] for r in rs], lat, n_boot=n_boot) for key in
-                ("flops", "bytes", "memory_floor")} if len(rs) >= 3 else {}
+        # no correlation or inversion rests on an untrustworthy timing (disturbed, imprecise): listed apart
         usable = [r for r in rs if r["trustworthy"]]
-        out["batches"][batch] = {"n": len(rs), "correlations": corr, "inversions": inversions(usable, by="flops"),
+        lat = [r["median"] for r in usable]
+        corr = {key: correlate([r[key] for r in usable], lat, n_boot=n_boot) for key in
+                ("flops", "bytes", "memory_floor")} if len(usable) >= 3 else {}
+        out["batches"][batch] = {"n": len(usable), "correlations": corr, "inversions": inversions(usable, by="flops"),
                                  "untrustworthy": [r["label"] for r in rs if not r["trustworthy"]]}
     return out
 

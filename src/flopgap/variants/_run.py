@@ -511,8 +511,9 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
         except NonFiniteOutput as e:  # a variant that returns NaN is broken, not "0 error"
             raise _Phase(f"outputs: {e}") from None
     del out
-    noop = _is_noop(row, variant, built, inputs, case, eager_sig, count)
-    row.peak_mem_bytes, _ = peak_memory(built.fn, inputs)
+    with threads_context(timing.threads):  # the row's thread count for every pass, not only the timing
+        noop = _is_noop(row, variant, built, inputs, case, eager_sig, count)
+        row.peak_mem_bytes, _ = peak_memory(built.fn, inputs)
     interrupted = _time_row(row, variant, built, eager, inputs, case, timing)
     row.status = "no-op" if noop else "ok"
     if interrupted:
