@@ -97,7 +97,7 @@ def test_predict_json(env):
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
     d = json.loads(p.stdout)
-    assert d["schema"] == "flopgap.predict/1" and not d["calibrated"]
+    assert d["schema"] == "flopgap.predict/2" and not d["calibrated"]
     # 10 overhead-bound linears at 5 us + 11 module calls at 1 us
     assert d["latency_s"] == pytest.approx(10 * 5e-6 + 11 * 1e-6)
 
@@ -107,7 +107,7 @@ def test_machine_reads_the_cache(env, capsys):
     assert rc == 0, err
     assert err == ""
     d = json.loads(out)
-    assert d["schema"] == "flopgap.machine/2" and d["source"] == "cache" and d["peak_flops"] == {"fp32": 1e11}
+    assert d["schema"] == "flopgap.machine/3" and d["source"] == "cache" and d["peak_flops"] == {"fp32": 1e11}
 
 
 @pytest.mark.parametrize("command", ["machine", "explain", "predict"])
