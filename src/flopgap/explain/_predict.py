@@ -67,8 +67,10 @@ every op uses the roofline term.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -106,10 +108,23 @@ _Z90 = 1.645          # two-sided 90% normal quantile, for the calibration-noise
 _MIN_LOO_CHAINS = 5
 _DEFAULT_LOG_ERR = math.log(1.25)
 
-# The method's error on held-out models, shipped with the code: log(measured / predicted)
-# quantiles on the development set of benchmarks/heldout.py, measured on a quiet machine
-# (None: none shipped; the interval then rests on the profile's own chains alone)
-METHOD_ERROR: dict | None = None
+
+
+def _shipped_method_error() -> dict | None:
+    """The method's error on held-out models, shipped with the code: the 5th and 95th
+    percentiles of log(measured / predicted) on the development set of
+    ``benchmarks/heldout.py``, written by ``benchmarks/predict_accuracy.py
+    --write-method-error`` from a run with no disturbed model (``method_error.json``
+    beside this file, with its provenance). None when no such file ships: the interval
+    then rests on the profile's own chains alone."""
+    try:
+        d = json.loads(Path(__file__).with_name("method_error.json").read_text())
+        return {"q_lo": float(d["q_lo"]), "q_hi": float(d["q_hi"]), "provenance": str(d["provenance"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+METHOD_ERROR: dict | None = _shipped_method_error()
 
 
 @dataclass(frozen=True)

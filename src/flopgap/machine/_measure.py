@@ -243,7 +243,17 @@ def run_request(req: Request, *, quick: bool = False, device=None, progress: Cal
     prog = _Progress(progress, (CEILINGS_EST_S[quick] if req.ceilings else 0.0) + chain_est
                      + sum(by_id[i].cost_s for i in req.cases if i in by_id))
 
+    timer = None
+    chain_rounds: list = []
+    if req.chains and dev.type == "cpu":
+        timer = ChainTimer(quick)
+        need = chain_needs(timer.op_records(), llc_bytes=llc, quick=quick)
+        for cid, wt in need.weights.items():
+            if cid not in weights and cid in by_id:
+                weights[cid] = 0.0
+                prog.grow(by_id[cid].cost_s)
     if req.ceilings:
+        prog.step(0.0, "ceilings: peak FLOP/s, bandwidth, dispatch")
         verdicts = []
         for attempt in range(RETRIES + 1):
             w = _Watch(source, clock)
@@ -256,17 +266,8 @@ def run_request(req: Request, *, quick: bool = False, device=None, progress: Cal
         out.ceilings = ceilings
         out.sections["ceilings"] = {"attempts": len(verdicts), "verdicts": verdicts,
                                     "disturbed": verdicts[-1] if d is not None and d.disturbed else ""}
-        prog.step(CEILINGS_EST_S[quick], "ceilings: peak FLOP/s, bandwidth, dispatch")
+        prog.step(CEILINGS_EST_S[quick], "ceilings measured")
 
-    timer = None
-    chain_rounds: list = []
-    if req.chains and dev.type == "cpu":
-        timer = ChainTimer(quick)
-        need = chain_needs(timer.op_records(), llc_bytes=llc, quick=quick)
-        for cid, wt in need.weights.items():
-            if cid not in weights and cid in by_id:
-                weights[cid] = 0.0
-                prog.grow(by_id[cid].cost_s)
     cases = sorted((by_id[i] for i in weights if i in by_id), key=lambda c: (-weights[c.id], c.id))
 
     def chain_round(label: str) -> None:

@@ -1,0 +1,49 @@
+"""Where every benchmark keeps its figures: versioned JSON in ``benchmarks/results/``.
+
+``save(name, figures)`` writes ``benchmarks/results/<name>.json`` (the latest run, which
+``benchmarks/summarize.py`` turns into the tables the docs show) and a dated copy under
+``benchmarks/results/history/``. Each file carries the schema, the benchmark's name, the
+git commit it ran on, the command line, and the machine (``flopgap.timing.environment()``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCHEMA = "flopgap.bench/1"
+
+
+def _commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def save(name: str, figures: dict, *, environment: dict | None = None) -> Path:
+    """Write the figures of one benchmark run; returns the path of the latest-run file."""
+    from flopgap._json import dumps
+    from flopgap.timing import environment as env
+
+    machine = environment if environment is not None else env()
+    payload = {"schema": SCHEMA, "benchmark": name, "commit": _commit(), "argv": sys.argv[1:],
+               "machine": machine, "figures": figures}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    latest = RESULTS / f"{name}.json"
+    latest.write_text(dumps(payload) + "\n")
+    stamp = str(machine.get("time", "")).replace(":", "").replace("-", "")[:15] or "undated"
+    hist = RESULTS / "history"
+    hist.mkdir(exist_ok=True)
+    (hist / f"{name}-{stamp}.json").write_text(dumps(payload) + "\n")
+    return latest
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
