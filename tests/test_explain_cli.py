@@ -100,6 +100,19 @@ def test_predict_json(env):
     assert d["schema"] == "flopgap.predict/2" and not d["calibrated"]
     # 10 overhead-bound linears at 5 us + 11 module calls at 1 us
     assert d["latency_s"] == pytest.approx(10 * 5e-6 + 11 * 1e-6)
+    # no chains: the method error is the stand-in +-25%; nothing calibrated, so nothing extrapolated
+    iv = d["interval"]
+    assert iv["level"] == 0.9 and iv["low_s"] == pytest.approx(d["latency_s"] / 1.25)
+    assert iv["high_s"] == pytest.approx(d["latency_s"] * 1.25) and "fewer than 5 chains" in iv["method_error"]["source"]
+    assert d["extrapolated"] == [] and d["extrapolated_share"] == 0.0 and d["warnings"] == []
+
+
+def test_predict_table_states_the_interval(env, capsys):
+    rc, out, err = main(env, capsys, "predict", "seed:ex2-deep", "--quick-machine")
+    assert rc == 0 and err == ""
+    first = out.splitlines()[0]
+    assert first.startswith("seed:ex2-deep  predicted 61 us  90% interval 48.8 us .. 76.3 us  for ")
+    assert "interval: method error -20% .. +25% (+-25% (fewer than 5 chains))" in out
 
 
 def test_machine_reads_the_cache(env, capsys):

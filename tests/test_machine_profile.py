@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -158,26 +157,6 @@ def test_op_keys_follow_the_counting_family():
     convt = _rec("aten.conv_transpose2d.input", "conv", [[1, 8, 4, 4], [8, 8, 3, 3]], ["float32"] * 2, [[1, 8, 6, 6]])
     assert str(op_key(convt)) == "aten.conv_transpose2d.input" and weight_bytes(convt) == 0
     assert (itemsize("int64"), itemsize("bool"), itemsize("bfloat16"), itemsize("qint8"), itemsize("")) == (8, 1, 2, 1, 4)
-
-
-def test_busy_warning_from_recorded_competition():
-    from flopgap.machine import MachineProfile
-    from flopgap.machine._profile import _others_running
-
-    prof = MachineProfile.synthetic()
-    prof.fingerprint = {"cores": 2, "threads": 2}
-    assert prof.busy_warning() is None  # nothing recorded (older caches)
-    prof.competing = [0, 0, 0, 0]
-    assert prof.busy_warning() is None  # only this process ran
-    prof.competing = [0, 1, 0, 0]  # one other runnable thread + 2 threads here > 2 cores
-    assert "1 thread(s) of other processes were runnable (2 logical cores, 2 threads here)" in prof.busy_warning()
-    again = MachineProfile.from_dict(prof.to_dict())
-    assert again.competing == [0, 1, 0, 0] and again.busy_warning() == prof.busy_warning()
-    n = _others_running(samples=2)
-    if os.path.exists("/proc/loadavg"):   # Linux: a count, never negative (this process's own threads are not in it)
-        assert isinstance(n, int) and n >= 0
-    else:
-        assert n is None
 
 
 def test_allocator_pinned_needs_both_thresholds():

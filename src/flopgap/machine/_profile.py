@@ -70,7 +70,6 @@ from flopgap.machine._grid import Needs, cases_for, chain_needs, grid_index
 from flopgap.machine._measure import Measured, Request, Sample
 from flopgap.timing import check_device
 from flopgap.timing._env import cpu_model
-from flopgap.timing._sentinel import others_runnable
 
 __all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA", "needs_for"]
 
@@ -125,7 +124,6 @@ class MachineProfile:
     measured_at: str = ""
     seconds: float = 0.0
     source: str = "measured"   # measured | cache | cache+measured | synthetic
-    competing: list | None = None  # other processes' runnable threads, sampled while measuring
     allocator: dict | None = None  # glibc malloc variables set while measuring (see _isolated)
     op_overhead_s: dict = field(default_factory=dict)  # CUDA: host seconds per tiny op, by op family
     sections: dict[str, dict] = field(default_factory=dict)
@@ -172,9 +170,6 @@ class MachineProfile:
     def warnings(self) -> list[str]:
         """Why this profile may not describe the machine, then how it was obtained."""
         out = []
-        busy = self.busy_warning()
-        if busy:
-            out.append(busy)
         parts = self.disturbed_parts
         if parts:
             cases = [k for k in parts if k not in self.sections]
@@ -183,21 +178,6 @@ class MachineProfile:
             out.append(f"the machine was busy while measuring {what} ({next(iter(parts.values()))}), even after "
                        "re-measuring: used for this run only, not cached; the next run measures them again")
         return out + list(self.notes)
-
-    def busy_warning(self) -> str | None:
-        """Why this profile may not describe the machine, if other processes competed for
-        the cores while it was measured (timings then run up to ~100x slow)."""
-        threads = (self.fingerprint or {}).get("threads") or 1
-        cores = (self.fingerprint or {}).get("cores") or os.cpu_count() or 1
-        samples = [x for x in (self.competing or []) if x is not None]
-        if not samples:
-            return None
-        others = max(samples)
-        if others + threads > cores:
-            return (f"the machine profile was measured while {others} thread(s) of other processes were "
-                    f"runnable ({cores} logical cores, {threads} threads here): its ceilings and calibration, "
-                    "and so predictions, may be off; re-measure on a quiet machine with --refresh-machine")
-        return None
 
     def peak(self, dtype: str = "float32") -> float:
         """Peak FLOP/s for a tensor dtype name (``float32``, ``bfloat16``, ``qint8`` ...)."""
@@ -217,7 +197,7 @@ class MachineProfile:
         sections = {k: v for k, v in self.sections.items() if not (cacheable and v.get("disturbed"))}
         d = {"schema": MACHINE_SCHEMA, "fingerprint": self.fingerprint, "quick": self.quick,
              "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
-             "competing": self.competing, "allocator": self.allocator, "sections": sections}
+             "allocator": self.allocator, "sections": sections}
         d.update({k: getattr(self, k) for k in _CEILING_FIELDS} if "ceilings" in sections or not cacheable
                  else {k: None for k in _CEILING_FIELDS})
         d["chains"] = self.chains if "chains" in sections or not cacheable else []
@@ -236,7 +216,7 @@ class MachineProfile:
                    d.get("stream") or {}, [Sample.from_dict(s) for s in d.get("calibration") or []],
                    d.get("chains") or [], d.get("llc_bytes") or L3_FALLBACK_BYTES, d.get("l2_bytes") or 2**20,
                    d.get("page_fault_s"), d.get("quick", False), d.get("measured_at", ""), d.get("seconds", 0.0),
-                   d.get("source", "measured"), d.get("competing"), d.get("allocator"), d.get("op_overhead_s") or {},
+                   d.get("source", "measured"), d.get("allocator"), d.get("op_overhead_s") or {},
                    d.get("sections") or {})
 
     @classmethod
@@ -287,7 +267,6 @@ def _merge(base: MachineProfile, new: MachineProfile) -> MachineProfile:
         if not (s.disturbed and s.case in cases and not cases[s.case].disturbed):
             cases[s.case] = s
     out.calibration = sorted(cases.values(), key=lambda s: (grid_index(s.case, out.quick), s.case))
-    out.competing = (base.competing or []) + (new.competing or []) or None
     out.allocator = new.allocator or base.allocator
     out.measured_at, out.seconds = new.measured_at or base.measured_at, base.seconds + new.seconds
     return out
@@ -298,20 +277,6 @@ def _allocator() -> dict:
     from flopgap.machine._isolated import PINNED_ALLOCATOR
 
     return {k: os.environ[k] for k in PINNED_ALLOCATOR if k in os.environ}
-
-
-def _others_running(samples: int = 5) -> int | None:
-    """Runnable threads of other processes (:func:`flopgap.timing._sentinel.others_runnable`),
-    the smallest of a few samples 10 ms apart, so that a passing blip does not count;
-    ``None`` where ``/proc`` is not there."""
-    counts = []
-    for _ in range(samples):
-        n = others_runnable()
-        if n is None:
-            return None
-        counts.append(n)
-        time.sleep(0.01)
-    return min(counts)
 
 
 def profile_from(measured: Measured, fp: dict, quick: bool) -> MachineProfile:
@@ -329,7 +294,7 @@ def profile_from(measured: Measured, fp: dict, quick: bool) -> MachineProfile:
         c.get("launch_latency_s"), c.get("spreads") or {}, c.get("stream") or {},
         sorted(measured.samples, key=lambda s: (grid_index(s.case, quick), s.case)), measured.chains or [],
         c.get("llc_bytes") or llc_bytes(), c.get("l2_bytes") or 2**20, c.get("page_fault_s"), quick, stamp,
-        measured.seconds, "measured", None, _allocator(), c.get("op_overhead_s") or {}, sections,
+        measured.seconds, "measured", _allocator(), c.get("op_overhead_s") or {}, sections,
         measured_now=len(measured.samples))
 
 
