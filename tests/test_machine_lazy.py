@@ -204,3 +204,17 @@ def test_a_synthetic_profile_in_the_cache_stands_as_it_is(world):
     prof = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
     assert prof.source == "cache" and world["timed"] == [] and prof.complete
 
+
+
+def test_cold_weights_rotate_over_views_of_one_buffer_larger_than_the_cache():
+    w = _grid.weight((64, 64, 3, 3), cold=True)       # 147 kB: 455 views over the 64 MiB buffer
+    first = w()
+    seen = {first.data_ptr()}
+    while (v := w()).data_ptr() != first.data_ptr():
+        seen.add(v.data_ptr())
+        assert v.shape == (64, 64, 3, 3) and v.is_contiguous()
+    assert len(seen) * first.nbytes > 32 * 2**20        # more than a 32 MiB last-level cache per round
+    hot = _grid.weight((64, 64, 3, 3), cold=False)
+    assert hot().data_ptr() == hot().data_ptr()
+    big = _grid.weight((4096, 4096), cold=True)         # 64 MiB: cold by its size, used as it is
+    assert big().data_ptr() == big().data_ptr()

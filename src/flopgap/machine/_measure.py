@@ -54,7 +54,10 @@ SENSITIVE_SHARE = 0.02
 # a disturbed chunk is measured again at most twice: a competing burst on a shared host
 # lasts seconds, a third disturbed attempt says the machine is busy, not unlucky
 RETRIES = 2
-CHUNK_S = 2.0          # seconds of estimated work watched by one sentinel
+# seconds of estimated work watched by one sentinel: short enough that a disturbed
+# stretch is cheap to redo, long enough that the sentinel's two reference-kernel
+# readings (~15 ms together) stay about 1% of it
+CHUNK_S = 2.0
 RETRY_WAIT_S = 0.5     # pause before re-measuring a disturbed chunk (let a burst pass)
 
 
