@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 MODELS = ["seed:ex1-small", "seed:ex1-large", "seed:ex2-deep", "seed:ex2-wide", "seed:ex3-float", "seed:ex3-int8",
           "torchvision:resnet18"]
@@ -60,7 +61,8 @@ def _worker(timer: str, spec: str, max_time: float, threads: int | None) -> dict
         t0 = time.perf_counter()  # imports and model build are outside: cost is measuring time
         if timer == "flopgap":
             r = measure(m, x, TimerOptions(precision=0.01, max_time=max_time), name=spec)
-            out = {"median": r.median, "met": r.precision_met, "half_width": r.half_width}
+            out = {"median": r.median, "met": r.precision_met, "half_width": r.half_width, "n": r.n_samples,
+                   "threads": r.spec.threads, "disturbed": r.disturbed}
         elif timer == "adaptive_autorange":
             t = Timer(stmt="m(*x)", globals={"m": m, "x": x}, num_threads=torch.get_num_threads())
             r = t.adaptive_autorange(max_run_time=max_time)
@@ -169,6 +171,17 @@ def main() -> None:
     else:
         print(f"failed: {r.stderr.strip()}")
     print(f"# total {time.perf_counter() - t_start:.0f} s; load average at end {environment()['load_average']}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save
+
+    figures = {"max_time": max_time, "processes": procs, "threads": args.threads or torch.get_num_threads(),
+               "models": {spec: {t: results[spec, t] for t in TIMERS} for spec in models},
+               "seed_claim_2": json.loads(r.stdout) if r.returncode == 0 else None}
+    if figures["seed_claim_2"]:
+        for side in ("a", "b"):
+            figures["seed_claim_2"][side].pop("samples", None)
+            figures["seed_claim_2"][side].pop("warmup_samples", None)
+    print(f"# wrote {save('timer_quality' + ('-quick' if args.quick else ''), figures, environment=env)}")
 
 
 if __name__ == "__main__":

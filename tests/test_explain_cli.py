@@ -46,9 +46,9 @@ def test_explain_seed_ex2_deep_json(env):
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
     d = json.loads(p.stdout)
-    assert d["schema"] == "flopgap.explain/1" and d["model"] == "seed:ex2-deep"
+    assert d["schema"] == "flopgap.explain/2" and d["model"] == "seed:ex2-deep"
     assert [o["op"] for o in d["ops"]] == ["aten.linear.default"] * 10
-    assert all(o["time_s"] > 0 and o["cls"] == "overhead" for o in d["ops"])
+    assert all(o["time_s"] > 0 and o["bound"] == "overhead" for o in d["ops"])
     dominant = next(f for f in d["findings"] if f["kind"] == "dominant")
     assert dominant["numbers"]["class"] == "overhead"
     overhead = next(f for f in d["findings"] if f["kind"] == "overhead")

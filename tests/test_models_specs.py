@@ -151,7 +151,7 @@ def test_export_program_round_trip_keeps_inputs_and_hierarchy(tmp_path):
 def test_corrupt_and_pickled_files_are_refused_without_unpickling(tmp_path):
     corrupt = tmp_path / "bad.pt2"
     corrupt.write_bytes(b"not a zip at all")
-    with pytest.raises(UsageError, match="cannot load torch.export program"):
+    with pytest.raises(UsageError, match="not a torch.export archive"):
         load_model(str(corrupt))
     pickled = tmp_path / "full_module.pt"
     torch.save(nn.Linear(2, 2), str(pickled))  # a pickle of a Python object

@@ -39,7 +39,7 @@ def run(*args, cwd):
 def test_count_and_time_keep_html_and_store_runs_that_report_and_compare(tmp_path):
     p = run("count", "seed:ex2-deep", "--db", "k.db", "--html", "c.html", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert p.stderr.splitlines() == ["wrote report c.html", "stored as run 1 (count) in sqlite:///k.db"]
+    assert p.stderr.splitlines() == ["wrote report c.html", "stored as run 1 (count, finished) in sqlite:///k.db"]
     page = (tmp_path / "c.html").read_text()
     assert "<td>seed:ex2-deep</td>" in page and "aten.linear.default" in page
     for _ in range(2):

@@ -198,3 +198,26 @@ def test_eager_count_failure_is_said_and_turns_no_op_detection_off(monkeypatch):
     assert row.status == "ok"   # identical to eager, but nothing could show it
     assert any("no-op detection off" in n for n in row.notes)
     assert result.to_dict()["settings"]["notes"] == result.settings["notes"]
+
+
+def test_output_error_never_hides_nan_as_zero():
+    from flopgap.variants._probe import NonFiniteOutput
+
+    nan, inf = float("nan"), float("inf")
+    with pytest.raises(NonFiniteOutput, match="2 of 2 values are NaN or infinite where eager's are finite"):
+        output_error(torch.tensor([nan, nan]), torch.tensor([1.0, 2.0]))
+    with pytest.raises(NonFiniteOutput, match="output 1: 1 of 2"):
+        output_error((torch.ones(2), torch.tensor([1.0, inf])), (torch.ones(2), torch.ones(2)))
+    # where eager itself is not finite the variant is not held to it; the rest is compared:
+    # |3 - 2| = 1 over the finite elements, relative to max|eager| there = 2
+    assert output_error(torch.tensor([nan, 3.0]), torch.tensor([inf, 2.0])) == (1.0, 0.5)
+
+
+def test_a_variant_returning_nan_is_a_failed_row():
+    def build(module, inputs):
+        return Built(lambda *args: torch.full((1, 10), float("nan")), None)
+
+    result = run_variants(_bare_linear(), variants=[Variant("all-nan", "fp16 overflow", build)], **FAST)
+    row = result.row("all-nan")
+    assert row.status == "failed" and row.max_abs_err is None
+    assert row.reason == "outputs: 10 of 10 values are NaN or infinite where eager's are finite"

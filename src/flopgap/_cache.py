@@ -9,7 +9,6 @@ leave) half a file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["cache_dir", "atomic_write_text"]
@@ -22,20 +21,9 @@ def cache_dir() -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` all at once (a unique temporary file, then ``os.replace``).
+    """Write ``text`` to ``path`` all at once (a unique temporary file, then ``os.replace``:
+    :func:`flopgap._files.replace_atomically`). Raises :class:`OSError` as ``open`` would;
+    the temporary file never outlives a failure."""
+    from flopgap._files import replace_atomically
 
-    Raises :class:`OSError` as ``open`` would; the temporary file never outlives a failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_atomically(path, text)

@@ -3,23 +3,24 @@ clear usage error (shared by the explain and variants plots)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from flopgap.errors import UsageError
+from flopgap._files import write_atomic
 
 __all__ = ["save_figure"]
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save ``fig`` to ``path`` (parents created) and close it; an unwritable path is a
-    one-line :class:`UsageError`."""
+    """Save ``fig`` to ``path`` (parents created, written atomically: see
+    :mod:`flopgap._files`) and close it; an unwritable path is a one-line
+    :class:`~flopgap.errors.UsageError`. The format follows the suffix (.png, .svg, .pdf)."""
     import matplotlib.pyplot as plt
 
+    path = Path(path)
+    buf = io.BytesIO()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    except OSError as e:
-        raise UsageError(f"cannot write {str(path)!r}: {e.strerror}") from None
+        fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png")
     finally:
         plt.close(fig)
-    return path
+    return write_atomic(path, buf.getvalue())

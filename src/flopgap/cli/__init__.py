@@ -20,6 +20,8 @@ from flopgap.cli import variants as _variants  # noqa: F401
 from flopgap.cli import time as _time  # noqa: F401
 from flopgap.cli import machine as _machine  # noqa: F401
 from flopgap.cli import explain as _explain  # noqa: F401
+from flopgap._terminal import printable
+from flopgap.cli import _interrupt
 from flopgap.errors import FlopgapError, one_line
 
 __all__ = ["app", "main"]
@@ -29,31 +31,46 @@ _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
+def _fail(message: str, code: int) -> None:
+    """``error: <message>`` as one line on stderr (control characters shown as escapes), then exit."""
+    print(f"error: {printable(message)}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _store_error(e: BaseException) -> bool:
+    """A database error from the results store (SQLAlchemy), without importing it."""
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(e, exc.SQLAlchemyError)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args:
         args = ["--help"]
     # torch's deprecation chatter (torch.ao, jit) is not the user's business on a CLI
     warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+    _interrupt.reset()
+    _interrupt.set_argv(args)
     try:
         rc = app(args=args, prog_name="flopgap", standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:  # click turns Ctrl-C into Abort
-        print("error: interrupted; results already written are kept", file=sys.stderr)
-        sys.exit(130)
+    except typer.Abort:  # click turns Ctrl-C at a prompt (and end of input) into Abort
+        _fail(_interrupt.message(), 130)
     except _CLICK_ERROR as e:
-        print(f"error: {e.format_message()} (see flopgap --help)", file=sys.stderr)
-        sys.exit(2 if isinstance(e, _USAGE_ERROR) else e.exit_code)
+        _fail(f"{e.format_message()} (see flopgap --help)", 2 if isinstance(e, _USAGE_ERROR) else e.exit_code)
     except FlopgapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("error: interrupted; results already written are kept", file=sys.stderr)
-        sys.exit(130)
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt as e:
+        _fail(_interrupt.message(e), 130)
     except Exception as e:  # a bug in flopgap: still one line, traceback on request
         if os.environ.get("FLOPGAP_DEBUG"):
             raise
-        print(f"error: internal error {one_line(e)} (set FLOPGAP_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
+        if _store_error(e):  # the database went away or refused a write mid-run
+            _fail(f"the results store failed: {one_line(getattr(e, 'orig', None) or e)}", 2)
+        _fail(f"internal error {one_line(e)} (set FLOPGAP_DEBUG=1 for the traceback)", 1)
+    except BaseException as e:  # neither Exception nor Ctrl-C nor exit: a stray BaseException subclass
+        if isinstance(e, (SystemExit, GeneratorExit)) or os.environ.get("FLOPGAP_DEBUG"):
+            raise
+        _fail(f"internal error {one_line(e)} (set FLOPGAP_DEBUG=1 for the traceback)", 1)
     sys.exit(rc if isinstance(rc, int) else 0)

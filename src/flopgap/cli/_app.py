@@ -2,6 +2,8 @@
 
 import typer
 
+from flopgap.cli._interrupt import interruptible
+
 HELP = """flopgap: does a low parameter count or low FLOPs make a PyTorch model fast on
 this machine, and if not, why not?
 
@@ -16,5 +18,20 @@ Models: torchvision:NAME, seed:NAME, zoo:NAME, package.module:callable, or a .pt
 --input 1x128:int64[0,30522).
 """
 
-app = typer.Typer(help=HELP, add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_enable=False, rich_markup_mode=None)
+
+class FlopgapTyper(typer.Typer):
+    """A ``typer.Typer`` whose commands turn Ctrl-C into a one-line message (typer
+    itself would exit 130 without a word); see ``cli._interrupt``."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn):
+            register(interruptible(fn))
+            return fn
+
+        return decorator
+
+
+app = FlopgapTyper(help=HELP, add_completion=False, no_args_is_help=True,
+                   pretty_exceptions_enable=False, rich_markup_mode=None)

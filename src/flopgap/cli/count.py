@@ -8,7 +8,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, console,
-                                 keep, load, non_negative, write_json, write_text)
+                                 keep, load, non_negative, open_db, write_json, write_text)
 
 
 @app.command()
@@ -38,6 +38,7 @@ def count(
 
     non_negative("--depth", depth)
     non_negative("--top", top)
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs, meta=meta)
     result = run_count(loaded.module, tensors, model=loaded.spec, grad=grad, meta=meta)
     if json_path != "-" and csv_path != "-":
@@ -48,7 +49,7 @@ def count(
         write_text(csv_path, count_csv(result))
     if html or db:
         data = result.to_dict()
-        keep("count", loaded.spec, data, html=html, db=db,
+        keep("count", loaded.spec, data, html=html, db=store, interrupted=False,
              config={"model": loaded.spec, "inputs": data["inputs"], "grad": grad, "meta": meta})
 
 

@@ -9,7 +9,7 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
-                                 ThreadsOpt, console, err_console, keep, load, write_json)
+                                 ThreadsOpt, console, err_console, keep, load, open_db, say, write_json)
 from flopgap.cli.machine import _CACHE_NOTE, DeviceOpt, QuickOpt, RefreshOpt, _profile
 from flopgap.timing import DEFAULT_PRECISION
 
@@ -65,6 +65,7 @@ def explain(
         raise UsageError(f"--calls must be >= 1, got {calls}")
     if plot is not None and not plot.lower().endswith(".png"):
         raise UsageError(f"--plot must be a .png path, got {plot!r}")
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs)
     module, tensors = _on_device(loaded, tensors, device)
     from flopgap.count import count as run_count
@@ -79,7 +80,7 @@ def explain(
         render_explanation(ex, console, top=top, depth=depth)
     if plot:
         roofline_plot(ex, plot)
-        err_console.print(f"wrote {plot}")
+        say(f"wrote {plot}")
     if json_path:
         write_json(json_path, ex.to_dict())
     if html or db:
@@ -91,10 +92,11 @@ def explain(
             with tempfile.TemporaryDirectory() as tmp:
                 png = roofline_plot(ex, Path(tmp) / "roofline.png")
                 figures.append((png.read_bytes(), "roofline: achieved FLOP/s vs arithmetic intensity per op"))
-        keep("explain", loaded.spec, ex.to_dict(), html=html, db=db, figures=figures,
+        keep("explain", loaded.spec, ex.to_dict(), html=html, db=store, figures=figures,
+             interrupted=ex.totals.interrupted,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": not no_measure,
-                     "threads": ex.totals.get("threads"), "precision": precision, "max_time": max_time})
-    if ex.totals.get("interrupted"):
+                     "threads": ex.totals.threads, "precision": precision, "max_time": max_time})
+    if ex.totals.interrupted:
         err_console.print("interrupted: reported what was measured before Ctrl-C")
         raise typer.Exit(130)
 
@@ -136,6 +138,7 @@ def predict(
     device = check_device(device, what="--device")
     timer = TimerOptions(precision=precision, max_time=max_time, threads=threads,
                          device=device if device.startswith("cuda") else None)
+    store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs)
     module, tensors = _on_device(loaded, tensors, device)
     with threads_context(threads):
@@ -154,7 +157,8 @@ def predict(
     if json_path:
         write_json(json_path, data)
     if html or db:
-        keep("predict", loaded.spec, data, html=html, db=db,
+        keep("predict", loaded.spec, data, html=html, db=store,
+             interrupted=check is not None and check.measurement.interrupted,
              config={"model": loaded.spec, "inputs": input, "batch": batch, "device": device, "measure": measure,
                      "threads": pred.threads, "precision": precision, "max_time": max_time})
     if check is not None and check.measurement.interrupted:

@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from flopgap.cli._app import app
+from flopgap._terminal import printable
 from flopgap.cli._common import JsonOpt, ThreadsOpt, console, err_console, write_json
+from flopgap.cli._interrupt import phase
 
 _CACHE_NOTE = ("The machine profile is cached per machine fingerprint (CPU model, cores, threads, torch "
                "version, device) as JSON in $FLOPGAP_CACHE_DIR, or ~/.cache/flopgap/ when that is unset; "
@@ -73,7 +75,8 @@ def _profile(device: str, refresh: bool, quick: bool, threads: int | None = None
 
     bar = _ProfileProgress()
     try:
-        with threads_context(threads):
+        with threads_context(threads), phase("loading or measuring the machine profile (what one run measures is "
+                                             "cached when that run completes)"):
             needs = needs_for(count_result, quick=quick) if count_result is not None else None
             prof = profile_machine(refresh=refresh, device=device, quick=quick, progress=bar, needs=needs)
     finally:
@@ -85,7 +88,8 @@ def _profile(device: str, refresh: bool, quick: bool, threads: int | None = None
 def print_profile_warnings(prof) -> None:
     """The profile's caveats on stderr, one line each (the library never prints)."""
     for w in prof.warnings:
-        err_console.print(f"flopgap: warning: {w}", style="yellow", markup=False, highlight=False)
+        err_console.print(printable(f"flopgap: warning: {w}"), style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 @app.command(help=f"""Measure this machine's ceilings: peak matmul FLOP/s per dtype (fp32, bf16, int8
@@ -102,7 +106,7 @@ def machine(
     threads: ThreadsOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    from flopgap.machine._profile import cache_path
+    from flopgap.machine import cache_path
     from flopgap.report.explain_view import render_machine
 
     prof = _profile(device, refresh, quick, threads)

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from flopgap.cli._app import app
-from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, write_json
-from flopgap.errors import UsageError
+from flopgap._terminal import printable
+from flopgap.cli._app import FlopgapTyper, app
+from flopgap.cli._common import PrecisionOpt, ThreadsOpt, console, err_console, say, write_json
+from flopgap.cli._interrupt import deferred_sigint, wrote
+from flopgap.errors import UsageError, one_line
 from flopgap.timing import DEFAULT_PRECISION
 
 STORE_HELP = ("results store: a SQLAlchemy URL (sqlite:///flopgap.db, postgresql://user@host/db) or a SQLite "
@@ -26,7 +29,7 @@ NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="leave plots out of
 
 DEFAULT_DB = "sqlite:///flopgap.db"
 
-study_app = typer.Typer(
+study_app = FlopgapTyper(
     help="Studies that answer the seed's question with evidence; each run is saved in the results store "
          "(flopgap.db by default, --db to change) and resumable with --resume.",
     no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -100,11 +103,16 @@ def _emit(result, *, html: str | None, csv: str | None, json_path: str | None, p
     if json_path != "-" and not quiet_tables:
         print_sections(sections, console)
     if html:
-        path = write_html(html, title_for(result), sections, machine=result.run.machine)
-        err_console.print(f"wrote report {path}", highlight=False, markup=False)
+        with deferred_sigint():  # a report is written whole or not at all
+            path = write_html(html, title_for(result), sections, machine=result.run.machine)
+            wrote(repr(str(path)))
+        say(f"wrote report {path}")
     if csv:
-        for p in write_csv(csv, sections):
-            err_console.print(f"wrote {p}", highlight=False, markup=False)
+        with deferred_sigint():
+            paths = write_csv(csv, sections)
+            wrote(f"{len(paths)} CSV file(s) in {csv!r}")
+        for p in paths:
+            say(f"wrote {p}")
     if json_path:
         write_json(json_path, result.to_dict())
 
@@ -117,8 +125,8 @@ def _stored(result, store, quiet: bool = False) -> None:
     if o is not None:
         extra = f" ({len(o.measured)} measured" + (f", {len(o.skipped)} already stored" if o.skipped else "") + \
                 (f", {len(o.failed)} failed" if o.failed else "") + ")"
-    console.print(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}", markup=False,
-                  highlight=False)
+    console.print(printable(f"stored as run {result.run.id} [{result.run.status}] in {store.url}{extra}"),
+                  markup=False, highlight=False)
 
 
 def _split_models(models: list[str] | None) -> list[str] | None:
@@ -156,7 +164,7 @@ def study_zoo(
     if zoo and model_list:
         raise UsageError("give a zoo name or --models, not both")
     zoo_items(zoo, model_list, tuple(batch or (1,)))  # a misspelt model fails before the profile is measured
-    store = open_store(db)
+    store = open_store(db, writable=True)
     with _Bar() as bar:
         result = run_zoo(zoo, store=store, models=model_list, batches=tuple(batch or (1,)), timer=timer,
                          with_explain=not no_explain, resume=resume, progress=bar, quick_profile=quick_profile,
@@ -186,7 +194,7 @@ def study_seed(
     from flopgap.study import run_seed
 
     timer = _timer(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     with _Bar() as bar:
         result = run_seed(store=store, timer=timer, with_explain=not no_explain, resume=resume, progress=bar,
                           quick_profile=quick_profile,
@@ -218,7 +226,7 @@ def study_shufflenet(
     from flopgap.study import run_shufflenet
 
     timer = _timer(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     gl = tuple(g.upper() for g in (guideline or ("G1", "G2", "G3", "G4")))
     with _Bar() as bar:
         result = run_shufflenet(store=store, spatial=spatial, timer=timer, guidelines=gl, resume=resume,
@@ -248,7 +256,7 @@ def runs(
         if json_path == "-":
             return
     if not found:
-        console.print(f"no runs in {store.url}", markup=False)
+        console.print(printable(f"no runs in {store.url}"), markup=False)
         return
     print_sections([Section(f"runs in {store.url}", [runs_table(found)])], console)
 
@@ -293,10 +301,10 @@ def compare_cmd(
         write_json(json_path, cmp.to_dict())
     if html:
         p = write_html(html, f"flopgap: {cmp.b.label} vs {cmp.a.label}", sections, machine=cmp.b.machine or None)
-        err_console.print(f"wrote report {p}", markup=False, highlight=False)
+        say(f"wrote report {p}")
     if csv:
         for p in write_csv(csv, sections):
-            err_console.print(f"wrote {p}", markup=False, highlight=False)
+            say(f"wrote {p}")
     if fail_on_regression and cmp.regressions:
         raise FlopgapError(f"{cmp.regressions} regression(s) beyond {100 * threshold:g}%")
 
@@ -317,14 +325,19 @@ def report(
     from flopgap.study import result_for_run
 
     store = open_store(db, create=False)
-    result = result_for_run(store, run)
-    sections = sections_for(result, plots=not no_plots)
+    try:  # a store is anyone's file: stored payloads flopgap did not write are refused, not trusted
+        result = result_for_run(store, run)
+        sections = sections_for(result, plots=not no_plots)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as e:
+        if os.environ.get("FLOPGAP_DEBUG"):
+            raise
+        raise UsageError(f"run {run} in {store.url} holds results flopgap cannot read ({one_line(e)[:200]})") from None
     path = write_html(out or f"reports/run-{result.run.id}-{result.run.kind}.html", title_for(result), sections,
                       machine=result.run.machine)
-    console.print(f"wrote report {path}", markup=False)
+    console.print(printable(f"wrote report {path}"), markup=False)
     if csv:
         for p in write_csv(csv, sections):
-            console.print(f"wrote {p}", markup=False)
+            console.print(printable(f"wrote {p}"), markup=False)
 
 
 @app.command()
@@ -344,7 +357,7 @@ def demo(
     from flopgap.study import DEMO_MODELS, run_seed, run_zoo
 
     timer = _timer(max_time, precision, threads)
-    store = open_store(db)
+    store = open_store(db, writable=True)
     console.print("[bold]1/2 seed case study[/bold]: the article's three examples, measured rigorously")
     with _Bar() as bar:
         profile = _profile(timer, False, bar)
@@ -359,6 +372,6 @@ def demo(
     print_sections([s for s in zoo_sections if s.title.startswith("Batch")], console)
     paths = [write_html(Path(out) / "seed.html", title_for(seed), seed_sections, machine=seed.run.machine),
              write_html(Path(out) / "zoo.html", title_for(zoo), zoo_sections, machine=zoo.run.machine)]
-    console.print(f"stored runs {seed.run.id} (seed) and {zoo.run.id} (zoo) in {store.url}", markup=False)
+    console.print(printable(f"stored runs {seed.run.id} (seed) and {zoo.run.id} (zoo) in {store.url}"), markup=False)
     for p in paths:
-        console.print(f"report: {p.resolve()}", markup=False)
+        console.print(printable(f"report: {p.resolve()}"), markup=False)

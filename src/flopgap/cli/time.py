@@ -10,7 +10,8 @@ import typer
 
 from flopgap.cli._app import app
 from flopgap.cli._common import (BatchOpt, DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, ModelArg, PrecisionOpt,
-                                 ThreadsOpt, console, err_console, keep, load, write_json)
+                                 ThreadsOpt, console, err_console, keep, load, open_db, write_json)
+from flopgap._terminal import markup
 from flopgap.errors import FlopgapError, UsageError
 from flopgap.timing import DEFAULT_MAX_TIME, DEFAULT_PRECISION
 
@@ -50,9 +51,9 @@ def _progress():
 
     def update(phase: str, info: dict) -> None:
         if phase == "cold":
-            status.update(f"{info['name']}: first call {info['cold_s'] * 1e3:.3g} ms; warming up ...")
+            status.update(f"{markup(info['name'])}: first call {info['cold_s'] * 1e3:.3g} ms; warming up ...")
         elif phase == "warmup":
-            status.update(f"{info['name']}: warm-up {info['calls']} calls, block of {info['block']}; sampling ...")
+            status.update(f"{markup(info['name'])}: warm-up {info['calls']} calls, block of {info['block']}; sampling ...")
         elif phase == "sampling":
             hw = ", ".join(f"+-{100 * h:.2f}%" for h in info["half_width"])
             status.update(f"sampling: {info['samples']} samples, CI {hw}, "
@@ -97,8 +98,16 @@ def time_(
     # validated here, before the slow part (model load or child processes)
     options = TimerOptions(precision=precision, max_time=max_time, threads=threads, grad=grad, device=device)
     show = json_path != "-"
+    store = open_db(db)
 
     if processes > 1:
+        # what the children would reject, rejected here before the first one starts
+        # (without --input the model's own inputs are known only once it is built: --batch
+        # is then checked on a one-element input, which catches the absurd values)
+        from flopgap.models import InputSpec, parse_input_spec, parse_kwargs, with_batch
+
+        with_batch(tuple(parse_input_spec(s) for s in input or ()) or (InputSpec((1,)),), batch)
+        parse_kwargs(kwargs)
         args = _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device)
         if show and sys.stderr.isatty():
             err_console.print(f"running {processes} fresh processes one after another ...")
@@ -124,7 +133,7 @@ def time_(
         write_json(json_path, result.to_dict())
     if html or db:  # an interrupted run is kept too: it says so in its payload
         label = f"{model} vs {vs}" if vs else model
-        keep("time", label, result.to_dict(), html=html, db=db,
+        keep("time", label, result.to_dict(), html=html, db=store, interrupted=result.interrupted,
              config={"model": model, "vs": vs, "inputs": input, "batch": batch, "threads": threads, "grad": grad,
                      "precision": precision, "max_time": max_time, "processes": processes, "device": device})
     if result.interrupted:

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from flopgap.cli._app import app
+from flopgap._terminal import printable
 from flopgap.cli._common import (DbOpt, HtmlOpt, InputOpt, JsonOpt, KwargsOpt, PrecisionOpt, console, err_console, keep,
-                                 write_json)
+                                 open_db, say, write_json)
 from flopgap.errors import UsageError
 from flopgap.timing import DEFAULT_PRECISION
 
@@ -82,9 +83,10 @@ def variants(
     timer = TimerOptions(precision=precision, max_time=max_time)
     from flopgap.cli._common import load
 
+    store = open_db(db)
     loaded, _, _ = load(model, input, None, kwargs)
     show = err_console.is_terminal
-    progress = (lambda msg: err_console.print(f"[dim]{msg}[/dim]")) if show else None
+    progress = (lambda msg: err_console.print(printable(msg), style="dim", markup=False)) if show else None
     result = run_variants(loaded, variants=names, batches=batches, threads=thread_counts, input_specs=input,
                           timer=timer, device=device, explain=explain,
                           progress=progress)
@@ -96,7 +98,7 @@ def variants(
         write_json(json_path, result.to_dict())
     if plot:
         path = plot_variants(result, plot)
-        err_console.print(f"wrote {path}")
+        say(f"wrote {path}")
     if html or db:  # rows measured before a Ctrl-C are kept too
         figures = []
         if html:
@@ -106,7 +108,8 @@ def variants(
             with tempfile.TemporaryDirectory() as tmp:
                 png = plot_variants(result, Path(tmp) / "variants.png")
                 figures.append((Path(png).read_bytes(), "latency and throughput vs batch size per variant"))
-        keep("variants", loaded.spec, result.to_dict(), html=html, db=db, figures=figures,
+        keep("variants", loaded.spec, result.to_dict(), html=html, db=store, figures=figures,
+             interrupted=result.interrupted,
              config={"model": loaded.spec, "try": try_, "batch": batch, "threads": threads, "inputs": input,
                      "precision": precision, "max_time": max_time, "device": device})
     if result.interrupted:

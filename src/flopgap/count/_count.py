@@ -12,8 +12,7 @@ from flopgap.count import _formulas  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
 from flopgap.count._result import CountResult, ModuleStats, OpRecord
-from flopgap.models._inputs import describe_inputs
-from flopgap.models._specs import call_model
+from flopgap.models import call_model, describe_inputs
 
 __all__ = ["count", "cost_of_call", "count_params"]
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import torch
 
 from flopgap._quiet import quiet_profiler
-from flopgap.timing._env import minor_faults
+from flopgap.models._specs import raised_by_model
+from flopgap.timing import minor_faults
 
 __all__ = ["LAUNCH_EVENTS", "count_launches", "top_level_ops", "align", "profile_ops", "Attribution",
            "profiler_name"]
@@ -143,7 +144,7 @@ def _host_side(events: list, name: str) -> list:
 
 
 def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = None, warmup: int = 2,
-                device: str = "cpu", target_s: float = 0.4) -> Attribution:
+                device: str = "cpu", target_s: float = 0.4, name: str = "model") -> Attribution:
     """Profile ``calls`` forward passes (default: as many as fit ``target_s``, 3 to 30)
     and join them to ``records`` (a count's ``ops``)."""
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -152,7 +153,7 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     namespaces = frozenset(r.op.split(".", 1)[0] for r in records) | {"aten"}
-    with torch.inference_mode():
+    with torch.inference_mode(), raised_by_model(name):
         t0 = _time.perf_counter()
         for _ in range(max(warmup, 1)):
             module(*inputs)
@@ -173,10 +174,11 @@ def profile_ops(module, inputs: tuple, records: list, *, calls: int | None = Non
             for _ in range(_EMPTY_MARKERS):  # the marker's own cost, subtracted from each call
                 with record_function(_EMPTY):
                     sync()
-            for _ in range(calls):
-                with record_function(_MARKER):
-                    module(*inputs)
-                    sync()
+            with raised_by_model(name):
+                for _ in range(calls):
+                    with record_function(_MARKER):
+                        module(*inputs)
+                        sync()
         events = list(prof.events())
     markers = _host_side(events, _MARKER)
     empty = [e.cpu_time_total * 1e-6 for e in _host_side(events, _EMPTY)]

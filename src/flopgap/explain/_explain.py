@@ -11,12 +11,13 @@ from flopgap.errors import UsageError
 from flopgap.explain._attribute import Attribution, profile_ops
 from flopgap.explain._findings import findings as _findings
 from flopgap.explain._predict import Prediction, predict
-from flopgap.explain._roofline import CLASSES, classify, op_dtype
+from flopgap.explain._records import Bound, ClassShare, ExplainedOp, Finding, ModuleTime, Totals
+from flopgap.explain._roofline import classify, op_dtype
 from flopgap.explain._weights import weight_bytes as _weight_bytes
 
 __all__ = ["Explanation", "explain", "build_explanation", "EXPLAIN_SCHEMA"]
 
-EXPLAIN_SCHEMA = "flopgap.explain/1"
+EXPLAIN_SCHEMA = "flopgap.explain/2"  # 2: typed records; an op's class is "bound"
 _EXPLAIN_MAX_TIME = 2.0  # seconds for the rigorous median: a 2% CI for models up to ~50 ms
 
 
@@ -24,32 +25,28 @@ _EXPLAIN_MAX_TIME = 2.0  # seconds for the rigorous median: a 2% CI for models u
 class Explanation:
     """Why a model takes the time it takes on this machine.
 
-    ``ops``: one row per count record (time_s is the profiler median, ``None`` if no
-    event matched); ``modules``: per-module sums; ``classes``: time and FLOP share per
-    roofline class; ``totals``: the profiled call, the rigorous median (if measured),
-    profiler overhead, prediction; ``findings``: see :mod:`flopgap.explain._findings`.
-    Shares are of the profiled call (``totals["call_s"]``), whose part outside any op
-    is ``totals["outside_s"]``; ``totals["outside_python_s"]`` is that part less the
-    profiler's own cost (profiled call - rigorous median), when the median was measured.
-    ``measurement["interrupted"]`` (and ``totals["interrupted"]``): Ctrl-C stopped the
-    timing, whose figures are from the samples taken before it.
+    ``ops``: one :class:`ExplainedOp` per count record; ``modules``: per-module sums
+    (:class:`ModuleTime`); ``classes``: time and FLOP share per roofline class
+    (:class:`ClassShare`); ``totals``: the whole call (:class:`Totals`); ``findings``:
+    :class:`Finding` records (:mod:`flopgap.explain._findings`); ``measurement``: the
+    rigorous timing, if taken; ``disturbance``: the sentinel's record of the profiled pass.
     """
 
     model: str
     inputs: list[str]
-    ops: list[dict]
-    modules: list[dict]
-    classes: dict[str, dict]
-    totals: dict
+    ops: list[ExplainedOp]
+    modules: list[ModuleTime]
+    classes: dict[Bound, ClassShare]
+    totals: Totals
     profile: object
     prediction: Prediction
-    findings: list[dict] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     measurement: object | None = None     # flopgap.timing.Measurement of the rigorous timing, if taken
     disturbance: object | None = None     # the sentinel's record of the profiled pass
 
     @property
     def disturbed(self) -> bool:
-        return bool(self.totals.get("disturbed"))
+        return self.totals.disturbed
 
     @property
     def warnings(self) -> list[str]:
@@ -62,14 +59,15 @@ class Explanation:
             out += [f"rigorous median: {w}" for w in self.measurement.warnings]
         return out
 
-    def top_by(self, key: str, n: int = 10) -> list[dict]:
-        rows = [r for r in self.ops if r.get(key) is not None and not r["free"]]
-        return sorted(rows, key=lambda r: -r[key])[:n]
+    def top_by(self, key: str, n: int = 10) -> list[ExplainedOp]:
+        """The ``n`` kernel ops with the largest ``key`` (``time_s``, ``flops``, ...)."""
+        rows = [r for r in self.ops if getattr(r, key) is not None and not r.free]
+        return sorted(rows, key=lambda r: -getattr(r, key))[:n]
 
     @property
-    def dominant(self) -> str | None:
+    def dominant(self) -> Bound | None:
         """compute | memory | overhead (overhead includes ``outside_python_s``); None if nothing was timed."""
-        return next((f["numbers"]["class"] for f in self.findings if f["kind"] == "dominant"), None)
+        return next((Bound(f.numbers["class"]) for f in self.findings if f.kind == "dominant"), None)
 
     def to_dict(self) -> dict:
         p = self.profile.to_dict()
@@ -83,15 +81,17 @@ class Explanation:
                 "time": "torch.profiler total CPU time of each top-level op (children included), median over "
                         "profiled calls (on CUDA the larger of CPU and kernel time; device_time_s is the kernel "
                         "time alone); shares are of the profiled call",
-                "class": "roofline: max(FLOPs/peak, bytes/bandwidth, dispatch overhead); bandwidth is the "
+                "bound": "roofline: max(FLOPs/peak, bytes/bandwidth, dispatch overhead); bandwidth is the "
                          "cache-resident one when the op's bytes fit the cache test",
             },
-            "totals": self.totals, "classes": self.classes, "findings": self.findings,
-            "top_by_time": [r["index"] for r in self.top_by("time_s")],
-            "top_by_flops": [r["index"] for r in self.top_by("flops")],
-            "ops": self.ops, "modules": self.modules, "prediction": self.prediction.to_dict(),
-            "measurement": _measurement_summary(self.measurement), "disturbed": self.disturbed,
-            "warnings": self.warnings,
+            "disturbed": self.disturbed, "warnings": self.warnings,
+            "totals": self.totals.to_dict(), "classes": {str(k): v.to_dict() for k, v in self.classes.items()},
+            "findings": [f.to_dict() for f in self.findings],
+            "top_by_time": [r.index for r in self.top_by("time_s")],
+            "top_by_flops": [r.index for r in self.top_by("flops")],
+            "ops": [r.to_dict() for r in self.ops], "modules": [m.to_dict() for m in self.modules],
+            "prediction": self.prediction.to_dict(),
+            "measurement": _measurement_summary(self.measurement),
             "profile_disturbance": self.disturbance.to_dict() if self.disturbance is not None else None,
             "machine": p,
         }
@@ -113,6 +113,48 @@ def _batch(inputs) -> int:
     return 1
 
 
+def _op(r, t, n_launch, predicted_s, dev_t, profile, call_s) -> ExplainedOp:
+    roof = classify(r.flops, r.bytes, profile, op_dtype(r))
+    peak = profile.peak(op_dtype(r))
+    return ExplainedOp(
+        index=r.index, op=r.op, module=r.module, family=r.family, kind=r.kind, free=r.is_free, flops=r.flops,
+        bytes=r.bytes, time_s=t, share=(t / call_s if t is not None and call_s else None),
+        achieved_flops_s=(r.flops / t if t else None), achieved_bytes_s=(r.bytes / t if t else None),
+        efficiency=(r.flops / t / peak if t and r.flops else None), launches=n_launch, device_time_s=dev_t,
+        bound=roof.bound, t_compute=roof.t_compute, t_memory=roof.t_memory, t_overhead=roof.t_overhead,
+        roofline_s=roof.time, predicted_s=predicted_s)
+
+
+def _classes(timed: list[ExplainedOp], call_s: float, flops: int) -> dict[Bound, ClassShare]:
+    out = {}
+    for c in Bound:
+        sel = [x for x in timed if x.bound == c]
+        ct = sum(x.time_s for x in sel)
+        cf = sum(x.flops for x in sel)
+        out[c] = ClassShare(len(sel), ct, ct / call_s if call_s else 0.0, cf, cf / flops if flops else 0.0,
+                            sum(x.bytes for x in sel))
+    return out
+
+
+def _modules(count_result, timed: list[ExplainedOp], call_s: float) -> list[ModuleTime]:
+    """Each module's subtree sums (the same walk as the count's aggregation)."""
+    acc = {m.name: [0.0, 0] for m in count_result.modules}
+    for x in timed:
+        parts = x.module.split(".") if x.module else []
+        for i in range(len(parts) + 1):
+            a = acc.get(".".join(parts[:i]))
+            if a is not None:
+                a[0] += x.time_s
+                a[1] += x.launches
+    out = []
+    for m in count_result.modules:
+        t, launches = acc[m.name]
+        nbytes = m.bytes_read + m.bytes_written
+        out.append(ModuleTime(m.name, m.type, m.depth, m.flops, nbytes, m.ops, t, launches,
+                              t / call_s if call_s else 0.0, m.flops / t if t else None, nbytes / t if t else None))
+    return out
+
+
 def build_explanation(count_result, attribution: Attribution, profile, *, weight_bytes: int = 0, batch: int = 1,
                       measurement=None, disturbance=None) -> Explanation:
     """Join a count, an attribution and a profile (pure arithmetic: unit-testable).
@@ -123,84 +165,49 @@ def build_explanation(count_result, attribution: Attribution, profile, *, weight
     sentinel's record of the profiled pass itself."""
     prediction = predict(count_result, profile)
     call_s = attribution.call_s
-    rows = []
     dev_times = attribution.device_times or [None] * len(count_result.ops)
-    for r, t, n_launch, p, dt in zip(count_result.ops, attribution.times, attribution.launches, prediction.ops,
-                                     dev_times):
-        roof = classify(r.flops, r.bytes, profile, op_dtype(r))
-        peak = profile.peak(op_dtype(r))
-        rows.append({
-            "index": r.index, "op": r.op, "module": r.module, "family": r.family, "kind": r.kind,
-            "free": r.is_free, "flops": r.flops, "bytes": r.bytes, "time_s": t,
-            "share": (t / call_s if t is not None and call_s else None),
-            "achieved_flops_s": (r.flops / t if t else None), "achieved_bytes_s": (r.bytes / t if t else None),
-            "efficiency": (r.flops / t / peak if t and r.flops else None), "launches": n_launch,
-            "device_time_s": dt,
-            "cls": roof.cls, "t_compute": roof.t_compute, "t_memory": roof.t_memory,
-            "t_overhead": roof.t_overhead, "roofline_s": roof.time, "predicted_s": p["predicted_s"],
-            "matched": t is not None,
-        })
-    timed = [x for x in rows if x["time_s"] is not None]
-    ops_s = sum(x["time_s"] for x in timed)
+    rows = [_op(r, t, n, p["predicted_s"], dt, profile, call_s)
+            for r, t, n, p, dt in zip(count_result.ops, attribution.times, attribution.launches, prediction.ops,
+                                      dev_times)]
+    timed = [x for x in rows if x.time_s is not None]
+    ops_s = sum(x.time_s for x in timed)
     outside = call_s - ops_s
     flops = count_result.flops
     nbytes = count_result.bytes_read + count_result.bytes_written
-    classes = {}
-    for c in CLASSES:
-        sel = [x for x in timed if x["cls"] == c]
-        ct = sum(x["time_s"] for x in sel)
-        cf = sum(x["flops"] for x in sel)
-        classes[c] = {"ops": len(sel), "time_s": ct, "time_share": ct / call_s if call_s else 0.0,
-                      "flops": cf, "flop_share": cf / flops if flops else 0.0,
-                      "bytes": sum(x["bytes"] for x in sel)}
-    # modules: sum over each module's subtree (same walk as the count's aggregation)
-    mods = {m.name: {"name": m.name, "type": m.type, "depth": m.depth, "time_s": 0.0, "flops": m.flops,
-                     "bytes": m.bytes_read + m.bytes_written, "ops": m.ops, "launches": 0} for m in count_result.modules}
-    for x in timed:
-        parts = x["module"].split(".") if x["module"] else []
-        for i in range(len(parts) + 1):
-            m = mods.get(".".join(parts[:i]))
-            if m is not None:
-                m["time_s"] += x["time_s"]
-                m["launches"] += x["launches"]
-    for m in mods.values():
-        m["share"] = m["time_s"] / call_s if call_s else 0.0
-        m["achieved_flops_s"] = m["flops"] / m["time_s"] if m["time_s"] else None
-        m["achieved_bytes_s"] = m["bytes"] / m["time_s"] if m["time_s"] else None
     # only a trustworthy median reconciles: a CI exists and the machine was not disturbed
     med = (measurement.median if measurement is not None and not measurement.disturbed
            and math.isfinite(measurement.ci_low) else None)
     ref = med if med is not None else call_s
     peak = profile.peak("float32")
-    totals = {
-        "call_s": call_s, "ops_s": ops_s, "outside_s": outside, "outside_share": max(outside, 0.0) / call_s if call_s else 0.0,
+    totals = Totals(
+        call_s=call_s, ops_s=ops_s, outside_s=outside,
+        outside_share=max(outside, 0.0) / call_s if call_s else 0.0,
         # the profiler's own cost (profiled call - rigorous median) is not the model's
         # Python time: only the time outside ops beyond it counts as framework overhead
-        "outside_python_s": (max(0.0, outside - max(0.0, call_s - med)) if med is not None
-                             else max(outside, 0.0)),
-        "profiled_calls": attribution.calls, "marker_s": attribution.marker_s, "unmatched_events": attribution.unmatched_events,
-        "unmatched_s": attribution.unmatched_s,
-        "unmatched_records": sum(1 for x in rows if not x["matched"] and not x["free"]),
-        "measured_median_s": med,
-        "profiler_overhead": (call_s / med - 1.0) if med else None,
-        "predicted_s": prediction.latency_s, "roofline_s": prediction.roofline_s,
-        "prediction_error": (prediction.latency_s / med - 1.0) if med else None,
-        "interrupted": bool(measurement is not None and measurement.interrupted),
-        "disturbed": bool((measurement is not None and measurement.disturbed)
-                          or (disturbance is not None and disturbance.disturbed)),
-        "threads": (measurement.spec.threads if measurement is not None else attribution.threads),
-        "flops": flops, "bytes": nbytes, "weight_bytes": weight_bytes, "ops": len(count_result.kernel_ops),
-        "achieved_flops_s": flops / ref if ref else 0.0, "efficiency": flops / ref / peak if ref and peak else 0.0,
-        "ridge_intensity": peak / profile.mem_bandwidth, "batch": batch,
-        "launches": sum(attribution.launches), "device": attribution.device,
+        outside_python_s=(max(0.0, outside - max(0.0, call_s - med)) if med is not None else max(outside, 0.0)),
+        profiled_calls=attribution.calls, marker_s=attribution.marker_s,
+        unmatched_events=dict(attribution.unmatched_events), unmatched_s=attribution.unmatched_s,
+        unmatched_records=sum(1 for x in rows if not x.matched and not x.free),
+        measured_median_s=med, profiler_overhead=(call_s / med - 1.0) if med else None,
+        predicted_s=prediction.latency_s, roofline_s=prediction.roofline_s,
+        prediction_error=(prediction.latency_s / med - 1.0) if med else None,
+        interrupted=bool(measurement is not None and measurement.interrupted),
+        disturbed=bool((measurement is not None and measurement.disturbed)
+                       or (disturbance is not None and disturbance.disturbed)),
+        threads=(measurement.spec.threads if measurement is not None else attribution.threads),
+        flops=flops, bytes=nbytes, weight_bytes=weight_bytes, ops=len(count_result.kernel_ops),
+        achieved_flops_s=flops / ref if ref else 0.0, efficiency=flops / ref / peak if ref and peak else 0.0,
+        ridge_intensity=peak / profile.mem_bandwidth, batch=batch, launches=sum(attribution.launches),
+        device=attribution.device,
         # CUDA: kernel time per call (the GPU busy) and the share of the call the GPU waits on the host
-        "device_s": attribution.device_s,
-        "gpu_idle_share": (max(0.0, 1.0 - attribution.device_s / call_s)
-                           if attribution.device_s is not None and call_s else None),
-        "page_faults_per_call": attribution.page_faults_per_call,
-    }
-    ex = Explanation(count_result.model, list(count_result.inputs), rows, list(mods.values()), classes, totals,
-                     profile, prediction, measurement=measurement, disturbance=disturbance)
+        device_s=attribution.device_s,
+        gpu_idle_share=(max(0.0, 1.0 - attribution.device_s / call_s)
+                        if attribution.device_s is not None and call_s else None),
+        page_faults_per_call=attribution.page_faults_per_call,
+    )
+    ex = Explanation(count_result.model, list(count_result.inputs), rows, _modules(count_result, timed, call_s),
+                     _classes(timed, call_s, flops), totals, profile, prediction, measurement=measurement,
+                     disturbance=disturbance)
     ex.findings = _findings(ex)
     return ex
 
@@ -219,11 +226,11 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
     profiled pass and the timing alike. The disturbance sentinel watches the profiled
     pass and the timing (``load`` replaces its evidence source in tests); a disturbed
     measurement is kept and reported, never used to reconcile. Ctrl-C during the timing
-    keeps what was measured (``totals["interrupted"]``).
+    keeps what was measured (``totals.interrupted``).
     """
     from flopgap.timing import TimerOptions, threads_context
     from flopgap.timing import measure as timing_measure
-    from flopgap.timing._sentinel import Sentinel, system_load
+    from flopgap.timing import Sentinel, system_load
 
     inputs = tuple(inputs)
     if calls is not None and calls < 1:
@@ -247,7 +254,7 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         sentinel = Sentinel(load if load is not None else system_load()) if timer.watch_load else None
         if sentinel is not None:
             sentinel.start(0.0, threads)
-        attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device)
+        attribution = profile_ops(module, inputs, count_result.ops, calls=calls, device=device, name=name)
         disturbance = sentinel.finish() if sentinel is not None else None
         measurement = None
         if measure:

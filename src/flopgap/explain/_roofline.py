@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Roofline", "classify", "CLASSES", "op_dtype"]
+from flopgap.explain._records import Bound
 
-CLASSES = ("compute", "memory", "overhead")
+__all__ = ["Roofline", "classify", "op_dtype"]
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,12 @@ class Roofline:
         return max(self.t_compute, self.t_memory, self.t_overhead)
 
     @property
-    def cls(self) -> str:
+    def bound(self) -> Bound:
         if self.t_compute >= self.t_memory and self.t_compute >= self.t_overhead:
-            return "compute"
+            return Bound.COMPUTE
         if self.t_memory >= self.t_overhead:
-            return "memory"
-        return "overhead"
+            return Bound.MEMORY
+        return Bound.OVERHEAD
 
 
 def op_dtype(record) -> str:

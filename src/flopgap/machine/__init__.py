@@ -10,7 +10,8 @@ from flopgap.machine._bench import Figure
 from flopgap.machine._grid import Needs
 from flopgap.machine._keys import CalKey
 from flopgap.machine._measure import Sample
-from flopgap.machine._profile import MACHINE_SCHEMA, MachineProfile, cache_dir, fingerprint, needs_for, profile_machine
+from flopgap.machine._profile import (MACHINE_SCHEMA, MachineProfile, cache_dir, cache_path, fingerprint, needs_for,
+                                      profile_machine)
 
 __all__ = ["MachineProfile", "profile_machine", "needs_for", "Needs", "CalKey", "Sample", "fingerprint", "cache_dir",
-           "Figure", "MACHINE_SCHEMA"]
+           "cache_path", "Figure", "MACHINE_SCHEMA"]

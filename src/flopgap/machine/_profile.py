@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -61,17 +62,17 @@ from typing import Callable
 
 import torch
 
-from flopgap._cache import atomic_write_text, cache_dir
-from flopgap.errors import FlopgapError, one_line
+from flopgap._cache import cache_dir
+from flopgap.errors import FlopgapError, UsageError, one_line
 from flopgap.machine._bench import Figure
 from flopgap.machine._ceilings import L3_FALLBACK_BYTES, llc_bytes
 from flopgap.machine import _grid
 from flopgap.machine._grid import Needs, cases_for, chain_needs, grid_index
 from flopgap.machine._measure import Measured, Request, Sample
-from flopgap.timing import check_device
-from flopgap.timing._env import cpu_model
+from flopgap.timing import check_device, cpu_model
 
-__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA", "needs_for"]
+__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "cache_path", "MACHINE_SCHEMA", "needs_for",
+           "check_profile_dict"]
 
 MACHINE_SCHEMA = "flopgap.machine/3"  # 3: lazily measured sections, typed keys, samples with spread
 _CEILING_FIELDS = ("peak_flops", "mem_bandwidth", "cache_bandwidth", "cache_bytes", "dispatch_overhead_s",
@@ -95,6 +96,110 @@ def fingerprint(device=None) -> dict:
 
 def _fp_hash(fp: dict) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _number(v, *, low: float = 0.0, strict: bool = False) -> bool:
+    """A finite real number (not a bool) at least ``low`` (above it when ``strict``)."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and (v > low if strict else v >= low))
+
+
+def _count(v, *, positive: bool = False) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and (v > 0 if positive else v >= 0)
+
+
+def _str_keyed(v, value_ok) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and value_ok(x) for k, x in v.items())
+
+
+def _figure_ok(f) -> bool:
+    return (isinstance(f, dict) and all(_number(f.get(k), low=-math.inf) for k in ("value", "p25", "p75", "min", "max"))
+            and isinstance(f.get("unit"), str) and _count(f.get("samples")))
+
+
+def _calibration_ok(c) -> bool:
+    return (isinstance(c, dict) and isinstance(c.get("key"), str) and isinstance(c.get("features"), list)
+            and all(_number(x, low=-math.inf) for x in c["features"]) and _number(c.get("flops"))
+            and _number(c.get("bytes")) and _number(c.get("seconds"), strict=True)
+            and _number(c.get("seconds_median", c["seconds"]), strict=True) and _number(c.get("spread", 0.0))
+            and _count(c.get("attempts", 1), positive=True) and isinstance(c.get("case", ""), str)
+            and isinstance(c.get("disturbed", ""), str)
+            and isinstance(c.get("cold", False), bool) and isinstance(c.get("per_channel", True), bool))
+
+
+def _is(kind):
+    return lambda v: isinstance(v, kind)
+
+
+# an OpRecord (flopgap.count) as a chain stores it: required fields, then the counts
+_OP_FIELDS = {"index": _count, "op": _is(str), "module": _is(str), "family": _is(str), "kind": _is(str),
+              "input_shapes": _is(list), "input_dtypes": _is(list), "output_shapes": _is(list),
+              "flops": _count, "macs": _count, "bytes_read": _count, "bytes_written": _count}
+_OP_REQUIRED = set(list(_OP_FIELDS)[:8])
+
+
+def _op_ok(r) -> bool:
+    return (isinstance(r, dict) and _OP_REQUIRED <= set(r) <= set(_OP_FIELDS)
+            and all(_OP_FIELDS[k](v) for k, v in r.items()))
+
+
+def _chain_ok(c) -> bool:
+    return (isinstance(c, dict) and isinstance(c.get("label"), str) and isinstance(c.get("ops"), list)
+            and all(_op_ok(r) for r in c["ops"]) and _count(c.get("module_calls"))
+            and _number(c.get("seconds"), strict=True)
+            and all(_number(x, strict=True) for x in (c.get("round_seconds") or [])))
+
+
+# field: (check, what it must be): the ceilings, required when the profile has them
+# (``sections["ceilings"]``); optional fields may also be missing
+_FIELDS = {
+    "peak_flops": (lambda v: bool(v) and _str_keyed(v, lambda x: _number(x, strict=True)),
+                   "an object of positive FLOP/s per dtype"),
+    "mem_bandwidth": (lambda v: _number(v, strict=True), "a positive number of bytes/s"),
+    "cache_bandwidth": (lambda v: _number(v, strict=True), "a positive number of bytes/s"),
+    "cache_bytes": (lambda v: _count(v, positive=True), "a positive integer"),
+    "dispatch_overhead_s": (lambda v: _number(v, strict=True), "a positive number of seconds"),
+}
+_OPTIONAL = {
+    "sections": (lambda v: _str_keyed(v, lambda x: isinstance(x, dict)), "an object of measured sections"),
+    "module_overhead_s": (_number, "a number of seconds >= 0"),
+    "launch_latency_s": (lambda v: v is None or _number(v), "null or a number of seconds >= 0"),
+    "spreads": (lambda v: _str_keyed(v, _figure_ok), "an object of figures"),
+    "stream": (lambda v: _str_keyed(v, _number), "an object of bandwidths >= 0"),
+    "calibration": (lambda v: isinstance(v, list) and all(_calibration_ok(c) for c in v), "a list of timed cases"),
+    "chains": (lambda v: isinstance(v, list) and all(_chain_ok(c) for c in v), "a list of timed chains"),
+    "llc_bytes": (lambda v: _count(v, positive=True), "a positive integer"),
+    "l2_bytes": (lambda v: _count(v, positive=True), "a positive integer"),
+    "page_fault_s": (lambda v: v is None or _number(v), "null or a number of seconds >= 0"),
+    "quick": (lambda v: isinstance(v, bool), "true or false"),
+    "measured_at": (lambda v: isinstance(v, str), "a string"),
+    "seconds": (_number, "a number of seconds >= 0"),
+    "source": (lambda v: isinstance(v, str), "a string"),
+    "allocator": (lambda v: v is None or _str_keyed(v, lambda x: isinstance(x, str)), "null or an object"),
+    "op_overhead_s": (lambda v: v is None or _str_keyed(v, _number), "an object of seconds >= 0 per op family"),
+}
+
+
+def check_profile_dict(d) -> None:
+    """Raise :class:`~flopgap.errors.FlopgapError` naming the first field of a profile's
+    JSON form whose type or value a measured profile cannot have (a bandwidth of 0, a
+    negative cost, a string where a number belongs, a malformed calibration case)."""
+    if not isinstance(d, dict):
+        raise FlopgapError(f"a machine profile is a JSON object, got {type(d).__name__}")
+    if d.get("schema") != MACHINE_SCHEMA:
+        raise FlopgapError(f"machine profile schema {d.get('schema')!r} is not {MACHINE_SCHEMA!r}")
+    if not _str_keyed(d.get("fingerprint"), lambda x: True):
+        raise FlopgapError("machine profile field 'fingerprint' is not an object")
+    for name, (ok, what) in _OPTIONAL.items():
+        if name in d and not ok(d[name]):
+            raise FlopgapError(f"machine profile field {name!r} is not {what}")
+    if "ceilings" not in (d.get("sections") or {}):
+        return
+    for name, (ok, what) in _FIELDS.items():
+        if name not in d:
+            raise FlopgapError(f"machine profile field {name!r} is missing")
+        if not ok(d[name]):
+            raise FlopgapError(f"machine profile field {name!r} is not {what}")
 
 
 @dataclass
@@ -198,18 +303,18 @@ class MachineProfile:
         d = {"schema": MACHINE_SCHEMA, "fingerprint": self.fingerprint, "quick": self.quick,
              "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
              "allocator": self.allocator, "sections": sections}
-        d.update({k: getattr(self, k) for k in _CEILING_FIELDS} if "ceilings" in sections or not cacheable
-                 else {k: None for k in _CEILING_FIELDS})
+        if "ceilings" in sections or not cacheable:   # a cached profile without ceilings has no such fields
+            d.update({k: getattr(self, k) for k in _CEILING_FIELDS})
         d["chains"] = self.chains if "chains" in sections or not cacheable else []
         d["calibration"] = [s.to_dict() for s in cal]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "MachineProfile":
-        if not isinstance(d, dict):
-            raise FlopgapError(f"a machine profile is a JSON object, got {type(d).__name__}")
-        if d.get("schema") != MACHINE_SCHEMA:
-            raise FlopgapError(f"machine profile schema {d.get('schema')!r} is not {MACHINE_SCHEMA!r}")
+        """A profile from its JSON form; every field's type and value is checked
+        (:func:`check_profile_dict`), so a damaged or edited cache file is refused here
+        (and measured anew by :func:`profile_machine`), never used."""
+        check_profile_dict(d)
         return cls(d["fingerprint"], d.get("peak_flops") or {}, d.get("mem_bandwidth") or 0.0,
                    d.get("cache_bandwidth") or 0.0, d.get("cache_bytes") or 0, d.get("dispatch_overhead_s") or 0.0,
                    d.get("module_overhead_s") or 0.0, d.get("launch_latency_s"), d.get("spreads") or {},
@@ -241,11 +346,10 @@ class MachineProfile:
         merged = self
         if on_disk is not None and on_disk.fingerprint == self.fingerprint and on_disk.quick == self.quick:
             merged = _merge(on_disk, self)
-        try:
-            atomic_write_text(path, json.dumps(merged.to_dict(cacheable=True), indent=1))
-        except OSError as e:
-            raise FlopgapError(f"cannot write machine profile {path}: {e.strerror}") from None
-        return path
+        from flopgap._files import write_atomic
+
+        return write_atomic(path, json.dumps(merged.to_dict(cacheable=True), indent=1),
+                            what=f"machine profile {str(path)!r}")
 
     def figures(self) -> dict[str, Figure]:
         return {k: Figure.from_dict(v) for k, v in self.spreads.items()}
@@ -314,13 +418,30 @@ def cache_path(fp: dict, quick: bool) -> Path:
     return cache_dir() / f"machine-{_fp_hash(fp)}{'-quick' if quick else ''}.json"
 
 
+def _check_cache_path(path: Path) -> None:
+    """A one-line :class:`~flopgap.errors.UsageError` when the profile could not be
+    cached at ``path`` (a folder in its place, a file where the cache folder belongs,
+    no permission to write there)."""
+    hint = "remove it, or set FLOPGAP_CACHE_DIR to a writable folder"
+    if path.exists() and not path.is_file():
+        raise UsageError(f"the machine-profile cache {str(path)!r} is not a file: {hint}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"the machine-profile cache folder {str(folder)!r} is not a folder: {hint}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the machine-profile cache in {str(folder)!r}: set FLOPGAP_CACHE_DIR "
+                         "to a writable folder")
+
+
 def _read_cache(path: Path) -> tuple[MachineProfile | None, str]:
     """(profile, "") or (None, why it cannot be used)."""
     try:
         return MachineProfile.from_dict(json.loads(path.read_text())), ""
     except FlopgapError as e:  # not a dict, or another schema version
         return None, str(e)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         return None, one_line(e)
 
 
@@ -365,6 +486,7 @@ def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
     """
     fp = fingerprint(device)
     path = cache_path(fp, quick)
+    _check_cache_path(path)  # before any measuring, not after it
     cuda = _device(device).type == "cuda"
     note = None
     cached = None

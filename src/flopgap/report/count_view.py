@@ -8,8 +8,10 @@ import io
 from rich.console import Console
 from rich.table import Table
 
+from flopgap._terminal import markup
 from flopgap.count import CountResult
 from flopgap.report._format import fmt_bytes, pct, si
+from flopgap.report.html import csv_cell
 
 __all__ = ["render_count", "count_csv"]
 
@@ -17,7 +19,7 @@ __all__ = ["render_count", "count_csv"]
 def render_count(result: CountResult, console: Console, depth: int = 2, top: int = 10) -> None:
     t = result.totals()
     console.print(
-        f"[bold]{result.model}[/bold]  inputs {', '.join(result.inputs)}  "
+        f"[bold]{markup(result.model)}[/bold]  inputs {markup(', '.join(result.inputs))}  "
         f"({'inference_mode' if result.mode == 'inference' else 'grad enabled'}{', meta tensors' if result.meta else ''})"
     )
     table = Table(title="per module (totals include children)", title_justify="left")
@@ -27,7 +29,7 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
         if m.depth > depth or (m.ops_all == 0 and m.params == 0):
             continue
         name = ("  " * m.depth + (m.name.rsplit(".", 1)[-1] if m.name else "(model)"))
-        table.add_row(name, m.type, si(m.params), si(m.flops), si(m.macs), fmt_bytes(m.bytes_read),
+        table.add_row(markup(name), markup(m.type), si(m.params), si(m.flops), si(m.macs), fmt_bytes(m.bytes_read),
                       fmt_bytes(m.bytes_written), f"{m.intensity:.1f}", str(m.ops))
     console.print(table)
 
@@ -39,7 +41,8 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
         total = result.flops or 1
         for r in ops:
             shapes = " ".join("x".join(map(str, s)) for s in r.input_shapes if s and isinstance(s[0], int))
-            top_table.add_row(str(r.index), r.op.removeprefix("aten."), r.module or "(model)", shapes[:40],
+            top_table.add_row(str(r.index), markup(r.op.removeprefix("aten.")), markup(r.module or "(model)"),
+                              shapes[:40],
                               si(r.flops), fmt_bytes(r.bytes), pct(r.flops / total))
         console.print(top_table)
 
@@ -53,7 +56,8 @@ def render_count(result: CountResult, console: Console, depth: int = 2, top: int
         console.print(f"[yellow]no formula for {pct(1 - result.coverage)} of kernel ops (their FLOPs are unknown, not zero):[/yellow]")
         for row in unc:
             where = ", ".join(f"{k or '(model)'} x{v}" for k, v in list(row["modules"].items())[:4])
-            console.print(f"  {row['op']}: {row['calls']} call(s), {pct(row['share'])} of ops; in {where}")
+            console.print(f"  {markup(row['op'])}: {row['calls']} call(s), {pct(row['share'])} of ops; "
+                          f"in {markup(where)}")
     else:
         console.print("formula coverage: 100% of kernel ops")
     console.print("[dim]FLOPs: a fused multiply-add = 2 FLOPs (MACs shown apart). Bytes: each tensor input read "
@@ -67,6 +71,6 @@ def count_csv(result: CountResult) -> str:
     w.writerow(["index", "op", "module", "family", "kind", "input_shapes", "output_shapes",
                 "flops", "macs", "bytes_read", "bytes_written"])
     for r in result.ops:
-        w.writerow([r.index, r.op, r.module, r.family, r.kind, r.input_shapes, r.output_shapes,
-                    r.flops, r.macs, r.bytes_read, r.bytes_written])
+        w.writerow([csv_cell(v) for v in (r.index, r.op, r.module, r.family, r.kind, r.input_shapes,
+                                          r.output_shapes, r.flops, r.macs, r.bytes_read, r.bytes_written)])
     return buf.getvalue()

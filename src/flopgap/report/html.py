@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence, Union
 
+from flopgap._files import write_atomic
 from flopgap.errors import UsageError
 
-__all__ = ["Para", "Table", "Figure", "Section", "render_html", "write_html", "table_csv", "write_csv"]
+__all__ = ["Para", "Table", "Figure", "Section", "render_html", "write_html", "table_csv", "write_csv", "csv_cell"]
 
 
 @dataclass
@@ -89,13 +90,28 @@ def _is_num(value: Any) -> bool:
     return isinstance(value, str) and bool(re.fullmatch(r"[-+]?[\d.,]+(e[-+]?\d+)?\s*[a-zA-Zµ%x/]*", value.strip()))
 
 
+# a cell a spreadsheet would run as a formula: =, @, a tab or carriage return first, or a
+# sign that does not start a number (-1.5% stays data, +cmd|... does not)
+_FORMULA = re.compile(r"^(?:[=@\t\r]|[+-](?![\d.]))")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as written to CSV: ``None`` empty, and text that a spreadsheet would read
+    as a formula (a module named ``=HYPERLINK(...)``) prefixed with ``'`` so it stays text."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and _FORMULA.match(value):
+        return "'" + value
+    return value
+
+
 def table_csv(table: Table) -> str:
-    """The table as CSV text (header row first)."""
+    """The table as CSV text (header row first); see :func:`csv_cell`."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(list(table.columns))
+    w.writerow([csv_cell(c) for c in table.columns])
     for row in table.rows:
-        w.writerow(["" if v is None else v for v in row])
+        w.writerow([csv_cell(v) for v in row])
     return buf.getvalue()
 
 
@@ -178,14 +194,8 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:
 
 def write_html(path: str | Path, title: str, sections: Sequence[Section], *, machine: dict | None = None,
                subtitle: str = "") -> Path:
-    """Write the report to ``path`` (parent folders created) and return the path."""
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(render_html(title, sections, machine=machine, subtitle=subtitle), encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"cannot write {str(p)!r}: {e.strerror}") from None
-    return p
+    """Write the report to ``path`` (parent folders created, atomically) and return the path."""
+    return write_atomic(path, render_html(title, sections, machine=machine, subtitle=subtitle))
 
 
 def write_csv(folder: str | Path, sections: Sequence[Section]) -> list[Path]:
@@ -205,10 +215,5 @@ def write_csv(folder: str | Path, sections: Sequence[Section]) -> list[Path]:
                     n += 1
                     name = f"{stem}_{n}"
                 seen.add(name)
-                p = d / f"{name}.csv"
-                try:
-                    p.write_text(table_csv(block), encoding="utf-8")
-                except OSError as e:
-                    raise UsageError(f"cannot write {str(p)!r}: {e.strerror}") from None
-                paths.append(p)
+                paths.append(write_atomic(d / f"{name}.csv", table_csv(block)))
     return paths

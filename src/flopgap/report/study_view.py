@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from flopgap._terminal import printable
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, si
 from flopgap.report.html import Figure, Para, Section, Table
 
@@ -323,24 +324,24 @@ def print_sections(sections: Sequence[Section], console: Console, *, wide: int =
     findings) are printed under the table, one line per row, so the table stays readable.
     """
     for s in sections:
-        console.print(Text(s.title, style="bold underline"))
+        console.print(_text(s.title, style="bold underline"))
         for b in s.blocks:
             if isinstance(b, Para):
                 style = {"note": "dim", "warn": "yellow"}.get(b.kind, "")
-                console.print(Text(b.text, style=style))
+                console.print(_text(b.text, style=style))
             elif isinstance(b, Table):
-                rows = [["" if v is None else str(v) for v in row] for row in b.rows]
+                rows = [["" if v is None else printable(v) for v in row] for row in b.rows]
                 cols = list(range(len(b.columns)))
                 prose = [i for i in cols[1:] if any(len(r[i]) > wide for r in rows)]
-                t = RichTable(title=Text(b.caption), title_justify="left")
+                t = RichTable(title=_text(b.caption), title_justify="left")
                 if prose:
                     t.add_column("#", justify="right")
                 for i in cols:
                     if i not in prose:
-                        t.add_column(Text(str(b.columns[i])), overflow="fold")
+                        t.add_column(_text(str(b.columns[i])), overflow="fold")
                 for n, r in enumerate(rows, 1):
-                    cells = [Text(r[i]) for i in cols if i not in prose]
-                    t.add_row(*([Text(str(n))] + cells if prose else cells))
+                    cells = [_text(r[i]) for i in cols if i not in prose]
+                    t.add_row(*([_text(str(n))] + cells if prose else cells))
                 console.print(t)
                 first: dict[tuple, int] = {}  # the same prose (one model in several pairs) is printed once
                 for n, r in enumerate(rows, 1):
@@ -349,10 +350,15 @@ def print_sections(sections: Sequence[Section], console: Console, *, wide: int =
                         continue
                     key = (r[0], *lines)
                     if key in first:
-                        console.print(Text(f"  {n}. {r[0]}: as {first[key]}.", style="dim"))
+                        console.print(_text(f"  {n}. {r[0]}: as {first[key]}.", style="dim"))
                         continue
                     first[key] = n
-                    console.print(Text(f"  {n}. {r[0]}", style="bold"))
+                    console.print(_text(f"  {n}. {r[0]}", style="bold"))
                     for line in lines:
-                        console.print(Text(f"     {line}"))
+                        console.print(_text(f"     {line}"))
         console.print()
+
+
+def _text(text: object, style: str = "") -> Text:
+    """Rich text, never parsed as markup, with control characters shown as escapes."""
+    return Text(printable(text), style=style)

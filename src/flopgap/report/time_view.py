@@ -9,6 +9,7 @@ from rich.table import Table
 
 from rich.text import Text
 
+from flopgap._terminal import markup, printable
 from flopgap.report._format import fmt_bytes, fmt_measurement, fmt_seconds, pct
 from flopgap.timing import Comparison, Measurement, ProcessRepeats
 
@@ -73,7 +74,8 @@ def _rows(m: Measurement) -> list[tuple[str, str]]:
 
 
 def render_measurement(m: Measurement, console: Console) -> None:
-    console.print(Text(m.spec.name, style="bold") + Text(f"  inputs {', '.join(m.spec.inputs)}  {_header(m)}"))
+    console.print(Text(printable(m.spec.name), style="bold")
+                  + Text(printable(f"  inputs {', '.join(m.spec.inputs)}  {_header(m)}")))
     _print_warnings(m, console)
     console.print(Text(f"latency {fmt_measurement(m)}", style="bold"))
     table = Table(show_header=True, title_justify="left")
@@ -87,19 +89,20 @@ def render_measurement(m: Measurement, console: Console) -> None:
 
 def _print_warnings(m: Measurement, console: Console, prefix: str = "") -> None:
     for w in m.warnings:
-        console.print(Text(f"warning: {prefix}{w}", style="yellow"))
+        console.print(Text(printable(f"warning: {prefix}{w}"), style="yellow"))
 
 
 def render_comparison(c: Comparison, console: Console) -> None:
     a, b = c.a, c.b
-    console.print(Text(a.spec.name, style="bold") + Text(" vs ") + Text(b.spec.name, style="bold")
-                  + Text(f"  timed alternately (ABBA)  {_header(a)}"))
+    name_a, name_b = markup(a.spec.name), markup(b.spec.name)
+    console.print(Text(printable(a.spec.name), style="bold") + Text(" vs ") + Text(printable(b.spec.name), style="bold")
+                  + Text(printable(f"  timed alternately (ABBA)  {_header(a)}")))
     for w in c.warnings:
-        console.print(Text(f"warning: {w}", style="yellow"))
+        console.print(Text(printable(f"warning: {w}"), style="yellow"))
     table = Table(show_header=True)
     table.add_column("latency per call")
-    table.add_column(a.spec.name, justify="left")
-    table.add_column(b.spec.name, justify="left")
+    table.add_column(name_a, justify="left")
+    table.add_column(name_b, justify="left")
     for (k, va), (_, vb) in zip(_rows(a), _rows(b)):
         if k == "wall time":
             continue
@@ -110,22 +113,22 @@ def render_comparison(c: Comparison, console: Console) -> None:
     elif math.isnan(c.ci_low):
         verdict = "CI unknown (too few rounds)"
     elif c.excludes_one:
-        verdict = f"{a.spec.name} is {'slower' if c.ci_low > 1 else 'faster'} than {b.spec.name}"
+        verdict = f"{name_a} is {'slower' if c.ci_low > 1 else 'faster'} than {name_b}"
     else:
         verdict = "the CI includes 1.0: no difference shown"
-    console.print(f"[bold]ratio {a.spec.name} / {b.spec.name} = {c.ratio:.3f}[/bold]  "
+    console.print(f"[bold]ratio {name_a} / {name_b} = {c.ratio:.3f}[/bold]  "
                   f"95% CI {c.ci_low:.3f} .. {c.ci_high:.3f} (paired bootstrap over {len(a.samples)} rounds): {verdict}")
     console.print(f"[dim]{_CI_NOTE}; wall time {a.wall_s:.2f} s[/dim]")
 
 
 def render_repeats(r: ProcessRepeats, console: Console) -> None:
     if not r.results:
-        console.print("[yellow]no process finished[/yellow]" + (f": {r.failure}" if r.failure else ""))
+        console.print("[yellow]no process finished[/yellow]" + (f": {markup(r.failure)}" if r.failure else ""))
         return
     first = r.results[0]
     ratio = isinstance(first, Comparison)
     console.print(f"[bold]{len(r.results)} fresh process(es) of {r.requested}[/bold], one after another: "
-                  f"flopgap time {' '.join(r.args)}", soft_wrap=True)
+                  f"flopgap time {markup(' '.join(r.args))}", soft_wrap=True)
     table = Table()
     for col in ("process", "ratio" if ratio else "median", "95% CI", "target", "cold (first call)", "samples",
                 "machine"):
@@ -156,4 +159,4 @@ def render_repeats(r: ProcessRepeats, console: Console) -> None:
     if r.interrupted:
         console.print(f"[yellow]interrupted: {len(r.results)} of {r.requested} processes reported[/yellow]")
     if r.failure:
-        console.print(f"[yellow]stopped: {r.failure}; {len(r.results)} of {r.requested} processes reported[/yellow]")
+        console.print(f"[yellow]stopped: {markup(r.failure)}; {len(r.results)} of {r.requested} processes reported[/yellow]")

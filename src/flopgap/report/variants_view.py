@@ -8,6 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from flopgap._terminal import markup, printable
 from flopgap.report._format import fmt_bytes, fmt_seconds, si
 
 __all__ = ["render_variants"]
@@ -47,13 +48,14 @@ def _paired_eager(r) -> str:
 
 def render_variants(result, console: Console) -> None:
     """Print the sweep: a row per variant x batch x threads, then notes and findings."""
-    console.print(f"[bold]{result.model}[/bold]  inputs {'; '.join(result.inputs)}  on {result.device}"
+    console.print(f"[bold]{markup(result.model)}[/bold]  inputs {markup('; '.join(result.inputs))}  "
+                  f"on {markup(result.device)}"
                   + ("  [red](interrupted: partial)[/red]" if result.interrupted else ""))
     for f in result.findings:
         if f.get("kind") == "disturbed":
             from rich.text import Text
 
-            console.print(Text(f"warning: {f['text']}", style="yellow"))
+            console.print(Text(printable(f"warning: {f['text']}"), style="yellow"))
     show_threads = len(result.threads) > 1
     measured = sorted({r.measured_threads for r in result.rows if r.measured_threads is not None})
     threads = "" if show_threads else f", threads: {', '.join(map(str, measured)) or result.threads[0] or 'torch default'}"
@@ -74,7 +76,7 @@ def render_variants(result, console: Console) -> None:
             ops = str(r.ops)
         first = "-" if r.first_call_s is None else ("compile " if r.compiled else "") + fmt_seconds(r.first_call_s)
         ops = ops.replace("->n/a", "->?") if r.compiled else ops
-        cells = [r.variant, str(r.batch)] + ([str(r.threads or "default")] if show_threads else []) + [
+        cells = [markup(r.variant), str(r.batch)] + ([str(r.threads or "default")] if show_threads else []) + [
             f"[{style}]{r.status}[/{style}]" if style else r.status, lat, _paired_eager(r), _speedup(r),
             si(r.throughput), _err(r.max_abs_err), _err(r.max_rel_err),
             "-" if r.peak_mem_bytes is None else fmt_bytes(r.peak_mem_bytes), ops, first]
@@ -88,17 +90,17 @@ def render_variants(result, console: Console) -> None:
             continue
         seen.add(r.variant)
         lines = r.notes or ([r.reason] if r.reason else [])
-        console.print(f"  {r.variant}: " + (" | ".join(lines) if lines else "-"))
+        console.print(f"  {markup(r.variant)}: " + (markup(" | ".join(lines)) if lines else "-"))
     for note in result.settings.get("notes", []):
-        console.print(f"[yellow]  {note}[/yellow]", soft_wrap=True)
+        console.print(f"[yellow]  {markup(note)}[/yellow]", soft_wrap=True)
     if result.findings:
         console.print("[bold]findings[/bold]")
         for f in result.findings:
             style = {"slower": "red", "failed": "red", "no-op": "yellow", "faster": "green"}.get(f["kind"], "")
-            text = f["text"]
+            text = markup(f["text"])
             console.print(f"  [{style}]{text}[/{style}]" if style else f"  {text}", soft_wrap=True)
     method = result.settings.get("peak_memory_method", "")
     console.print(f"[dim]Latency: median per call, ±: larger side of its 95% CI; speed-up from alternating timing of eager and the "
                   f"variant (eager (paired): eager's median in that pair). Errors vs eager outputs on the same input (rel = max|diff| / max|eager|). Ops: counted kernel ops, "
                   f"eager->variant (? where compiled code bypasses the dispatcher). "
-                  f"Peak memory: {method}. First call includes compilation for compiled variants.[/dim]")
+                  f"Peak memory: {markup(method)}. First call includes compilation for compiled variants.[/dim]")

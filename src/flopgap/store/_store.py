@@ -94,7 +94,35 @@ def _normalize_url(url: str | None) -> str:
         if re.match(r"^[A-Za-z][\w+.-]*:", url):  # a scheme without '//': a mistyped URL, not a path
             raise UsageError(f"bad --db URL {url!r}: expected e.g. sqlite:///flopgap.db or postgresql://user@host/db")
         return f"sqlite:///{url}"  # a bare path means a SQLite file
-    return url
+    return _sqlite_uri_options(url)
+
+
+def _sqlite_uri_options(url: str) -> str:
+    """``sqlite:///x.db?mode=ro`` as SQLite reads it: options like ``mode`` only work in
+    SQLite's URI form (``sqlite:///file:x.db?mode=ro&uri=true``), and the pysqlite driver
+    would otherwise drop them with a warning and open the file read-write."""
+    if not url.startswith("sqlite") or "?" not in url:
+        return url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # reported by Store()
+    query = dict(parsed.query)
+    if "mode" not in query or str(query.get("uri", "")).lower() == "true" or not parsed.database:
+        return url
+    database = parsed.database if parsed.database.startswith("file:") else f"file:{parsed.database}"
+    options = "&".join(f"{k}={v}" for k, v in {**query, "uri": "true"}.items())
+    return f"{parsed.drivername}:///{database}?{options}"
+
+
+def _sqlite_file(parsed) -> Path | None:
+    """The file a SQLite URL names (its ``file:`` URI form included); ``None`` for memory."""
+    database = parsed.database or ""
+    if parsed.query.get("uri", "").lower() == "true" and database.startswith("file:"):
+        database = database.removeprefix("file:").split("?", 1)[0]
+    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database).expanduser()
 
 
 def _flopgap_version() -> str:
@@ -143,12 +171,16 @@ class Store:
             raise UsageError(f"bad --db URL {self.url!r}: expected e.g. sqlite:///flopgap.db or "
                              "postgresql://user@host/db") from None
         self._sqlite = parsed.get_backend_name() == "sqlite"
-        if self._sqlite and parsed.database not in (None, "", ":memory:"):
-            parent = Path(parsed.database).expanduser().parent
+        self.file = _sqlite_file(parsed) if self._sqlite else None
+        self.read_only = self._sqlite and parsed.query.get("mode") == "ro"
+        if self.file is not None:
+            parent = self.file.parent
             if not parent.is_dir():
                 raise UsageError(f"bad --db URL {self.url!r}: directory {str(parent)!r} does not exist")
-            if not create and not Path(parsed.database).expanduser().is_file():
-                raise UsageError(f"no results store at {parsed.database!r} (run a study first, or pass --db URL)")
+            if self.file.exists() and not self.file.is_file():
+                raise UsageError(f"--db {self.url!r}: {str(self.file)!r} is not a file")
+            if (not create or self.read_only) and not self.file.is_file():
+                raise UsageError(f"no results store at {str(self.file)!r} (run a study first, or pass --db URL)")
         try:
             kwargs: dict = {"future": True}
             if self._sqlite:
@@ -156,22 +188,23 @@ class Store:
             self.engine: Engine = create_engine(self.url, **kwargs)
         except (NoSuchModuleError, ModuleNotFoundError, ImportError, ArgumentError) as e:
             raise UsageError(f"cannot use --db URL {self.url!r}: {str(e).splitlines()[0]}") from None
-        if self._sqlite:
-            self._sqlite_setup(self.engine)
+        if self._sqlite:  # a read-only open leaves the file as it is (no switch to WAL)
+            self._sqlite_setup(self.engine, wal=create and not self.read_only)
         try:
-            self._migrate()
+            self._migrate(create=create and not self.read_only)
         except OperationalError as e:
             raise UsageError(f"cannot open --db {self.url!r}: {str(e.orig).splitlines()[0]}") from None
 
     # ------------------------------------------------------------ set-up
     @staticmethod
-    def _sqlite_setup(engine: Engine) -> None:
+    def _sqlite_setup(engine: Engine, wal: bool = True) -> None:
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):  # pragma: no cover - trivial
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's is deferred and late)
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            _retry_locked(lambda: cur.execute("PRAGMA journal_mode=WAL"))  # readers never block the writer
+            if wal:
+                _retry_locked(lambda: cur.execute("PRAGMA journal_mode=WAL"))  # readers never block the writer
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -182,17 +215,30 @@ class Store:
             # deadlocking on a read->write upgrade
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    def _migrate(self) -> None:
+    def _migrate(self, create: bool = True) -> None:
+        """Bring the schema up to date. ``create=False`` (commands that only read) never
+        writes a schema into a database that has none: it is refused instead."""
+        if not create:
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table("meta"):
+                    raise UsageError(f"{self.url} is not a flopgap results store (no flopgap schema in it)")
         with self.engine.begin() as conn:
-            meta.create(conn, checkfirst=True)
+            if create:
+                meta.create(conn, checkfirst=True)
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
-            current = int(row[0]) if row else 0
+            current = _schema_number(row[0]) if row else 0
+            if current is None:
+                raise UsageError(f"{self.url} has a schema_version {row[0]!r} that is not a number: "
+                                 "not a flopgap results store")
             if current > SCHEMA_VERSION:
-                raise FlopgapError(f"{self.url} has results schema version {current}, newer than this "
-                                   f"flopgap understands ({SCHEMA_VERSION}): upgrade flopgap")
-            if current == 0 and inspect(conn).has_table("runs"):
-                raise FlopgapError(f"{self.url} has a 'runs' table but no flopgap schema version: "
-                                   "not a flopgap results store")
+                raise UsageError(f"{self.url} has results schema version {current}, newer than this "
+                                 f"flopgap understands ({SCHEMA_VERSION}): upgrade flopgap")
+            if current == 0 and (not create or inspect(conn).has_table("runs")):
+                raise UsageError(f"{self.url} has {'a runs table but ' if create else ''}no flopgap schema "
+                                 "version: not a flopgap results store")
+            if current < SCHEMA_VERSION and self.read_only:
+                raise UsageError(f"{self.url} has results schema version {current} and is opened read-only "
+                                 f"(mode=ro): open it writable once to upgrade it to {SCHEMA_VERSION}")
             for version, step in MIGRATIONS:
                 if version > current:
                     step(conn)
@@ -201,6 +247,7 @@ class Store:
                         row = (str(version),)
                     else:
                         conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
+            _check_tables(conn, self.url)
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -363,12 +410,49 @@ class Store:
         return sum(self.put(run_id, m, k, p, key=key) for m, k, key, p in rows)
 
 
-def open_store(url: str | None, *, create: bool = True) -> Store:
+def _schema_number(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_tables(conn, url: str) -> None:
+    """Refuse tables named like flopgap's that are not flopgap's (another program's
+    ``measurements``): every column flopgap reads must be there."""
+    found = inspect(conn)
+    for table in (runs, measurements):
+        if not found.has_table(table.name):
+            raise UsageError(f"{url} has no {table.name!r} table: not a flopgap results store")
+        have = {c["name"] for c in found.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in have]
+        if missing:
+            raise UsageError(f"table {table.name!r} in {url} is not flopgap's (no column "
+                             f"{', '.join(missing)}): not a flopgap results store")
+
+
+def open_store(url: str | None, *, create: bool = True, writable: bool = False) -> Store:
     """Open a store, turning any database error into a one-line :class:`UsageError`.
 
-    ``create=False`` refuses to create a missing SQLite file (for commands that only read).
+    ``create=False`` refuses to create a missing SQLite file or to write a schema into a
+    database without one (for commands that only read). ``writable=True`` (commands that
+    save results) refuses, before anything is measured, a SQLite store opened read-only
+    (``?mode=ro``) or whose file or folder this user cannot write.
     """
     try:
-        return Store(url, create=create)
+        store = Store(url, create=create)
     except SQLAlchemyError as e:
         raise UsageError(f"cannot open --db {_normalize_url(url)!r}: {str(e).splitlines()[0]}") from None
+    if writable:
+        import os
+
+        reason = ("it is opened read-only (mode=ro)" if store.read_only else
+                  f"{str(store.file)!r} is read-only for this user" if store.file is not None
+                  and not os.access(store.file, os.W_OK) else
+                  f"its folder {str(store.file.parent)!r} is read-only for this user (SQLite writes a journal "
+                  "beside the file)" if store.file is not None and not os.access(store.file.parent, os.W_OK)
+                  else None)
+        if reason:
+            store.close()
+            raise UsageError(f"cannot save results in --db {store.url!r}: {reason}")
+    return store

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from flopgap.errors import FlopgapError, one_line
+from flopgap.errors import FlopgapError, RunInterrupted, one_line
 
 __all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run"]
 
@@ -143,7 +143,8 @@ def run_items(store, run_id: int, items: Sequence[Item], measure: Callable[[Item
         say(Progress(label, len(todo), len(todo)))
     except KeyboardInterrupt:
         store.set_status(run_id, "interrupted")
-        raise
+        # still a KeyboardInterrupt, now saying what the run keeps (the CLI says how to resume)
+        raise RunInterrupted(run_id, store.url, store.run(run_id).measurements) from None
     return outcome
 
 

@@ -254,6 +254,27 @@ def _machine_of(payload: dict) -> dict:
     return {}
 
 
+def _checked(t: Timed, ref: str) -> Timed:
+    """``t`` if every field has a type and value a measurement can have, else a one-line
+    :class:`UsageError` naming the file."""
+    def number(v, *, positive: bool = False) -> bool:
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > 0 if positive else True))
+
+    def count(v) -> bool:
+        return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+
+    ok = (isinstance(t.model, str) and count(t.batch) and number(t.median, positive=True)
+          and all(v is None or number(v) for v in (t.ci_low, t.ci_high, t.precision)) and count(t.n)
+          and count(t.threads) and all(isinstance(x, str) for x in t.inputs)
+          and (t.device is None or isinstance(t.device, str))
+          and (t.samples is None or all(number(x) for x in t.samples)))
+    if not ok:
+        raise UsageError(f"{ref!r} is not a flopgap JSON result (a timing of {str(t.model)[:60]!r} has fields "
+                         "of the wrong type)")
+    return t
+
+
 def load_source(ref: str, store=None) -> Source:
     """One side of a comparison from a JSON file path or a run id (``latest`` too) in ``store``."""
     path = Path(ref)
@@ -262,16 +283,27 @@ def load_source(ref: str, store=None) -> Source:
             raise UsageError(f"no result file {ref!r}")
         try:
             payload = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise UsageError(f"{ref!r} is not a flopgap JSON result ({type(e).__name__})") from None
         if not isinstance(payload, dict):
             raise UsageError(f"{ref!r} is not a flopgap JSON result (a {type(payload).__name__}, not an object)")
-        timed = _best(_timed_in(payload))
-        kind = str(payload.get("schema") or payload.get("kind") or "result").removeprefix("flopgap.")
-        return Source(str(path), kind, _machine_of(payload), tuple(timed))
+        try:  # a file is anyone's: its fields are checked, never trusted (docs/security.md)
+            timed = _best([_checked(t, ref) for t in _timed_in(payload)])
+            kind = str(payload.get("schema") or payload.get("kind") or "result").removeprefix("flopgap.")
+            return Source(str(path), kind, _machine_of(payload), tuple(timed))
+        except (AttributeError, TypeError, ValueError, KeyError, RecursionError) as e:
+            raise UsageError(f"{ref!r} is not a flopgap JSON result ({type(e).__name__} reading it)") from None
     if store is None:
         raise UsageError(f"{ref!r} is neither a JSON file nor a run id (give --db for a store)")
     run = store.run(ref)
+    try:
+        timed = [_checked(t, f"run {run.id}") for t in _stored_timings(store, run)]
+    except (AttributeError, TypeError, ValueError, KeyError, RecursionError) as e:
+        raise UsageError(f"run {run.id} in {store.url} holds a result flopgap cannot read ({type(e).__name__})") from None
+    return Source(f"run {run.id}", run.kind, run.machine or {}, tuple(_best(timed)))
+
+
+def _stored_timings(store, run) -> list[Timed]:
     timed: list[Timed] = []
     for m in store.measurements(run.id):
         found = _timed_in(m.payload)
@@ -282,7 +314,7 @@ def load_source(ref: str, store=None) -> Source:
             if not found:  # a row stored without its timing record: its summary figures
                 found = _zoo_rows({"rows": [{**m.payload, "label": m.model}], "run": {"config": run.config}})
         timed += found
-    return Source(f"run {run.id}", run.kind, run.machine or {}, tuple(_best(timed)))
+    return timed
 
 
 # ------------------------------------------------------------------------ comparing

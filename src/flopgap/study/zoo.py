@@ -111,22 +111,11 @@ def _prediction(prediction) -> dict:
 
 def findings_payload(explanation, n: int = 5) -> list[dict]:
     """explain's first ``n`` findings as ``{kind, title, text}`` (numbers and op lists left out)."""
-    out = []
-    for f in (getattr(explanation, "findings", None) or [])[:n]:
-        if isinstance(f, dict):
-            out.append({k: f.get(k, "") for k in ("kind", "title", "text")})
-        else:
-            out.append({"kind": "", "title": "", "text": str(f)})
-    return out
+    return [{"kind": f.kind, "title": f.title, "text": f.text} for f in explanation.findings[:n]]
 
 
 def _top_finding(explanation) -> str:
-    findings = getattr(explanation, "findings", None) or []
-    for f in findings:
-        text = f.get("text") if isinstance(f, dict) else getattr(f, "text", None)
-        if text:
-            return str(text)
-    return ""
+    return next((f.text for f in explanation.findings if f.text), "")
 
 
 def measure_zoo_model(item: Item, *, timer: TimerOptions, with_explain: bool = True, profile=None,

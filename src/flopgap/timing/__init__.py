@@ -19,11 +19,12 @@ from importlib import import_module
 _WHERE = {
     "Clock": "_clock", "FakeClock": "_clock",
     "check_device": "_context", "threads_context": "_context",
-    "environment": "_env",
+    "environment": "_env", "cpu_model": "_env", "minor_faults": "_env",
     "health_warnings": "_health",
     "TimerOptions": "_options", "DEFAULT_PRECISION": "_options", "DEFAULT_MAX_TIME": "_options",
     "ProcessRepeats": "_processes", "repeat_in_processes": "_processes",
     "Disturbance": "_sentinel", "FakeLoad": "_sentinel", "LoadSource": "_sentinel", "SystemLoad": "_sentinel",
+    "Sentinel": "_sentinel", "system_load": "_sentinel", "others_runnable": "_sentinel",
     "TIME_SCHEMA": "_timer", "Comparison": "_timer", "CudaHooks": "_timer", "Measurement": "_timer",
     "TimingSpec": "_timer", "compare": "_timer", "measure": "_timer",
 }
@@ -31,7 +32,8 @@ _WHERE = {
 __all__ = ["measure", "compare", "TimerOptions", "DEFAULT_PRECISION", "DEFAULT_MAX_TIME", "environment",
            "Measurement", "Comparison", "TimingSpec", "Clock", "FakeClock", "CudaHooks", "ProcessRepeats",
            "repeat_in_processes", "TIME_SCHEMA", "threads_context", "check_device", "health_warnings",
-           "Disturbance", "LoadSource", "SystemLoad", "FakeLoad"]
+           "Disturbance", "LoadSource", "SystemLoad", "FakeLoad", "Sentinel", "system_load", "others_runnable",
+           "cpu_model", "minor_faults"]
 
 
 def __getattr__(name: str):

@@ -37,7 +37,7 @@ import numpy as np
 
 from flopgap._json import jsonable
 from flopgap.errors import UsageError, one_line
-from flopgap.models._inputs import describe_inputs
+from flopgap.models import describe_inputs
 from flopgap.timing._clock import Clock, clock_floor, default_clock
 from flopgap.timing._context import check_device, threads_context
 from flopgap.timing._cuda import CudaRunner
@@ -315,14 +315,21 @@ class _Job:
     device: list[float] = field(default_factory=list)
 
 
-def _cold(job: _Job) -> None:
-    job.runner.reset_peak_memory()
+def _block(job: _Job, n: int):
+    """One timed block; the model raising in it (on any call, not only the first) is the
+    user's error, one line naming the model, never a traceback. Ctrl-C passes through."""
     try:
-        job.cold_s = job.runner.run_block(1).wall
+        return job.runner.run_block(n)
     except (KeyboardInterrupt, UsageError):
         raise
-    except Exception as e:
-        raise UsageError(f"{job.name} raised on its first call: {one_line(e)}") from None
+    except BaseException as e:
+        when = "on its first call" if math.isnan(job.cold_s) else "while being timed"
+        raise UsageError(f"{job.name} raised {when}: {one_line(e)}") from None
+
+
+def _cold(job: _Job) -> None:
+    job.runner.reset_peak_memory()
+    job.cold_s = _block(job, 1).wall
 
 
 def _warm_up(job: _Job, clock: Clock, opt: TimerOptions, min_block_s: float, progress) -> None:
@@ -337,7 +344,7 @@ def _warm_up(job: _Job, clock: Clock, opt: TimerOptions, min_block_s: float, pro
                 break
         if w and (clock() - t0 >= opt.warmup_budget or len(w) >= _MAX_WARMUP_SAMPLES):
             break  # (one sample at least: the block size comes from it)
-        t = job.runner.run_block(block)
+        t = _block(job, block)
         w.append(t.wall / block)
         job.warmup_calls += block
         block = _block_size(float(np.median(w[-_WINDOW:])), min_block_s, opt.max_block)
@@ -361,7 +368,7 @@ def _sample(jobs: list[_Job], clock: Clock, opt: TimerOptions, t_start: float, p
         while True:
             order = jobs if rnd % 2 == 0 else jobs[::-1]
             for job in order:
-                t = job.runner.run_block(job.block)
+                t = _block(job, job.block)
                 job.samples.append(t.wall / job.block)
                 if t.dispatch is not None:
                     job.dispatch.append(t.dispatch / job.block)

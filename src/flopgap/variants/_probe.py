@@ -12,7 +12,7 @@ from torch.utils._pytree import tree_leaves
 
 from flopgap._quiet import quiet_profiler
 
-__all__ = ["tree_signature", "op_sequence", "output_error", "peak_memory", "op_changes"]
+__all__ = ["tree_signature", "op_sequence", "output_error", "peak_memory", "op_changes", "NonFiniteOutput"]
 
 PEAK_MEMORY_METHOD = {
     "cpu": "peak of the running sum of CPU allocator events (torch.profiler, profile_memory=True) during one "
@@ -57,12 +57,19 @@ def op_changes(eager_ops: list[tuple], variant_ops: list[tuple]) -> dict:
     return {"added": added, "removed": removed}
 
 
+class NonFiniteOutput(ValueError):
+    """The variant's outputs hold NaN or infinity where eager's are finite."""
+
+
 def output_error(variant_out, eager_out) -> tuple[float, float]:
     """(max abs error, max relative error) of the variant's outputs against eager's.
 
     Relative error is ``max|variant - eager| / max|eager|`` per output tensor (the
     largest over outputs): relative to the output's scale, so outputs near zero do not
-    blow it up. Outputs are compared in float32.
+    blow it up. Outputs are compared in float32, over the elements finite in both.
+    A NaN or infinity in the variant where eager's value is finite raises
+    :class:`NonFiniteOutput` (the variant is broken there: no error figure describes it);
+    where eager itself is not finite, the variant is not held to it.
     """
     va, ea = tree_leaves(variant_out), tree_leaves(eager_out)
     va = [t for t in va if isinstance(t, torch.Tensor)]
@@ -70,7 +77,7 @@ def output_error(variant_out, eager_out) -> tuple[float, float]:
     if len(va) != len(ea):
         raise ValueError(f"variant returned {len(va)} tensors, eager {len(ea)}")
     max_abs = max_rel = 0.0
-    for v, e in zip(va, ea):
+    for i, (v, e) in enumerate(zip(va, ea)):
         if tuple(v.shape) != tuple(e.shape):
             raise ValueError(f"output shape {tuple(v.shape)} differs from eager {tuple(e.shape)}")
         if v.is_quantized:
@@ -78,8 +85,17 @@ def output_error(variant_out, eager_out) -> tuple[float, float]:
         v, e = v.detach().float().cpu(), e.detach().float().cpu()
         if not e.numel():
             continue
-        diff = float((v - e).abs().max())
-        scale = float(e.abs().max())
+        e_finite = torch.isfinite(e)
+        broken = int((~torch.isfinite(v) & e_finite).sum())
+        if broken:
+            where = f"output {i}: " if len(va) > 1 else ""
+            raise NonFiniteOutput(f"{where}{broken} of {e.numel()} values are NaN or infinite where eager's are "
+                                  "finite")
+        both = e_finite & torch.isfinite(v)
+        if not bool(both.any()):
+            continue
+        diff = float((v[both] - e[both]).abs().max())
+        scale = float(e[both].abs().max())
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / scale if scale else (0.0 if diff == 0 else float("inf")))
     return max_abs, max_rel

@@ -382,7 +382,8 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
     from flopgap.timing import compare, measure
 
     threads, device = timing.threads, timing.device
-    from flopgap.variants._probe import op_changes, op_sequence, output_error, peak_memory, tree_signature
+    from flopgap.variants._probe import (NonFiniteOutput, op_changes, op_sequence, output_error, peak_memory,
+                                         tree_signature)
 
     inputs = built.prepare(case.inputs)
     try:
@@ -397,7 +398,10 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
             row.first_call_s = time.perf_counter() - t0
     except Exception as e:
         raise _Phase(f"first call{' (compiling)' if built.compiled else ''}: {one_line(e)}") from None
-    row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
+    try:
+        row.max_abs_err, row.max_rel_err = output_error(out, case.eager_out)
+    except NonFiniteOutput as e:  # a variant that returns NaN is broken, not "0 error"
+        raise _Phase(f"outputs: {e}") from None
     del out
 
     # no-op detection: the variant's own verdict first (the compiler made no graph), then
@@ -469,12 +473,12 @@ def _measure_row(row, variant, built, eager, eager_sig, case, timing: _Timing, c
 
 def _explain_summary(e) -> dict:
     return {
-        "dominant": e.dominant,
-        "call_s": e.totals.get("call_s"),
-        "ops": e.totals.get("ops"),
-        "time_share": {k: v.get("time_share") for k, v in e.classes.items()},
-        "outside_share": e.totals.get("outside_share"),
-        "top_ops": [(r["op"], r.get("time_s")) for r in e.top_by("time_s", 3)],
+        "dominant": str(e.dominant) if e.dominant is not None else None,
+        "call_s": e.totals.call_s,
+        "ops": e.totals.ops,
+        "time_share": {str(k): v.time_share for k, v in e.classes.items()},
+        "outside_share": e.totals.outside_share,
+        "top_ops": [(r.op, r.time_s) for r in e.top_by("time_s", 3)],
     }
 
 
