@@ -40,7 +40,8 @@ from torch import nn
 
 from flopgap.machine._keys import CalKey, SIMD_FLOATS, conv_features, model_is_cold, op_features, op_key
 
-__all__ = ["Case", "grid", "grid_index", "cases_for", "chain_needs", "Needs", "NEIGHBOURS", "COLD_BYTES"]
+__all__ = ["Case", "grid", "grid_index", "cases_for", "chain_needs", "per_channel", "weight", "Needs", "NEIGHBOURS",
+           "COLD_BYTES"]
 
 # more than the predictor's k = 4 nearest cases: the measured neighbourhood then holds
 # the predictor's neighbours even when a model's op sits between two lattice rows
@@ -363,10 +364,6 @@ def _memory_cases(sizes) -> Iterator[Case]:
                 yield Case(f"{name} {n_el} c{c}", key, "memory", (name, n_el, c), (), 2e-6 + 8 * n_el / 2e10)
 
 
-def _per_channel(case: Case) -> bool:
-    return case.kind == "memory" and _MEMORY_OPS[case.params[0]][3]
-
-
 @lru_cache(maxsize=2)
 def grid(quick: bool = False) -> tuple[Case, ...]:
     """Every case, in a fixed order; every conv and linear shape twice, with a hot and a
@@ -507,4 +504,4 @@ def chain_needs(chain_ops: list[list], *, llc_bytes: int, quick: bool = False) -
 def per_channel(case: Case) -> bool:
     """Whether a memory case's time is modelled per channel count (its op is timed at
     several widths); the other memory ops are modelled by bytes alone."""
-    return _per_channel(case)
+    return case.kind == "memory" and _MEMORY_OPS[case.params[0]][3]
