@@ -1,47 +1,51 @@
-"""How well does flopgap predict CPU latency, against FLOPs-only and params-only fits?
+"""How well does flopgap predict CPU latency, on the tuned set and on a held-out set?
 
-For each model (batch 1, CPU): count it, predict its latency from the count and the
-machine profile alone (``flopgap.explain.predict``; calibrated on single-op
-micro-benchmarks, never on these models), and measure its median with
-``flopgap.timing.measure``. Baselines: log-log least-squares fits of latency on FLOPs
-and on params, fitted *in-sample* on the very models they are scored on (which
-favours them). Reported per method: share within +-10% and +-25% of the measured
-median, median absolute error, Spearman rho over all models and over those under
-1.5 GFLOPs.
+Two sets, scored apart:
 
-The measured side: each model is timed in ``--passes`` interleaved passes, and its
-figure is its median in its least-disturbed pass (the lowest of its pass medians). This
-VM has slow spells that make sequences of small ops 1.2-1.4x slower for minutes at a
-time, while single ops barely move. The profile describes the machine undisturbed:
-single ops by their fastest block, chains by their median in their least-disturbed
-round. The models are scored the same way. The median of all pass medians, spells
-included, is scored too and printed below the main table. The measurement is also made
-by default in a process whose glibc mmap/trim thresholds are
-pinned, as the machine profile is measured (``flopgap.machine._isolated``): with
-glibc's moving thresholds a model's per-call page faults depend on which models ran
-before it in the process (mnasnet0_5: about 950 faults per call run alone, 0 after
-larger models), which the prediction cannot know. ``--allocator default`` measures
-with glibc as it comes.
+- **tuned**: 24 torchvision models and the seed's six models at batch 1, the models whose
+  misses shaped the predictor (its grid, chains and terms);
+- **held-out** (``benchmarks/heldout.py``): timm mobile/efficient CNNs and small vision
+  transformers, transformers encoders and decoders built from configs, custom MLP and
+  depthwise stacks, none of which any design decision saw; split once by a fixed rule
+  into a development set (``heldout-dev``: study its misses, fit the shipped method
+  error on it) and a final set (``heldout-final``: reported, never tuned on).
 
-    .venv/bin/python benchmarks/predict_accuracy.py [--quick] [--models a,b] [--threads N]
-        [--max-time S] [--quick-machine] [--refresh-machine] [--json out.json] [--passes N]
-        [--max-passes N] [--allocator pinned|default] [--no-drift-check]
+For each model: count it, predict its latency and 90% interval from the count and the
+machine profile alone (``flopgap.explain.predict``; the profile is measured lazily for
+every model of the run first), and measure its median with ``flopgap.timing.measure``
+(2% CI, up to ``--max-time`` s), in interleaved passes. A measurement the disturbance
+sentinel flags is never scored: the model is timed again in the next pass, and one with
+no undisturbed pass is listed as disturbed. A model's figure is its median in its
+least-disturbed undisturbed pass (the lowest of them: this VM has slow spells that make
+op sequences 1.2-1.4x slower for minutes while single ops barely move, and the profile
+describes the machine undisturbed). Beside each set: an in-sample log-log fit of latency
+on FLOPs over the very models it is scored on (which favours it).
 
-After each timing pass the profile's synthetic chains are re-timed and compared with
-their profile times; a run where they moved by more than 5% is flagged, since its
-scores then measure the machine's drift as much as the predictor.
+Per set: share within +-10% and +-25%, median absolute error, Spearman rho, and the
+share of models whose measured median lies in the stated 90% interval. The figures go
+to ``benchmarks/results/predict_accuracy.json`` (``_results.save``) with the machine.
+
+    .venv/bin/python benchmarks/predict_accuracy.py [--sets tuned,heldout-final] [--quick]
+        [--models a,b] [--threads N] [--max-time S] [--passes N] [--max-passes N]
+        [--refresh-machine] [--allocator pinned|default] [--write-method-error]
+
+Run it on a quiet machine: on a busy one most passes are disturbed and left unscored.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d", "mobilenet_v2",
                "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
@@ -49,9 +53,11 @@ TORCHVISION = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50
                "regnet_y_400mf", "regnet_x_800mf", "densenet121", "googlenet", "alexnet", "vgg11", "convnext_tiny",
                "resnet101"]
 SEED = ["ex1-small", "ex1-large", "ex2-deep", "ex2-wide", "ex3-float", "ex3-int8"]
-QUICK = ["torchvision:" + m for m in ("resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1",
-                                      "mnasnet0_5", "regnet_x_400mf")] + ["seed:" + m for m in SEED]
-SMALL_FLOPS = 1.5e9
+QUICK_TUNED = ["torchvision:" + m for m in ("resnet18", "mobilenet_v3_small", "squeezenet1_1")] + \
+    ["seed:" + m for m in ("ex1-small", "ex2-deep")]
+QUICK_HELDOUT = ["custom:mlp-512x6-b1", "custom:dw-separable-128x6@28", "hf:bert-mini"]
+DRIFT_WARN = 0.05
+METHOD_ERROR_FILE = Path(__file__).resolve().parents[1] / "src" / "flopgap" / "explain" / "method_error.json"
 
 
 def _fit_loglog(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -60,174 +66,211 @@ def _fit_loglog(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.exp(b + a * np.log(x))
 
 
-def _scores(pred: np.ndarray, meas: np.ndarray, flops: np.ndarray) -> dict:
+def scores(pred: np.ndarray, meas: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> dict:
+    """Within +-10%/+-25%, median |error|, Spearman rho and interval coverage."""
     err = pred / meas - 1.0
-    small = flops < SMALL_FLOPS
-    rho_small = stats.spearmanr(pred[small], meas[small]).statistic if small.sum() >= 3 else float("nan")
-    return {"within_10": float(np.mean(np.abs(err) <= 0.10)), "within_25": float(np.mean(np.abs(err) <= 0.25)),
-            "median_abs_error": float(np.median(np.abs(err))), "rho_all": float(stats.spearmanr(pred, meas).statistic),
-            "rho_small": float(rho_small), "n": int(len(meas)), "n_small": int(small.sum())}
+    out = {"n": int(len(meas)), "within_10": float(np.mean(np.abs(err) <= 0.10)),
+           "within_25": float(np.mean(np.abs(err) <= 0.25)), "median_abs_error": float(np.median(np.abs(err))),
+           "spearman": float(stats.spearmanr(pred, meas).statistic) if len(meas) >= 3 else float("nan")}
+    if low is not None:
+        out["interval_coverage"] = float(np.mean((low <= meas) & (meas <= high)))
+    return out
 
 
-DRIFT_WARN = 0.05
+def _specs(sets: list[str], quick: bool) -> list[tuple[str, str]]:
+    import heldout
+
+    out = []
+    for s in sets:
+        if s == "tuned":
+            names = QUICK_TUNED if quick else ["torchvision:" + m for m in TORCHVISION] + ["seed:" + m for m in SEED]
+        elif s == "heldout-dev":
+            names = [n for n in QUICK_HELDOUT if n in heldout.DEV] if quick else list(heldout.DEV)
+        elif s == "heldout-final":
+            names = [n for n in QUICK_HELDOUT if n in heldout.FINAL] if quick else list(heldout.FINAL)
+        else:
+            raise SystemExit(f"error: unknown set {s!r} (tuned, heldout-dev, heldout-final)")
+        out += [(s, n) for n in names]
+    return out
+
+
+def _build(name: str):
+    import heldout
+    from flopgap.models import load_model, make_inputs, resolve_inputs
+
+    if name in heldout.MODELS:
+        return heldout.build(name)
+    lm = load_model(name)
+    return lm.module, make_inputs(resolve_inputs(lm, None, 1 if name.startswith("torchvision:") else None))
 
 
 def _chain_drift(prof) -> dict | None:
-    """Re-time the profile's synthetic chains now (after a timing pass) and compare with
-    their profile medians: on a shared VM the speed of op *sequences* moves by 5-40%
-    over minutes while single ops do not, and a profile timed in one state predicts
-    models timed in another badly. A diagnostic only: the prediction never uses it."""
-    from flopgap.machine._calibrate import chain_reference_s, run_chains
+    """Re-time the profile's synthetic chains now and compare with their profile times:
+    on a shared VM the speed of op *sequences* moves by 5-40% over minutes while single
+    ops do not. A diagnostic only: the prediction never uses it."""
+    from flopgap.machine._chains import chain_reference_s, run_chains
 
     if not prof.chains:
         return None
-    # against what the fit used: a chain's median in its least-disturbed round of the profile
     then = {c["label"]: chain_reference_s(c) for c in prof.chains}
     now = {c["label"]: c["seconds"] for c in run_chains(quick=prof.quick)}
     ratios = [now[k] / then[k] for k in then if k in now and then[k] > 0]
     if not ratios:
         return None
-    return {"median": float(np.median(ratios)), "min": float(min(ratios)), "max": float(max(ratios)),
-            "n": len(ratios)}
+    return {"median": float(np.median(ratios)), "min": float(min(ratios)), "max": float(max(ratios))}
 
 
 def _calm(d: dict | None) -> bool:
-    """A pass after which the profile's chains ran within DRIFT_WARN of their profile time."""
     return d is not None and abs(d["median"] - 1.0) <= DRIFT_WARN
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", help="comma-separated specs (default: 24 torchvision models + the seed's)")
-    ap.add_argument("--quick", action="store_true", help="6 small torchvision models + the seed's, 1 s each")
-    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--max-time", type=float, default=None, help="seconds per model for the measured median")
-    ap.add_argument("--quick-machine", action="store_true", help="use the quick machine profile")
-    ap.add_argument("--refresh-machine", action="store_true", help="re-measure the machine profile first")
-    ap.add_argument("--json", help="write all rows and scores to this path")
-    ap.add_argument("--passes", type=int, default=None,
-                    help="interleaved timing passes over all models (default 5; 1 with --quick); a model's "
-                         "figure is its median in its least-disturbed pass")
+    ap.add_argument("--sets", default="tuned,heldout-final",
+                    help="comma-separated: tuned, heldout-dev, heldout-final (default tuned,heldout-final)")
+    ap.add_argument("--models", help="comma-separated specs instead of the sets (scored as 'custom')")
+    ap.add_argument("--quick", action="store_true", help="a few small models of each set, 1 s each, 1 pass")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument("--max-time", type=float, default=None, help="seconds per model and pass (default 3; 1 quick)")
+    ap.add_argument("--passes", type=int, default=None, help="interleaved timing passes (default 3; 1 quick)")
     ap.add_argument("--max-passes", type=int, default=None,
-                    help="with the drift check, keep adding passes until one ran with the profile's chains "
-                         f"within {DRIFT_WARN:.0%} of their profile time, up to this many (default 10; --passes "
-                         "when --quick)")
+                    help="keep adding passes, up to this many, while a model has no undisturbed pass or no pass "
+                         f"ran with the profile's chains within {DRIFT_WARN:.0%} of their profile time (default 8)")
+    ap.add_argument("--refresh-machine", action="store_true", help="re-measure the machine profile first")
     ap.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
-                    help="pinned (default): re-run this script with glibc's mmap/trim thresholds pinned, as the "
-                         "machine profile is measured, so that no model pays per-call page faults that depend on "
-                         "which models ran before it in this process; default: glibc as it comes")
-    ap.add_argument("--no-drift-check", dest="drift_check", action="store_false",
-                    help="skip re-timing the profile's chains after each pass (a diagnostic of machine drift)")
+                    help="pinned (default): re-run with glibc's mmap/trim thresholds pinned, as the profile is "
+                         "measured; default: glibc as it comes")
+    ap.add_argument("--write-method-error", action="store_true",
+                    help=f"write the development set's error quantiles to {METHOD_ERROR_FILE.name} (the interval's "
+                         "shipped method error); needs the heldout-dev set and a run with no disturbed model")
+    ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results")
     args = ap.parse_args(argv)
 
     from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
 
     if args.allocator == "pinned" and not allocator_pinned():
-        import os
         import subprocess
 
         argv_ = sys.argv[1:] if argv is None else list(argv)
         return subprocess.call([sys.executable, __file__, *argv_], env={**os.environ, **PINNED_ALLOCATOR})
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from flopgap.count import count
     from flopgap.explain import predict
-    from flopgap.machine import profile_machine
-    from flopgap.models import load_model, make_inputs, resolve_inputs
-    from flopgap.timing import TimerOptions, measure
+    from flopgap.machine import needs_for, profile_machine
+    from flopgap.timing import TimerOptions, measure, threads_context
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.models:
-        specs = [s.strip() for s in args.models.split(",") if s.strip()]
-    elif args.quick:
-        specs = QUICK
-    else:
-        specs = ["torchvision:" + m for m in TORCHVISION] + ["seed:" + m for m in SEED]
+    torch.set_num_threads(args.threads)
+    specs = ([("custom", s.strip()) for s in args.models.split(",") if s.strip()] if args.models
+             else _specs([s.strip() for s in args.sets.split(",") if s.strip()], args.quick))
     max_time = args.max_time or (1.0 if args.quick else 3.0)
+    passes = args.passes or (1 if args.quick else 3)
+    max_passes = max(passes, args.max_passes or (passes if args.quick else 8))
     t0 = time.time()
-    prof = profile_machine(refresh=args.refresh_machine, quick=args.quick_machine)
-    print(f"machine profile ({prof.source}{', quick' if prof.quick else ''}, {len(prof.calibration)} calibration "
-          f"cases): peak fp32 {prof.peak('float32') / 1e9:.0f} GFLOP/s, memory {prof.mem_bandwidth / 1e9:.1f} GB/s, "
-          f"dispatch {prof.dispatch_overhead_s * 1e6:.2f} us; threads {torch.get_num_threads()}", flush=True)
-    passes = args.passes or (1 if args.quick else 5)
-    max_passes = max(passes, args.max_passes or (passes if args.quick else 10)) if args.drift_check else passes
-    print(f"allocator: {args.allocator} {prof.allocator or ''}; {passes} interleaved timing pass(es)"
-          + (f", up to {max_passes} until one runs undisturbed" if max_passes > passes else ""), flush=True)
-    rows, models = [], []
-    for spec in specs:
-        lm = load_model(spec)
-        x = make_inputs(resolve_inputs(lm, None, 1 if spec.startswith("torchvision:") else None))
-        res = count(lm.module, x, model=spec)
-        pred = predict(res, prof)
-        models.append((lm.module, x))
-        rows.append({"model": spec, "flops": res.flops, "params": res.params, "ops": len(res.kernel_ops),
-                     "predicted_s": pred.latency_s, "roofline_s": pred.roofline_s, "pass_medians_s": [],
-                     "page_faults_per_call": []})
-    # the machine's speed drifts over minutes on a shared host: each model is timed once
-    # per pass, so that a slow spell hits one pass of every model, not every pass of one
+    rows, built = [], []
+    for set_name, name in specs:
+        module, x = _build(name)
+        with torch.inference_mode():
+            res = count(module, x, model=name)
+        rows.append({"set": set_name, "model": name, "flops": res.flops, "params": res.params,
+                     "ops": len(res.kernel_ops), "passes_s": [], "disturbed_passes": 0})
+        built.append((module, x, res))
+    needs = None
+    for _, _, res in built:
+        n = needs_for(res)
+        needs = n if needs is None else needs.merge(n)
+    print(f"{len(rows)} models counted ({time.time() - t0:.0f} s); machine profile for {args.threads} threads: "
+          f"{len(needs)} calibration cases needed", flush=True)
+    tp = time.time()
+    prof = profile_machine(refresh=args.refresh_machine, needs=needs)
+    profile_s = time.time() - tp
+    print(f"profile: {prof.source}, {len(prof.calibration)} cases, {profile_s:.0f} s"
+          + "".join(f"\nwarning: {w}" for w in prof.warnings), flush=True)
+    for row, (_, _, res) in zip(rows, built):
+        p = predict(res, prof)
+        row.update(predicted_s=p.latency_s, low_s=p.interval.low_s, high_s=p.interval.high_s,
+                   extrapolated_share=p.extrapolated_share, roofline_s=p.roofline_s)
+    timer = TimerOptions(max_time=max_time, precision=0.02, threads=args.threads)
     drift = []
     p = 0
-    while p < passes or (p < max_passes and not any(_calm(d) for d in drift)):
-        for row, (module, x) in zip(rows, models):
-            m = measure(module, x, TimerOptions(max_time=max_time, precision=0.02), name=row["model"])
-            row["pass_medians_s"].append(m.median)
-            row["page_faults_per_call"].append(m.page_faults_per_call)  # counted while sampling
-        d = _chain_drift(prof) if args.drift_check else None
+
+    def unfinished() -> bool:
+        return any(not r["passes_s"] for r in rows) or not any(_calm(d) for d in drift)
+
+    while p < passes or (p < max_passes and unfinished()):
+        for row, (module, x, _) in zip(rows, built):
+            if p >= passes and row["passes_s"] and any(_calm(d) for d in drift):
+                continue
+            with threads_context(args.threads):
+                m = measure(module, x, timer, name=row["model"])
+            if m.disturbed:
+                row["disturbed_passes"] += 1
+                row["last_disturbance"] = m.disturbance.summary
+            else:
+                row["passes_s"].append(m.median)
+        d = _chain_drift(prof)
         drift.append(d)
-        print(f"# pass {p + 1}/{max(passes, p + 1)} done ({time.time() - t0:.0f} s)"
-              + (f"; the profile's chains now take {d['median']:.2f}x their profile time (median of {d['n']}, "
-                 f"{d['min']:.2f}-{d['max']:.2f})" if d else ""), flush=True)
         p += 1
+        print(f"# pass {p} done ({time.time() - t0:.0f} s)"
+              + (f"; the profile's chains now take {d['median']:.2f}x their profile time" if d else "")
+              + f"; {sum(1 for r in rows if not r['passes_s'])} model(s) without an undisturbed pass", flush=True)
     for row in rows:
-        # the model's median in its least-disturbed pass (see the module docstring)
-        row["measured_s"] = float(np.min(row["pass_medians_s"]))
-        row["median_of_passes_s"] = float(np.median(row["pass_medians_s"]))
-        faults = [f for f in row["page_faults_per_call"] if f is not None]
-        print(f"{row['model']:34s} {row['flops'] / 1e9:8.3f} GFLOP  measured {row['measured_s'] * 1e3:9.3f} ms  "
-              f"predicted {row['predicted_s'] * 1e3:9.3f} ms  error {row['predicted_s'] / row['measured_s'] - 1:+7.1%}  "
-              f"passes {'/'.join(f'{v * 1e3:.3g}' for v in row['pass_medians_s'])}  "
-              f"page faults/call {max(faults) if faults else '-'}", flush=True)
-    meas = np.array([r["measured_s"] for r in rows])
-    flops = np.array([max(r["flops"], 1) for r in rows], dtype=float)
-    params = np.array([max(r["params"], 1) for r in rows], dtype=float)
-    methods = {"flopgap": np.array([r["predicted_s"] for r in rows]),
-               "roofline sum": np.array([r["roofline_s"] for r in rows]),
-               "FLOPs-only fit": _fit_loglog(flops, meas), "params-only fit": _fit_loglog(params, meas)}
-    scores = {k: _scores(v, meas, flops) for k, v in methods.items()}
-    for k, v in methods.items():
-        for r, p in zip(rows, v):
-            r[k] = float(p)
-    # the same prediction against each model's median over all its passes, disturbed ones included
-    med = np.array([r["median_of_passes_s"] for r in rows])
-    scores_median = {"flopgap": _scores(methods["flopgap"], med, flops),
-                     "FLOPs-only fit": _scores(_fit_loglog(flops, med), med, flops)}
-    print(f"\n{len(rows)} models ({scores['flopgap']['n_small']} under 1.5 GFLOPs), {time.time() - t0:.0f} s; "
-          f"machine {prof.fingerprint['cpu']}, {prof.fingerprint['threads']} threads, torch {torch.__version__}")
-    print(f"{'method':16s} {'+-10%':>6s} {'+-25%':>6s} {'med|err|':>9s} {'rho all':>8s} {'rho <1.5GF':>10s}")
-    for k, s in scores.items():
-        print(f"{k:16s} {s['within_10']:6.0%} {s['within_25']:6.0%} {s['median_abs_error']:9.1%} "
-              f"{s['rho_all']:8.3f} {s['rho_small']:10.3f}")
-    print("against the median of all passes (slow spells included):")
-    for k, s in scores_median.items():
-        print(f"{k:16s} {s['within_10']:6.0%} {s['within_25']:6.0%} {s['median_abs_error']:9.1%} "
-              f"{s['rho_all']:8.3f} {s['rho_small']:10.3f}")
-    moved = [d for d in drift if d and not _calm(d)]
-    if moved:
-        per_pass = ", ".join(f"{d['median']:.2f}x" for d in drift if d)
-        print(f"warning: the machine's speed for op sequences moved between the profile and the timing passes "
-              f"(chains {per_pass} of their profile time): these scores "
-              "measure the drift as much as the predictor; compare runs whose chains stayed within "
-              f"{DRIFT_WARN:.0%}", flush=True)
-    calm = sum(1 for d in drift if _calm(d))
-    if args.drift_check:
-        print(f"{calm} of {len(drift)} passes ran with the profile's chains within {DRIFT_WARN:.0%} of their "
-              "profile time" + ("" if calm else ": no pass ran on the machine the profile describes, so the "
-                                "least-disturbed scores above measure the drift too"), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"schema": "flopgap.predict_accuracy/1", "machine": prof.fingerprint, "profile_quick": prof.quick,
-                       "scores": scores, "scores_median_of_passes": scores_median, "rows": rows,
-                       "chain_drift_per_pass": drift, "calm_passes": calm}, f, indent=1)
+        row["measured_s"] = float(min(row["passes_s"])) if row["passes_s"] else None
+        if row["measured_s"]:
+            err = row["predicted_s"] / row["measured_s"] - 1
+            print(f"{row['set']:14s} {row['model']:36s} {row['flops'] / 1e9:8.3f} GF  measured "
+                  f"{row['measured_s'] * 1e3:9.3f} ms  predicted {row['predicted_s'] * 1e3:9.3f} ms "
+                  f"[{row['low_s'] * 1e3:.3g}, {row['high_s'] * 1e3:.3g}]  error {err:+7.1%}"
+                  f"{'' if row['low_s'] <= row['measured_s'] <= row['high_s'] else '  OUTSIDE'}", flush=True)
+        else:
+            print(f"{row['set']:14s} {row['model']:36s} disturbed in all {row['disturbed_passes']} passes: not "
+                  f"scored ({row.get('last_disturbance', '')})", flush=True)
+    figures = {"threads": args.threads, "profile": {"source": prof.source, "cases": len(prof.calibration),
+                                                    "seconds": profile_s, "warnings": prof.warnings},
+               "passes": p, "chain_drift_per_pass": drift, "calm_passes": sum(1 for d in drift if _calm(d)),
+               "sets": {}, "rows": rows}
+    print(f"\n{len(rows)} models, {time.time() - t0:.0f} s; {prof.fingerprint['cpu']}, {args.threads} threads, "
+          f"torch {torch.__version__}; load average now {os.getloadavg()[0]:.1f}")
+    print(f"{'set':14s} {'method':14s} {'n':>3s} {'+-10%':>6s} {'+-25%':>6s} {'med|err|':>9s} {'rho':>6s} "
+          f"{'in 90% interval':>15s}")
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+        rs = [r for r in rows if r["set"] == set_name and r["measured_s"]]
+        left_out = [r["model"] for r in rows if r["set"] == set_name and not r["measured_s"]]
+        if len(rs) < 2:
+            figures["sets"][set_name] = {"n": len(rs), "disturbed_not_scored": left_out}
+            print(f"{set_name:14s} fewer than 2 undisturbed models: not scored")
+            continue
+        meas = np.array([r["measured_s"] for r in rs])
+        flops = np.array([max(r["flops"], 1) for r in rs], dtype=float)
+        ours = scores(np.array([r["predicted_s"] for r in rs]), meas, np.array([r["low_s"] for r in rs]),
+                      np.array([r["high_s"] for r in rs]))
+        fit = scores(_fit_loglog(flops, meas), meas)
+        figures["sets"][set_name] = {"flopgap": ours, "flops_fit_in_sample": fit, "disturbed_not_scored": left_out}
+        for label, s in (("flopgap", ours), ("FLOPs fit", fit)):
+            cov = f"{s['interval_coverage']:15.0%}" if "interval_coverage" in s else f"{'-':>15s}"
+            print(f"{set_name:14s} {label:14s} {s['n']:3d} {s['within_10']:6.0%} {s['within_25']:6.0%} "
+                  f"{s['median_abs_error']:9.1%} {s['spearman']:6.3f} {cov}")
+        if left_out:
+            print(f"{'':14s} not scored (disturbed in every pass): {', '.join(left_out)}")
+    calm = figures["calm_passes"]
+    print(f"{calm} of {len(drift)} passes ran with the profile's chains within {DRIFT_WARN:.0%} of their profile "
+          "time" + ("" if calm else ": no pass ran on the machine the profile describes"))
+    if args.write_method_error:
+        dev = [r for r in rows if r["set"] == "heldout-dev"]
+        if not dev or any(not r["measured_s"] for r in dev):
+            print("error: --write-method-error needs every heldout-dev model measured undisturbed", file=sys.stderr)
+            return 2
+        logerr = np.log([r["measured_s"] / r["predicted_s"] for r in dev])
+        env = {"cpu": prof.fingerprint["cpu"], "threads": args.threads, "n": len(dev)}
+        METHOD_ERROR_FILE.write_text(json.dumps({
+            "q_lo": float(np.quantile(logerr, 0.05)), "q_hi": float(np.quantile(logerr, 0.95)),
+            "provenance": f"{len(dev)} held-out development models, {env['cpu']}, {args.threads} threads, "
+                          f"{time.strftime('%Y-%m-%d')}"}, indent=1) + "\n")
+        print(f"wrote {METHOD_ERROR_FILE}")
+    if not args.no_save:
+        from _results import save
+
+        print(f"wrote {save('predict_accuracy' + ('-quick' if args.quick else ''), figures)}")
     return 0
 
 

@@ -249,6 +249,50 @@ def _llm_viewer(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("predict_accuracy")
+def _predict_accuracy(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"{f['threads']} threads; {f['passes']} timing passes, {f['calm_passes']} with the profile's chains "
+             "within 5% of their profile time; a model's figure is its median in its least-disturbed undisturbed "
+             "pass, and a model with no undisturbed pass is not scored.", "",
+             "| set | method | models | within +-10% | within +-25% | median error | Spearman | in 90% interval |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, s in f["sets"].items():
+        if "flopgap" not in s:
+            lines.append(f"| {name} | not scored: fewer than 2 undisturbed models | {s['n']} | | | | | |")
+            continue
+        for label, key in (("flopgap", "flopgap"), ("FLOPs fit (in-sample)", "flops_fit_in_sample")):
+            x = s[key]
+            lines.append(f"| {name} | {label} | {x['n']} | {_pct(x['within_10'])} | {_pct(x['within_25'])} | "
+                         f"{100 * x['median_abs_error']:.1f}% | {x['spearman']:.3f} | "
+                         f"{_pct(x.get('interval_coverage'))} |")
+        if s.get("disturbed_not_scored"):
+            lines.append(f"| {name} | not scored (disturbed in every pass) | {len(s['disturbed_not_scored'])} | "
+                         f"{', '.join(s['disturbed_not_scored'])} | | | | |")
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
+@summary("first_predict")
+def _first_predict(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"{f['threads']} threads, a fresh process and an empty cache each.", "",
+             "| run | wall time | calibration cases cached | load average before / after | busy |",
+             "|---|---|---|---|---|"]
+    for r in f["first_predict"]:
+        lines.append(f"| first `flopgap predict {r['model']}` | {r['first_wall_s']:.1f} s | {r['cases']} | "
+                     f"{r['load_before']['loadavg_1min']:.1f} / {r['load_after']['loadavg_1min']:.1f} | "
+                     f"{'yes' if r['busy_warnings'] else 'no'} |")
+        lines.append(f"| the same again (cache filled) | {r['second_wall_s']:.1f} s | | | |")
+    full = f.get("full_profile")
+    if full:
+        lines.append(f"| full profile (`flopgap machine --refresh`) | {full['wall_s']:.1f} s | {full['cases']} | "
+                     f"{full['load_before']['loadavg_1min']:.1f} / {full['load_after']['loadavg_1min']:.1f} | "
+                     f"{'yes' if full['busy_warnings'] else 'no'} |")
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
 def _load_all() -> dict[str, dict]:
     out = {}
     for path in sorted(RESULTS.glob("*.json")):

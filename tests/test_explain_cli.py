@@ -97,9 +97,23 @@ def test_predict_json(env):
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
     d = json.loads(p.stdout)
-    assert d["schema"] == "flopgap.predict/1" and not d["calibrated"]
+    assert d["schema"] == "flopgap.predict/2" and not d["calibrated"]
     # 10 overhead-bound linears at 5 us + 11 module calls at 1 us
     assert d["latency_s"] == pytest.approx(10 * 5e-6 + 11 * 1e-6)
+    # no chains: the method error is the stand-in +-25%; nothing calibrated, so nothing extrapolated
+    iv = d["interval"]
+    assert iv["level"] == 0.9 and iv["low_s"] == pytest.approx(d["latency_s"] / 1.25)
+    assert iv["high_s"] == pytest.approx(d["latency_s"] * 1.25) and "fewer than 5 chains" in iv["method_error"]["source"]
+    assert d["extrapolated"] == [] and d["extrapolated_share"] == 0.0 and d["warnings"] == [
+        "no calibration in the machine profile: per-op floors (roofline, or the host's cost of a tiny op of the family) only"]
+
+
+def test_predict_table_states_the_interval(env, capsys):
+    rc, out, err = main(env, capsys, "predict", "seed:ex2-deep", "--quick-machine")
+    assert rc == 0 and err == ""
+    first = out.splitlines()[0]
+    assert first.startswith("seed:ex2-deep  predicted 61 us  90% interval 48.8 us .. 76.3 us  for ")
+    assert "interval: method error -20% .. +25% (+-25% (fewer than 5 chains))" in out
 
 
 def test_machine_reads_the_cache(env, capsys):
@@ -107,7 +121,7 @@ def test_machine_reads_the_cache(env, capsys):
     assert rc == 0, err
     assert err == ""
     d = json.loads(out)
-    assert d["schema"] == "flopgap.machine/2" and d["source"] == "cache" and d["peak_flops"] == {"fp32": 1e11}
+    assert d["schema"] == "flopgap.machine/3" and d["source"] == "cache" and d["peak_flops"] == {"fp32": 1e11}
 
 
 @pytest.mark.parametrize("command", ["machine", "explain", "predict"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,8 +12,8 @@ from torch import nn
 from flopgap.count import count
 from flopgap.explain import predict
 from flopgap.explain._predict import Predictor
-from flopgap.machine import MachineProfile
-from flopgap.machine._features import op_features, op_key
+from flopgap.machine import CalKey, MachineProfile
+from flopgap.machine._keys import op_features, op_key
 
 
 def _meta_count(module, *shapes):
@@ -33,7 +34,7 @@ def test_roofline_only_prediction_is_the_sum_plus_module_calls():
     assert pred.latency_s == pytest.approx(3 * 5e-6 + 4 * 1e-6)
     assert pred.roofline_s == pytest.approx(3 * 5e-6)
     d = pred.to_dict()
-    assert d["schema"] == "flopgap.predict/1" and d["by_method"]["roofline"]["ops"] == 3
+    assert d["schema"] == "flopgap.predict/2" and d["by_method"]["roofline"]["ops"] == 3
 
 
 def test_cuda_family_overheads_are_the_floor_of_an_uncalibrated_prediction():
@@ -100,7 +101,7 @@ def test_knn_prediction_is_overhead_plus_flops_over_rate():
     prof = MachineProfile.synthetic(calibration=cal, module_overhead_s=0.0)
     res = _meta_count(nn.Linear(512, 256), (4, 512))
     (r,) = res.kernel_ops
-    assert op_key(r) == "matmul"
+    assert str(op_key(r)) == "matmul"
     assert op_features(r) == [2.0, 9.0, 8.0]          # log2 of M=4, K=512, N=256
     t, method = Predictor(prof).op_time(r)
     assert method == "knn:matmul"
@@ -112,9 +113,9 @@ def test_curve_prediction_interpolates_log_time_over_log_bytes():
     cal = [{"label": "a", "op": op, "key": op, "features": [0], "flops": 0, "bytes": 1_000, "seconds": 1e-6},
            {"label": "b", "op": op, "key": op, "features": [0], "flops": 0, "bytes": 1_000_000, "seconds": 1e-4}]
     p = Predictor(MachineProfile.synthetic(calibration=cal))
-    assert p._curve_time(op, 1e5) == pytest.approx(1e-6 * 100 ** (2 / 3))   # 2/3 of the way in log bytes
-    assert p._curve_time(op, 2e6) == pytest.approx(2e-4)                   # beyond: scales with bytes
-    assert p._curve_time(op, 10) == pytest.approx(1e-6)                    # below: the fixed cost
+    assert p._curve_time(CalKey.parse(op), 1e5) == pytest.approx(1e-6 * 100 ** (2 / 3))   # 2/3 of the way in log bytes
+    assert p._curve_time(CalKey.parse(op), 2e6) == pytest.approx(2e-4)                   # beyond: scales with bytes
+    assert p._curve_time(CalKey.parse(op), 10) == pytest.approx(1e-6)                    # below: the fixed cost
     res = _meta_count(nn.ReLU(), (1, 25_000))                              # 100 kB read + 100 kB written
     (r,) = res.kernel_ops
     assert r.bytes == 200_000
@@ -127,17 +128,17 @@ def test_curves_interpolate_between_channel_counts():
            for c, pts in ((4.0, ((1e3, 1e-6), (1e6, 1e-4))), (8.0, ((1e3, 4e-6), (1e6, 4e-4))))
            for b, t in pts]
     p = Predictor(MachineProfile.synthetic(calibration=cal))
-    assert p._curve_time(op, 1e3, 4.0) == pytest.approx(1e-6)
-    assert p._curve_time(op, 1e3, 6.0) == pytest.approx(2e-6)    # halfway in log2 channels: geometric mean
-    assert p._curve_time(op, 1e6, 10.0) == pytest.approx(4e-4)   # beyond the widest: clamped
-    assert p._curve_time(op, 1e6, 2.0) == pytest.approx(1e-4)
+    assert p._curve_time(CalKey.parse(op), 1e3, 4.0) == pytest.approx(1e-6)
+    assert p._curve_time(CalKey.parse(op), 1e3, 6.0) == pytest.approx(2e-6)    # halfway in log2 channels: geometric mean
+    assert p._curve_time(CalKey.parse(op), 1e6, 10.0) == pytest.approx(4e-4)   # beyond the widest: clamped
+    assert p._curve_time(CalKey.parse(op), 1e6, 2.0) == pytest.approx(1e-4)
 
 
 def test_conv_keys_from_shapes():
     dense = _meta_count(nn.Conv2d(16, 32, 3, padding=1), (1, 16, 28, 28)).kernel_ops[0]
     dw = _meta_count(nn.Conv2d(32, 32, 3, padding=1, groups=32), (1, 32, 28, 28)).kernel_ops[0]
     grouped = _meta_count(nn.Conv2d(64, 64, 3, stride=2, padding=1, groups=4), (1, 64, 28, 28)).kernel_ops[0]
-    assert (op_key(dense), op_key(dw), op_key(grouped)) == ("conv:dense", "conv:depthwise", "conv:grouped")
+    assert (str(op_key(dense)), str(op_key(dw)), str(op_key(grouped))) == ("conv:dense", "conv:depthwise", "conv:grouped")
     # cin/g, cout/g, out pixels, kernel, stride area, batch, groups (log2)
     assert op_features(grouped) == [4.0, 4.0, math.log2(14 * 14), math.log2(9), 2.0, 0.0, 2.0]
 
@@ -151,7 +152,7 @@ def test_uncalibrated_memory_op_falls_back_to_the_add_curve():
     assert r.family == "pointwise"
     t, method = p.op_time(r)
     assert method == "curve:add"
-    assert t == pytest.approx(p._curve_time(add, r.bytes))
+    assert t == pytest.approx(p._curve_time(CalKey.parse(add), r.bytes))
 
 
 def test_sequence_fit_recovers_scale_per_op_per_byte_and_cold_memory_terms_from_chains():
@@ -241,7 +242,7 @@ def test_byte_only_ops_get_one_curve_over_all_calibrated_widths():
             "seconds": t, "per_channel": False}
            for c, b, t in ((4.0, 1e3, 1e-6), (4.0, 1e4, 2e-6), (6.0, 1e5, 1e-5), (6.0, 1e7, 1e-3))]
     p = Predictor(MachineProfile.synthetic(calibration=cal))
-    assert list(p.curves[op]) == [0.0]
+    assert list(p.curves[CalKey(op)]) == [0.0]
     r = _meta_count(nn.GELU(), (1, 28, 28, 768)).kernel_ops[0]
     assert r.bytes == 2 * 4 * 28 * 28 * 768
     t, method = p.op_time(r)
@@ -265,7 +266,7 @@ def test_cold_weight_cases_predict_ops_of_models_whose_weights_exceed_the_cache(
     prof = MachineProfile.synthetic(calibration=_weight_samples())
     prof.llc_bytes = 8 * 2**20
     p = Predictor(prof)
-    assert set(p.knn) == {"matmul", "matmul cold"}
+    assert {str(k) for k in p.knn} == {"matmul", "matmul cold"}
     small = _meta_count(nn.Linear(1000, 1000), (1, 1000))            # 4.0 MB of weights: fits half of 8 MiB
     big = _meta_count(nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 1024)), (1, 1024))  # 8 MiB: not
     # small weights, but 4.2 MB of activations written per call besides them: cold too
@@ -306,42 +307,42 @@ def test_page_faults_of_blocks_above_32_mib_are_predicted_per_call():
 
 
 def test_pool_keys_carry_the_window_and_fall_back_to_the_nearest_calibrated_one():
-    from flopgap.machine._features import pool_window
+    from flopgap.machine._keys import pool_window
 
     k2 = _meta_count(nn.MaxPool2d(2, 2), (1, 64, 56, 56)).kernel_ops[0]
     k3 = _meta_count(nn.MaxPool2d(3, 2, 1), (1, 64, 56, 56)).kernel_ops[0]
     adaptive = _meta_count(nn.AdaptiveAvgPool2d(1), (1, 64, 7, 7)).kernel_ops[0]
     assert (pool_window(k2), pool_window(k3), pool_window(adaptive)) == (4, 9, None)
-    assert (op_key(k2), op_key(k3)) == (f"{k2.op}:w4", f"{k3.op}:w9")
-    assert op_key(adaptive) == adaptive.op
+    assert (str(op_key(k2)), str(op_key(k3))) == (f"{k2.op}:w4", f"{k3.op}:w9")
+    assert str(op_key(adaptive)) == adaptive.op
     key9 = f"{k3.op}:w9"
     cal = [{"label": "p", "op": k3.op, "key": key9, "features": [0, 6.0], "flops": 0, "bytes": b, "seconds": t}
            for b, t in ((1e3, 1e-6), (1e7, 1e-3))]
     p = Predictor(MachineProfile.synthetic(calibration=cal))
     assert p.op_time(k3)[1] == "curve"
     t, method = p.op_time(k2)                                         # only the 3x3 window is calibrated
-    assert method == "curve:" + key9 and t == pytest.approx(p._curve_time(key9, k2.bytes, 6.0))
+    assert method == "curve:" + key9 and t == pytest.approx(p._curve_time(CalKey.parse(key9), k2.bytes, 6.0))
 
 
 def test_stride_1_pools_have_their_own_key_and_fall_back_to_their_window():
     s1 = _meta_count(nn.MaxPool2d(3, 1, 1), (1, 192, 28, 28)).kernel_ops[0]      # googlenet's branch pool
     s2 = _meta_count(nn.MaxPool2d(3, 2, 1), (1, 192, 56, 56)).kernel_ops[0]      # same output map
     ceil = _meta_count(nn.MaxPool2d(3, 2, ceil_mode=True), (1, 64, 112, 112)).kernel_ops[0]
-    assert op_key(s1) == f"{s1.op}:w9:s1" and op_key(s2) == op_key(ceil) == f"{s2.op}:w9"
+    assert str(op_key(s1)) == f"{s1.op}:w9:s1" and str(op_key(s2)) == str(op_key(ceil)) == f"{s2.op}:w9"
     assert s1.flops == s2.flops == 192 * 28 * 28 * 9                          # same window work
     assert s1.bytes == 2 * 192 * 28 * 28 * 4 and s2.bytes == 5 * 192 * 28 * 28 * 4  # not the same bytes
     curve = [(1e3, 1e-6), (1e7, 1e-3)]
     cal = [{"label": "p", "op": s2.op, "key": k, "features": [0, 7.0], "flops": 0, "bytes": b, "seconds": t * f}
            for k, f in ((f"{s2.op}:w9", 1.0), (f"{s2.op}:w9:s1", 4.0)) for b, t in curve]
     p = Predictor(MachineProfile.synthetic(calibration=cal))
-    assert p.op_time(s1) == (pytest.approx(p._curve_time(f"{s1.op}:w9:s1", s1.bytes, 7.0)), "curve")
+    assert p.op_time(s1) == (pytest.approx(p._curve_time(CalKey.parse(f"{s1.op}:w9:s1"), s1.bytes, 7.0)), "curve")
     assert p.op_time(s2)[1] == "curve"
     # at equal bytes the stride-1 pool costs its own curve's 4x, not the stride-2 one's
-    assert p._curve_time(f"{s1.op}:w9:s1", s1.bytes, 7.0) == pytest.approx(4 * p._curve_time(f"{s2.op}:w9",
+    assert p._curve_time(CalKey.parse(f"{s1.op}:w9:s1"), s1.bytes, 7.0) == pytest.approx(4 * p._curve_time(CalKey.parse(f"{s2.op}:w9"),
                                                                                               s1.bytes, 7.0))
     # a profile calibrated before stride-1 cases: the stride-2 curve of the window, on bytes
     old = Predictor(MachineProfile.synthetic(calibration=[c for c in cal if not c["key"].endswith(":s1")]))
-    assert old.op_time(s1) == (pytest.approx(old._curve_time(f"{s1.op}:w9", s1.bytes, 7.0)), f"curve:{s1.op}:w9")
+    assert old.op_time(s1) == (pytest.approx(old._curve_time(CalKey.parse(f"{s1.op}:w9"), s1.bytes, 7.0)), f"curve:{s1.op}:w9")
     # the stride class is preferred, not required: with only stride-1 cases a stride-2 pool uses them
     only_s1 = Predictor(MachineProfile.synthetic(calibration=[c for c in cal if c["key"].endswith(":s1")]))
     assert only_s1.op_time(s2)[1] == f"curve:{s1.op}:w9:s1"
@@ -350,7 +351,7 @@ def test_stride_1_pools_have_their_own_key_and_fall_back_to_their_window():
 def test_ragged_depthwise_convs_have_their_own_key_with_a_fallback():
     aligned = _meta_count(nn.Conv2d(64, 64, 3, padding=1, groups=64), (1, 64, 28, 28)).kernel_ops[0]
     ragged = _meta_count(nn.Conv2d(58, 58, 3, padding=1, groups=58), (1, 58, 28, 28)).kernel_ops[0]
-    assert (op_key(aligned), op_key(ragged)) == ("conv:depthwise", "conv:depthwise:ragged")
+    assert (str(op_key(aligned)), str(op_key(ragged))) == ("conv:depthwise", "conv:depthwise:ragged")
     assert op_features(ragged) == op_features(aligned)[:6] + [math.log2(58)]
     base = {"op": "aten.conv2d.default", "bytes": 0}
     # the smallest case of each table is its fixed cost; a second case sets the rate
@@ -366,3 +367,67 @@ def test_ragged_depthwise_convs_have_their_own_key_with_a_fallback():
     t2, method2 = both.op_time(ragged)
     assert method2 == "knn:conv:depthwise:ragged" and t2 > t
     assert both.op_time(aligned)[1] == "knn:conv:depthwise"
+
+
+def _chains_for(nets, prof, truth):
+    """Chains whose 'measured' time is ``truth(per-op sum, ops)``, with known per-op times."""
+    from dataclasses import asdict
+
+    chains = []
+    base = Predictor(prof)
+    for i, (module, shape) in enumerate(nets):
+        res = _meta_count(module, shape)
+        p = sum(base.op_time(r)[0] for r in res.ops)
+        n = sum(1 for r in res.ops if not r.is_free)
+        t = truth(i, p, n) + (len(module) + 1) * prof.module_overhead_s
+        chains.append({"label": f"c{i}", "ops": [asdict(r) for r in res.ops], "module_calls": len(module) + 1,
+                       "seconds": t, "seconds_min": t})
+    return chains
+
+
+def test_the_interval_is_the_leave_one_out_error_of_the_chains_and_holds_the_prediction():
+    cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6), _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2),
+           _knn_sample("matmul", [0, 10, 10], 2e9, 2e-6 + 2e-2)]
+    prof = MachineProfile.synthetic(calibration=cal, module_overhead_s=1e-6)
+    nets = [(nn.Sequential(*[nn.Linear(w, w) for _ in range(d)]), (1, w))
+            for w, d in ((64, 2), (128, 3), (256, 4), (512, 2), (96, 5), (200, 3), (300, 2), (48, 6))]
+    # measured = 1.2 x the per-op sum + 2 us per op, with chain-to-chain noise of +-10%
+    noise = [1.1, 0.92, 1.0, 1.05, 0.95, 1.08, 0.9, 1.02]
+    prof.chains = _chains_for(nets, prof, lambda i, p, n: noise[i] * (1.2 * p + 2e-6 * n))
+    pred = Predictor(prof)
+    assert len(pred.loo_log_errors) == 8
+    q_lo, q_hi, source = pred.method_error()
+    assert q_lo == pytest.approx(min(0.0, float(np.quantile(pred.loo_log_errors, 0.05))))
+    assert q_hi == pytest.approx(max(0.0, float(np.quantile(pred.loo_log_errors, 0.95))))
+    assert "leave-one-out over this profile's 8 chains" in source
+    out = predict(_meta_count(nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 256)), (1, 256)), prof)
+    iv = out.interval
+    assert iv.low_s < out.latency_s < iv.high_s and iv.level == 0.9
+    assert iv.extrapolation_log == 0.0 and iv.calibration_log == 0.0      # inside the grid, no spread
+    assert iv.low_s == pytest.approx(out.latency_s * math.exp(q_lo)) and iv.high_s == pytest.approx(
+        out.latency_s * math.exp(q_hi))
+    d = out.to_dict()["interval"]
+    assert d["low_s"] == iv.low_s and d["method_error"]["source"] == source
+
+
+def test_extrapolated_and_uncalibrated_ops_are_listed_and_widen_the_interval():
+    cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6), _knn_sample("matmul", [0, 7, 7], 4e6, 2e-6 + 4e-5),
+           {"label": "a1", "op": "aten.add.Tensor", "key": "aten.add.Tensor", "features": [0, 0], "flops": 0,
+            "bytes": 1e3, "seconds": 1e-6, "spread": 0.5},
+           {"label": "a2", "op": "aten.add.Tensor", "key": "aten.add.Tensor", "features": [0, 0], "flops": 0,
+            "bytes": 1e6, "seconds": 1e-4, "spread": 0.5}]
+    prof = MachineProfile.synthetic(calibration=cal)
+    near = _meta_count(nn.Linear(128, 128), (1, 128))                 # features [0, 7, 7]: a calibrated shape
+    far = _meta_count(nn.Sequential(nn.Linear(4096, 4096), nn.Tanh()), (1, 4096))   # [0, 12, 12]; tanh uncalibrated
+    a, b = predict(near, prof), predict(far, prof)
+    assert a.extrapolated == [] and a.interval.extrapolation_log == 0.0
+    whys = {r["op"]: r["why"] for r in b.extrapolated}
+    assert whys["aten.linear.default"] == "nearest calibrated shape 7.1 log2 units away"
+    assert whys["aten.tanh.default"] == "not calibrated: the add curve at its bytes"
+    share = (b.latency_s - b.module_overhead_s) / b.latency_s          # every op; the module calls are not ops
+    assert b.extrapolated_share == pytest.approx(share)
+    assert b.interval.extrapolation_log == pytest.approx(share * math.log(2.0))
+    # the add curve's cases spread 50%: a calibration-noise term from the tanh's share
+    tanh_share = b.ops[1]["predicted_s"] / b.latency_s
+    assert b.interval.calibration_log == pytest.approx(1.645 * tanh_share * math.log(1.5))
+    assert b.to_dict()["extrapolated"][0]["predicted_s"] == max(o["predicted_s"] for o in b.ops)

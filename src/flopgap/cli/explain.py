@@ -73,10 +73,15 @@ def explain(
         raise UsageError(f"--trace must be a .json or .json.gz path (Chrome/Perfetto trace), got {trace!r}")
     store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
-    prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
-    ex = run_explain(module, tensors, name=loaded.spec, profile=prof, measure=not no_measure, timer=timer,
-                     calls=calls, device=device, trace=trace)
+    from flopgap.count import count as run_count
+    from flopgap.timing import threads_context
+
+    with threads_context(threads):
+        counted = run_count(module, tensors, model=loaded.spec)
+    prof = _profile(device, refresh_machine, quick_machine, threads, counted)
+    ex = run_explain(module, tensors, name=loaded.spec, count_result=counted, profile=prof, measure=not no_measure,
+                     timer=timer, calls=calls, device=device, trace=trace)
     if ex.trace:
         err_console.print(f"wrote trace {ex.trace['path']} ({ex.trace['annotated_op_events']} op events annotated"
                           + (f", {ex.trace['annotated_device_events']} device events" if ex.trace["annotated_device_events"]
@@ -100,11 +105,14 @@ def explain(
 
 @app.command(help=f"""Predict MODEL's latency from the counting pass and the machine profile alone,
 without timing the model: per op, a fixed cost plus work at the rate this machine reached
-on the nearest calibrated single-op shapes (conv, matmul), or a time-over-bytes curve
-(elementwise, norm, pool ...), plus a per-module call cost; the plain roofline sum
-max(FLOPs / peak, bytes / bandwidth, overhead) is shown beside it. The profile is the
-one measured for --threads. --measure also times the model (same threads) and reports
-the error, unless that measurement was disturbed.
+on the nearest calibrated single-op shapes (conv, matmul, attention), or a time-over-bytes
+curve (elementwise, norm, pool ...), scaled by a fit on synthetic chains, plus a
+per-module call cost. Every prediction comes with a 90% interval (the method's own
+error on this profile's chains, the calibration's noise, and the ops it extrapolates,
+which are listed). The plain roofline sum max(FLOPs / peak, bytes / bandwidth, overhead)
+is shown beside it. The profile is the one measured for --threads; the first run
+measures what this model needs (under a minute). --measure also times the model (same
+threads) and reports the error, unless that measurement was disturbed.
 
 {_CACHE_NOTE}""")
 def predict(
@@ -136,10 +144,10 @@ def predict(
                          device=device if device.startswith("cuda") else None)
     store = open_db(db)
     loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
-    prof = _profile(device, refresh_machine, quick_machine, threads)
     module, tensors = _on_device(loaded, tensors, device)
     with threads_context(threads):
         result = run_count(module, tensors, model=loaded.spec)
+    prof = _profile(device, refresh_machine, quick_machine, threads, result)
     pred = run_predict(result, prof)
     data = pred.to_dict()
     check = None

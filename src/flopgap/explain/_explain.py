@@ -274,9 +274,9 @@ def explain(module, inputs, *, name: str = "model", count_result=None, profile=N
         if count_result.meta:
             raise UsageError("explain needs a count of real tensors, not a meta count")
         if profile is None:
-            from flopgap.machine import profile_machine
+            from flopgap.machine import needs_for, profile_machine
 
-            profile = profile_machine(device=device)
+            profile = profile_machine(device=device, needs=needs_for(count_result))
         sentinel = Sentinel(load if load is not None else system_load()) if timer.watch_load else None
         if sentinel is not None:
             sentinel.start(0.0, threads)

@@ -3,14 +3,15 @@
 Per op (every dispatched op, views included: each one costs a dispatch)::
 
     conv / matmul (k-NN on shape):  t = O_key + max(F / R_hat, W / mem_bandwidth)
-        key    = the op's family (conv:dense, conv:depthwise, conv:grouped, matmul ...);
+        key    = the op's calibration key (:class:`~flopgap.machine._keys.CalKey`:
+                 conv:dense, conv:depthwise, conv:grouped, matmul, attention ...);
                  when what the model touches per call (conv/linear weights plus the
                  activations its ops write) exceeds half the last-level cache, the
                  cases timed with a *cold* weight (each call reads its weight from
-                 memory, see ``_calibrate._weight``) and W = 0: inside such a model an
+                 memory, see ``flopgap.machine._grid.weight``) and W = 0: inside such a model an
                  op's weight was evicted since its last call (mobilenet_v3_large's
                  1280x1000 classifier: 60 us hot, 270 us cold)
-        O_key  = time of the smallest calibrated case of that key (fixed per-call cost)
+        O_key  = time of the key's calibrated case of fewest FLOPs (fixed per-call cost)
         R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
                  log2 shape features, weights 1/(d + 0.25)^2), where
                  R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
@@ -43,15 +44,33 @@ of handing data from op to op: an op repeated alone finds its input in its own
 threads' caches, in a model the input was just written by another op, partitioned
 across the threads another way. With fewer than 4 chains, or no cold chain with
 memory-class ops, e = 0; with fewer than 3, b = 0 too; with fewer than 2, s = 1 and c = 0.
-The calibration cases are single ops on a fixed grid (``flopgap.machine._calibrate``),
+The calibration cases are single ops on a fixed grid (``flopgap.machine._grid``),
 never the models being predicted. With no calibration (a synthetic or CUDA profile)
 every op uses the roofline term.
+
+**The interval** (:class:`Interval`, 90% by default) around the prediction ``P`` is::
+
+    [P * exp(q_lo - d_cal - d_ext),  P * exp(q_hi + d_cal + d_ext)]
+
+- ``q_lo, q_hi``: the method's own error, the 5th and 95th percentiles of
+  ``log(measured / predicted)`` of the profile's chains, each predicted by a sequence
+  fit made *without* it (leave-one-out; computed from the profile on this machine),
+  widened to at least the shipped held-out error distribution when one ships with
+  the code (:data:`METHOD_ERROR`, with its provenance);
+- ``d_cal``: the calibration's noise: 1.645 x the root sum of squares of each op's
+  share of ``P`` times ``log(1 + spread)`` of the cases it was predicted from (their
+  blocks' median over their fastest);
+- ``d_ext``: the extrapolated ops' share of ``P`` times ``log(EXTRAPOLATION_FACTOR)``:
+  ops predicted by a fallback (no calibration model of their own) or from cases far
+  from their shape (:data:`FAR_LOG2`), listed in ``Prediction.extrapolated``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -59,22 +78,80 @@ from scipy.optimize import least_squares
 from flopgap._units import fmt_seconds
 from flopgap._summary import summary_html, summary_repr
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine._calibrate import COLD, chain_reference_s
-from flopgap.machine._features import (RAGGED, STRIDE1, WINDOW, channels, is_conv, op_features, op_key,
-                                       pool_keeps_size, pool_window, weight_bytes)
+from flopgap.machine._chains import chain_reference_s
+from flopgap.machine._keys import (CalKey, channels, is_conv, model_is_cold, op_features, op_key, pool_keeps_size,
+                                   pool_window, weight_bytes)
 
-__all__ = ["Prediction", "PredictionCheck", "predict", "Predictor", "PREDICT_SCHEMA"]
+__all__ = ["Prediction", "PredictionCheck", "Interval", "predict", "Predictor", "PREDICT_SCHEMA", "METHOD_ERROR"]
 
-PREDICT_SCHEMA = "flopgap.predict/1"
+PREDICT_SCHEMA = "flopgap.predict/2"  # 2: interval, extrapolated ops, typed keys
 _K = 4
 # s >= 1: a chain's median cannot beat its ops' fastest single-op blocks; a fit below 1
-# only says the single ops were timed in a slower spell than the chains (re-scored over
-# nine runs: the within +-10% shares summed 483 -> 493 points, mean median error 9.5 -> 9.2%)
+# only says the single ops were timed in a slower spell than the chains
 _SCALE_MIN, _SCALE_MAX, _PER_OP_MAX_US = 1.0, 4.0, 50.0
 _PER_GB_MAX_S = 1.0  # handoff at no less than 1 GB/s
 _COLD_MEMORY_MAX = 4.0
 _DENSE_KEYS = ("conv:dense", "conv:grouped", "matmul")
 _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-movement", "embedding", "uncovered")
+_ADD = CalKey("aten.add.Tensor")
+_FLATTEN = CalKey("aten.flatten.using_ints")
+
+# an op whose nearest calibrated case is more than a factor 2 away in one shape
+# dimension (or sqrt 2 in two) is extrapolated: the k-NN rate is then a neighbour's rate
+FAR_LOG2 = 1.0
+# a curve op more than 2x beyond its calibrated bytes (or channels) is extrapolated
+CURVE_FAR = 2.0
+# an extrapolated op (a fallback, or far from its cases) can be off by this factor either
+# way: uncalibrated elementwise ops on the add curve ran 0.5-2x their own time
+EXTRAPOLATION_FACTOR = 2.0
+INTERVAL_LEVEL = 0.90
+_Z90 = 1.645          # two-sided 90% normal quantile, for the calibration-noise term
+# with fewer chains than this, the leave-one-out quantiles say little: +-25% stands in
+_MIN_LOO_CHAINS = 5
+_DEFAULT_LOG_ERR = math.log(1.25)
+
+
+
+def _shipped_method_error() -> dict | None:
+    """The method's error on held-out models, shipped with the code: the 5th and 95th
+    percentiles of log(measured / predicted) on the development set of
+    ``benchmarks/heldout.py``, written by ``benchmarks/predict_accuracy.py
+    --write-method-error`` from a run with no disturbed model (``method_error.json``
+    beside this file, with its provenance). None when no such file ships: the interval
+    then rests on the profile's own chains alone."""
+    try:
+        d = json.loads(Path(__file__).with_name("method_error.json").read_text())
+        return {"q_lo": float(d["q_lo"]), "q_hi": float(d["q_hi"]), "provenance": str(d["provenance"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+METHOD_ERROR: dict | None = _shipped_method_error()
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A stated interval of the predicted latency and what it is made of (see the
+    module docstring): ``low_s``/``high_s`` at ``level``, the method's error quantiles
+    ``q_lo``/``q_hi`` (log) and where they come from, the calibration-noise and
+    extrapolation terms (log)."""
+
+    low_s: float
+    high_s: float
+    level: float
+    q_lo: float
+    q_hi: float
+    method_source: str
+    calibration_log: float
+    extrapolation_log: float
+
+    def contains(self, seconds: float) -> bool:
+        return self.low_s <= seconds <= self.high_s
+
+    def to_dict(self) -> dict:
+        return {"low_s": self.low_s, "high_s": self.high_s, "level": self.level,
+                "method_error": {"q_lo": self.q_lo, "q_hi": self.q_hi, "source": self.method_source},
+                "calibration_noise_log": self.calibration_log, "extrapolation_log": self.extrapolation_log}
 
 
 @dataclass
@@ -93,20 +170,25 @@ class Prediction:
     cold_memory_extra: float = 0.0
     cold: bool = False  # the model's footprint exceeds half the last-level cache (weights_are_cold)
     chain_fit: list[dict] = field(default_factory=list)
+    interval: Interval | None = None
+    profile_warnings: list[str] = field(default_factory=list)  # the machine profile's own caveats
 
     __repr__ = summary_repr
     _repr_html_ = summary_html
 
     @property
     def warnings(self) -> list[str]:
-        """What the prediction stands on less than a calibrated profile."""
-        if self.calibrated:
-            return []
-        return ["no calibration in the machine profile: per-op floors (roofline, or the host's cost of a tiny op "
-                "of the family)" + (" with the chain fit" if self.chain_fit else " only")]
+        """What the prediction stands on less than a calibrated profile measured at rest."""
+        out = list(self.profile_warnings)
+        if not self.calibrated:
+            out.append("no calibration in the machine profile: per-op floors (roofline, or the host's cost of a tiny "
+                       "op of the family)" + (" with the chain fit" if self.chain_fit else " only"))
+        return out
 
     def _summary(self) -> tuple[str, list[tuple[str, str]]]:
-        return self.model, [("predicted", fmt_seconds(self.latency_s) + " (never timed)"),
+        iv = (f" (90% interval {fmt_seconds(self.interval.low_s)} .. {fmt_seconds(self.interval.high_s)})"
+              if self.interval is not None else "")
+        return self.model, [("predicted", fmt_seconds(self.latency_s) + iv + " (never timed)"),
                             ("roofline sum", fmt_seconds(self.roofline_s)), ("ops", str(len(self.ops))),
                             ("calibrated", "yes" if self.calibrated else "no"), ("threads", str(self.threads))]
 
@@ -114,6 +196,17 @@ class Prediction:
     def threads(self) -> int | None:
         """The thread count of the machine profile this prediction stands on."""
         return (self.profile.get("fingerprint") or {}).get("threads") if isinstance(self.profile, dict) else None
+
+    @property
+    def extrapolated(self) -> list[dict]:
+        """The ops predicted outside the calibrated region (or by a fallback), largest first."""
+        rows = [{"index": o["index"], "op": o["op"], "module": o["module"], "key": o["key"], "method": o["method"],
+                 "why": o["extrapolated"], "predicted_s": o["predicted_s"]} for o in self.ops if o.get("extrapolated")]
+        return sorted(rows, key=lambda r: -r["predicted_s"])
+
+    @property
+    def extrapolated_share(self) -> float:
+        return sum(r["predicted_s"] for r in self.extrapolated) / self.latency_s if self.latency_s else 0.0
 
     def by_method(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -125,8 +218,11 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {"schema": PREDICT_SCHEMA, "model": self.model, "latency_s": self.latency_s,
+                "interval": self.interval.to_dict() if self.interval else None,
                 "roofline_s": self.roofline_s, "module_overhead_s": self.module_overhead_s,
                 "module_calls": self.module_calls, "calibrated": self.calibrated, "threads": self.threads,
+                "extrapolated": self.extrapolated, "extrapolated_share": self.extrapolated_share,
+                "warnings": list(self.warnings),
                 "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "per_byte_s": self.per_byte_s,
                                  "cold_memory_extra": self.cold_memory_extra, "cold_model": self.cold,
                                  "chains": self.chain_fit},
@@ -140,11 +236,13 @@ class PredictionCheck:
     ``error`` (predicted / measured - 1) exists only when the measurement can bear it:
     a CI exists (6 samples or more), the machine was not disturbed, and the timing ran
     with the thread count the prediction's profile was measured for; otherwise
-    ``reason`` says why it is left out."""
+    ``reason`` says why it is left out. ``inside`` says whether the measured median
+    lies in the prediction's interval (same conditions)."""
 
     predicted_s: float
     predicted_threads: int | None
     measurement: object  # flopgap.timing.Measurement
+    interval: Interval | None = None
 
     @property
     def reason(self) -> str:
@@ -162,16 +260,37 @@ class PredictionCheck:
     def error(self) -> float | None:
         return None if self.reason else self.predicted_s / self.measurement.median - 1.0
 
+    @property
+    def inside(self) -> bool | None:
+        if self.reason or self.interval is None:
+            return None
+        return self.interval.contains(self.measurement.median)
+
     @classmethod
     def of(cls, prediction: "Prediction", measurement) -> "PredictionCheck":
-        return cls(prediction.latency_s, prediction.threads, measurement)
+        return cls(prediction.latency_s, prediction.threads, measurement, prediction.interval)
 
     def to_dict(self) -> dict:
         d = self.measurement.to_dict()
         return {"predicted_s": self.predicted_s, "predicted_threads": self.predicted_threads,
-                "error": self.error, "error_left_out_because": self.reason or None,
+                "error": self.error, "inside_interval": self.inside, "error_left_out_because": self.reason or None,
                 "measurement": {k: v for k, v in d.items() if k not in ("samples", "warmup_samples",
                                                                        "dispatch_samples", "device_samples")}}
+
+
+@dataclass(frozen=True)
+class _Knn:
+    overhead: float
+    feats: np.ndarray
+    log_rates: np.ndarray
+    log_spread: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Curve:
+    log_bytes: np.ndarray
+    log_seconds: np.ndarray
+    log_spread: float
 
 
 class Predictor:
@@ -179,43 +298,48 @@ class Predictor:
 
     def __init__(self, profile):
         self.profile = profile
-        self.knn: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
-        # op -> {log2 channels: (log bytes, log seconds)}
-        self.curves: dict[str, dict[float, tuple[np.ndarray, np.ndarray]]] = {}
-        by_key: dict[str, list[dict]] = {}
-        for s in profile.calibration:
-            # a conv/linear timed with a cold weight has a k-NN model of its own
-            by_key.setdefault(s["key"] + (COLD if s.get("cold") else ""), []).append(s)
+        self.knn: dict[CalKey, _Knn] = {}
+        self.curves: dict[CalKey, dict[float, _Curve]] = {}   # key -> {log2 channels: curve}
+        by_key: dict[CalKey, list] = {}
+        for s in profile.calibration:   # in grid order: k-NN ties break the same lazily or in full
+            by_key.setdefault(s.key, []).append(s)
         for key, rows in by_key.items():
-            if key.startswith(("conv:", "matmul")):
-                overhead = min(r["seconds"] for r in rows)
-                feats = np.array([r["features"] for r in rows], dtype=float)
-                rates = np.array([r["flops"] / max(r["seconds"] - overhead, 0.1 * r["seconds"]) for r in rows])
-                self.knn[key] = (overhead, feats, np.log(np.maximum(rates, 1.0)))
+            if key.shape_model:
+                # the fixed cost: the time of the key's case of fewest FLOPs (the same case
+                # whether the profile is lazy or full, see flopgap.machine._grid.cases_for)
+                overhead = min(rows, key=lambda r: r.flops).seconds
+                feats = np.array([r.features for r in rows], dtype=float)
+                rates = np.array([r.flops / max(r.seconds - overhead, 0.1 * r.seconds) for r in rows])
+                self.knn[key] = _Knn(overhead, feats, np.log(np.maximum(rates, 1.0)),
+                                     np.log1p(np.array([max(r.spread, 0.0) for r in rows])))
             else:
                 # an op whose time depends on bytes alone (elementwise, layer norm ...) was
                 # calibrated at two base widths only: one curve over all of its cases
-                per_channel = any(r.get("per_channel", True) for r in rows)
+                per_channel = any(r.per_channel for r in rows)
                 by_c: dict[float, list] = {}
                 for r in rows:
-                    c = r["features"][1] if per_channel and len(r["features"]) > 1 else 0.0
-                    by_c.setdefault(c, []).append((max(r["bytes"], 1), r["seconds"]))
-                self.curves[key] = {}
+                    c = r.features[1] if per_channel and len(r.features) > 1 else 0.0
+                    by_c.setdefault(c, []).append((max(r.bytes, 1), r.seconds, max(r.spread, 0.0)))
+                curves = {}
                 for c, pts in by_c.items():
                     if len(pts) < 2:
                         continue  # one point is no curve
                     pts.sort()
-                    self.curves[key][c] = (np.log(np.array([p[0] for p in pts], dtype=float)),
-                                           np.log(np.array([p[1] for p in pts], dtype=float)))
-                if not self.curves[key]:
-                    del self.curves[key]
-        flat = self.curves.get("aten.flatten.using_ints")
-        self.view_s = (float(np.exp(np.median(np.concatenate([v[1] for v in flat.values()]))))
+                    curves[c] = _Curve(np.log(np.array([p[0] for p in pts], dtype=float)),
+                                       np.log(np.array([p[1] for p in pts], dtype=float)),
+                                       float(np.mean(np.log1p([p[2] for p in pts]))))
+                if curves:
+                    self.curves[key] = curves
+        flat = self.curves.get(_FLATTEN)
+        self.view_s = (float(np.exp(np.median(np.concatenate([v.log_seconds for v in flat.values()]))))
                        if flat is not None else None)
         self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra = 1.0, 0.0, 0.0, 0.0
-        self.chain_fit = self._fit_chains(profile.chains)
+        self._rows = self._chain_rows(profile.chains)
+        self.chain_fit = self._fit_chains()
+        self.loo_log_errors = self._leave_one_out()
 
-    def _fit_chains(self, chains: list[dict]) -> list[dict]:
+    # ------------------------------------------------------------ in-sequence fit
+    def _chain_rows(self, chains: list[dict]) -> list[tuple]:
         from flopgap.count import OpRecord
 
         rows = []
@@ -227,65 +351,102 @@ class Predictor:
             m = sum(t for r, t in zip(recs, times) if is_memory_class(r)) if cold else 0.0
             n = sum(1 for r in recs if not r.is_free)
             a = sum(handoff_bytes(r) for r in recs)
-            # the chain's median in its least-disturbed round (its median over all blocks
-            # for a profile timed in one round): a model is scored by its median in its
-            # least-disturbed pass, and the single ops by their fastest block, so that all
-            # three describe this machine undisturbed (see docs/explain.md)
+            # the chain's median in its least-disturbed round: a model is scored by its
+            # median in its least-disturbed pass, and the single ops by their fastest
+            # block, so that all three describe this machine undisturbed
             t = chain_reference_s(ch)
             target = t - ch["module_calls"] * self.profile.module_overhead_s
             rows.append((ch["label"], p, n, a, m, target, t))
-        if len(rows) >= 2:
-            p_ = np.array([r[1] for r in rows])
-            n_ = np.array([r[2] for r in rows], dtype=float)
-            a_ = np.array([r[3] for r in rows], dtype=float)
-            m_ = np.array([r[4] for r in rows])
-            tg = np.maximum(np.array([r[5] for r in rows]), 1e-9)
-            # each extra term needs one more chain (and, for the last, a cold chain with
-            # memory-class ops) to be told apart from the others; without a calibration
-            # (CUDA) the per-op times are floors (roofline, host cost of a tiny op): s and c only
-            b_max = _PER_GB_MAX_S if len(rows) >= 3 and self.calibrated else 0.0
-            e_max = _COLD_MEMORY_MAX if len(rows) >= 4 and m_.any() and self.calibrated else 0.0
+        return rows
 
-            def resid(x):  # relative error of each chain; c in us and b in s/GB for conditioning
-                return (x[0] * p_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ + x[3] * m_ - tg) / tg
+    def _solve(self, rows: list[tuple]) -> tuple[float, float, float, float]:
+        """(s, c, b, e) fitted on ``rows`` (identity with fewer than 2 chains)."""
+        if len(rows) < 2:
+            return 1.0, 0.0, 0.0, 0.0
+        p_ = np.array([r[1] for r in rows])
+        n_ = np.array([r[2] for r in rows], dtype=float)
+        a_ = np.array([r[3] for r in rows], dtype=float)
+        m_ = np.array([r[4] for r in rows])
+        tg = np.maximum(np.array([r[5] for r in rows]), 1e-9)
+        # each extra term needs one more chain (and, for the last, a cold chain with
+        # memory-class ops) to be told apart from the others; without a calibration
+        # (CUDA) the per-op times are floors (roofline, host cost of a tiny op): s and c only
+        b_max = _PER_GB_MAX_S if len(rows) >= 3 and self.calibrated else 0.0
+        e_max = _COLD_MEMORY_MAX if len(rows) >= 4 and m_.any() and self.calibrated else 0.0
 
-            fit = least_squares(resid, x0=[1.0, 0.0, 0.0, 0.0],
-                                bounds=([_SCALE_MIN, 0.0, 0.0, 0.0],
-                                        [_SCALE_MAX, _PER_OP_MAX_US, max(b_max, 1e-12), max(e_max, 1e-12)]),
-                                loss="soft_l1", f_scale=0.1, xtol=1e-12, ftol=1e-12, gtol=1e-12)
-            # sub-nanosecond per-op terms (and sub-1e-15 s per byte) are solver round-off of a zero bound
-            self.scale, self.per_op_s = float(fit.x[0]), round(float(fit.x[1]) * 1e-6, 12)
-            self.per_byte_s = round(float(fit.x[2]) * 1e-9, 15) if b_max else 0.0
-            self.cold_memory_extra = round(float(fit.x[3]), 9) if e_max else 0.0
+        def resid(x):  # relative error of each chain; c in us and b in s/GB for conditioning
+            return (x[0] * p_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ + x[3] * m_ - tg) / tg
+
+        fit = least_squares(resid, x0=[1.0, 0.0, 0.0, 0.0],
+                            bounds=([_SCALE_MIN, 0.0, 0.0, 0.0],
+                                    [_SCALE_MAX, _PER_OP_MAX_US, max(b_max, 1e-12), max(e_max, 1e-12)]),
+                            loss="soft_l1", f_scale=0.1, xtol=1e-12, ftol=1e-12, gtol=1e-12)
+        # sub-nanosecond per-op terms (and sub-1e-15 s per byte) are solver round-off of a zero bound
+        return (float(fit.x[0]), round(float(fit.x[1]) * 1e-6, 12),
+                round(float(fit.x[2]) * 1e-9, 15) if b_max else 0.0, round(float(fit.x[3]), 9) if e_max else 0.0)
+
+    def _fit_chains(self) -> list[dict]:
+        self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra = self._solve(self._rows)
         return [{"label": lb, "per_op_sum_s": p, "ops": n, "handoff_bytes": a, "cold_memory_s": m, "measured_s": t,
                  "fitted_s": self.scale * p + self.per_op_s * n + self.per_byte_s * a + self.cold_memory_extra * m
                  + (t - tg)}
-                for lb, p, n, a, m, tg, t in rows]
+                for lb, p, n, a, m, tg, t in self._rows]
+
+    def _leave_one_out(self) -> list[float]:
+        """log(measured / predicted) of each chain under a fit made without it."""
+        if len(self._rows) < _MIN_LOO_CHAINS:
+            return []
+        out = []
+        for i, (_, p, n, a, m, tg, t) in enumerate(self._rows):
+            s, c, b, e = self._solve(self._rows[:i] + self._rows[i + 1:])
+            pred = s * p + c * n + b * a + e * m + (t - tg)
+            if pred > 0 and t > 0:
+                out.append(math.log(t / pred))
+        return out
+
+    def method_error(self) -> tuple[float, float, str]:
+        """(q_lo, q_hi, source) of log(measured / predicted) at the interval's level."""
+        lo_q, hi_q = (1 - INTERVAL_LEVEL) / 2, 1 - (1 - INTERVAL_LEVEL) / 2
+        sources = []
+        if len(self.loo_log_errors) >= _MIN_LOO_CHAINS:
+            q_lo, q_hi = (float(np.quantile(self.loo_log_errors, lo_q)), float(np.quantile(self.loo_log_errors, hi_q)))
+            sources.append(f"leave-one-out over this profile's {len(self.loo_log_errors)} chains")
+        else:
+            q_lo, q_hi = -_DEFAULT_LOG_ERR, _DEFAULT_LOG_ERR
+            sources.append(f"+-{math.exp(_DEFAULT_LOG_ERR) - 1:.0%} (fewer than {_MIN_LOO_CHAINS} chains)")
+        if METHOD_ERROR is not None:
+            q_lo, q_hi = min(q_lo, METHOD_ERROR["q_lo"]), max(q_hi, METHOD_ERROR["q_hi"])
+            sources.append(f"at least the held-out error shipped with the code ({METHOD_ERROR['provenance']})")
+        return min(q_lo, 0.0), max(q_hi, 0.0), "; ".join(sources)
 
     @property
     def calibrated(self) -> bool:
         return bool(self.knn or self.curves)
 
-    def _knn_time(self, key: str, feats: list[float], flops: float, weight_bytes: int = 0,
-                  cold_weights: bool = False) -> float:
-        overhead, xs, log_rates = self.knn[key]
-        d = np.sqrt(((xs - np.asarray(feats)) ** 2).sum(axis=1))
-        order = np.argsort(d)[:_K]
+    # ------------------------------------------------------------ per-op models
+    def _knn(self, key: CalKey, feats: list[float], flops: float, weight_bytes: int = 0,
+             cold_weights: bool = False) -> tuple[float, float, str]:
+        """(seconds, log spread of the cases used, why extrapolated or '')."""
+        m = self.knn[key]
+        d = np.sqrt(((m.feats - np.asarray(feats)) ** 2).sum(axis=1))
+        order = np.argsort(d, kind="stable")[:_K]
         w = 1.0 / (d[order] + 0.25) ** 2
-        rate = math.exp(float((w * log_rates[order]).sum() / w.sum()))
+        rate = math.exp(float((w * m.log_rates[order]).sum() / w.sum()))
         cold = (weight_bytes / self.profile.mem_bandwidth
                 if cold_weights and weight_bytes > self.profile.l2_bytes else 0.0)
-        return overhead + max(flops / rate, cold)
+        far = float(d[order[0]])
+        why = f"nearest calibrated shape {far:.1f} log2 units away" if far > FAR_LOG2 else ""
+        return m.overhead + max(flops / rate, cold), float((w * m.log_spread[order]).sum() / w.sum()), why
 
     @staticmethod
-    def _on_curve(curve, nbytes: float) -> float:
-        xs, ys = curve
+    def _on_curve(curve: _Curve, nbytes: float) -> float:
+        xs, ys = curve.log_bytes, curve.log_seconds
         x = math.log(max(nbytes, 1.0))
         if x >= xs[-1]:
             return math.exp(ys[-1]) * max(nbytes, 1.0) / math.exp(xs[-1])
         return math.exp(float(np.interp(x, xs, ys)))
 
-    def _curve_time(self, key: str, nbytes: float, log2_channels: float | None = None) -> float:
+    def _curve_time(self, key: CalKey, nbytes: float, log2_channels: float | None = None) -> float:
         """Time at ``nbytes`` on the op's curve; with several channel counts calibrated,
         log-linear between the two curves of nearest channel count (clamped at the ends)."""
         curves = self.curves[key]
@@ -303,17 +464,29 @@ class Predictor:
         t0, t1 = self._on_curve(curves[c0], nbytes), self._on_curve(curves[c1], nbytes)
         return math.exp((1 - w) * math.log(t0) + w * math.log(t1))
 
-    def _nearest_window(self, r) -> str | None:
+    def _curve_far(self, key: CalKey, nbytes: float, log2_channels: float) -> str:
+        """Why an op lies beyond its curve's calibrated region ('' when inside)."""
+        curves = self.curves[key]
+        lo = min(float(c.log_bytes[0]) for c in curves.values())
+        hi = max(float(c.log_bytes[-1]) for c in curves.values())
+        x = math.log(max(nbytes, 1.0))
+        if x > hi + math.log(CURVE_FAR) or x < lo - math.log(CURVE_FAR):
+            return f"{nbytes / 1e6:.3g} MB outside the calibrated {math.exp(lo) / 1e6:.3g}-{math.exp(hi) / 1e6:.3g} MB"
+        cs = sorted(curves)
+        if len(cs) > 1 and (log2_channels > cs[-1] + math.log2(CURVE_FAR) or log2_channels < cs[0] - math.log2(CURVE_FAR)):
+            return f"{2 ** log2_channels:.0f} channels outside the calibrated {2 ** cs[0]:.0f}-{2 ** cs[-1]:.0f}"
+        return ""
+
+    def _nearest_window(self, r) -> CalKey | None:
         w = pool_window(r)
         if w is None:
             return None
-        prefix = r.op + WINDOW
-        keys = [k for k in self.curves if k.startswith(prefix)]
+        keys = [k for k in self.curves if k.name == r.op and k.window]
         # the same stride class when calibrated (a profile without stride-1 cases: the others)
-        same = [k for k in keys if k.endswith(STRIDE1) == pool_keeps_size(r)] or keys
+        same = [k for k in keys if k.stride1 == pool_keeps_size(r)] or keys
         if not same:
             return None
-        return min(same, key=lambda k: abs(math.log(int(k[len(prefix):].split(":")[0]) / w)))
+        return min(same, key=lambda k: abs(math.log(k.window / w)))
 
     def uncalibrated_time(self, r) -> tuple[float, str]:
         """(seconds, method) of an op on a profile without calibration (CUDA, synthetic):
@@ -330,31 +503,42 @@ class Predictor:
     def op_time(self, r, cold_weights: bool = False) -> tuple[float, str]:
         """(seconds, method) for one count record; ``cold_weights``: the model's weights
         do not fit the last-level cache (see :func:`weights_are_cold`)."""
+        t, method, _, _ = self.op_detail(r, cold_weights)
+        return t, method
+
+    def op_detail(self, r, cold_weights: bool = False) -> tuple[float, str, float, str]:
+        """(seconds, method, log spread of the cases used, why extrapolated or '')."""
         key = op_key(r)
-        if key.endswith(RAGGED) and key not in self.knn:  # a profile without ragged cases
-            key = key[:-len(RAGGED)]
-        if cold_weights and key + COLD in self.knn and r.flops > 0:
-            return self._knn_time(key + COLD, op_features(r), r.flops), "knn:" + key + COLD
+        fallback = ""
+        if key.ragged and key not in self.knn:  # a profile without ragged cases
+            key, fallback = key.aligned(), "no ragged-channel cases: the aligned ones"
+        if cold_weights and key.as_cold() in self.knn and r.flops > 0:
+            t, sp, why = self._knn(key.as_cold(), op_features(r), r.flops)
+            return t, f"knn:{key.as_cold()}", sp, why or fallback
         if key in self.knn and r.flops > 0:
-            return self._knn_time(key, op_features(r), r.flops, weight_bytes(r), cold_weights), "knn:" + key
+            t, sp, why = self._knn(key, op_features(r), r.flops, weight_bytes(r), cold_weights)
+            return t, f"knn:{key}", sp, why or fallback
         if key in self.curves:
-            return self._curve_time(key, r.bytes, op_features(r)[1]), "curve"
-        if r.op in self.curves:  # a profile calibrated before this op had a shape model of its own
-            return self._curve_time(r.op, r.bytes, math.log2(max(channels(r), 1))), "curve"
+            c = op_features(r)[1]
+            t = self._curve_time(key, r.bytes, c)
+            return t, "curve", self._curve_spread(key), self._curve_far(key, r.bytes, c)
         near = self._nearest_window(r)
         if near is not None:  # a pool window that was not calibrated: the nearest one that was
-            return self._curve_time(near, r.bytes, op_features(r)[1]), "curve:" + near
+            return (self._curve_time(near, r.bytes, op_features(r)[1]), f"curve:{near}", self._curve_spread(near),
+                    f"window {pool_window(r)} not calibrated: the {near.window}-element one")
         if r.is_free:
             if self.view_s is not None:
-                return self.view_s, "view"
-            return 0.0, "free"
-        if r.family in _MEMORY_FAMILIES and "aten.add.Tensor" in self.curves:
-            return self._curve_time("aten.add.Tensor", r.bytes, op_features(r)[1]), "curve:add"
-        if r.family == "attention" and "matmul" in self.knn:
-            _, _, log_rates = self.knn["matmul"]
-            rate = math.exp(float(np.percentile(log_rates, 75)))
-            return self.profile.dispatch_overhead_s + r.flops / rate, "matmul-rate"
-        return classify(r.flops, r.bytes, self.profile, op_dtype(r)).time, "roofline"
+                return self.view_s, "view", 0.0, ""
+            return 0.0, "free", 0.0, ""
+        if r.family in _MEMORY_FAMILIES and _ADD in self.curves:
+            c = math.log2(max(channels(r), 1))
+            return (self._curve_time(_ADD, r.bytes, c), "curve:add", self._curve_spread(_ADD),
+                    "not calibrated: the add curve at its bytes")
+        return (classify(r.flops, r.bytes, self.profile, op_dtype(r)).time, "roofline", 0.0,
+                "not calibrated: the roofline")
+
+    def _curve_spread(self, key: CalKey) -> float:
+        return float(np.mean([c.log_spread for c in self.curves[key].values()]))
 
 
 _MMAP_MAX = 32 * 2**20  # glibc's largest mmap threshold (64-bit): larger blocks always get fresh pages
@@ -391,10 +575,10 @@ def is_memory_class(r) -> bool:
     norms, activations, adds ...). In a model that streams more than the cache per
     call, such ops lose most to evicted code, parameters and buffers: streaming 32 MB
     between two calls made a batch norm 2.5-3.5x and a depthwise conv 2.5x slower, a
-    1x1 conv 1.35-1.5x (one thread, here). Pools are left out: in resnet18, resnet50,
-    densenet121 and squeezenet1_0 the max and average pools, profiled inside the model,
-    took 1.00-1.02x their single-op time (their kernels, not memory, set their pace)."""
-    return not r.is_free and r.family != "pool" and not op_key(r).startswith(_DENSE_KEYS)
+    1x1 conv 1.35-1.5x (one thread). Pools are left out: profiled inside models, max
+    and average pools took 1.00-1.02x their single-op time (their kernels, not memory,
+    set their pace)."""
+    return not r.is_free and r.family != "pool" and op_key(r).name not in _DENSE_KEYS
 
 
 def handoff_bytes(r) -> int:
@@ -406,14 +590,9 @@ def handoff_bytes(r) -> int:
 
 
 def weights_are_cold(records, profile) -> bool:
-    """True when what the model touches in one call, its conv/linear weights plus the
-    activations its ops write, exceeds half the last-level cache: between two calls
-    of an op the rest of the model streams that much data through the cache, so the
-    op's weight has been evicted (mobilenet_v3_small: 10 MB of weights, 18 MB of
-    activations; its 1024x1000 classifier runs at the cold-weight rate inside it).
-    Half: a shared, set-associative cache (shared with other tenants on a VM) holds
-    less than its size of one program's data."""
-    return sum(weight_bytes(r) + (0 if r.is_free else r.bytes_written) for r in records) > profile.llc_bytes / 2
+    """The model's footprint per call exceeds half the last-level cache
+    (:func:`flopgap.machine._keys.model_is_cold` on the profile's cache size)."""
+    return model_is_cold(records, profile.llc_bytes)
 
 
 def _module_calls(count_result) -> int:
@@ -421,18 +600,20 @@ def _module_calls(count_result) -> int:
 
 
 def predict(count_result, profile) -> Prediction:
-    """Predicted latency (seconds per call) of the counted model on ``profile``'s machine."""
+    """Predicted latency (seconds per call) of the counted model on ``profile``'s machine,
+    with its interval and the ops it extrapolates."""
     pred = Predictor(profile)
     cold = weights_are_cold(count_result.ops, profile)
     ops = []
     total = roof_total = 0.0
+    spreads = []
     for r in count_result.ops:
         roof = 0.0 if r.is_free else classify(r.flops, r.bytes, profile, op_dtype(r)).time
         faults = fault_s(r, profile)
         if pred.calibrated:
-            t, method = pred.op_time(r, cold)
+            t, method, spread, why = pred.op_detail(r, cold)
         else:
-            t, method = pred.uncalibrated_time(r)
+            (t, method), spread, why = pred.uncalibrated_time(r), 0.0, ""
         # the in-sequence terms (identity without chains: s = 1, c = b = e = 0); a free op
         # (a view: its dispatch only) is scaled, nothing more
         if r.is_free:
@@ -443,12 +624,21 @@ def predict(count_result, profile) -> Prediction:
         t += faults
         total += t
         roof_total += roof
-        ops.append({"index": r.index, "op": r.op, "module": r.module, "key": op_key(r), "method": method,
-                    "predicted_s": t, "roofline_s": roof, "page_faults_s": faults})
+        spreads.append((t, spread))
+        ops.append({"index": r.index, "op": r.op, "module": r.module, "key": str(op_key(r)), "method": method,
+                    "predicted_s": t, "roofline_s": roof, "page_faults_s": faults, "extrapolated": why or None})
     calls = _module_calls(count_result)
     mod_s = calls * profile.module_overhead_s
-    return Prediction(count_result.model, total + mod_s, roof_total, mod_s, calls, ops,
-                      {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source},
-                      calibrated=pred.calibrated, scale=pred.scale, per_op_s=pred.per_op_s,
-                      per_byte_s=pred.per_byte_s, cold_memory_extra=pred.cold_memory_extra, cold=cold,
-                      chain_fit=pred.chain_fit)
+    latency = total + mod_s
+    out = Prediction(count_result.model, latency, roof_total, mod_s, calls, ops,
+                     {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source},
+                     calibrated=pred.calibrated, scale=pred.scale, per_op_s=pred.per_op_s,
+                     per_byte_s=pred.per_byte_s, cold_memory_extra=pred.cold_memory_extra, cold=cold,
+                     chain_fit=pred.chain_fit, profile_warnings=list(profile.warnings))
+    if latency > 0:
+        q_lo, q_hi, source = pred.method_error()
+        cal = _Z90 * math.sqrt(sum((t / latency * s) ** 2 for t, s in spreads))
+        ext = out.extrapolated_share * math.log(EXTRAPOLATION_FACTOR)
+        out.interval = Interval(latency * math.exp(q_lo - cal - ext), latency * math.exp(q_hi + cal + ext),
+                                INTERVAL_LEVEL, q_lo, q_hi, source, cal, ext)
+    return out

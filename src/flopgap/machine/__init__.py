@@ -1,10 +1,17 @@
 """Stage 4 of the pipeline: this machine's measured ceilings (peak FLOP/s per dtype,
 main-memory and cache bandwidth, eager dispatch overhead, CUDA launch latency) and a
-per-op calibration grid, cached per machine fingerprint in ``$FLOPGAP_CACHE_DIR`` or
-``~/.cache/flopgap/``.
+per-op calibration grid, cached per machine fingerprint (thread count included) in
+``$FLOPGAP_CACHE_DIR`` or ``~/.cache/flopgap/``, measured lazily: a prediction measures
+only the grid cases near its model's ops (:func:`needs_for`), and each run adds to the
+cache.
 """
 
 from flopgap.machine._bench import Figure
-from flopgap.machine._profile import MACHINE_SCHEMA, MachineProfile, cache_dir, cache_path, fingerprint, profile_machine
+from flopgap.machine._grid import Needs
+from flopgap.machine._keys import CalKey
+from flopgap.machine._measure import Sample
+from flopgap.machine._profile import (MACHINE_SCHEMA, MachineProfile, cache_dir, cache_path, fingerprint, needs_for,
+                                      profile_machine)
 
-__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "cache_path", "Figure", "MACHINE_SCHEMA"]
+__all__ = ["MachineProfile", "profile_machine", "needs_for", "Needs", "CalKey", "Sample", "fingerprint", "cache_dir",
+           "cache_path", "Figure", "MACHINE_SCHEMA"]

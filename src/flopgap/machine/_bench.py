@@ -8,13 +8,19 @@ Each figure is a :class:`Figure`: the median of the timed blocks and its spread
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["Figure", "time_call", "figure_from_times", "figure_of_seconds"]
+__all__ = ["Figure", "time_call", "time_blocks", "figure_from_times", "figure_of_seconds", "BLOCKS", "MIN_BLOCK_S"]
+
+BLOCKS = 5            # blocks per calibration case: the fastest of 5 is rarely a disturbed one
+MIN_BLOCK_S = 1e-3    # a block of calls lasts at least 1 ms: 1000x perf_counter's cost
+_MAX_CALLS = 10_000   # calls per block at most (a 100 ns op)
 
 
 @dataclass(frozen=True)
@@ -61,9 +67,8 @@ def time_call(fn: Callable[[], object], *, min_run_time: float = 0.05, threads: 
 
     ``sync`` (e.g. ``torch.cuda.synchronize``) is called after each call so that
     asynchronous devices are timed to completion. At least ``min_blocks`` blocks: a
-    reported spread needs several, and autorange may stop at one. The calibration grid
-    and the chains, which keep only a fastest block or a median, pass 1 (3 doubled the
-    quick grid's time, 47 -> 87 s).
+    reported spread needs several, and autorange may stop at one. The chains,
+    which keep a median over rounds, pass 1.
     """
     Timer = _timer_cls()
     stmt = "fn(); sync()" if sync is not None else "fn()"
@@ -76,6 +81,35 @@ def time_call(fn: Callable[[], object], *, min_run_time: float = 0.05, threads: 
         while len(times) < min_blocks:
             times.extend(timer.timeit(m.number_per_run).times)
     return np.asarray(times, dtype=float)
+
+
+def time_blocks(fn: Callable[[], object], *, blocks: int = BLOCKS, min_block_s: float = MIN_BLOCK_S,
+                clock: Callable[[], float] = time.perf_counter) -> np.ndarray:
+    """Seconds per call of ``fn()`` in ``blocks`` blocks, under ``torch.inference_mode()``.
+
+    One untimed call (first-call allocation, oneDNN primitive creation), one timed call
+    to size the blocks, then ``blocks`` blocks of ``n`` calls each, ``n`` the fewest
+    calls that last ``min_block_s``::
+
+        fn(); once = time(fn())
+        n = clamp(ceil(min_block_s / once), 1, 10000)
+        for each block: t = time(n calls) / n
+
+    ``clock`` is replaceable (tests drive it with a fake one).
+    """
+    with torch.inference_mode():
+        fn()
+        t0 = clock()
+        fn()
+        once = max(clock() - t0, 1e-9)
+        n = int(min(max(1, math.ceil(min_block_s / once)), _MAX_CALLS))
+        out = []
+        for _ in range(blocks):
+            t0 = clock()
+            for _ in range(n):
+                fn()
+            out.append((clock() - t0) / n)
+    return np.asarray(out, dtype=float)
 
 
 def figure_from_times(times: np.ndarray, work: float, unit: str) -> Figure:

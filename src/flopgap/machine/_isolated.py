@@ -13,8 +13,9 @@ warm heap pages, as they do in a long-running process after warm-up. The page-fa
 micro-benchmark (64 MiB blocks, above the pinned mmap threshold) still measures what
 one fault costs. The user's own process is left as it is.
 
-The child writes the profile as JSON to a temporary file and reports progress on
-stdout, one ``progress<TAB>i<TAB>n<TAB>label`` line per step.
+The parent writes the request (:class:`~flopgap.machine._measure.Request`) to a
+temporary file; the child measures it, writes what it measured as JSON beside it, and
+reports progress on stdout, one ``progress<TAB>done<TAB>total<TAB>label`` line per step.
 """
 
 from __future__ import annotations
@@ -39,16 +40,23 @@ def allocator_pinned(environ=None) -> bool:
     return all(env.get(k) == v for k, v in PINNED_ALLOCATOR.items())
 
 
-def measure_in_child(*, quick: bool, threads: int,
+def measure_in_child(request=None, *, quick: bool, threads: int,
                      progress: Callable[[int, int, str], None] | None = None):
-    """Run :func:`flopgap.machine._profile.measure_profile` (CPU) in a child process with
-    the pinned allocator and ``threads`` torch threads; returns its profile."""
+    """Run :func:`flopgap.machine._measure.run_request` (CPU) in a child process with the
+    pinned allocator and ``threads`` torch threads; returns what it measured
+    (:class:`~flopgap.machine._measure.Measured`). ``request`` defaults to everything."""
     from flopgap.errors import FlopgapError
-    from flopgap.machine._profile import MachineProfile
+    from flopgap.machine._measure import Measured, Request
 
+    if request is None:
+        from flopgap.machine._grid import grid
+
+        request = Request(True, True, tuple(c.id for c in grid(quick)))
     with tempfile.TemporaryDirectory(prefix="flopgap-machine-") as tmp:
-        out = Path(tmp) / "profile.json"
-        cmd = [sys.executable, "-m", "flopgap.machine._isolated", str(out), "--threads", str(threads)]
+        out = Path(tmp) / "measured.json"
+        req = Path(tmp) / "request.json"
+        req.write_text(json.dumps(request.to_dict()))
+        cmd = [sys.executable, "-m", "flopgap.machine._isolated", str(req), str(out), "--threads", str(threads)]
         if quick:
             cmd.append("--quick")
         # the child imports this very flopgap, wherever it was imported from (a source
@@ -75,13 +83,14 @@ def measure_in_child(*, quick: bool, threads: int,
         if rc != 0 or not out.exists():
             raise FlopgapError(f"measuring the machine profile failed (exit {rc}): "
                                f"{lines[-1] if lines else 'no message'}")
-        return MachineProfile.from_dict(json.loads(out.read_text()))
+        return Measured.from_dict(json.loads(out.read_text()))
 
 
 def _main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m flopgap.machine._isolated")
+    ap.add_argument("request")
     ap.add_argument("out")
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--quick", action="store_true")
@@ -90,13 +99,14 @@ def _main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from flopgap.machine._profile import measure_profile
+    from flopgap.machine._measure import Request, run_request
 
     def progress(i: int, n: int, label: str) -> None:
         print(f"{_PREFIX}{i}\t{n}\t{label}", flush=True)
 
-    prof = measure_profile(quick=args.quick, progress=progress)
-    Path(args.out).write_text(json.dumps(prof.to_dict()))
+    request = Request.from_dict(json.loads(Path(args.request).read_text()))
+    measured = run_request(request, quick=args.quick, progress=progress)
+    Path(args.out).write_text(json.dumps(measured.to_dict()))
     return 0
 
 

@@ -22,9 +22,10 @@ the machine reaches undisturbed. Costs (dispatch, module call, launch) use the m
   3x3 conv, batch norm, relu, pool, mean, softmax, attention, embedding): the host's
   dispatch-and-launch cost, each family's floor in the CUDA prediction;
 - ``module_overhead_s``: one ``nn.Module.__call__`` that dispatches nothing;
-- ``calibration``: single-op timings over a grid of shapes, convs and linears with hot
-  and with cold weights (``_calibrate``), what
-  :func:`flopgap.explain.predict` fits its per-op-family model on;
+- ``calibration``: single-op timings over a grid of shapes (:mod:`flopgap.machine._grid`),
+  convs and linears with hot and with cold weights, each with its spread
+  (:class:`~flopgap.machine._measure.Sample`), what :func:`flopgap.explain.predict` fits
+  its per-op-family model on;
 - ``chains``: 18 small synthetic networks (inverted-residual, basic, bottleneck,
   depthwise-separable, conv-bn-relu, SE and MLP stacks, three varied stacks whose
   blocks all differ, and two deep stacks of distinct blocks;
@@ -38,6 +39,14 @@ Cached as JSON per machine fingerprint (CPU model, cores, threads, torch version
 device) in ``$FLOPGAP_CACHE_DIR`` or ``~/.cache/flopgap/``; nothing is read from the
 working directory. A quick profile (fewer, shorter benchmarks) is cached apart and
 is never used in place of a full one.
+
+**Lazy and incremental.** ``profile_machine(needs=...)`` measures only what a
+prediction reads and the cache lacks: the ceilings and chains once, then the grid cases
+near the model's ops (:func:`flopgap.machine._grid.cases_for`); each run adds its cases
+to the cached file. ``profile_machine()`` without ``needs`` completes the whole grid (a
+full profile). What was measured on a disturbed machine (the sentinel's verdict, see
+:mod:`flopgap.machine._measure`) is used for the run that measured it, said in
+``warnings``, and never written to the cache, so the next run measures it again.
 """
 
 from __future__ import annotations
@@ -51,19 +60,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from flopgap.errors import FlopgapError, UsageError, one_line
-from flopgap.machine._bench import Figure, figure_from_times, figure_of_seconds, time_call
 from flopgap._cache import cache_dir
-from flopgap.timing import check_device, cpu_model, others_runnable
+from flopgap.errors import FlopgapError, UsageError, one_line
+from flopgap.machine._bench import Figure
+from flopgap.machine._ceilings import L3_FALLBACK_BYTES, llc_bytes
+from flopgap.machine import _grid
+from flopgap.machine._grid import Needs, cases_for, chain_needs, grid_index
+from flopgap.machine._measure import Measured, Request, Sample
+from flopgap.timing import check_device, cpu_model
 
-__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "MACHINE_SCHEMA"]
+__all__ = ["MachineProfile", "profile_machine", "fingerprint", "cache_dir", "cache_path", "MACHINE_SCHEMA", "needs_for",
+           "check_profile_dict"]
 
-MACHINE_SCHEMA = "flopgap.machine/2"  # 2: cold-weight cases, per_channel flags, pinned allocator
-_L3_FALLBACK_BYTES = 32 * 2**20
-_L2_WORKING_SET_BYTES = 3 * 64 * 2**10   # 3 arrays x 64 KiB: resident in a 512 KiB+ L2
+MACHINE_SCHEMA = "flopgap.machine/3"  # 3: lazily measured sections, typed keys, samples with spread
+_CEILING_FIELDS = ("peak_flops", "mem_bandwidth", "cache_bandwidth", "cache_bytes", "dispatch_overhead_s",
+                   "module_overhead_s", "launch_latency_s", "llc_bytes", "l2_bytes", "page_fault_s", "spreads",
+                   "stream", "op_overhead_s")
 
 
 def _device(device) -> torch.device:
@@ -107,6 +121,9 @@ def _calibration_ok(c) -> bool:
     return (isinstance(c, dict) and isinstance(c.get("key"), str) and isinstance(c.get("features"), list)
             and all(_number(x, low=-math.inf) for x in c["features"]) and _number(c.get("flops"))
             and _number(c.get("bytes")) and _number(c.get("seconds"), strict=True)
+            and _number(c.get("seconds_median", c["seconds"]), strict=True) and _number(c.get("spread", 0.0))
+            and _count(c.get("attempts", 1), positive=True) and isinstance(c.get("case", ""), str)
+            and isinstance(c.get("disturbed", ""), str)
             and isinstance(c.get("cold", False), bool) and isinstance(c.get("per_channel", True), bool))
 
 
@@ -134,9 +151,9 @@ def _chain_ok(c) -> bool:
             and all(_number(x, strict=True) for x in (c.get("round_seconds") or [])))
 
 
-# field: (check, what it must be); optional fields may also be missing
+# field: (check, what it must be): the ceilings, required when the profile has them
+# (``sections["ceilings"]``); optional fields may also be missing
 _FIELDS = {
-    "fingerprint": (lambda v: _str_keyed(v, lambda x: True), "an object"),
     "peak_flops": (lambda v: bool(v) and _str_keyed(v, lambda x: _number(x, strict=True)),
                    "an object of positive FLOP/s per dtype"),
     "mem_bandwidth": (lambda v: _number(v, strict=True), "a positive number of bytes/s"),
@@ -145,6 +162,7 @@ _FIELDS = {
     "dispatch_overhead_s": (lambda v: _number(v, strict=True), "a positive number of seconds"),
 }
 _OPTIONAL = {
+    "sections": (lambda v: _str_keyed(v, lambda x: isinstance(x, dict)), "an object of measured sections"),
     "module_overhead_s": (_number, "a number of seconds >= 0"),
     "launch_latency_s": (lambda v: v is None or _number(v), "null or a number of seconds >= 0"),
     "spreads": (lambda v: _str_keyed(v, _figure_ok), "an object of figures"),
@@ -158,8 +176,6 @@ _OPTIONAL = {
     "measured_at": (lambda v: isinstance(v, str), "a string"),
     "seconds": (_number, "a number of seconds >= 0"),
     "source": (lambda v: isinstance(v, str), "a string"),
-    "competing": (lambda v: v is None or (isinstance(v, list) and all(x is None or _count(x) for x in v)),
-                  "null or a list of thread counts"),
     "allocator": (lambda v: v is None or _str_keyed(v, lambda x: isinstance(x, str)), "null or an object"),
     "op_overhead_s": (lambda v: v is None or _str_keyed(v, _number), "an object of seconds >= 0 per op family"),
 }
@@ -173,19 +189,27 @@ def check_profile_dict(d) -> None:
         raise FlopgapError(f"a machine profile is a JSON object, got {type(d).__name__}")
     if d.get("schema") != MACHINE_SCHEMA:
         raise FlopgapError(f"machine profile schema {d.get('schema')!r} is not {MACHINE_SCHEMA!r}")
+    if not _str_keyed(d.get("fingerprint"), lambda x: True):
+        raise FlopgapError("machine profile field 'fingerprint' is not an object")
+    for name, (ok, what) in _OPTIONAL.items():
+        if name in d and not ok(d[name]):
+            raise FlopgapError(f"machine profile field {name!r} is not {what}")
+    if "ceilings" not in (d.get("sections") or {}):
+        return
     for name, (ok, what) in _FIELDS.items():
         if name not in d:
             raise FlopgapError(f"machine profile field {name!r} is missing")
         if not ok(d[name]):
             raise FlopgapError(f"machine profile field {name!r} is not {what}")
-    for name, (ok, what) in _OPTIONAL.items():
-        if name in d and not ok(d[name]):
-            raise FlopgapError(f"machine profile field {name!r} is not {what}")
 
 
 @dataclass
 class MachineProfile:
-    """Measured ceilings of one machine (see module docstring for each figure)."""
+    """Measured ceilings of one machine (see module docstring for each figure).
+
+    ``sections`` says what was measured, when and how (``ceilings``, ``chains``: each
+    with ``measured_at``, ``seconds`` and the sentinel's verdict); ``calibration`` holds
+    the measured grid cases in grid order, however many of them a lazy profile has."""
 
     fingerprint: dict
     peak_flops: dict[str, float]
@@ -197,40 +221,69 @@ class MachineProfile:
     launch_latency_s: float | None = None
     spreads: dict[str, dict] = field(default_factory=dict)
     stream: dict[str, float] = field(default_factory=dict)
-    calibration: list[dict] = field(default_factory=list)
+    calibration: list[Sample] = field(default_factory=list)
     chains: list[dict] = field(default_factory=list)
-    llc_bytes: int = _L3_FALLBACK_BYTES
+    llc_bytes: int = L3_FALLBACK_BYTES
     l2_bytes: int = 2**20
     page_fault_s: float | None = None
     quick: bool = False
     measured_at: str = ""
     seconds: float = 0.0
-    source: str = "measured"   # measured | cache | synthetic
-    competing: list | None = None  # other processes' runnable threads, sampled while measuring
+    source: str = "measured"   # measured | cache | cache+measured | synthetic
     allocator: dict | None = None  # glibc malloc variables set while measuring (see _isolated)
     op_overhead_s: dict = field(default_factory=dict)  # CUDA: host seconds per tiny op, by op family
+    sections: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)     # how this process got the profile (not saved)
+    measured_now: int = 0                              # cases measured by this process (not saved)
+
+    def __post_init__(self) -> None:
+        self.calibration = [s if isinstance(s, Sample) else Sample.from_dict(s) for s in self.calibration]
+
+    # ------------------------------------------------------------ what it holds
+    @property
+    def has_ceilings(self) -> bool:
+        return "ceilings" in self.sections
+
+    @property
+    def has_chains(self) -> bool:
+        return "chains" in self.sections
+
+    @property
+    def is_synthetic(self) -> bool:
+        """Built by :meth:`synthetic` (tests, what-if): it stands as it is, nothing is measured into it."""
+        return any(v.get("synthetic") for v in self.sections.values())
+
+    @property
+    def case_ids(self) -> frozenset[str]:
+        return frozenset(s.case for s in self.calibration)
+
+    @property
+    def complete(self) -> bool:
+        """Ceilings, chains and every grid case measured (a full profile)."""
+        if self.is_synthetic:
+            return True
+        ids = self.case_ids
+        return self.has_ceilings and self.has_chains and all(c.id in ids for c in _grid.grid(self.quick))
+
+    @property
+    def disturbed_parts(self) -> dict[str, str]:
+        """What was measured on a disturbed machine (section or case id -> the sentinel's summary)."""
+        out = {k: v["disturbed"] for k, v in self.sections.items() if v.get("disturbed")}
+        out.update({s.case: s.disturbed for s in self.calibration if s.disturbed})
+        return out
 
     @property
     def warnings(self) -> list[str]:
         """Why this profile may not describe the machine, then how it was obtained."""
-        busy = self.busy_warning()
-        return ([busy] if busy else []) + list(self.notes)
-
-    def busy_warning(self) -> str | None:
-        """Why this profile may not describe the machine, if other processes competed for
-        the cores while it was measured (timings then run up to ~100x slow)."""
-        threads = (self.fingerprint or {}).get("threads") or 1
-        cores = (self.fingerprint or {}).get("cores") or os.cpu_count() or 1
-        samples = [x for x in (self.competing or []) if x is not None]
-        if not samples:
-            return None
-        others = max(samples)
-        if others + threads > cores:
-            return (f"the machine profile was measured while {others} thread(s) of other processes were "
-                    f"runnable ({cores} logical cores, {threads} threads here): its ceilings and calibration, "
-                    "and so predictions, may be off; re-measure on a quiet machine with --refresh-machine")
-        return None
+        out = []
+        parts = self.disturbed_parts
+        if parts:
+            cases = [k for k in parts if k not in self.sections]
+            named = [k for k in parts if k in self.sections]
+            what = ", ".join(named + ([f"{len(cases)} calibration case(s)"] if cases else []))
+            out.append(f"the machine was busy while measuring {what} ({next(iter(parts.values()))}), even after "
+                       "re-measuring: used for this run only, not cached; the next run measures them again")
+        return out + list(self.notes)
 
     def peak(self, dtype: str = "float32") -> float:
         """Peak FLOP/s for a tensor dtype name (``float32``, ``bfloat16``, ``qint8`` ...)."""
@@ -242,319 +295,86 @@ class MachineProfile:
         """Cache bandwidth when the op's bytes fit the cache-resident test, else main memory."""
         return self.cache_bandwidth if nbytes <= self.cache_bytes else self.mem_bandwidth
 
-    def to_dict(self) -> dict:
-        return {"schema": MACHINE_SCHEMA, "fingerprint": self.fingerprint, "peak_flops": self.peak_flops,
-                "mem_bandwidth": self.mem_bandwidth, "cache_bandwidth": self.cache_bandwidth,
-                "cache_bytes": self.cache_bytes, "dispatch_overhead_s": self.dispatch_overhead_s,
-                "module_overhead_s": self.module_overhead_s, "launch_latency_s": self.launch_latency_s,
-                "llc_bytes": self.llc_bytes, "l2_bytes": self.l2_bytes, "page_fault_s": self.page_fault_s,
-                "spreads": self.spreads, "stream": self.stream, "quick": self.quick,
-                "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
-                "competing": self.competing, "allocator": self.allocator, "op_overhead_s": self.op_overhead_s,
-                "calibration": self.calibration, "chains": self.chains}
+    # ------------------------------------------------------------ JSON
+    def to_dict(self, *, cacheable: bool = False) -> dict:
+        """The profile as JSON; ``cacheable`` leaves out what was measured on a disturbed
+        machine (the cache never holds it)."""
+        cal = [s for s in self.calibration if not (cacheable and s.disturbed)]
+        sections = {k: v for k, v in self.sections.items() if not (cacheable and v.get("disturbed"))}
+        d = {"schema": MACHINE_SCHEMA, "fingerprint": self.fingerprint, "quick": self.quick,
+             "measured_at": self.measured_at, "seconds": self.seconds, "source": self.source,
+             "allocator": self.allocator, "sections": sections}
+        if "ceilings" in sections or not cacheable:   # a cached profile without ceilings has no such fields
+            d.update({k: getattr(self, k) for k in _CEILING_FIELDS})
+        d["chains"] = self.chains if "chains" in sections or not cacheable else []
+        d["calibration"] = [s.to_dict() for s in cal]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "MachineProfile":
         """A profile from its JSON form; every field's type and value is checked
         (:func:`check_profile_dict`), so a damaged or edited cache file is refused here
-        (and re-measured by :func:`profile_machine`), never used."""
+        (and measured anew by :func:`profile_machine`), never used."""
         check_profile_dict(d)
-        return cls(d["fingerprint"], d["peak_flops"], d["mem_bandwidth"], d["cache_bandwidth"], d["cache_bytes"],
-                   d["dispatch_overhead_s"], d.get("module_overhead_s", 0.0), d.get("launch_latency_s"),
-                   d.get("spreads", {}), d.get("stream", {}), d.get("calibration", []), d.get("chains", []),
-                   d.get("llc_bytes", _L3_FALLBACK_BYTES), d.get("l2_bytes", 2**20), d.get("page_fault_s"),
-                   d.get("quick", False),
-                   d.get("measured_at", ""), d.get("seconds", 0.0), d.get("source", "measured"),
-                   d.get("competing"), d.get("allocator"), d.get("op_overhead_s") or {})
+        return cls(d["fingerprint"], d.get("peak_flops") or {}, d.get("mem_bandwidth") or 0.0,
+                   d.get("cache_bandwidth") or 0.0, d.get("cache_bytes") or 0, d.get("dispatch_overhead_s") or 0.0,
+                   d.get("module_overhead_s") or 0.0, d.get("launch_latency_s"), d.get("spreads") or {},
+                   d.get("stream") or {}, [Sample.from_dict(s) for s in d.get("calibration") or []],
+                   d.get("chains") or [], d.get("llc_bytes") or L3_FALLBACK_BYTES, d.get("l2_bytes") or 2**20,
+                   d.get("page_fault_s"), d.get("quick", False), d.get("measured_at", ""), d.get("seconds", 0.0),
+                   d.get("source", "measured"), d.get("allocator"), d.get("op_overhead_s") or {},
+                   d.get("sections") or {})
 
     @classmethod
     def synthetic(cls, *, peak: float = 1e11, mem_bandwidth: float = 1e10, cache_bandwidth: float = 5e10,
                   cache_bytes: int = 100_000, dispatch_overhead_s: float = 5e-6, module_overhead_s: float = 1e-6,
-                  calibration: list[dict] | None = None, chains: list[dict] | None = None,
+                  calibration: list | None = None, chains: list[dict] | None = None,
                   peak_flops: dict | None = None, device=None,
                   quick: bool = True) -> "MachineProfile":
-        """A profile with given ceilings and no spread (tests, what-if arithmetic)."""
+        """A profile with given ceilings and no spread (tests, what-if arithmetic);
+        ``calibration`` as samples or their dicts."""
         return cls(fingerprint(device), dict(peak_flops or {"fp32": peak}), mem_bandwidth, cache_bandwidth,
                    cache_bytes, dispatch_overhead_s, module_overhead_s, None, {}, {}, list(calibration or []),
-                   list(chains or []), quick=quick, source="synthetic")  # page_fault_s unknown: None
+                   list(chains or []), quick=quick, source="synthetic",   # page_fault_s unknown: None
+                   sections={"ceilings": {"synthetic": True}, "chains": {"synthetic": True}})
 
     def save(self, path: Path | None = None) -> Path:
-        """Write the profile as JSON (default: the cache file for its fingerprint), through
-        a uniquely named temporary file and one atomic rename, so that processes writing
-        the same profile at once all succeed and a reader never sees half a file."""
+        """Write the cacheable part of the profile as JSON (default: the cache file for its
+        fingerprint), merged with what that file already holds (another process may have
+        added cases meanwhile)."""
+        path = Path(path) if path is not None else cache_path(self.fingerprint, self.quick)
+        on_disk, _ = _read_cache(path) if path.exists() else (None, "")
+        merged = self
+        if on_disk is not None and on_disk.fingerprint == self.fingerprint and on_disk.quick == self.quick:
+            merged = _merge(on_disk, self)
         from flopgap._files import write_atomic
 
-        path = Path(path) if path is not None else cache_path(self.fingerprint, self.quick)
-        return write_atomic(path, json.dumps(self.to_dict(), indent=1), what=f"machine profile {str(path)!r}")
+        return write_atomic(path, json.dumps(merged.to_dict(cacheable=True), indent=1),
+                            what=f"machine profile {str(path)!r}")
 
     def figures(self) -> dict[str, Figure]:
         return {k: Figure.from_dict(v) for k, v in self.spreads.items()}
 
 
-# ------------------------------------------------------------------ micro-benchmarks
-def _llc_bytes() -> int:
-    try:
-        sizes = []
-        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-            s = (idx / "size").read_text().strip()
-            mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(s[-1], 1)
-            sizes.append(int(s[:-1] if s[-1] in "KMG" else s) * mult)
-        return max(sizes) if sizes else _L3_FALLBACK_BYTES
-    except (OSError, ValueError):
-        return _L3_FALLBACK_BYTES
-
-
-def _l2_bytes() -> int:
-    try:
-        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-            if (idx / "level").read_text().strip() == "2":
-                s = (idx / "size").read_text().strip()
-                mult = {"K": 2**10, "M": 2**20}.get(s[-1], 1)
-                return int(s[:-1] if s[-1] in "KM" else s) * mult
-    except (OSError, ValueError):
-        pass
-    return 2**20
-
-
-def _sync_for(dev: torch.device):
-    return torch.cuda.synchronize if dev.type == "cuda" else None
-
-
-def _matmul_peak(dtype: str, dev: torch.device, n: int, min_run: float, kernel: str = "mm") -> Figure | None:
-    sync = _sync_for(dev)
-    if kernel in ("conv1x1", "conv3x3"):
-        # convolutions run by oneDNN, which on some CPUs is several times faster than the
-        # BLAS behind torch.mm: a 1x1 conv is a GEMM (n x n weights times n x 1024 pixels);
-        # a 3x3 conv (n/4 channels, 28x28) is the densest op of most CNNs
-        td = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-        if td is None:
-            return None
-        if kernel == "conv1x1":
-            x = torch.randn(1, n, 32, 32, device=dev).to(td)
-            w = torch.randn(n, n, 1, 1, device=dev).to(td)
-            fn = lambda: torch.nn.functional.conv2d(x, w)  # noqa: E731
-            work = 2.0 * n * n * 1024
-        else:
-            c = n // 4
-            x = torch.randn(1, c, 28, 28, device=dev).to(td)
-            w = torch.randn(c, c, 3, 3, device=dev).to(td)
-            fn = lambda: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
-            work = 2.0 * c * c * 9 * 28 * 28
-    elif dtype == "int8":
-        a = torch.randint(-100, 100, (n, n), dtype=torch.int8, device=dev)
-        b = torch.randint(-100, 100, (n, n), dtype=torch.int8, device=dev)
-        fn = lambda: torch._int_mm(a, b)  # noqa: E731
-    else:
-        td = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-        a = torch.randn(n, n, device=dev).to(td)
-        b = torch.randn(n, n, device=dev).to(td)
-        fn = lambda: torch.mm(a, b)  # noqa: E731
-    if kernel == "mm":
-        work = 2.0 * n**3
-    try:
-        fn()
-    except (RuntimeError, NotImplementedError):
-        return None  # not supported by this build/device: reported as absent, not as zero
-    return figure_from_times(time_call(fn, min_run_time=min_run, sync=sync), work, "FLOP/s")
-
-
-def _stream(n_el: int, dev: torch.device, min_run: float) -> dict[str, Figure]:
-    sync = _sync_for(dev)
-    a = torch.zeros(n_el, device=dev)
-    b = torch.randn(n_el, device=dev)
-    c = torch.randn(n_el, device=dev)
-    nb = 4 * n_el
-    return {
-        "copy": figure_from_times(time_call(lambda: a.copy_(b), min_run_time=min_run, sync=sync), 2 * nb, "B/s"),
-        "add": figure_from_times(time_call(lambda: torch.add(b, c, out=a), min_run_time=min_run, sync=sync),
-                                 3 * nb, "B/s"),
-        "triad": figure_from_times(time_call(lambda: torch.add(b, c, alpha=3.0, out=a), min_run_time=min_run,
-                                             sync=sync), 3 * nb, "B/s"),
-    }
-
-
-def _cuda_l2_triad(dev: torch.device, min_run: float, reps: int = 20) -> tuple[Figure, int]:
-    """GPU L2-resident bandwidth: a triad over three arrays filling half the L2, run
-    ``reps`` times inside one CUDA graph so that the launch latency (several us, longer
-    than one such kernel) is not what is timed. Falls back to plain launches where
-    graph capture fails. Returns the figure and the working set in bytes."""
-    l2 = int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0) or 2**22)
-    n_el = max(l2 // 2 // 3 // 4, 2**14)
-    a = torch.zeros(n_el, device=dev)
-    b = torch.randn(n_el, device=dev)
-    c = torch.randn(n_el, device=dev)
-
-    def body():
-        for _ in range(reps):
-            torch.add(b, c, alpha=3.0, out=a)
-
-    fn = body
-    try:
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            body()  # warm-up on a side stream, as graph capture requires
-        torch.cuda.current_stream(dev).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            body()
-        fn = graph.replay
-    except RuntimeError:  # capture not supported here: launches are then part of the time
-        pass
-    times = time_call(fn, min_run_time=min_run, sync=torch.cuda.synchronize)
-    return figure_from_times(times, reps * 3 * 4 * n_el, "B/s"), 3 * 4 * n_el
-
-
-def _op_overheads(dev: torch.device, min_run: float) -> dict[str, Figure]:
-    """Seconds per call of one tiny op of each family (a few KB, far below any ceiling):
-    on a GPU what the host spends dispatching and launching it, which is what an op costs
-    when the GPU waits on the host (batch 1, small layers). The CUDA profile has no
-    calibration grid; the predictor uses these as each family's floor there."""
-    F = torch.nn.functional
-    x = torch.randn(1, 16, 8, 8, device=dev)
-    v = torch.randn(1, 64, device=dev)
-    w = torch.randn(64, 64, device=dev)
-    b = torch.randn(64, device=dev)
-    cw = torch.randn(16, 16, 3, 3, device=dev)
-    c16 = torch.ones(16, device=dev)
-    q = torch.randn(1, 2, 16, 32, device=dev)
-    table = torch.randn(100, 64, device=dev)
-    idx = torch.arange(8, device=dev)
-    cases = {
-        "matmul": lambda: F.linear(v, w, b),
-        "conv": lambda: F.conv2d(x, cw, padding=1),
-        "norm": lambda: F.batch_norm(x, c16, c16, c16, c16, False),
-        "pointwise": lambda: torch.relu(x),
-        "pool": lambda: F.max_pool2d(x, 2),
-        "reduction": lambda: x.mean((2, 3)),
-        "softmax": lambda: torch.softmax(v, -1),
-        "attention": lambda: F.scaled_dot_product_attention(q, q, q),
-        "embedding": lambda: F.embedding(idx, table),
-    }
-    return {fam: figure_of_seconds(time_call(fn, min_run_time=min_run)) for fam, fn in cases.items()}
-
-
-def _tiny_op(dev: torch.device, min_run: float) -> Figure:
-    x = torch.ones(1, device=dev)
-    y = torch.ones(1, device=dev)
-    return figure_of_seconds(time_call(lambda: torch.add(x, y), min_run_time=min_run))
-
-
-def _module_call(min_run: float) -> Figure:
-    n = 32
-    seq = torch.nn.Sequential(*[torch.nn.Identity() for _ in range(n)])
-    x = torch.ones(1)
-    # the Sequential's own call is one of the n + 1 calls
-    return figure_of_seconds(time_call(lambda: seq(x), min_run_time=min_run) / (n + 1))
-
-
-def _page_fault(min_run: float) -> Figure | None:
-    """Seconds per 4 KiB page of first touch of freshly mapped memory (a minor page
-    fault): filling a new 64 MiB tensor (allocated with mmap) each call, minus filling a
-    reused one, over the pages. None where ``resource`` is unavailable."""
-    try:
-        import resource  # noqa: F401  (POSIX only)
-    except ImportError:
-        return None
-    n = 16 * 2**20  # floats: 64 MiB, always above glibc's mmap threshold
-    reused = torch.empty(n)
-    fresh = time_call(lambda: torch.empty(n).fill_(1.0), min_run_time=min_run)
-    warm = time_call(lambda: reused.fill_(1.0), min_run_time=min_run)
-    pages = 4 * n / 4096
-    return figure_of_seconds(np.maximum(fresh - float(np.median(warm)), 0.0) / pages)
-
-
-def _launch_latency(dev: torch.device, min_run: float) -> Figure:
-    """Seconds per launch of a tiny kernel, many queued then one sync (CUDA only)."""
-    x = torch.ones(1, device=dev)
-    n = 200
-
-    def burst():
-        for _ in range(n):
-            x.add_(1.0)
-
-    times = time_call(burst, min_run_time=min_run, sync=torch.cuda.synchronize)
-    return figure_of_seconds(times / n)
-
-
-def measure_profile(device=None, *, quick: bool = False,
-                    progress: Callable[[int, int, str], None] | None = None) -> MachineProfile:
-    """Run every micro-benchmark now (no cache). ``quick`` uses smaller arrays, shorter
-    runs and a quarter of the calibration grid (seconds instead of a minute)."""
-    from flopgap.machine._calibrate import ChainTimer, run_calibration, run_chains
-
-    dev = _device(device)
-    t0 = time.perf_counter()
-    competing = [_others_running()]
-    min_run = 0.05 if quick else 0.2
-    fp = fingerprint(dev)
-    spreads: dict[str, dict] = {}
-    peaks: dict[str, float] = {}
-    n = 512 if quick else 1024
-    if dev.type == "cuda":
-        n *= 4
-    for dt in ("fp32", "bf16", "int8") + (("fp16",) if dev.type == "cuda" else ()):
-        best = None
-        for kernel in ("mm", "conv1x1", "conv3x3"):
-            f = _matmul_peak(dt, dev, n if kernel == "mm" else 512, min_run, kernel)
-            if f is not None:
-                spreads[f"peak_flops.{dt}.{kernel}"] = f.to_dict()
-                if best is None or f.max > best.max:
-                    best = f
-        if best is not None:  # the fastest GEMM kernel this build has for the dtype
-            peaks[dt] = best.max
-            spreads[f"peak_flops.{dt}"] = best.to_dict()
-    llc = _llc_bytes()
-    big = max(4 * llc // 4, 2**22) if not quick else max(2 * llc // 4, 2**21)  # elements (fp32)
-    main = _stream(big if dev.type == "cpu" else 2**26, dev, min_run)
-    for k, f in main.items():
-        spreads[f"stream.{k}"] = f.to_dict()
-    if dev.type == "cuda":
-        cache_fig, cache_set = _cuda_l2_triad(dev, min_run)
-    else:
-        cache_fig, cache_set = _stream(_L2_WORKING_SET_BYTES // 3 // 4, dev, min_run)["triad"], _L2_WORKING_SET_BYTES
-    spreads["cache_bandwidth"] = cache_fig.to_dict()
-    tiny = _tiny_op(dev, min_run)
-    spreads["dispatch_overhead_s"] = tiny.to_dict()
-    mod = _module_call(min_run)
-    spreads["module_overhead_s"] = mod.to_dict()
-    fault = _page_fault(min_run) if dev.type == "cpu" else None
-    if fault is not None:
-        spreads["page_fault_s"] = fault.to_dict()
-    launch = None
-    op_overhead: dict[str, float] = {}
-    if dev.type == "cuda":
-        lf = _launch_latency(dev, min_run)
-        spreads["launch_latency_s"] = lf.to_dict()
-        launch = lf.value
-        for fam, f in _op_overheads(dev, min_run).items():
-            spreads[f"op_overhead_s.{fam}"] = f.to_dict()
-            op_overhead[fam] = f.value
-    competing.append(_others_running())
-    if dev.type == "cpu":
-        # the chains' rounds spread over the grid: one before it and one after each pass
-        timer = ChainTimer(quick, progress)
-        timer.time_round()
-
-        def after_pass(_p: int) -> None:
-            timer.time_round()
-            competing.append(_others_running())
-
-        calibration = run_calibration(quick=quick, progress=progress, after_pass=after_pass)
-        chains = timer.results()
-    else:
-        calibration = []
-        chains = run_chains(quick=quick, progress=progress, device=dev)
-    competing.append(_others_running())
-    return MachineProfile(
-        fingerprint=fp, peak_flops=peaks, mem_bandwidth=main["triad"].max,
-        cache_bandwidth=cache_fig.max, cache_bytes=cache_set,
-        dispatch_overhead_s=tiny.value, module_overhead_s=mod.value, launch_latency_s=launch,
-        chains=chains, llc_bytes=llc, l2_bytes=_l2_bytes(), page_fault_s=fault.value if fault is not None else None,
-        spreads=spreads, stream={k: f.value for k, f in main.items()}, calibration=calibration, quick=quick,
-        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=time.perf_counter() - t0,
-        competing=competing, allocator=_allocator(), op_overhead_s=op_overhead,
-    )
+def _merge(base: MachineProfile, new: MachineProfile) -> MachineProfile:
+    """``base`` with ``new``'s sections and cases laid over it (cases in grid order)."""
+    out = MachineProfile.from_dict(base.to_dict())
+    for name in ("ceilings", "chains"):
+        if name in new.sections and not (new.sections[name].get("disturbed") and name in base.sections):
+            out.sections[name] = new.sections[name]
+            if name == "ceilings":
+                for k in _CEILING_FIELDS:
+                    setattr(out, k, getattr(new, k))
+            else:
+                out.chains = new.chains
+    cases = {s.case: s for s in base.calibration}
+    for s in new.calibration:
+        if not (s.disturbed and s.case in cases and not cases[s.case].disturbed):
+            cases[s.case] = s
+    out.calibration = sorted(cases.values(), key=lambda s: (grid_index(s.case, out.quick), s.case))
+    out.allocator = new.allocator or base.allocator
+    out.measured_at, out.seconds = new.measured_at or base.measured_at, base.seconds + new.seconds
+    return out
 
 
 def _allocator() -> dict:
@@ -564,29 +384,35 @@ def _allocator() -> dict:
     return {k: os.environ[k] for k in PINNED_ALLOCATOR if k in os.environ}
 
 
-def _others_running(samples: int = 5) -> int | None:
-    """Runnable threads of other processes (:func:`flopgap.timing._sentinel.others_runnable`),
-    the smallest of a few samples 10 ms apart, so that a passing blip does not count;
-    ``None`` where ``/proc`` is not there."""
-    counts = []
-    for _ in range(samples):
-        n = others_runnable()
-        if n is None:
-            return None
-        counts.append(n)
-        time.sleep(0.01)
-    return min(counts)
+def profile_from(measured: Measured, fp: dict, quick: bool) -> MachineProfile:
+    """A profile of what one request measured (fields of missing sections are empty)."""
+    c = measured.ceilings or {}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sections = {}
+    if measured.ceilings is not None:
+        sections["ceilings"] = {"measured_at": stamp, **measured.sections.get("ceilings", {})}
+    if measured.chains is not None:
+        sections["chains"] = {"measured_at": stamp, **measured.sections.get("chains", {})}
+    return MachineProfile(
+        fp, c.get("peak_flops") or {}, c.get("mem_bandwidth") or 0.0, c.get("cache_bandwidth") or 0.0,
+        c.get("cache_bytes") or 0, c.get("dispatch_overhead_s") or 0.0, c.get("module_overhead_s") or 0.0,
+        c.get("launch_latency_s"), c.get("spreads") or {}, c.get("stream") or {},
+        sorted(measured.samples, key=lambda s: (grid_index(s.case, quick), s.case)), measured.chains or [],
+        c.get("llc_bytes") or llc_bytes(), c.get("l2_bytes") or 2**20, c.get("page_fault_s"), quick, stamp,
+        measured.seconds, "measured", _allocator(), c.get("op_overhead_s") or {}, sections,
+        measured_now=len(measured.samples))
 
 
-def _measure(device, quick: bool, progress) -> MachineProfile:
-    """A CPU profile is measured in a child process with glibc's allocator pinned (see
+def _measure(device, quick: bool, progress, request: Request, load=None) -> Measured:
+    """A CPU request is measured in a child process with glibc's allocator pinned (see
     ``flopgap.machine._isolated``), unless this process already runs so; a CUDA
     profile (no calibration grid) in this process."""
     from flopgap.machine._isolated import allocator_pinned, measure_in_child
+    from flopgap.machine._measure import run_request
 
-    if _device(device).type == "cpu" and not allocator_pinned():
-        return measure_in_child(quick=quick, threads=torch.get_num_threads(), progress=progress)
-    return measure_profile(device, quick=quick, progress=progress)
+    if _device(device).type == "cpu" and not allocator_pinned() and load is None:
+        return measure_in_child(request, quick=quick, threads=torch.get_num_threads(), progress=progress)
+    return run_request(request, quick=quick, device=_device(device), progress=progress, load=load)
 
 
 def cache_path(fp: dict, quick: bool) -> Path:
@@ -620,29 +446,68 @@ def _read_cache(path: Path) -> tuple[MachineProfile | None, str]:
         return None, one_line(e)
 
 
+def needs_for(count_result, *, quick: bool = False) -> Needs:
+    """The grid cases a prediction of ``count_result`` reads (on this machine's cache sizes)."""
+    return cases_for(count_result.ops, llc_bytes=llc_bytes(), quick=quick)
+
+
+def _request(prof: MachineProfile | None, needs: Needs | None, quick: bool, cuda: bool) -> Request:
+    """What the cache lacks: every section and case a prediction (or a full profile) reads."""
+    have = set() if prof is None else {s.case for s in prof.calibration if not s.disturbed}
+    weights: dict[str, float] = {}
+    if not cuda:
+        want = needs.weights if needs is not None else {c.id: 0.0 for c in _grid.grid(quick)}
+        if prof is not None and prof.has_chains:   # the chains' own cases (else the child adds them)
+            from flopgap.count import OpRecord
+
+            ops = [[OpRecord(**d) for d in ch["ops"]] for ch in prof.chains]
+            want = {**{k: 0.0 for k in chain_needs(ops, llc_bytes=prof.llc_bytes, quick=quick).weights}, **want}
+        weights = {k: w for k, w in want.items() if k not in have}
+    order = sorted(weights, key=lambda k: (-weights[k], k))
+    return Request(ceilings=prof is None or not prof.has_ceilings or bool(prof.sections["ceilings"].get("disturbed")),
+                   chains=prof is None or not prof.has_chains or bool(prof.sections["chains"].get("disturbed")),
+                   cases=tuple(order), weights=tuple(weights[k] for k in order))
+
+
 def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
-                    progress: Callable[[int, int, str], None] | None = None) -> MachineProfile:
-    """This machine's profile: from the cache for this fingerprint, else measured now
-    and cached (``refresh=True`` always re-measures). A quick profile is cached apart.
+                    progress: Callable[[int, int, str], None] | None = None, needs: Needs | None = None,
+                    load=None) -> MachineProfile:
+    """This machine's profile for the current thread count, from the cache for this
+    fingerprint, completed by measuring what it lacks (``refresh=True``: re-measured).
+
+    ``needs`` (:func:`needs_for` a count): measure only the sections and grid cases a
+    prediction of that model reads; ``None``: the full profile (every grid case).
+    ``progress(done, total, label)`` reports in estimated milliseconds of work.
+    ``load``: the disturbance sentinel's source (tests pass a ``FakeLoad``; measuring
+    then runs in this process).
 
     A cache file that cannot be used (unreadable, not JSON, not a profile, another
-    schema version or fingerprint) is stale: it is re-measured and replaced, and the
-    profile's ``warnings`` say why (with any sign that the machine was busy while it
-    was measured); nothing is printed.
+    schema version or fingerprint) is stale: it is measured anew and replaced, and the
+    profile's ``warnings`` say why; nothing is printed.
     """
     fp = fingerprint(device)
     path = cache_path(fp, quick)
-    _check_cache_path(path)  # before a minute of measuring, not after it
+    _check_cache_path(path)  # before any measuring, not after it
+    cuda = _device(device).type == "cuda"
     note = None
+    cached = None
     if not refresh and path.exists():
         prof, why = _read_cache(path)
         if prof is not None and prof.fingerprint == fp:
-            prof.source = "cache"
-            return prof
-        if prof is not None:
-            why = "it is for another machine fingerprint"
-        note = f"re-measured the machine profile: cached {path} was stale ({why})"
-    prof = _measure(device, quick, progress)
+            cached = prof
+        else:
+            if prof is not None:
+                why = "it is for another machine fingerprint"
+            note = f"re-measured the machine profile: cached {path} was stale ({why})"
+    req = Request() if cached is not None and cached.is_synthetic else _request(cached, needs, quick, cuda)
+    if cached is not None and not (req.ceilings or req.chains or req.cases):
+        cached.source = "cache"
+        return cached
+    measured = _measure(device, quick, progress, req, load)
+    new = profile_from(measured, fp, quick)
+    prof = _merge(cached, new) if cached is not None else new
+    prof.measured_now = len(measured.samples)
+    prof.source = "cache+measured" if cached is not None else "measured"
     prof.save(path)
     if note:
         prof.notes.append(note)

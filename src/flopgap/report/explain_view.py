@@ -58,10 +58,14 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
                                   for c in pred.chain_fit))
     keys: dict[str, int] = {}
     for s in prof.calibration:
-        k = s["key"] + (" cold" if s.get("cold") else "")
-        keys[k] = keys.get(k, 0) + 1
+        keys[str(s.key)] = keys.get(str(s.key), 0) + 1
     if keys:
-        console.print(f"calibration: {len(prof.calibration)} single-op cases: "
+        from flopgap.machine._grid import grid
+
+        noisy = sum(1 for s in prof.calibration if s.attempts > 1)
+        console.print(f"calibration: {len(prof.calibration)} of {len(grid(prof.quick))} grid cases measured "
+                      f"({'a full profile' if prof.complete else 'lazily: the cases predictions so far needed'}; "
+                      f"{noisy} measured twice: noisy or a large share of a prediction): "
                       + ", ".join(f"{markup(_short(k) if k.startswith('aten.') else k)} {n}"
                                   for k, n in sorted(keys.items())))
 
@@ -150,9 +154,14 @@ def _per_gb(seconds_per_byte: float) -> str:
     return fmt_seconds(seconds_per_byte * 1e9)
 
 
-def render_prediction(pred, console: Console, check=None) -> None:
-    console.print(f"[bold]{markup(pred.model)}[/bold]  predicted {fmt_seconds(pred.latency_s)} for {pred.threads} threads  "
-                  f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
+def render_prediction(pred, console: Console, check=None, top: int = 5) -> None:
+    iv = pred.interval
+    line = f"[bold]{markup(pred.model)}[/bold]  predicted {fmt_seconds(pred.latency_s)}"
+    if iv is not None:
+        line += f"  {iv.level:.0%} interval {fmt_seconds(iv.low_s)} .. {fmt_seconds(iv.high_s)}"
+    console.print(line + f"  for {pred.threads} threads")
+    print_warnings(pred.warnings, console)
+    console.print(f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
                   f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
                   f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
                   + (f", memory-class ops +{pred.cold_memory_extra:.0%} in this cold model" if pred.cold_memory_extra
@@ -162,11 +171,23 @@ def render_prediction(pred, console: Console, check=None) -> None:
                      "  [yellow]no calibration: per-op floors (roofline, or the host's cost of a tiny op of the "
                      "family) with the chain fit[/yellow]" if pred.chain_fit else
                      "  [yellow]no calibration, no chains: per-op floors only (roofline, host cost per op)[/yellow]"))
+    if iv is not None:
+        console.print(f"interval: method error {pct(math.exp(iv.q_lo) - 1, 0)} .. +{pct(math.exp(iv.q_hi) - 1, 0)} "
+                      f"({iv.method_source}), calibration noise x{math.exp(iv.calibration_log):.2f}, extrapolation "
+                      f"x{math.exp(iv.extrapolation_log):.2f}", markup=False)
+    ext = pred.extrapolated
+    if ext:
+        console.print(f"extrapolated: {len(ext)} op(s), {pct(pred.extrapolated_share, 1)} of the predicted time: "
+                      + "; ".join(printable(f"#{r['index']} {_short(r['op'])} ({fmt_seconds(r['predicted_s'])}: "
+                                            f"{r['why']})")
+                                  for r in ext[:top])
+                      + (f"; {len(ext) - top} more" if len(ext) > top else ""), markup=False)
     if check is not None:
         print_warnings(check.measurement.warnings, console)
         console.print(printable(f"measured median {fmt_measurement(check.measurement)}, "
-                                + (f"error {pct(check.error, 1)}" if check.error is not None
-                                   else f"error not computed: {check.reason}")), markup=False)
+                                + (f"error {pct(check.error, 1)}, {'inside' if check.inside else 'outside'} the "
+                                   "interval" if check.error is not None else f"error not computed: {check.reason}")),
+                      markup=False)
     t = Table(title="predicted time by method", title_justify="left")
     for col in ("method", "ops", "predicted", "share"):
         t.add_column(col, justify="left" if col == "method" else "right")

@@ -234,7 +234,7 @@ class ProfilePrepare:
         return {"profile": "quick" if p.quick else "full", "source": getattr(p, "source", ""),
                 "device": self.timer.device or "cpu", "peak_fp32_flops": p.peak("float32"),
                 "mem_bandwidth": p.mem_bandwidth, "dispatch_overhead_s": p.dispatch_overhead_s,
-                "warning": p.busy_warning() or ""}
+                "warning": "; ".join(p.warnings)}
 
 
 @dataclass

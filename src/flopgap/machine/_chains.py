@@ -1,0 +1,276 @@
+"""Synthetic chains: small networks (not any model flopgap is evaluated on) counted and
+timed whole, from which the predictor fits how ops cost in sequence and inside
+``nn.Module`` calls compared with alone (``flopgap.explain._predict``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flopgap.machine._bench import time_call
+
+__all__ = ["chain_cases", "ChainTimer", "chain_reference_s", "run_chains", "CHAIN_ROUNDS"]
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2's block at stride 1: 1x1 expand, depthwise, 1x1 project, plus the
+    residual (the block's input is read again after the three convs)."""
+
+    def __init__(self, c: int, e: int, k: int, act):
+        super().__init__()
+        h = c * e
+        self.body = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), act(),
+                                  nn.Conv2d(h, h, k, padding=k // 2, groups=h, bias=False), nn.BatchNorm2d(h), act(),
+                                  nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def _inverted_residual(c: int, e: int, k: int, act) -> nn.Module:
+    return _InvertedResidual(c, e, k, act)
+
+
+def _basic(c: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                         nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        m = c // 4
+        self.body = nn.Sequential(nn.Conv2d(c, m, 1, bias=False), nn.BatchNorm2d(m), nn.ReLU(inplace=True),
+                                  nn.Conv2d(m, m, 3, padding=1, bias=False), nn.BatchNorm2d(m), nn.ReLU(inplace=True),
+                                  nn.Conv2d(m, c, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + x)
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 3, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+def _ir_stage(cin: int, cout: int, e: int, k: int, stride: int) -> nn.Module:
+    """An inverted-residual block that changes width and may downsample (no residual)."""
+    h = cin * e
+    return nn.Sequential(nn.Conv2d(cin, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU6(),
+                         nn.Conv2d(h, h, k, stride, k // 2, groups=h, bias=False), nn.BatchNorm2d(h), nn.ReLU6(),
+                         nn.Conv2d(h, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+
+# Varied stacks: every block differs (width, kernel 3 or 5, expansion 6 or 3, stride 2 on
+# every other block), as in real networks, which rarely repeat a shape. Ops whose shape
+# did not run a moment ago cost more in sequence: here a stack of 8 distinct
+# inverted-residual blocks ran 1.33x its ops' summed times alone, 4 identical blocks
+# 1.12x (one thread). Chains of repeated blocks alone would miss that.
+def _varied_ir(widths: tuple[int, ...]) -> nn.Module:
+    return nn.Sequential(*[_ir_stage(a, b, 6 if i % 2 == 0 else 3, 3 if i % 2 == 0 else 5, 2 if i % 2 == 0 else 1)
+                           for i, (a, b) in enumerate(zip(widths, widths[1:]))])
+
+
+def _varied_ir_deep(widths: tuple[int, ...], down: tuple[int, ...]) -> nn.Module:
+    """Many distinct inverted-residual blocks, downsampling only at the blocks in ``down``
+    (as a whole mobile network does over its depth), expansion 6 or 3, kernel 3 or 5."""
+    return nn.Sequential(*[_ir_stage(a, b, 6 if i % 2 == 0 else 3, 3 if i % 3 else 5, 2 if i in down else 1)
+                           for i, (a, b) in enumerate(zip(widths, widths[1:]))])
+
+
+class _XBlock(nn.Module):
+    """1x1 -> grouped 3x3 (group width 16) -> 1x1 with a residual: the ResNeXt/RegNet block."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn_relu(cin, cout, 1),
+                                  nn.Conv2d(cout, cout, 3, stride, 1, groups=cout // 16, bias=False),
+                                  nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                  nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.short(x))
+
+
+def _varied_x(widths: tuple[int, ...], down: tuple[int, ...]) -> nn.Module:
+    return nn.Sequential(*[_XBlock(a, b, 2 if i in down else 1) for i, (a, b) in enumerate(zip(widths, widths[1:]))])
+
+
+def _varied_dense(widths: tuple[int, ...]) -> nn.Module:
+    layers = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers += [nn.Conv2d(a, b, 3, 2 if i % 2 == 0 else 1, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _varied_dw_separable(widths: tuple[int, ...]) -> nn.Module:
+    layers = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers += [nn.Conv2d(a, a, 3, 2 if i % 2 == 0 else 1, 1, groups=a, bias=False), nn.BatchNorm2d(a),
+                   nn.ReLU(inplace=True), *_conv_bn_relu(a, b, 1)]
+    return nn.Sequential(*layers)
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, c // 4, 1)
+        self.fc2 = nn.Conv2d(c // 4, c, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * F.hardsigmoid(self.fc2(torch.relu(self.fc1(s))))
+
+
+def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
+    """Small synthetic networks (not any model flopgap is evaluated on): stacks of
+    inverted-residual, basic, bottleneck, depthwise-separable, conv-bn-relu,
+    squeeze-excitation and MLP blocks over a range of widths and resolutions, three
+    stacks whose blocks all differ (see ``_varied_ir``), and two deep ones of distinct
+    blocks (inverted-residual and grouped-conv "X" blocks, as many as a whole network).
+    Their measured time against the per-op prediction tells how ops cost in sequence,
+    inside ``nn.Module`` calls, compared with alone."""
+    specs = [
+        ("ir c16 e4 k3 @56 x3", lambda: nn.Sequential(*[_inverted_residual(16, 4, 3, nn.ReLU) for _ in range(3)]),
+         (1, 16, 56, 56)),
+        ("ir c40 e6 k5 @14 x3", lambda: nn.Sequential(*[_inverted_residual(40, 6, 5, nn.Hardswish) for _ in range(3)]),
+         (1, 40, 14, 14)),
+        ("ir c96 e6 k3 @7 x2", lambda: nn.Sequential(*[_inverted_residual(96, 6, 3, nn.ReLU6) for _ in range(2)]),
+         (1, 96, 7, 7)),
+        ("basic c64 @28 x2", lambda: nn.Sequential(_basic(64), _basic(64)), (1, 64, 28, 28)),
+        ("basic c256 @7", lambda: _basic(256), (1, 256, 7, 7)),
+        ("se c96 @14 x4", lambda: nn.Sequential(*[_SE(96) for _ in range(4)]), (1, 96, 14, 14)),
+        ("mlp 256 x8", lambda: nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(256, 256), nn.ReLU())]),
+         (1, 256)),
+        ("ir c24 e6 k3 @28 x3", lambda: nn.Sequential(*[_inverted_residual(24, 6, 3, nn.ReLU6) for _ in range(3)]),
+         (1, 24, 28, 28)),
+        ("bottleneck c256 @14 x2", lambda: nn.Sequential(_Bottleneck(256), _Bottleneck(256)), (1, 256, 14, 14)),
+        ("ir c64 e4 k5 @14 x2", lambda: nn.Sequential(*[_inverted_residual(64, 4, 5, nn.Hardswish) for _ in range(2)]),
+         (1, 64, 14, 14)),
+        ("conv-bn-relu c32 @112 x2", lambda: nn.Sequential(*_conv_bn_relu(32, 32), *_conv_bn_relu(32, 32)),
+         (1, 32, 112, 112)),
+        ("dw-separable c128 @28 x3", lambda: nn.Sequential(*[m for _ in range(3) for m in
+                                                             (*_conv_bn_relu(128, 128, 3, 128),
+                                                              *_conv_bn_relu(128, 128, 1))]),
+         (1, 128, 28, 28)),
+        ("ir varied 16..256 x8 @112", lambda: _varied_ir((16, 24, 32, 48, 64, 96, 128, 192, 256)), (1, 16, 112, 112)),
+        ("dense varied 32..512 x5 @112", lambda: _varied_dense((32, 48, 96, 160, 320, 512)), (1, 32, 112, 112)),
+        ("dw-separable varied 32..512 x6 @112", lambda: _varied_dw_separable((32, 64, 96, 128, 256, 384, 512)),
+         (1, 32, 112, 112)),
+        # deep: as many distinct blocks as a whole mobile network, 112 -> 7 over the depth
+        ("ir varied deep 16..320 x14 @112", lambda: _varied_ir_deep(
+            (16, 24, 24, 32, 32, 40, 64, 64, 80, 96, 112, 160, 192, 240, 320), (0, 2, 5, 9)), (1, 16, 112, 112)),
+        ("x-block varied 32..448 x9 @56", lambda: _varied_x((32, 48, 48, 96, 112, 208, 224, 400, 432, 448),
+                                                            (0, 3, 6)), (1, 32, 56, 56)),
+        ("mlp 2048 x4 -> 1000", lambda: nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(4)], nn.Linear(2048, 1000)),
+         (1, 2048)),
+    ]
+    if quick:
+        specs = specs[::2]
+    out = []
+    for label, make, shape in specs:
+        def build(make=make, shape=shape):
+            torch.manual_seed(0)
+            return make().eval(), (torch.randn(*shape),)
+        out.append((label, build))
+    return out
+
+
+CHAIN_ROUNDS = 3
+
+
+class ChainTimer:
+    """The synthetic chains, counted once, timed in rounds that the caller may spread
+    over time (``time_round``), and their results (``results``). On a CUDA ``device``
+    each call is synchronised, so a chain's time is the host's issue time or the GPU's
+    work, whichever is longer.
+
+    On a shared host the speed of op sequences moves within a minute while single ops
+    barely move, so one burst per chain would fit the in-sequence terms to whichever
+    spell it fell in. The machine profile times one round before its calibration
+    cases, one after them and one after their re-measuring pass; each chain is fitted
+    on its median in its least-disturbed round (:func:`chain_reference_s`).
+    ``between()``, when given, is called after each chain (the profile's disturbance
+    sentinel polls there)."""
+
+    def __init__(self, quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
+                 device: str | torch.device = "cpu", burst_s: float | None = None,
+                 between: Callable[[], None] | None = None):
+        from dataclasses import asdict
+
+        from flopgap.count import count
+
+        dev = torch.device(device)
+        self._sync = torch.cuda.synchronize if dev.type == "cuda" else None
+        self.burst_s = burst_s if burst_s is not None else (0.05 if quick else 0.2) / CHAIN_ROUNDS
+        cases = chain_cases(quick)
+        self._built, self._rows = [], []
+        for i, (label, build) in enumerate(cases):
+            if progress is not None:
+                progress(i, len(cases), label)
+            module, inputs = build()
+            if dev.type != "cpu":
+                module, inputs = module.to(dev), tuple(t.to(dev) for t in inputs)
+            with torch.inference_mode():
+                res = count(module, inputs, model=label)
+            self._built.append((module, inputs))
+            self._rows.append({"label": label, "ops": [asdict(r) for r in res.ops],
+                               "module_calls": sum(1 for m in res.modules if m.ops_all > 0), "blocks": []})
+        self.rounds = 0
+        self._between = between
+
+    def time_round(self) -> None:
+        """Time every chain once (one burst of ``burst_s`` each)."""
+        for row, (module, inputs) in zip(self._rows, self._built):
+            row["blocks"].append(time_call(lambda: module(*inputs), min_run_time=self.burst_s, min_blocks=1,
+                                           sync=self._sync).tolist())
+            if self._between is not None:
+                self._between()
+        self.rounds += 1
+
+    @property
+    def labels(self) -> list[str]:
+        return [row["label"] for row in self._rows]
+
+    def op_records(self) -> list[list]:
+        """Each chain's count records (for the cases its ops need)."""
+        from flopgap.count import OpRecord
+
+        return [[OpRecord(**d) for d in row["ops"]] for row in self._rows]
+
+    def results(self) -> list[dict]:
+        """Per chain: ``seconds`` (median of all blocks), ``seconds_min`` (fastest block) and
+        ``round_seconds`` (each round's median, in order)."""
+        out = []
+        for row in self._rows:
+            times = np.concatenate([np.asarray(b) for b in row["blocks"]])
+            out.append({k: v for k, v in row.items() if k != "blocks"}
+                       | {"seconds": float(np.median(times)), "seconds_min": float(times.min()),
+                          "round_seconds": [float(np.median(b)) for b in row["blocks"]], "rounds": self.rounds})
+        return out
+
+
+def chain_reference_s(chain: dict) -> float:
+    """A profiled chain's time as the in-sequence fit uses it: its median in its
+    least-disturbed round (its median over all blocks when it was timed in one round)."""
+    rounds = chain.get("round_seconds") or []
+    return min(rounds) if len(rounds) >= 2 else chain["seconds"]
+
+
+def run_chains(quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
+               rounds: int | None = None, device: str | torch.device = "cpu") -> list[dict]:
+    """Count and time each synthetic chain (:class:`ChainTimer`) in ``rounds`` rounds back
+    to back (default 3; 1 when ``quick``): its op records (as dicts), module calls and
+    median seconds per call (a model is timed by its median)."""
+    rounds = rounds or (1 if quick else CHAIN_ROUNDS)
+    timer = ChainTimer(quick, progress, device=device, burst_s=(0.05 if quick else 0.2) / rounds)
+    for _ in range(rounds):
+        timer.time_round()
+    return timer.results()

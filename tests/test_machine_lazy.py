@@ -1,0 +1,220 @@
+"""Lazy, incremental calibration: which cases a model needs, that a lazy profile predicts
+exactly what the full grid does, noise and disturbance handling, progress. Every
+timing here is scripted (a fake per-case timer, FakeLoad for the sentinel)."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flopgap.count import count
+from flopgap.explain import predict
+from flopgap.machine import CalKey, MachineProfile, needs_for, profile_machine
+from flopgap.machine import _chains, _ceilings, _grid, _measure, _profile
+from flopgap.machine._grid import _Call, cases_for, grid
+from flopgap.machine._keys import op_features, op_key
+from flopgap.timing import FakeLoad
+
+
+def _meta_count(module, *shapes):
+    return count(module.to("meta"), tuple(torch.empty(s, device="meta") for s in shapes), meta=True)
+
+
+def test_case_descriptions_match_what_the_counting_pass_gives():
+    # the key and features a case declares before it runs are the counted op's, exactly
+    cases = [c for c in grid(quick=True) if c.est_s < 2e-4 and c.kind != "qlinear"]
+    for case in cases[::5]:
+        fn, inputs = case.build()
+        with torch.inference_mode():
+            res = count(_Call(fn), inputs)
+        rec = max(res.kernel_ops or res.ops, key=lambda r: (r.flops, r.bytes))
+        assert op_key(rec).as_cold(case.key.cold) == case.key, case.id
+        if case.key.shape_model:
+            assert tuple(op_features(rec)) == pytest.approx(case.features), case.id
+
+
+def test_calibration_keys_round_trip_through_their_text():
+    keys = [CalKey("conv:depthwise", ragged=True, cold=True), CalKey("aten.max_pool2d.default", window=9,
+                                                                     stride1=True), CalKey("matmul"),
+            CalKey("aten.relu_.default"), CalKey("attention")]
+    assert [str(k) for k in keys] == ["conv:depthwise:ragged cold", "aten.max_pool2d.default:w9:s1", "matmul",
+                                      "aten.relu_.default", "attention"]
+    assert [CalKey.parse(str(k)) for k in keys] == keys
+    assert {c.key for c in grid()} >= set(keys[:4])
+
+
+def test_a_model_needs_the_nearest_cases_of_its_keys_and_the_fallbacks():
+    res = _meta_count(nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
+                                    nn.Linear(64 * 14 * 14, 10)), (1, 32, 14, 14))
+    needs = cases_for(res.ops, llc_bytes=1 << 40)             # a huge cache: a hot model
+    by_id = {c.id: c for c in grid()}
+    keys = {by_id[i].key for i in needs.ids}
+    assert CalKey("conv:dense") in keys and CalKey("matmul") in keys and CalKey("aten.relu_.default") in keys
+    assert CalKey("aten.flatten.using_ints") in keys and CalKey("aten.add.Tensor") in keys  # views, fallbacks
+    assert not any(k.cold for k in keys)
+    dense = [by_id[i] for i in needs.ids if by_id[i].key == CalKey("conv:dense")]
+    # NEIGHBOURS nearest + the case of fewest FLOPs (the fixed cost): a squeeze-excitation 1x1 conv
+    assert len(dense) == _grid.NEIGHBOURS + 1 and any(c.id == "conv 16->8 k1 s1 g1 @1" for c in dense)
+    relu = [c for c in grid() if c.key == CalKey("aten.relu_.default")]
+    assert all(c.id in needs.ids for c in relu)                # a curve: all of its cases
+    assert sum(needs.weights.values()) == pytest.approx(1.0)    # shares of the model's time
+    cold = cases_for(res.ops, llc_bytes=1)                      # a tiny cache: the cold twins too
+    assert {by_id[i].key for i in cold.ids} >= {CalKey("conv:dense", cold=True), CalKey("matmul", cold=True)}
+    assert len(needs) < len(grid()) / 10
+
+
+# ------------------------------------------------------------------ a small world
+def _fake_seconds(case_id: str) -> float:
+    """A deterministic 'measured' time per case: 2-20 us."""
+    return 2e-6 * (1 + zlib.crc32(case_id.encode()) % 10)
+
+
+@pytest.fixture
+def world(monkeypatch, tmp_path):
+    """A small grid, scripted timings, fake ceilings and two tiny chains, measured in
+    this process under a FakeLoad (quiet unless a test says otherwise)."""
+    monkeypatch.setenv("FLOPGAP_CACHE_DIR", str(tmp_path))
+    small = tuple(c for c in grid(quick=True) if c.est_s < 1e-4 and c.kind in ("conv", "linear", "memory"))
+    monkeypatch.setattr(_grid, "grid", lambda quick=False: small)
+    for f in (_grid._by_key, _grid._index):
+        f.cache_clear()
+    timed = []
+
+    def time_case(case, fn, inputs, clock):
+        timed.append(case.id)
+        t = _fake_seconds(case.id)
+        return np.array([t, t * 1.01, t * 1.02, t * 1.01, t * 1.03])
+
+    monkeypatch.setattr(_measure, "_time_case", time_case)
+    p = MachineProfile.synthetic(peak=1e11)
+    p.page_fault_s = 1e-7
+    monkeypatch.setattr(_ceilings, "measure_ceilings",
+                        lambda dev, quick=False: {k: getattr(p, k) for k in _profile._CEILING_FIELDS})
+    specs = [("mlp", lambda: nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)), (1, 64)),
+             ("conv", lambda: nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(inplace=True)), (1, 16, 14, 14))]
+    monkeypatch.setattr(_chains, "chain_cases", lambda quick=False: [
+        (label, lambda make=make, shape=shape: (make().eval(), (torch.randn(*shape),))) for label, make, shape in specs])
+    monkeypatch.setattr(_chains, "time_call", lambda fn, **kw: np.array([50e-6, 52e-6]))
+    monkeypatch.setattr(_measure, "RETRY_WAIT_S", 0.0)
+    yield {"grid": small, "timed": timed}
+    for f in (_grid._by_key, _grid._index):
+        f.cache_clear()
+
+
+def _model():
+    return nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(32, 10)).eval()
+
+
+def test_a_lazy_profile_predicts_exactly_what_the_full_one_does(world):
+    model, x = _model(), torch.randn(1, 16, 14, 14)
+    res = count(model, (x,))
+    lazy = profile_machine(needs=needs_for(res), load=FakeLoad.quiet())
+    assert lazy.source == "measured" and not lazy.complete
+    n_lazy = len(world["timed"])
+    assert 0 < len(lazy.calibration) < len(world["grid"])
+    full = profile_machine(load=FakeLoad.quiet())            # completes the cache: the rest of the grid
+    assert full.complete and full.source == "cache+measured"
+    assert set(world["timed"][n_lazy:]) == full.case_ids - lazy.case_ids    # nothing twice
+    n_full = len(world["timed"])
+    a, b = predict(res, lazy), predict(res, full)
+    assert a.latency_s == b.latency_s and [o["predicted_s"] for o in a.ops] == [o["predicted_s"] for o in b.ops]
+    assert a.interval == b.interval
+    # a second lazy request for the same model measures nothing
+    again = profile_machine(needs=needs_for(res), load=FakeLoad.quiet())
+    assert again.source == "cache" and len(world["timed"]) == n_full
+
+
+def test_the_cache_grows_incrementally_per_model(world, tmp_path):
+    mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
+    conv = _meta_count(nn.Sequential(nn.Conv2d(16, 16, 1), nn.Hardswish()), (1, 16, 14, 14))
+    first = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    (path,) = tmp_path.glob("machine-*.json")
+    on_disk = json.loads(path.read_text())
+    assert {s["case"] for s in on_disk["calibration"]} == first.case_ids
+    assert set(on_disk["sections"]) == {"ceilings", "chains"}
+    before = len(world["timed"])
+    second = profile_machine(needs=needs_for(conv), load=FakeLoad.quiet())
+    assert second.case_ids > first.case_ids
+    assert set(world["timed"][before:]) == second.case_ids - first.case_ids   # only what was missing
+    assert {s["case"] for s in json.loads(path.read_text())["calibration"]} == second.case_ids
+
+
+def test_a_profile_measured_on_a_busy_machine_is_re_measured_then_refused_by_the_cache(world, tmp_path):
+    mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
+    busy = FakeLoad.busy()
+    prof = profile_machine(needs=needs_for(mlp), load=busy)
+    # every chunk was measured 1 + RETRIES times before it was given up on
+    n = len(prof.calibration)
+    assert all(s.disturbed.startswith("machine disturbed") for s in prof.calibration)
+    assert all(s.attempts == 1 + _measure.RETRIES for s in prof.calibration)
+    assert prof.sections["ceilings"]["disturbed"] and prof.sections["chains"]["disturbed"]
+    assert any("busy while measuring ceilings, chains" in w and "not cached" in w for w in prof.warnings)
+    (path,) = tmp_path.glob("machine-*.json")
+    on_disk = json.loads(path.read_text())
+    assert on_disk["calibration"] == [] and on_disk["sections"] == {}     # nothing disturbed is cached
+    # on a quiet machine the next run measures it all again, and caches it
+    before = len(world["timed"])
+    calm = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    assert len(set(world["timed"][before:])) == n and not calm.disturbed_parts and not calm.warnings
+    assert len(json.loads(path.read_text())["calibration"]) == len(calm.calibration)
+
+
+def test_noisy_and_sensitive_cases_are_measured_again_and_keep_their_fastest_attempt(world, monkeypatch):
+    noisy_id = next(c.id for c in world["grid"] if c.kind == "linear")
+    calls = {}
+
+    def time_case(case, fn, inputs, clock):
+        calls[case.id] = calls.get(case.id, 0) + 1
+        t = _fake_seconds(case.id)
+        if case.id == noisy_id and calls[case.id] == 1:     # first attempt: blocks 1-2x apart
+            return np.array([2 * t, 1.5 * t, 2 * t, 1.6 * t, 2 * t])
+        return np.array([t] * 5)
+
+    monkeypatch.setattr(_measure, "_time_case", time_case)
+    small = next(c.id for c in world["grid"] if c.kind == "memory")
+    req = _measure.Request(False, False, (noisy_id, small), (0.5, 0.001))
+    out = _measure.run_request(req, load=FakeLoad.quiet())
+    got = {s.case: s for s in out.samples}
+    assert got[noisy_id].attempts == 2 and got[noisy_id].seconds == _fake_seconds(noisy_id)
+    assert got[noisy_id].spread == 0.0                         # the spread of the attempt kept
+    assert got[small].attempts == 1                            # quiet and 0.1% of the time: once
+    assert out.sections["cases"]["remeasured"] == 1
+
+
+def test_progress_is_reported_in_milliseconds_of_estimated_work(world):
+    events = []
+    mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
+    profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet(), progress=lambda d, t, lb: events.append((d, t, lb)))
+    assert events and events[0][:1] == (0,) and events[0][2].startswith("ceilings")
+    done = [d for d, _, _ in events]
+    assert done == sorted(done) and all(d <= t for d, t, _ in events)
+    assert any(lb.startswith("calibrating ") for _, _, lb in events) and events[-1][2] == "chains: round 3"
+
+
+def test_a_synthetic_profile_in_the_cache_stands_as_it_is(world):
+    MachineProfile.synthetic(quick=False).save()
+    mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
+    prof = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    assert prof.source == "cache" and world["timed"] == [] and prof.complete
+
+
+
+def test_cold_weights_rotate_over_views_of_one_buffer_larger_than_the_cache():
+    w = _grid.weight((64, 64, 3, 3), cold=True)       # 147 kB: 455 views over the 64 MiB buffer
+    first = w()
+    seen = {first.data_ptr()}
+    while (v := w()).data_ptr() != first.data_ptr():
+        seen.add(v.data_ptr())
+        assert v.shape == (64, 64, 3, 3) and v.is_contiguous()
+    assert len(seen) * first.nbytes > 32 * 2**20        # more than a 32 MiB last-level cache per round
+    hot = _grid.weight((64, 64, 3, 3), cold=False)
+    assert hot().data_ptr() == hot().data_ptr()
+    big = _grid.weight((4096, 4096), cold=True)         # 64 MiB: cold by its size, used as it is
+    assert big().data_ptr() == big().data_ptr()
