@@ -63,6 +63,19 @@ def _timings(result, timed_items: int) -> dict:
             "still_disturbed": final}
 
 
+def _evidence(store) -> dict:
+    """What the sentinel saw in each stored (last) timing: its verdict and the witnesses' figures."""
+    out = {}
+    for m in store.measurements(store.runs(limit=2)[-1].id) + store.measurements(store.runs(limit=2)[0].id):
+        p = m.payload if isinstance(m.payload, dict) else {}
+        timing = p.get("time") or p.get("a") or (p.get("comparison") or {}).get("a")
+        d = (timing or {}).get("disturbance")
+        if d:
+            out[f"{m.model} {m.key}".strip()] = {k: d.get(k) for k in (
+                "disturbed", "reasons", "probes", "contended", "others_max", "steal_share", "reference_ratio")}
+    return out
+
+
 def _phase(name: str, models: list[str], timer, quick: bool) -> dict:
     from flopgap.store import Store
     from flopgap.study import run_seed, run_zoo
@@ -74,6 +87,7 @@ def _phase(name: str, models: list[str], timer, quick: bool) -> dict:
         zoo = run_zoo(store=store, models=models, timer=timer, with_explain=False, quick_profile=True,
                       n_boot=500 if quick else 2000)
         wall = time.perf_counter() - t0
+        evidence = _evidence(store)
         store.close()
     verdicts = {c["id"]: str(c["verdict"]) for c in seed.claims}
     rho = zoo.analysis[1]["correlations"]["flops"]["spearman"]
@@ -81,7 +95,7 @@ def _phase(name: str, models: list[str], timer, quick: bool) -> dict:
                          "attempts": r["attempts"]} for r in zoo.rows}
     return {"phase": name, "wall_s": wall, "verdicts": verdicts, "seed": _timings(seed, len(seed.comparisons)),
             "zoo": _timings(zoo, len(zoo.rows)), "rho_flops": rho.get("r"), "rho_n": zoo.analysis[1]["n"],
-            "excluded": zoo.analysis[1]["excluded"], "zoo_rows": rows}
+            "excluded": zoo.analysis[1]["excluded"], "zoo_rows": rows, "evidence": evidence}
 
 
 def _share(phase: dict) -> tuple[int, int]:

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=None, help="interleaved timing passes (default 3; 1 quick)")
     ap.add_argument("--max-passes", type=int, default=None,
                     help="keep adding passes, up to this many, while a model has no undisturbed pass or no pass "
-                         f"ran with the profile's chains within {DRIFT_WARN:.0%} of their profile time (default 8)")
+                         f"ran with the profile's chains within {100 * DRIFT_WARN:.0f}%% of their profile time (default 8)")
     ap.add_argument("--refresh-machine", action="store_true", help="re-measure the machine profile first")
     ap.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
                     help="pinned (default): re-run with glibc's mmap/trim thresholds pinned, as the profile is "

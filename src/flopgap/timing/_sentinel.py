@@ -9,17 +9,23 @@ carries a :class:`Disturbance` record built from three independent witnesses:
    (Linux: ``/proc/loadavg``'s running count less this process's own running threads).
    A probe is *contended* when those threads plus the timing's own threads exceed the
    logical cores: an intra-op thread that loses its core stalls every op at the next
-   barrier. Disturbed when at least ``CONTENDED_SHARE`` of the probes were contended.
+   barrier. Disturbed when at least ``CONTENDED_SHARE`` of the probes, and at least
+   ``MIN_CONTENDED_PROBES`` of them, were contended.
 2. **CPU steal.** The hypervisor's steal time over the run (``/proc/stat``) as a share of
    all CPU time. Disturbed above ``STEAL_SHARE``.
-3. **A reference kernel re-timed before and after.** A fixed 3-part workload (a chain of
-   tiny ops, a GEMM split over the threads, a copy larger than the last-level cache:
-   dispatch, compute and memory bandwidth) timed with the run's thread count before the
-   cold call and after the last sample, and compared with this machine's calm reference
-   (the fastest uncontended reading so far, kept per CPU, core count, torch version and
-   thread count in the cache folder). Disturbed when either reading is slower than
-   ``REFERENCE_RATIO`` times the calm one. This catches what (1) cannot: a memory-bandwidth
-   hog on another core, a VM neighbour, a thermal or power cap.
+3. **A reference kernel re-timed before and after.** A fixed workload in three parts,
+   each timed apart (median of 5): *dispatch* (a chain of tiny ops), *compute* (a GEMM
+   split over the run's threads) and *memory* (a 16 MiB copy, on one thread: a
+   multi-threaded copy on a small VM is bimodal, one thread waking late, and would be
+   noise, not evidence). It runs before the cold call and after the last sample and is
+   compared, part by part, with this machine's **calm reference**: the 25th percentile of
+   the last ``CALM_WINDOW`` readings that were taken while no other process competed for
+   the cores and were not themselves slow, kept per CPU, core count, torch version and
+   thread count in the cache folder. A quantile, not the fastest reading ever: a single
+   lucky reading would otherwise make every later one look slow. Disturbed when a part of
+   either reading is slower than ``REFERENCE_RATIO`` times its calm time. This catches
+   what (1) cannot: a memory-bandwidth hog on another core (it slows the memory part about
+   2x), a VM neighbour, a thermal or power cap.
 
 Each witness that fires adds one sentence with its numbers to ``reasons``. Where a
 witness cannot see (no ``/proc``, no calm reference yet), it says nothing and the record
@@ -35,7 +41,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol, Sequence
 
 __all__ = ["Disturbance", "LoadSource", "SystemLoad", "FakeLoad", "Sentinel", "others_runnable",
@@ -44,13 +50,18 @@ __all__ = ["Disturbance", "LoadSource", "SystemLoad", "FakeLoad", "Sentinel", "o
 # A quiet machine has short blips (a daemon waking, the kernel's own threads): a few
 # percent of probes at most. Steady competition contends most of them.
 CONTENDED_SHARE = 0.2
+# ... and a single contended probe is a blip whatever the share: a run of 0.2 s has only 4
+MIN_CONTENDED_PROBES = 2
 # Steal is zero on a dedicated host; 5% of CPU time taken by the hypervisor is a
 # neighbour slowing every op by about as much.
 STEAL_SHARE = 0.05
-# The reference kernel's readings on a calm machine stay within about +-10% of the
-# fastest one; 1.3x is beyond that spread and well below what a competing process
-# causes (1.5-3x on a 2-core machine).
-REFERENCE_RATIO = 1.3
+# On a calm machine each part of a reading stays within 1.3x of its calm time (the 25th
+# percentile) in 99% of readings; a memory-bandwidth hog doubles the memory part, and a
+# VM's slow spells, which slow every small-op model, put the dispatch part at 1.6-1.7x.
+REFERENCE_RATIO = 1.5
+CALM_WINDOW = 50      # readings kept per key: a few minutes of measuring, so one spell cannot own it
+CALM_QUANTILE = 0.25  # the calm time of a part: robust to lucky outliers and to a minority of slow readings
+PARTS = ("dispatch", "compute", "memory")
 PROBE_INTERVAL_S = 0.05  # one load probe per 50 ms of run: cheap (~0.1 ms) and dense enough
 _REFERENCE_REPEATS = 5   # median of 5 runs of the reference kernel per reading
 _CALM_FILE = "sentinel.json"
@@ -69,21 +80,28 @@ class Disturbance:
     others_max: int | None = None
     others_median: float | None = None
     steal_share: float | None = None
-    reference_before_s: float | None = None
-    reference_after_s: float | None = None
-    calm_reference_s: float | None = None
+    reference_before_s: tuple[float, ...] | None = None   # seconds per part (PARTS)
+    reference_after_s: tuple[float, ...] | None = None
+    calm_reference_s: tuple[float, ...] | None = None
 
     @property
     def contended_share(self) -> float | None:
         return self.contended / self.probes if self.probes else None
 
     @property
-    def reference_ratio(self) -> float | None:
-        """Worst reading over the calm reference (``None``: no calm reference or no reading)."""
+    def reference_ratios(self) -> dict[str, float] | None:
+        """Per part, the slower reading over its calm time (``None``: no calm reference or no reading)."""
         readings = [r for r in (self.reference_before_s, self.reference_after_s) if r is not None]
         if not readings or not self.calm_reference_s:
             return None
-        return max(readings) / self.calm_reference_s
+        return {name: max(r[i] for r in readings) / self.calm_reference_s[i] for i, name in enumerate(PARTS)
+                if self.calm_reference_s[i] > 0}
+
+    @property
+    def reference_ratio(self) -> float | None:
+        """The worst part's ratio (``None``: no calm reference or no reading)."""
+        ratios = self.reference_ratios
+        return max(ratios.values()) if ratios else None
 
     @property
     def summary(self) -> str:
@@ -104,6 +122,8 @@ class Disturbance:
         d["reasons"] = list(self.reasons)
         d["contended_share"] = self.contended_share
         d["reference_ratio"] = self.reference_ratio
+        d["reference_ratios"] = self.reference_ratios
+        d["reference_parts"] = list(PARTS)
         return d
 
     @classmethod
@@ -112,6 +132,8 @@ class Disturbance:
             return None
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         known["reasons"] = tuple(known.get("reasons") or ())
+        for k in ("reference_before_s", "reference_after_s", "calm_reference_s"):
+            known[k] = as_reading(known.get(k))
         return cls(**known)
 
 
@@ -124,11 +146,21 @@ class LoadSource(Protocol):
 
     def cpu_ticks(self) -> tuple[int, int] | None: ...       # (steal, total) since boot
 
-    def reference_s(self, threads: int) -> float | None: ...  # time the reference kernel now
+    def reference_s(self, threads: int) -> tuple[float, ...] | None: ...  # time the reference kernel now
 
-    def calm_reference_s(self, threads: int) -> float | None: ...
+    def calm_reference_s(self, threads: int) -> tuple[float, ...] | None: ...
 
-    def record_reference(self, threads: int, seconds: float) -> None: ...
+    def record_reference(self, threads: int, reading: tuple[float, ...]) -> None: ...
+
+
+def as_reading(v) -> tuple[float, ...] | None:
+    """A reading of the reference kernel, seconds per part (a single number: every part)."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return (float(v),) * len(PARTS)
+    v = tuple(float(x) for x in v)
+    return v if len(v) == len(PARTS) else None
 
 
 def others_runnable() -> int | None:
@@ -169,8 +201,9 @@ def _cpu_ticks() -> tuple[int, int] | None:
 
 
 class _ReferenceKernel:
-    """The fixed workload: 32 tiny matmul+tanh pairs on a 64-vector (dispatch), one
-    256x256 GEMM (compute, split over the threads), a 16 MiB copy (memory bandwidth)."""
+    """The fixed workload, timed part by part (see :data:`PARTS`): 32 tiny matmul+tanh pairs
+    on a 64-vector (dispatch), one 256x256 GEMM on the run's threads (compute), a 16 MiB
+    copy on one thread (memory bandwidth)."""
 
     def __init__(self):
         import torch
@@ -183,38 +216,62 @@ class _ReferenceKernel:
         self.src = torch.randn(4 * 2**20, generator=g)
         self.dst = torch.empty_like(self.src)
 
-    def run(self) -> None:
+    def _dispatch(self) -> None:
         import torch
 
         y = self.x
         for _ in range(32):
             y = torch.tanh(y @ self.w)
+
+    def _compute(self) -> None:
+        import torch
+
         torch.mm(self.a, self.b)
+
+    def _memory(self) -> None:
         self.dst.copy_(self.src)
 
-    def time(self, threads: int) -> float:
+    @staticmethod
+    def _median(fn) -> float:
+        fn()  # warm: allocator, OpenMP pool, caches
+        readings = []
+        for _ in range(_REFERENCE_REPEATS):
+            t0 = time.perf_counter()
+            fn()
+            readings.append(time.perf_counter() - t0)
+        return statistics.median(readings)
+
+    def time(self, threads: int) -> tuple[float, float, float]:
         import torch
 
         from flopgap.timing._context import threads_context
 
-        with threads_context(threads), torch.inference_mode():
-            self.run()  # warm: allocator, OpenMP pool
-            readings = []
-            for _ in range(_REFERENCE_REPEATS):
-                t0 = time.perf_counter()
-                self.run()
-                readings.append(time.perf_counter() - t0)
-        return statistics.median(readings)
+        with torch.inference_mode():
+            with threads_context(threads):
+                dispatch, compute = self._median(self._dispatch), self._median(self._compute)
+            with threads_context(1):
+                memory = self._median(self._memory)
+        return dispatch, compute, memory
+
+
+def calm_of(readings: Sequence[Sequence[float]]) -> tuple[float, ...] | None:
+    """The calm time of each part: the :data:`CALM_QUANTILE` of the kept readings."""
+    import numpy as np
+
+    rows = [r for r in (as_reading(x) for x in readings) if r is not None]
+    if not rows:
+        return None
+    return tuple(float(q) for q in np.quantile(np.array(rows), CALM_QUANTILE, axis=0))
 
 
 class SystemLoad:
     """The real machine: ``/proc`` for runnable threads and steal, the reference kernel
-    timed with ``time.perf_counter``, calm references cached in ``$FLOPGAP_CACHE_DIR``."""
+    timed with ``time.perf_counter``, calm readings kept in ``$FLOPGAP_CACHE_DIR``."""
 
     def __init__(self, cache_file=None):
         self._kernel: _ReferenceKernel | None = None
         self._cache_file = cache_file
-        self._calm: dict[str, float] | None = None
+        self._calm: dict[str, list] | None = None
 
     def cores(self) -> int | None:
         return os.cpu_count()
@@ -225,7 +282,7 @@ class SystemLoad:
     def cpu_ticks(self) -> tuple[int, int] | None:
         return _cpu_ticks()
 
-    def reference_s(self, threads: int) -> float | None:
+    def reference_s(self, threads: int) -> tuple[float, ...] | None:
         try:
             if self._kernel is None:
                 self._kernel = _ReferenceKernel()
@@ -233,7 +290,7 @@ class SystemLoad:
         except (RuntimeError, MemoryError):  # no room for 32 MiB: no reference witness
             return None
 
-    # calm references: {key: seconds}, key = CPU, cores, torch, threads
+    # calm readings: {key: [[dispatch, compute, memory], ...]}, key = CPU, cores, torch, threads
     def _path(self):
         from flopgap._cache import cache_dir
 
@@ -248,31 +305,29 @@ class SystemLoad:
         raw = json.dumps([cpu_model(), os.cpu_count(), torch.__version__, threads])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
-    def _load(self) -> dict[str, float]:
+    def _load(self) -> dict[str, list]:
         if self._calm is None:
             try:
                 data = json.loads(self._path().read_text())
-                self._calm = {k: float(v) for k, v in data.items()
-                              if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+                self._calm = {k: [r for r in (as_reading(x) for x in v) if r is not None and min(r) > 0]
+                              for k, v in data.items() if isinstance(v, list)}
             except (OSError, ValueError, AttributeError, TypeError):
                 self._calm = {}
         return self._calm
 
-    def calm_reference_s(self, threads: int) -> float | None:
-        return self._load().get(self._key(threads))
+    def calm_reference_s(self, threads: int) -> tuple[float, ...] | None:
+        return calm_of(self._load().get(self._key(threads), []))
 
-    def record_reference(self, threads: int, seconds: float) -> None:
-        calm = self._load()
-        key = self._key(threads)
-        if key in calm and calm[key] <= seconds:
-            return
-        calm[key] = seconds
+    def record_reference(self, threads: int, reading: tuple[float, ...]) -> None:
+        kept = self._load().setdefault(self._key(threads), [])
+        kept.append(list(reading))
+        del kept[:-CALM_WINDOW]
         try:
             from flopgap._cache import atomic_write_text
             from flopgap._json import dumps
 
-            atomic_write_text(self._path(), dumps(calm))
-        except OSError:  # a read-only cache: the reference lives for this process only
+            atomic_write_text(self._path(), dumps(self._calm))
+        except OSError:  # a read-only cache: the readings live for this process only
             pass
 
 
@@ -280,15 +335,17 @@ class SystemLoad:
 class FakeLoad:
     """A scripted machine for tests: ``others`` is what successive load probes read (the
     last value repeats), ``steal_ticks`` the steal added over a run of ``total_ticks``,
-    ``references`` the successive reference-kernel readings, ``calm`` the calm reference."""
+    ``references`` the successive reference-kernel readings and ``calm`` the calm reference
+    (a number: the same for every part; a 3-tuple: per part), ``recorded`` what the
+    sentinel offered as calm readings."""
 
     others: Sequence[int | None] = (0,)
     n_cores: int | None = 2
     steal_ticks: int = 0
     total_ticks: int = 1000
-    references: Sequence[float | None] = (1e-3,)
-    calm: float | None = 1e-3
-    recorded: list[float] = field(default_factory=list)
+    references: Sequence = (1e-3,)
+    calm: float | tuple | None = 1e-3
+    recorded: list = field(default_factory=list)
     _probe: int = 0
     _ref: int = 0
     _ticks: int = 0
@@ -307,18 +364,18 @@ class FakeLoad:
             return 0, 0
         return self.steal_ticks, self.total_ticks
 
-    def reference_s(self, threads: int) -> float | None:
+    def reference_s(self, threads: int) -> tuple[float, ...] | None:
         v = self.references[min(self._ref, len(self.references) - 1)]
         self._ref += 1
-        return v
+        return as_reading(v)
 
-    def calm_reference_s(self, threads: int) -> float | None:
-        return self.calm
+    def calm_reference_s(self, threads: int) -> tuple[float, ...] | None:
+        return as_reading(self.calm)
 
-    def record_reference(self, threads: int, seconds: float) -> None:
-        self.recorded.append(seconds)
-        if self.calm is None or seconds < self.calm:
-            self.calm = seconds
+    def record_reference(self, threads: int, reading: tuple[float, ...]) -> None:
+        self.recorded.append(reading)
+        if self.calm is None:
+            self.calm = reading
 
     @classmethod
     def quiet(cls) -> "FakeLoad":
@@ -352,7 +409,8 @@ class Sentinel:
         self._others: list[int] = []
         self._last: float | None = None
         self._ticks0: tuple[int, int] | None = None
-        self._before: float | None = None
+        self._before = None
+        self._calm = None
 
     def _probe(self) -> int | None:
         v = self.source.others_runnable()
@@ -363,6 +421,7 @@ class Sentinel:
     def start(self, now: float, threads: int) -> None:
         self._threads = max(1, int(threads))
         others = self._probe()
+        self._calm = self.source.calm_reference_s(self._threads)  # this run is judged against the calm before it
         self._before = self.source.reference_s(self._threads)
         self._note_reference(self._before, others)
         self._ticks0 = self.source.cpu_ticks()
@@ -373,28 +432,34 @@ class Sentinel:
             self._probe()
             self._last = now
 
-    def _note_reference(self, seconds: float | None, others: int | None) -> None:
-        """An uncontended reading may become the calm reference (the fastest one wins)."""
+    def _note_reference(self, reading, others: int | None) -> None:
+        """A reading taken while no other process competed for the cores, and not itself
+        slow against the calm reference, joins the calm readings."""
         cores = self.source.cores()
-        if seconds is not None and others is not None and cores and others + self._threads <= cores:
-            self.source.record_reference(self._threads, seconds)
+        if reading is None or others is None or not cores or others + self._threads > cores:
+            return
+        calm = self._calm
+        if calm is None or all(r <= REFERENCE_RATIO * c for r, c in zip(reading, calm)):
+            self.source.record_reference(self._threads, reading)
 
     def finish(self) -> Disturbance:
         ticks1 = self.source.cpu_ticks()
-        calm = self.source.calm_reference_s(self._threads)  # before this run's readings lower it
         others = self._probe()
         after = self.source.reference_s(self._threads)
         self._note_reference(after, others)
         return judge(self._threads, self.source.cores(), self._others, self._ticks0, ticks1,
-                     self._before, after, calm)
+                     self._before, after, self._calm)
 
 
-def judge(threads: int, cores: int | None, others: Sequence[int], ticks0, ticks1, before: float | None,
-          after: float | None, calm: float | None) -> Disturbance:
-    """The verdict from the witnesses' readings (pure: every threshold is applied here)."""
+def judge(threads: int, cores: int | None, others: Sequence[int], ticks0, ticks1, before, after,
+          calm) -> Disturbance:
+    """The verdict from the witnesses' readings (pure: every threshold is applied here).
+    ``before``, ``after`` and ``calm`` are reference readings (seconds per part, or one
+    number for every part)."""
+    before, after, calm = as_reading(before), as_reading(after), as_reading(calm)
     reasons = []
     contended = sum(1 for o in others if cores and o + threads > cores)
-    if others and cores and contended / len(others) >= CONTENDED_SHARE:
+    if others and cores and contended >= MIN_CONTENDED_PROBES and contended / len(others) >= CONTENDED_SHARE:
         reasons.append(f"other processes had up to {max(others)} runnable threads on {cores} logical cores "
                        f"while timing with {threads} thread(s) ({contended} of {len(others)} load probes "
                        f"contended)")
@@ -403,14 +468,17 @@ def judge(threads: int, cores: int | None, others: Sequence[int], ticks0, ticks1
         steal = (ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1])
         if steal > STEAL_SHARE:
             reasons.append(f"the hypervisor stole {100 * steal:.1f}% of CPU time")
-    if calm:
-        worst = max((r for r in (before, after) if r is not None), default=None)
-        if worst is not None and worst > REFERENCE_RATIO * calm:
-            which = "before and after" if before and after and min(before, after) > REFERENCE_RATIO * calm else \
-                ("before" if worst == before else "after")
-            reasons.append(f"the reference kernel ran {worst / calm:.2f}x its calm time ({which} the run)")
-    return Disturbance(
-        disturbed=bool(reasons), reasons=tuple(reasons), threads=threads, cores=cores, probes=len(others),
-        contended=contended, others_max=max(others) if others else None,
-        others_median=float(statistics.median(others)) if others else None, steal_share=steal,
-        reference_before_s=before, reference_after_s=after, calm_reference_s=calm)
+    d = Disturbance(False, (), threads=threads, cores=cores, probes=len(others), contended=contended,
+                    others_max=max(others) if others else None,
+                    others_median=float(statistics.median(others)) if others else None, steal_share=steal,
+                    reference_before_s=before, reference_after_s=after, calm_reference_s=calm)
+    slow = {part: r for part, r in (d.reference_ratios or {}).items() if r > REFERENCE_RATIO}
+    if slow:
+        when = []
+        for name, reading in (("before", before), ("after", after)):
+            if reading is not None and any(reading[PARTS.index(p)] > REFERENCE_RATIO * calm[PARTS.index(p)]
+                                           for p in slow):
+                when.append(name)
+        reasons.append("the reference kernel ran slow against its calm time (" + ", ".join(
+            f"{part} {r:.2f}x" for part, r in slow.items()) + f"; {' and '.join(when)} the run)")
+    return replace(d, disturbed=bool(reasons), reasons=tuple(reasons))
