@@ -5,7 +5,8 @@ The load: two processes spinning on a core each (CPU competition) and one copyin
 256 MiB array over and over (memory-bandwidth competition). Both phases run with the
 same settings; studies re-time a disturbed item up to three times, as they always do.
 
-Figures (targets from the issue that asked for this benchmark):
+Each phase runs ``--rounds`` times (default 3), quiet and loaded alternating. Figures
+(targets from the issue that asked for this benchmark):
 1. verdicts that flipped from a definite answer to its opposite under load (target 0:
    every loaded verdict equals the quiet one or is "inconclusive");
 2. share of the loaded timings the sentinel flagged disturbed (target >= 95%);
@@ -30,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+SETTLE_S = 3.0  # after the load stops, before the next quiet phase: the hog's 512 MiB go back to the kernel
 _SPIN = "while True: pass"
 _HOG = ("import numpy as np\n"
         "a = np.ones(32 * 2**20); b = np.empty_like(a)\n"   # 256 MiB each: far beyond any cache
@@ -52,6 +54,7 @@ class Load:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        time.sleep(SETTLE_S)
 
 
 def _timings(result, timed_items: int) -> dict:
@@ -66,13 +69,16 @@ def _timings(result, timed_items: int) -> dict:
 def _evidence(store) -> dict:
     """What the sentinel saw in each stored (last) timing: its verdict and the witnesses' figures."""
     out = {}
-    for m in store.measurements(store.runs(limit=2)[-1].id) + store.measurements(store.runs(limit=2)[0].id):
-        p = m.payload if isinstance(m.payload, dict) else {}
-        timing = p.get("time") or p.get("a") or (p.get("comparison") or {}).get("a")
-        d = (timing or {}).get("disturbance")
-        if d:
-            out[f"{m.model} {m.key}".strip()] = {k: d.get(k) for k in (
-                "disturbed", "reasons", "probes", "contended", "others_max", "steal_share", "reference_ratio")}
+    for run in store.runs(limit=2):
+        for m in store.measurements(run.id):
+            if m.kind not in ("model", "comparison"):
+                continue
+            p = m.payload if isinstance(m.payload, dict) else {}
+            timing = p.get("time") if m.kind == "model" else p.get("a")
+            d = timing.get("disturbance") if isinstance(timing, dict) else None
+            if d:
+                out[f"{m.model} {m.key}".strip()] = {k: d.get(k) for k in (
+                    "disturbed", "reasons", "probes", "contended", "others_max", "steal_share", "reference_ratios")}
     return out
 
 
@@ -109,6 +115,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 zoo models, short budgets")
     ap.add_argument("--max-time", type=float, default=None, help="timing budget per model or pair (s)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="quiet and loaded phases each run this many times, alternating (default 3; 1 quick)")
     args = ap.parse_args()
 
     from _results import save
@@ -123,19 +131,24 @@ def main() -> None:
           f"threads {args.threads or env['torch_threads']}; {env['cpu_model']}, {env['logical_cores']} logical "
           f"cores, torch {env['torch']}, load average at start {env['load_average']}, {env['time']}", flush=True)
     study_profile(timer, quick=True)  # measured (or read) on the quiet machine, before any load
-    quiet = _phase("quiet", models, timer, args.quick)
-    print(f"# quiet phase done in {quiet['wall_s']:.0f} s", flush=True)
-    with Load():
-        loaded = _phase("loaded", models, timer, args.quick)
-    print(f"# loaded phase done in {loaded['wall_s']:.0f} s", flush=True)
+    rounds = args.rounds or (1 if args.quick else 3)
+    quiets, loadeds = [], []
+    for r in range(rounds):  # alternating, so that a slow spell of the host hits both phases alike
+        quiets.append(_phase("quiet", models, timer, args.quick))
+        print(f"# round {r + 1}: quiet phase done in {quiets[-1]['wall_s']:.0f} s", flush=True)
+        with Load():
+            loadeds.append(_phase("loaded", models, timer, args.quick))
+        print(f"# round {r + 1}: loaded phase done in {loadeds[-1]['wall_s']:.0f} s", flush=True)
+    quiet, loaded = quiets[0], loadeds[0]
 
     definite = {str(Verdict.HOLDS), str(Verdict.DOES_NOT_HOLD)}
-    flips = [k for k, v in quiet["verdicts"].items()
-             if v in definite and loaded["verdicts"].get(k) in definite and loaded["verdicts"][k] != v]
-    lf, lt = _share(loaded)
-    qf, qt = _share(quiet)
+    answers = {k: {q["verdicts"][k] for q in quiets if q["verdicts"].get(k) in definite} for k in quiet["verdicts"]}
+    flips = sorted({k for ld in loadeds for k, v in ld["verdicts"].items()
+                    if v in definite and answers.get(k) and v not in answers[k]})
+    lf, lt = map(sum, zip(*(_share(x) for x in loadeds)))
+    qf, qt = map(sum, zip(*(_share(x) for x in quiets)))
     print()
-    print(f"{'claim':16s} {'quiet':32s} loaded")
+    print(f"{'claim':16s} {'quiet (round 1)':32s} loaded (round 1)")
     for k, v in quiet["verdicts"].items():
         print(f"{k:16s} {v:32s} {loaded['verdicts'].get(k)}")
     print()
@@ -143,14 +156,15 @@ def main() -> None:
     print(f"2. loaded timings flagged disturbed: {lf} of {lt} = {100 * lf / max(lt, 1):.0f}% (target >= 95%)")
     print(f"3. quiet timings flagged disturbed: {qf} of {qt} = {100 * qf / max(qt, 1):.0f}% (target <= 5%)")
     fmt = (lambda r: "-" if r is None else f"{r:.3f}")
-    print(f"4. zoo FLOPs Spearman rho: quiet {fmt(quiet['rho_flops'])} (n={quiet['rho_n']}), loaded "
-          f"{fmt(loaded['rho_flops'])} (n={loaded['rho_n']}, left out: "
-          f"{', '.join(e['label'] for e in loaded['excluded']) or 'none'})")
-    figures = {"quiet": quiet, "loaded": loaded, "flips": flips,
+    print(f"4. zoo FLOPs Spearman rho per round: quiet {', '.join(fmt(q['rho_flops']) for q in quiets)}; loaded "
+          f"{', '.join(fmt(x['rho_flops']) for x in loadeds)} (models kept: "
+          f"{', '.join(str(x['rho_n']) for x in loadeds)})")
+    figures = {"quiet": quiet, "loaded": loaded, "rounds": {"quiet": quiets, "loaded": loadeds}, "flips": flips,
+               "quiet_counts": [qf, qt], "loaded_counts": [lf, lt],
                "loaded_flagged_share": lf / max(lt, 1), "quiet_flagged_share": qf / max(qt, 1),
                "targets": {"flips": 0, "loaded_flagged_share_min": 0.95, "quiet_flagged_share_max": 0.05},
                "settings": {"max_time": timer.max_time, "threads": args.threads, "models": models,
-                            "quick": args.quick}}
+                            "quick": args.quick, "rounds": rounds}}
     path = save("noise_robustness" + ("-quick" if args.quick else ""), figures, environment=env)
     print(f"# wrote {path}")
 

@@ -58,55 +58,29 @@ def _pct(x) -> str:
 @summary("noise_robustness")
 def _noise(p: dict) -> str:
     f = p["figures"]
-    q, ld = f["quiet"], f["loaded"]
-
-    def share(ph):
-        flagged = ph["seed"]["flagged"] + ph["zoo"]["flagged"]
-        timings = ph["seed"]["timings"] + ph["zoo"]["timings"]
-        return f"{flagged} of {timings}"
-
+    rounds = f.get("rounds") or {"quiet": [f["quiet"]], "loaded": [f["loaded"]]}
+    qf, qt = f.get("quiet_counts") or (None, None)
+    lf, lt = f.get("loaded_counts") or (None, None)
     rho = (lambda r: "-" if r is None else f"{r:.3f}")
+    q, ld = f["quiet"], f["loaded"]
     lines = [
+        f"{len(rounds['quiet'])} round(s) of each phase, alternating; a timing is one timed attempt (a re-time "
+        "counts again).", "",
         "| figure | quiet | under load | target |",
         "|---|---|---|---|",
-        f"| timings flagged disturbed | {share(q)} ({_pct(f['quiet_flagged_share'])}) | {share(ld)} "
+        f"| timings flagged disturbed | {qf} of {qt} ({_pct(f['quiet_flagged_share'])}) | {lf} of {lt} "
         f"({_pct(f['loaded_flagged_share'])}) | <= 5% quiet, >= 95% loaded |",
         f"| verdicts flipped to their opposite | - | {len(f['flips'])} | 0 |",
-        f"| zoo FLOPs Spearman rho (models kept) | {rho(q['rho_flops'])} ({q['rho_n']}) | {rho(ld['rho_flops'])} "
-        f"({ld['rho_n']}) | |",
+        f"| zoo FLOPs Spearman rho per round (models kept) | "
+        + ", ".join(f"{rho(x['rho_flops'])} ({x['rho_n']})" for x in rounds["quiet"]) + " | "
+        + ", ".join(f"{rho(x['rho_flops'])} ({x['rho_n']})" for x in rounds["loaded"]) + " | |",
         "",
-        "| claim | quiet | under load |",
+        "| claim (round 1) | quiet | under load |",
         "|---|---|---|",
     ]
     lines += [f"| {k} | {v} | {ld['verdicts'].get(k)} |" for k, v in q["verdicts"].items()]
     lines += ["", machine_line(p)]
     return "\n".join(lines)
-
-
-def _r_ci(d: dict | None) -> str:
-    """A statistic with its 95% CI, ``0.97 [0.95, 0.98]`` (``-`` where undefined)."""
-    if not d or d.get("r") is None:
-        return "-"
-    return f"{d['r']:.2f}" + (" [no CI]" if d.get("ci_low") is None else f" [{d['ci_low']:.2f}, {d['ci_high']:.2f}]")
-
-
-def _units():
-    """flopgap's unit formatting (plain Python, no torch), from the source tree when
-    flopgap is not installed in the interpreter running this script."""
-    src = str(ROOT / "src")
-    if src not in sys.path:
-        sys.path.append(src)  # appended: an installed flopgap wins
-    from flopgap import _units as units
-
-    return units
-
-
-def _latency(median, lo, hi, n, *, disturbed=False, precision_met=None) -> str:
-    """A latency as every doc shows it: median [95% CI], samples, and what is wrong with it
-    (the threads are in the machine line)."""
-    u = _units()
-    flags = ["disturbed"] * bool(disturbed) + ["precision not met"] * (precision_met is False)
-    return f"{u.fmt_seconds(median)} {u.fmt_ci(lo, hi)}, n={n or '?'}" + "".join(f" ({f})" for f in flags)
 
 
 @summary("zoo_study")

@@ -162,6 +162,7 @@ def test_predict_and_count_pages(env, tmp_path):
     assert "backward pass" in page.read_text() and any(c.endswith("GFLOP") for c in p.cells)
 
 
+@pytest.mark.slow  # several CLI processes end to end: the slow tier (make test-slow, CI)
 def test_csv_is_a_folder_of_tables_on_every_command(env, tmp_path):
     out = tmp_path / "count"
     run(env, "count", "seed:ex2-wide", "--backward", "--csv", str(out))
@@ -178,6 +179,7 @@ def test_csv_is_a_folder_of_tables_on_every_command(env, tmp_path):
         assert "into this folder, one NAME.csv each" in " ".join(h.stdout.split())
 
 
+@pytest.mark.slow  # several CLI processes end to end: the slow tier (make test-slow, CI)
 def test_runs_lists_model_names_and_counts_that_agree(env, tmp_path):
     db = tmp_path / "r.db"
     run(env, "count", "seed:ex2-deep", "--db", str(db))

@@ -4,6 +4,8 @@ import json
 import sqlite3
 import subprocess
 
+import pytest
+
 from conftest import FLOPGAP
 from flopgap.report.generic import sections_from_result
 from flopgap.report.html import Plot, Para, Table, render_html
@@ -36,6 +38,7 @@ def run(*args, cwd):
     return subprocess.run([FLOPGAP, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow  # several CLI processes end to end: the slow tier (make test-slow, CI)
 def test_count_and_time_keep_html_and_store_runs_that_report_and_compare(tmp_path):
     p = run("count", "seed:ex2-deep", "--db", "k.db", "--html", "c.html", cwd=tmp_path)
     assert p.returncode == 0, p.stderr

@@ -17,6 +17,7 @@ def run(cmd, *args, cwd=None):
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
+@pytest.mark.slow  # several CLI processes end to end: the slow tier (make test-slow, CI)
 def test_study_zoo_end_to_end(flopgap_cmd, tmp_path, synthetic_machine):
     db = tmp_path / "x.db"
     html = tmp_path / "r.html"
@@ -53,6 +54,7 @@ def _fake_store(path):
     store.close()
 
 
+@pytest.mark.slow  # several CLI processes end to end: the slow tier (make test-slow, CI)
 def test_runs_report_and_compare(flopgap_cmd, tmp_path):
     db = tmp_path / "f.db"
     _fake_store(db)

@@ -53,6 +53,7 @@ def test_time_table(capsys):
         assert text in out
 
 
+@pytest.mark.slow  # several CLI processes end to end: the slow tier (make test-slow, CI)
 def test_time_processes_reports_spread():
     r = _run("seed:ex2-wide", "--processes", "2", "--max-time", "0.3", "--json", "-")
     assert r.returncode == 0, r.stderr

@@ -12,6 +12,7 @@ import pytest
 FLOPGAP = str(Path(sys.executable).with_name("flopgap"))
 
 
+@pytest.mark.slow  # several CLI processes end to end: the slow tier (make test-slow, CI)
 def test_cli_json_on_stdout():
     p = subprocess.run([FLOPGAP, "variants", "seed:ex3-float", "--try", "eager,int8-dynamic", "--max-time", "0.5",
                         "--json", "-"], capture_output=True, text=True, timeout=120)

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 from flopgap.errors import FlopgapError, RunInterrupted
 from flopgap.study.executor import DEFAULT_LEASE_S, ItemOutcome, Job, LocalExecutor
 
-__all__ = ["Item", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run",
+__all__ = ["Item", "StudyWarnings", "Retime", "NO_RETIME", "Progress", "RunOutcome", "open_run", "run_items", "close_run",
            "stored_rows"]
 
 
@@ -51,6 +51,25 @@ class Item:
     @property
     def kwargs_dict(self) -> dict:
         return dict(self.kwargs)
+
+
+class StudyWarnings:
+    """``warnings`` of a study's result: its failed items, then the items timed on a
+    disturbed machine (``_disturbed_items()``: name, row), which no verdict uses."""
+
+    failures: dict
+
+    def _disturbed_items(self) -> list[tuple[str, dict]]:
+        return []
+
+    @property
+    def warnings(self) -> list[str]:
+        out = [f"{k} failed: {v}" for k, v in self.failures.items()]
+        disturbed = [name for name, _ in self._disturbed_items()]
+        if disturbed:
+            out.append(f"{len(disturbed)} item(s) timed on a disturbed machine, left out: {', '.join(disturbed[:6])}"
+                       + (" ..." if len(disturbed) > 6 else ""))
+        return out
 
 
 @dataclass(frozen=True)

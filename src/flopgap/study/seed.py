@@ -25,7 +25,7 @@ from typing import Callable
 
 from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
-from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
+from flopgap.study._runner import Item, Retime, RunOutcome, StudyWarnings, close_run, open_run, run_items
 from flopgap.study._stats import Verdict, ratio_verdict
 from flopgap.timing import TimerOptions, environment
 
@@ -176,7 +176,7 @@ class PairMeasure:
 
 
 @dataclass
-class SeedResult:
+class SeedResult(StudyWarnings):
     run: object
     models: dict[str, dict]
     comparisons: dict[str, dict]
@@ -186,16 +186,6 @@ class SeedResult:
 
     __repr__ = summary_repr
     _repr_html_ = summary_html
-
-    @property
-    def warnings(self) -> list[str]:
-        """Items that failed, and items timed on a disturbed machine (left out of verdicts)."""
-        out = [f"{k} failed: {v}" for k, v in self.failures.items()]
-        disturbed = [name for name, d in self._disturbed_items()]
-        if disturbed:
-            out.append(f"{len(disturbed)} item(s) timed on a disturbed machine, left out: {', '.join(disturbed[:6])}"
-                       + (" ..." if len(disturbed) > 6 else ""))
-        return out
 
     def _disturbed_items(self) -> list[tuple[str, dict]]:
         return [(k, c) for k, c in self.comparisons.items() if c.get("disturbed")]

@@ -32,7 +32,7 @@ from torch import nn
 
 from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
-from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items
+from flopgap.study._runner import Item, Retime, RunOutcome, StudyWarnings, close_run, open_run, run_items
 from flopgap.study._stats import Verdict, ratio_verdict
 from flopgap.timing import TimerOptions, environment
 
@@ -161,7 +161,7 @@ def measure_config(item: Item, *, spatial: int, timer: TimerOptions, load=None) 
 
 
 @dataclass
-class ShuffleResult:
+class ShuffleResult(StudyWarnings):
     run: object
     rows: list[dict]
     guidelines: list[dict]
@@ -170,16 +170,6 @@ class ShuffleResult:
 
     __repr__ = summary_repr
     _repr_html_ = summary_html
-
-    @property
-    def warnings(self) -> list[str]:
-        """Items that failed, and items timed on a disturbed machine (left out of verdicts)."""
-        out = [f"{k} failed: {v}" for k, v in self.failures.items()]
-        disturbed = [name for name, d in self._disturbed_items()]
-        if disturbed:
-            out.append(f"{len(disturbed)} item(s) timed on a disturbed machine, left out: {', '.join(disturbed[:6])}"
-                       + (" ..." if len(disturbed) > 6 else ""))
-        return out
 
     def _disturbed_items(self) -> list[tuple[str, dict]]:
         return [(f"{r['guideline']} {r['config']}", r) for r in self.rows if r.get("disturbed")]

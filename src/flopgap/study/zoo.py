@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 from flopgap._summary import summary_html, summary_repr
 from flopgap.errors import UsageError
 from flopgap.machine import profile_machine
-from flopgap.study._runner import Item, Retime, RunOutcome, close_run, open_run, run_items, stored_rows
+from flopgap.study._runner import (Item, Retime, RunOutcome, StudyWarnings, close_run, open_run, run_items,
+                                   stored_rows)
 from flopgap.study._stats import correlate, flops_fit, inversions
 from flopgap.timing import TimerOptions, environment, measure, threads_context
 
@@ -238,7 +239,7 @@ class ProfilePrepare:
 
 
 @dataclass
-class ZooResult:
+class ZooResult(StudyWarnings):
     """A zoo run's rows (one per model and batch) and, per batch, the analysis."""
 
     run: object  # flopgap.store.RunInfo
@@ -249,16 +250,6 @@ class ZooResult:
 
     __repr__ = summary_repr
     _repr_html_ = summary_html
-
-    @property
-    def warnings(self) -> list[str]:
-        """Items that failed, and items timed on a disturbed machine (left out of verdicts)."""
-        out = [f"{k} failed: {v}" for k, v in self.failures.items()]
-        disturbed = [name for name, d in self._disturbed_items()]
-        if disturbed:
-            out.append(f"{len(disturbed)} item(s) timed on a disturbed machine, left out: {', '.join(disturbed[:6])}"
-                       + (" ..." if len(disturbed) > 6 else ""))
-        return out
 
     def _disturbed_items(self) -> list[tuple[str, dict]]:
         return [(f"{r['label']} b{r['batch']}", r) for r in self.rows if r.get("disturbed")]
