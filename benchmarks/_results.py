@@ -23,7 +23,14 @@ def _commit() -> str | None:
                            cwd=Path(__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return None
-    return r.stdout.strip() or None if r.returncode == 0 else None
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    try:  # a run from a tree with uncommitted changes to the code says so
+        d = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks/*.py"], capture_output=True,
+                           text=True, timeout=10, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return r.stdout.strip()
+    return r.stdout.strip() + ("+dirty" if d.returncode == 0 and d.stdout.strip() else "")
 
 
 def save(name: str, figures: dict, *, environment: dict | None = None) -> Path:

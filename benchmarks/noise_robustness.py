@@ -88,10 +88,16 @@ def _phase(name: str, models: list[str], timer, quick: bool) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="flopgap-noise-") as tmp:
         store = Store(str(Path(tmp) / "noise.db"))
+        notes: list[str] = []
+
+        def hear(p) -> None:  # the runner says why it re-times an item
+            if p.note:
+                notes.append(f"{p.item}: {p.note}")
+
         t0 = time.perf_counter()
-        seed = run_seed(store=store, timer=timer, with_explain=False)
+        seed = run_seed(store=store, timer=timer, with_explain=False, progress=hear)
         zoo = run_zoo(store=store, models=models, timer=timer, with_explain=False, quick_profile=True,
-                      n_boot=500 if quick else 2000)
+                      n_boot=500 if quick else 2000, progress=hear)
         wall = time.perf_counter() - t0
         evidence = _evidence(store)
         store.close()
@@ -101,7 +107,8 @@ def _phase(name: str, models: list[str], timer, quick: bool) -> dict:
                          "attempts": r["attempts"]} for r in zoo.rows}
     return {"phase": name, "wall_s": wall, "verdicts": verdicts, "seed": _timings(seed, len(seed.comparisons)),
             "zoo": _timings(zoo, len(zoo.rows)), "rho_flops": rho.get("r"), "rho_n": zoo.analysis[1]["n"],
-            "excluded": zoo.analysis[1]["excluded"], "zoo_rows": rows, "evidence": evidence}
+            "excluded": zoo.analysis[1]["excluded"], "zoo_rows": rows, "evidence": evidence,
+            "retimes": notes}
 
 
 def _share(phase: dict) -> tuple[int, int]:

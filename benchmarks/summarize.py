@@ -83,6 +83,32 @@ def _noise(p: dict) -> str:
     return "\n".join(lines)
 
 
+def _r_ci(d: dict | None) -> str:
+    """A statistic with its 95% CI, ``0.97 [0.95, 0.98]`` (``-`` where undefined)."""
+    if not d or d.get("r") is None:
+        return "-"
+    return f"{d['r']:.2f}" + (" [no CI]" if d.get("ci_low") is None else f" [{d['ci_low']:.2f}, {d['ci_high']:.2f}]")
+
+
+def _units():
+    """flopgap's unit formatting (plain Python, no torch), from the source tree when
+    flopgap is not installed in the interpreter running this script."""
+    src = str(ROOT / "src")
+    if src not in sys.path:
+        sys.path.append(src)  # appended: an installed flopgap wins
+    from flopgap import _units as units
+
+    return units
+
+
+def _latency(median, lo, hi, n, *, disturbed=False, precision_met=None) -> str:
+    """A latency as every doc shows it: median [95% CI], samples, and what is wrong with it
+    (the threads are in the machine line)."""
+    u = _units()
+    flags = ["disturbed"] * bool(disturbed) + ["precision not met"] * (precision_met is False)
+    return f"{u.fmt_seconds(median)} {u.fmt_ci(lo, hi)}, n={n or '?'}" + "".join(f" ({f})" for f in flags)
+
+
 @summary("zoo_study")
 def _zoo_study(p: dict) -> str:
     si = _units().si
@@ -267,6 +293,24 @@ def _first_predict(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("fleet")
+def _fleet(p: dict) -> str:
+    f = p["figures"]
+    st = f["study"]
+    lines = [f"A count-and-predict study of {len(f['models'])} models ({f['profile']} profile) on a local Ray "
+             f"cluster, results into {st['store']}; then the store's write rate with concurrent writers.", "",
+             "| Ray worker nodes | wall time | items per node | status |", "|---|---|---|---|"]
+    lines += [f"| {r['workers']} | {r['wall_s']:.1f} s | {', '.join(map(str, r['items_per_node']))} | {r['status']} |"
+              for r in st["runs"]]
+    lines += ["", f"Speed-up with 2 worker nodes: {st['speedup']:.2f}x (both nodes share this machine's "
+                  f"{(p.get('machine') or {}).get('logical_cores', '?')} cores).", "",
+              "| store | writers | rows stored | items/s | transactions/s |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['writers']} | {v['stored']} | {v['items_per_s']:.0f} | {v['transactions_per_s']:.0f} |"
+              for k, v in f["store"].items()]
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
 def _load_all() -> dict[str, dict]:
     out = {}
     for path in sorted(RESULTS.glob("*.json")):
@@ -277,7 +321,31 @@ def _load_all() -> dict[str, dict]:
     return out
 
 
+def _example(payload: dict, key: str, head: int | None = None) -> str:
+    """One example's output as a fenced block: the command, the lines the doc shows (the
+    example's own cut, or the first ``head`` lines), and where and when it ran."""
+    ex = payload["figures"].get(key)
+    if ex is None:
+        return f"(no output for example {key!r} yet: run `python benchmarks/examples.py --only {key}`)\n"
+    lines = ex["output"].rstrip("\n").split("\n")
+    head, tail = (ex.get("head"), ex.get("tail") or 0) if head is None else (head, 0)
+    if head is not None and len(lines) > head + tail:
+        cut = len(lines) - head - tail
+        lines = lines[:head] + [f"[... {cut} more lines ...]"] + (lines[-tail:] if tail else [])
+    m = payload.get("machine") or {}
+    status = "" if ex["rc"] == 0 else f", exit status {ex['rc']}"
+    return "\n".join(["```", f"$ {ex['command']}", *lines, "```",
+                      f"Output of `benchmarks/examples.py` at commit {payload.get('commit') or '?'} on "
+                      f"{m.get('cpu_model', '?')} ({m.get('logical_cores', '?')} logical cores), torch "
+                      f"{m.get('torch', '?')}, {str(m.get('time', '?'))[:16].replace('T', ' ')} UTC{status}."])
+
+
 def render(name: str, results: dict[str, dict]) -> str:
+    if name.startswith("examples."):
+        if "examples" not in results:
+            return "(no example output yet: run `python benchmarks/examples.py`, then `python benchmarks/summarize.py`)\n"
+        _, key, *cut = name.split(".")   # examples.ID, or examples.ID.N: its first N lines
+        return _example(results["examples"], key, int(cut[0]) if cut else None).rstrip("\n") + "\n"
     if name not in SUMMARIES:
         return f"(no summary is registered for {name!r} in benchmarks/summarize.py)\n"
     if name not in results:

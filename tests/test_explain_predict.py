@@ -385,7 +385,8 @@ def _chains_for(nets, prof, truth):
     return chains
 
 
-def test_the_interval_is_the_leave_one_out_error_of_the_chains_and_holds_the_prediction():
+def test_the_interval_is_the_leave_one_out_error_of_the_chains_and_holds_the_prediction(monkeypatch):
+    monkeypatch.setattr("flopgap.explain._predict.METHOD_ERROR", None)   # the chains' own error alone
     cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6), _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2),
            _knn_sample("matmul", [0, 10, 10], 2e9, 2e-6 + 2e-2)]
     prof = MachineProfile.synthetic(calibration=cal, module_overhead_s=1e-6)
@@ -431,3 +432,15 @@ def test_extrapolated_and_uncalibrated_ops_are_listed_and_widen_the_interval():
     tanh_share = b.ops[1]["predicted_s"] / b.latency_s
     assert b.interval.calibration_log == pytest.approx(1.645 * tanh_share * math.log(1.5))
     assert b.to_dict()["extrapolated"][0]["predicted_s"] == max(o["predicted_s"] for o in b.ops)
+
+
+def test_the_shipped_held_out_error_is_a_floor_under_the_chains_error(monkeypatch):
+    cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6), _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2)]
+    prof = MachineProfile.synthetic(calibration=cal, module_overhead_s=1e-6)
+    nets = [(nn.Sequential(*[nn.Linear(w, w) for _ in range(d)]), (1, w))
+            for w, d in ((64, 2), (128, 3), (256, 4), (512, 2), (96, 5), (200, 3))]
+    prof.chains = _chains_for(nets, prof, lambda i, p, n: 1.2 * p + 2e-6 * n)   # no chain-to-chain noise
+    monkeypatch.setattr("flopgap.explain._predict.METHOD_ERROR",
+                        {"q_lo": -0.3, "q_hi": 0.4, "provenance": "a test set"})
+    q_lo, q_hi, source = Predictor(prof).method_error()
+    assert q_lo <= -0.3 and q_hi >= 0.4 and "held-out error shipped with the code (a test set)" in source

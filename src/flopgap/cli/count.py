@@ -68,13 +68,13 @@ def models(
     from flopgap.models import builtin_models
 
     if source == "hf":
-        from flopgap.models._hf import HF_ARCHS
+        from flopgap.models import HF_ARCHS
 
         for name, arch in HF_ARCHS.items():
             console.print(f"hf:{name:26s} {arch.description}", markup=False)
         console.print("hf:PATH/config.json          any transformers config file on disk (no download)")
     elif source == "timm":
-        from flopgap.models._timm import timm_models
+        from flopgap.models import timm_models
 
         for name in timm_models():
             console.print(f"timm:{name}", markup=False)

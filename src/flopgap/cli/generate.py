@@ -54,7 +54,7 @@ def generate(
     at a fixed cache length: the cache is reset before each timed call.
     """
     from flopgap.generate import GenerateOptions, run_generation
-    from flopgap.generate._run import machine_profile
+    from flopgap.generate import machine_profile
     from flopgap.models import parse_kwargs
     from flopgap.report.generate_view import render_generation
     from flopgap.timing import check_device

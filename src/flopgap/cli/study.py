@@ -312,7 +312,7 @@ def runs(
     if not found:
         console.print(printable(f"no runs in {store.url}"), markup=False)
         return
-    from flopgap.report._fit import Col, print_fit
+    from flopgap.report.fit import Col, print_fit
 
     table = runs_table(found)  # the same rows as the HTML/CSV table; on a terminal, fitted to its width
     cols = [Col("run"), Col("kind", text=True, shrink=False), Col("name / model", text=True, shrink=False),

@@ -13,11 +13,11 @@ input read once plus each output written once.
 from flopgap.explain._attribute import LAUNCH_EVENTS, count_launches
 from flopgap.explain._explain import EXPLAIN_SCHEMA, Explanation, build_explanation, explain
 from flopgap.explain._plot import roofline_plot
-from flopgap.explain._predict import PREDICT_SCHEMA, Interval, Prediction, PredictionCheck, predict
+from flopgap.explain._predict import PREDICT_SCHEMA, Interval, Prediction, PredictionCheck, Predictor, predict
 from flopgap.explain._records import Bound, ClassShare, ExplainedOp, Finding, ModuleTime, OpRef, Totals
 from flopgap.explain._roofline import Roofline, classify
 from flopgap.explain._weights import weight_bytes
 
-__all__ = ["explain", "Explanation", "build_explanation", "predict", "Prediction", "PredictionCheck", "Interval",
+__all__ = ["explain", "Explanation", "build_explanation", "predict", "Prediction", "PredictionCheck", "Interval", "Predictor",
            "Bound", "ExplainedOp", "ModuleTime", "ClassShare", "Totals", "Finding", "OpRef", "classify", "Roofline",
            "roofline_plot", "count_launches", "LAUNCH_EVENTS", "EXPLAIN_SCHEMA", "PREDICT_SCHEMA", "weight_bytes"]

@@ -78,9 +78,8 @@ from scipy.optimize import least_squares
 from flopgap._units import fmt_seconds
 from flopgap._summary import summary_html, summary_repr
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine._chains import chain_reference_s
-from flopgap.machine._keys import (CalKey, channels, is_conv, model_is_cold, op_features, op_key, pool_keeps_size,
-                                   pool_window, weight_bytes)
+from flopgap.machine import (CalKey, chain_reference_s, channels, is_conv, model_is_cold, op_features, op_key,
+                             pool_keeps_size, pool_window, weight_bytes)
 
 __all__ = ["Prediction", "PredictionCheck", "Interval", "predict", "Predictor", "PREDICT_SCHEMA", "METHOD_ERROR"]
 

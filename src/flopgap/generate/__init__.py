@@ -11,10 +11,10 @@ context lengths. See docs/generate.md.
 
 from flopgap.generate._phases import Floors, PhaseCount, count_phase, floors_for
 from flopgap.generate._run import (GENERATE_SCHEMA, GenerateOptions, GenerationPoint, GenerationResult,
-                                   run_generation, sweep_rows)
+                                   machine_profile, run_generation, sweep_rows)
 from flopgap.generate._session import CACHE_KINDS, LMSession, session_for
 from flopgap.generate._timed import PhaseTiming
 
 __all__ = ["run_generation", "GenerateOptions", "GenerationResult", "GenerationPoint", "PhaseCount", "PhaseTiming",
            "Floors", "LMSession", "session_for", "count_phase", "floors_for", "sweep_rows", "CACHE_KINDS",
-           "GENERATE_SCHEMA"]
+           "GENERATE_SCHEMA", "machine_profile"]

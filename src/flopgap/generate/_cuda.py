@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from flopgap.errors import UsageError
-from flopgap.explain._attribute import LAUNCH_EVENTS
+from flopgap.explain import LAUNCH_EVENTS
 
 __all__ = ["launches_per_call", "graph_step"]
 

@@ -8,7 +8,7 @@ carries a warning from the timer never carries a verdict: it says "inconclusive"
 
 from __future__ import annotations
 
-from flopgap.report._format import fmt_bytes, fmt_seconds, pct, si
+from flopgap._units import fmt_bytes, fmt_seconds, pct, si
 
 __all__ = ["findings"]
 

@@ -137,7 +137,7 @@ def session_for(spec_or_loaded, *, kwargs: dict | None = None, cache: str = "dyn
                 device: str = "cpu") -> LMSession:
     """An :class:`LMSession` for ``hf:ARCH`` (or a loaded transformers causal LM)."""
     from flopgap.models import load_model
-    from flopgap.models._hf import is_causal_lm
+    from flopgap.models import is_causal_lm
 
     loaded = load_model(spec_or_loaded, kwargs or {}) if isinstance(spec_or_loaded, str) else spec_or_loaded
     module = loaded.module

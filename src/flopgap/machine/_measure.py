@@ -143,7 +143,7 @@ class _Watch:
     """One sentinel over a stretch of work (``poll`` between steps); ``None`` source: unwatched."""
 
     def __init__(self, source, clock):
-        from flopgap.timing._sentinel import Sentinel
+        from flopgap.timing import Sentinel
 
         self.clock = clock
         self.sentinel = Sentinel(source) if source is not None else None
@@ -231,7 +231,7 @@ def run_request(req: Request, *, quick: bool = False, device=None, progress: Cal
     sentinel's source (default the real machine; ``flopgap.timing.FakeLoad`` in tests;
     ``False``: unwatched)."""
     from flopgap.machine._ceilings import CEILINGS_EST_S, llc_bytes as sys_llc, measure_ceilings
-    from flopgap.timing._sentinel import system_load
+    from flopgap.timing import system_load
 
     dev = torch.device(device or "cpu")
     source = None if load is False else (load if load is not None else system_load())

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from flopgap._terminal import markup
 from flopgap.count import CountResult
-from flopgap.report._fit import Col, print_fit
+from flopgap.report.fit import Col, print_fit
 from flopgap.report._format import fmt_bytes, pct, si
 from flopgap.report.html import csv_cell
 

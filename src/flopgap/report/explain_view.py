@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flopgap._terminal import markup, printable
-from flopgap.report._fit import Col, print_fit
+from flopgap.report.fit import Col, print_fit
 from flopgap.report._format import fmt_bytes, fmt_measurement, fmt_seconds, pct, si
 
 __all__ = ["render_machine", "render_explanation", "render_prediction", "print_warnings"]
@@ -48,7 +48,7 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
              fmt(f.max, f.unit), pct(f.rel_spread), str(f.samples)] for name, f in prof.figures().items()]
     print_fit(console, cols, rows, "measured figures over timed blocks (spread = interquartile range / median)")
     if prof.chains:
-        from flopgap.explain._predict import Predictor
+        from flopgap.explain import Predictor
 
         pred = Predictor(prof)
         console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t + "
@@ -60,7 +60,7 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
     for s in prof.calibration:
         keys[str(s.key)] = keys.get(str(s.key), 0) + 1
     if keys:
-        from flopgap.machine._grid import grid
+        from flopgap.machine import grid
 
         noisy = sum(1 for s in prof.calibration if s.attempts > 1)
         console.print(f"calibration: {len(prof.calibration)} of {len(grid(prof.quick))} grid cases measured "

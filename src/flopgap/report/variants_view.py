@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from flopgap._terminal import markup, printable
-from flopgap.report._fit import Col, fit_table, left_out_note
+from flopgap.report.fit import Col, fit_table, left_out_note
 from flopgap.report._format import fmt_bytes, fmt_seconds, si
 
 __all__ = ["render_variants"]

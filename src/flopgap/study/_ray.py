@@ -72,7 +72,7 @@ _WORKERS: dict = {}  # in a Ray worker process: (store opener, threads) -> _Work
 
 
 def _flopgap_version() -> str:
-    from flopgap.timing._env import _flopgap_version as version
+    from flopgap.timing import flopgap_version as version
 
     return version()
 

@@ -166,6 +166,20 @@ class _Heartbeat:
         self._thread.join()
 
 
+def _disturbance_reasons(payload) -> list[str]:
+    """The sentinel's reasons anywhere in a payload (``disturbance.reasons`` of each timing)."""
+    if isinstance(payload, dict):
+        found = list((payload.get("disturbance") or {}).get("reasons") or []) \
+            if isinstance(payload.get("disturbance"), dict) else []
+        for k, v in payload.items():
+            if k != "disturbance":
+                found += [r for r in _disturbance_reasons(v) if r not in found]
+        return found
+    if isinstance(payload, (list, tuple)):
+        return [r for v in payload for r in _disturbance_reasons(v)]
+    return []
+
+
 def _measure(job: Job, item, target: str, note: Callable[[str], None] | None) -> tuple[dict, int]:
     """(payload, timings): measure, and re-time while the payload says ``disturbed``."""
     measure = job.measure_for(target)
@@ -173,7 +187,8 @@ def _measure(job: Job, item, target: str, note: Callable[[str], None] | None) ->
     retime = job.retime
     while retime is not None and payload.get("disturbed") and timings < retime.attempts:
         if note is not None:
-            note(f"re-timing: machine disturbed (attempt {timings + 1})")
+            why = _disturbance_reasons(payload)
+            note(f"re-timing: machine disturbed (attempt {timings + 1})" + (f": {'; '.join(why)}" if why else ""))
         retime.sleep(retime.pause_s)
         timings += 1
         payload = measure(item)

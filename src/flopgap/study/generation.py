@@ -177,7 +177,7 @@ def run_generation_study(*, store, models: Sequence[tuple[str, dict]] | None = N
         machine = environment()
     if measure is None:
         if profile is None:
-            from flopgap.generate._run import machine_profile
+            from flopgap.generate import machine_profile
 
             profile = machine_profile()
 

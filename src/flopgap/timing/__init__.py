@@ -19,7 +19,7 @@ from importlib import import_module
 _WHERE = {
     "Clock": "_clock", "FakeClock": "_clock",
     "check_device": "_context", "threads_context": "_context",
-    "environment": "_env", "cpu_model": "_env", "minor_faults": "_env",
+    "environment": "_env", "flopgap_version": "_env", "cpu_model": "_env", "minor_faults": "_env",
     "health_warnings": "_health",
     "TimerOptions": "_options", "DEFAULT_PRECISION": "_options", "DEFAULT_MAX_TIME": "_options",
     "ProcessRepeats": "_processes", "repeat_in_processes": "_processes",
@@ -33,7 +33,7 @@ __all__ = ["measure", "compare", "TimerOptions", "DEFAULT_PRECISION", "DEFAULT_M
            "Measurement", "Comparison", "TimingSpec", "Clock", "FakeClock", "CudaHooks", "ProcessRepeats",
            "repeat_in_processes", "TIME_SCHEMA", "threads_context", "check_device", "health_warnings",
            "Disturbance", "LoadSource", "SystemLoad", "FakeLoad", "Sentinel", "system_load", "others_runnable",
-           "cpu_model", "minor_faults"]
+           "cpu_model", "minor_faults", "flopgap_version"]
 
 
 def __getattr__(name: str):

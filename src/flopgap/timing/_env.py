@@ -83,7 +83,7 @@ def _gpu_driver() -> str | None:
     return lines[0].strip() if r.returncode == 0 and lines else None
 
 
-def _flopgap_version() -> str | None:
+def flopgap_version() -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -103,7 +103,7 @@ def environment(device: str | None = None) -> dict:
         "hostname_hash": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "flopgap": _flopgap_version(),
+        "flopgap": flopgap_version(),
         "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": _physical_cores(),

@@ -6,7 +6,9 @@ carries a :class:`Disturbance` record built from three independent witnesses:
 
 1. **Competition for the cores.** Every ``interval_s`` of the run (between blocks, never
    inside one) the sentinel reads how many threads of *other* processes are runnable
-   (Linux: ``/proc/loadavg``'s running count less this process's own running threads).
+   (Linux: ``/proc/loadavg``'s running count less this process's own running threads; the
+   least of ``PROBE_READS`` reads a fraction of a millisecond apart, so that a kernel
+   thread's or daemon's blip is not taken for a competitor).
    A probe is *contended* when those threads plus the timing's own threads exceed the
    logical cores: an intra-op thread that loses its core stalls every op at the next
    barrier. Disturbed when at least ``CONTENDED_SHARE`` of the probes, and at least
@@ -22,8 +24,10 @@ carries a :class:`Disturbance` record built from three independent witnesses:
    the last ``CALM_WINDOW`` readings that were taken while no other process competed for
    the cores and were not themselves slow, kept per CPU, core count, torch version and
    thread count in the cache folder. A quantile, not the fastest reading ever: a single
-   lucky reading would otherwise make every later one look slow. Disturbed when a part of
-   either reading is slower than ``REFERENCE_RATIO`` times its calm time. This catches
+   lucky reading would otherwise make every later one look slow. A reading slower than
+   ``REFERENCE_RATIO`` times the calm time in some part is taken again at once and each
+   part keeps the faster of the two (a spell over before the run began did not touch it).
+   Disturbed when a part of either (confirmed) reading is still that slow. This catches
    what (1) cannot: a memory-bandwidth hog on another core (it slows the memory part about
    2x), a VM neighbour, a thermal or power cap.
 
@@ -63,6 +67,11 @@ CALM_WINDOW = 50      # readings kept per key: a few minutes of measuring, so on
 CALM_QUANTILE = 0.25  # the calm time of a part: robust to lucky outliers and to a minority of slow readings
 PARTS = ("dispatch", "compute", "memory")
 PROBE_INTERVAL_S = 0.05  # one load probe per 50 ms of run: cheap (~0.1 ms) and dense enough
+# A probe is the least of this many reads, PROBE_READ_GAP_S apart: a kernel thread or a
+# daemon runs for microseconds, a competing process stays runnable (a quiet VM shows such
+# blips in a few percent of single reads, far fewer in the least of three).
+PROBE_READS = 3
+PROBE_READ_GAP_S = 0.0005
 _REFERENCE_REPEATS = 5   # median of 5 runs of the reference kernel per reading
 _CALM_FILE = "sentinel.json"
 
@@ -277,7 +286,13 @@ class SystemLoad:
         return os.cpu_count()
 
     def others_runnable(self) -> int | None:
-        return others_runnable()
+        reads = []
+        for i in range(PROBE_READS):
+            if i:
+                time.sleep(PROBE_READ_GAP_S)
+            reads.append(others_runnable())
+        known = [r for r in reads if r is not None]
+        return min(known) if known else None
 
     def cpu_ticks(self) -> tuple[int, int] | None:
         return _cpu_ticks()
@@ -422,7 +437,7 @@ class Sentinel:
         self._threads = max(1, int(threads))
         others = self._probe()
         self._calm = self.source.calm_reference_s(self._threads)  # this run is judged against the calm before it
-        self._before = self.source.reference_s(self._threads)
+        self._before = self._reference()
         self._note_reference(self._before, others)
         self._ticks0 = self.source.cpu_ticks()
         self._last = now
@@ -431,6 +446,18 @@ class Sentinel:
         if self._last is None or now - self._last >= self.interval_s:
             self._probe()
             self._last = now
+
+    def _reference(self):
+        """A reference reading; one slower than REFERENCE_RATIO times the calm time in some
+        part is taken again and each part keeps the faster of the two: a spell that ended
+        within a reading's few milliseconds did not touch the run, one that lasts slows
+        both."""
+        reading = as_reading(self.source.reference_s(self._threads))
+        calm = as_reading(self._calm)
+        if reading is None or calm is None or all(r <= REFERENCE_RATIO * c for r, c in zip(reading, calm)):
+            return reading
+        again = as_reading(self.source.reference_s(self._threads))
+        return reading if again is None else tuple(min(a, b) for a, b in zip(reading, again))
 
     def _note_reference(self, reading, others: int | None) -> None:
         """A reading taken while no other process competed for the cores, and not itself
@@ -445,7 +472,7 @@ class Sentinel:
     def finish(self) -> Disturbance:
         ticks1 = self.source.cpu_ticks()
         others = self._probe()
-        after = self.source.reference_s(self._threads)
+        after = self._reference()
         self._note_reference(after, others)
         return judge(self._threads, self.source.cores(), self._others, self._ticks0, ticks1,
                      self._before, after, self._calm)
