@@ -26,7 +26,7 @@ def _commit() -> str | None:
     if r.returncode != 0 or not r.stdout.strip():
         return None
     try:  # a run from a tree with uncommitted changes to the code says so
-        d = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks/*.py"], capture_output=True,
+        d = subprocess.run(["git", "status", "--porcelain", "--", ":/src", ":/benchmarks/*.py"], capture_output=True,
                            text=True, timeout=10, cwd=Path(__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return r.stdout.strip()

@@ -321,14 +321,15 @@ def _load_all() -> dict[str, dict]:
     return out
 
 
-def _example(payload: dict, key: str, head: int | None = None) -> str:
+def _example(payload: dict, key: str, head: int | None = None, tail: int = 0) -> str:
     """One example's output as a fenced block: the command, the lines the doc shows (the
-    example's own cut, or the first ``head`` lines), and where and when it ran."""
+    example's own cut, or the first ``head`` and last ``tail`` lines), and where and when
+    it ran."""
     ex = payload["figures"].get(key)
     if ex is None:
         return f"(no output for example {key!r} yet: run `python benchmarks/examples.py --only {key}`)\n"
     lines = ex["output"].rstrip("\n").split("\n")
-    head, tail = (ex.get("head"), ex.get("tail") or 0) if head is None else (head, 0)
+    head, tail = (ex.get("head"), ex.get("tail") or 0) if head is None else (head, tail)
     if head is not None and len(lines) > head + tail:
         cut = len(lines) - head - tail
         lines = lines[:head] + [f"[... {cut} more lines ...]"] + (lines[-tail:] if tail else [])
@@ -344,8 +345,10 @@ def render(name: str, results: dict[str, dict]) -> str:
     if name.startswith("examples."):
         if "examples" not in results:
             return "(no example output yet: run `python benchmarks/examples.py`, then `python benchmarks/summarize.py`)\n"
-        _, key, *cut = name.split(".")   # examples.ID, or examples.ID.N: its first N lines
-        return _example(results["examples"], key, int(cut[0]) if cut else None).rstrip("\n") + "\n"
+        # examples.ID, examples.ID.H (its first H lines) or examples.ID.H.T (and its last T)
+        _, key, *cut = name.split(".")
+        head, tail = (int(cut[0]) if cut else None), (int(cut[1]) if len(cut) > 1 else 0)
+        return _example(results["examples"], key, head, tail).rstrip("\n") + "\n"
     if name not in SUMMARIES:
         return f"(no summary is registered for {name!r} in benchmarks/summarize.py)\n"
     if name not in results:
