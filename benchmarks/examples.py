@@ -98,8 +98,11 @@ def run(ex: Example, cwd: Path) -> dict:
     t0 = time.perf_counter()
     r = subprocess.run(_argv(ex), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
+    from _results import _commit
+    from flopgap.timing import environment
+
     return {"command": _shown(ex), "rc": r.returncode, "wall_s": wall, "output": r.stdout,
-            "head": ex.head, "tail": ex.tail}
+            "head": ex.head, "tail": ex.tail, "commit": _commit(), "time": environment()["time"]}
 
 
 def main() -> int:

@@ -336,9 +336,10 @@ def _example(payload: dict, key: str, head: int | None = None, tail: int = 0) ->
     m = payload.get("machine") or {}
     status = "" if ex["rc"] == 0 else f", exit status {ex['rc']}"
     return "\n".join(["```", f"$ {ex['command']}", *lines, "```",
-                      f"Output of `benchmarks/examples.py` at commit {payload.get('commit') or '?'} on "
-                      f"{m.get('cpu_model', '?')} ({m.get('logical_cores', '?')} logical cores), torch "
-                      f"{m.get('torch', '?')}, {str(m.get('time', '?'))[:16].replace('T', ' ')} UTC{status}."])
+                      f"Output of `benchmarks/examples.py` at commit {ex.get('commit') or payload.get('commit') or '?'} "
+                      f"on {m.get('cpu_model', '?')} ({m.get('logical_cores', '?')} logical cores), torch "
+                      f"{m.get('torch', '?')}, {str(ex.get('time') or m.get('time', '?'))[:16].replace('T', ' ')} "
+                      f"UTC{status}."])
 
 
 def render(name: str, results: dict[str, dict]) -> str:
