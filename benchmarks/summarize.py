@@ -321,7 +321,7 @@ def _load_all() -> dict[str, dict]:
     return out
 
 
-def _example(payload: dict, key: str, head: int | None = None, tail: int = 0) -> str:
+def _example(payload: dict, key: str, head: int | None = None, tail: int = 0, skip: int = 0) -> str:
     """One example's output as a fenced block: the command, the lines the doc shows (the
     example's own cut, or the first ``head`` and last ``tail`` lines), and where and when
     it ran."""
@@ -329,6 +329,9 @@ def _example(payload: dict, key: str, head: int | None = None, tail: int = 0) ->
     if ex is None:
         return f"(no output for example {key!r} yet: run `python benchmarks/examples.py --only {key}`)\n"
     lines = ex["output"].rstrip("\n").split("\n")
+    if skip:
+        lines = [f"[... {skip} lines ...]"] + lines[skip:]
+        head = None if head is None else head + 1
     head, tail = (ex.get("head"), ex.get("tail") or 0) if head is None else (head, tail)
     if head is not None and len(lines) > head + tail:
         cut = len(lines) - head - tail
@@ -336,20 +339,21 @@ def _example(payload: dict, key: str, head: int | None = None, tail: int = 0) ->
     m = payload.get("machine") or {}
     status = "" if ex["rc"] == 0 else f", exit status {ex['rc']}"
     return "\n".join(["```", f"$ {ex['command']}", *lines, "```",
-                      f"Output of `benchmarks/examples.py` at commit {ex.get('commit') or payload.get('commit') or '?'} "
-                      f"on {m.get('cpu_model', '?')} ({m.get('logical_cores', '?')} logical cores), torch "
-                      f"{m.get('torch', '?')}, {str(ex.get('time') or m.get('time', '?'))[:16].replace('T', ' ')} "
-                      f"UTC{status}."])
+                      f"`benchmarks/examples.py`, commit {ex.get('commit') or payload.get('commit') or '?'}, "
+                      f"{m.get('cpu_model', '?')} ({m.get('logical_cores', '?')} cores), torch {m.get('torch', '?')}, "
+                      f"{str(ex.get('time') or m.get('time', '?'))[:16].replace('T', ' ')} UTC{status}."])
 
 
 def render(name: str, results: dict[str, dict]) -> str:
     if name.startswith("examples."):
         if "examples" not in results:
             return "(no example output yet: run `python benchmarks/examples.py`, then `python benchmarks/summarize.py`)\n"
-        # examples.ID, examples.ID.H (its first H lines) or examples.ID.H.T (and its last T)
+        # examples.ID, examples.ID.H (its first H lines), examples.ID.H.T (and its last T);
+        # examples.ID.sS.H...: the same after skipping its first S lines
         _, key, *cut = name.split(".")
+        skip = int(cut.pop(0)[1:]) if cut and cut[0].startswith("s") else 0
         head, tail = (int(cut[0]) if cut else None), (int(cut[1]) if len(cut) > 1 else 0)
-        return _example(results["examples"], key, head, tail).rstrip("\n") + "\n"
+        return _example(results["examples"], key, head, tail, skip).rstrip("\n") + "\n"
     if name not in SUMMARIES:
         return f"(no summary is registered for {name!r} in benchmarks/summarize.py)\n"
     if name not in results:
