@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the default tier runs on this many processes (pytest-xdist): its many CLI tests each
+# start a Python with torch, and two workers keep a 2-core machine busy
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-slow bench clean
 
@@ -17,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/flopgap demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # the slow tier: every torchvision classifier counted, many-model agreement, long end-to-end runs
 test-slow: $(STAMP)
