@@ -40,6 +40,18 @@ def test_resnet18_latency(flopgap_latency):
 '''
 
 
+_REPR_EXAMPLE = '''\
+import torch
+from flopgap.count import count
+from flopgap.timing import TimerOptions, measure
+
+model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+x = (torch.randn(8, 256),)
+print(repr(count(model, x)))
+print(repr(measure(model, x, TimerOptions(threads=2, max_time=1))))
+'''
+
+
 @dataclass(frozen=True)
 class Example:
     """One command, and which of its output lines a doc shows (``head`` first lines and
@@ -75,12 +87,15 @@ EXAMPLES = (
     Example("compare", ("compare", "a.json", "b.json")),
     Example("pytest", ("pytest",), files={"test_latency.py": _PYTEST_EXAMPLE},
             shown_as="pytest test_latency.py"),
+    Example("repr", ("python",), files={"repr_example.py": _REPR_EXAMPLE}, shown_as="python repr_example.py"),
 )
 
 
 def _argv(ex: Example) -> list[str]:
     if ex.argv[0] == "pytest":
         return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_latency.py"]
+    if ex.argv[0] == "python":
+        return [sys.executable, *ex.files]
     return [*FLOPGAP, *ex.argv]
 
 
