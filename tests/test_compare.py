@@ -125,3 +125,19 @@ def test_cli_refuses_with_exit_2_and_one_line(flopgap_cmd, tmp_path):
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["schema"] == "flopgap.compare/1" and d["differences"] == ["threads 1 vs 2"]
+
+
+def _with_reference(d, ratio):
+    d["disturbance"]["reference_ratio"] = ratio
+    return d
+
+
+def test_a_flag_the_machine_drift_could_explain_carries_a_warning(tmp_path):
+    a = _write(tmp_path, "a.json", _with_reference(_measurement(1.0), 1.0))
+    b = _write(tmp_path, "b.json", _with_reference(_measurement(1.1, seed=1), 1.2))   # machine 1.2x slower
+    cmp = compare_sources(load_source(a), load_source(b))
+    (row,) = cmp.rows
+    assert row.flag == "regression" and row.a.reference_ratio == 1.0 and row.b.reference_ratio == 1.2
+    assert any("reference kernel ran 1.20x" in w and "re-time both sides" in w for w in cmp.warnings)
+    calm = _write(tmp_path, "c.json", _with_reference(_measurement(1.1, seed=1), 1.02))   # machine steady
+    assert not any("reference kernel" in w for w in compare_sources(load_source(a), load_source(calm)).warnings)

@@ -63,6 +63,7 @@ class Timed:
     precision: float | None = None
     disturbed: bool = False
     samples: tuple[float, ...] | None = None
+    reference_ratio: float | None = None   # the sentinel's reference kernel against its calm time (worst part)
 
     @property
     def key(self) -> tuple[str, int | None]:
@@ -144,6 +145,7 @@ class Comparison:
         if disturbed:
             out.append(f"{len(disturbed)} model(s) timed on a disturbed machine on one side or both: "
                        f"{', '.join(disturbed)}; no flag rests on them")
+        out += [w for w in (machine_drift(r) for r in self.rows) if w]
         return out
 
     def to_dict(self) -> dict:
@@ -172,10 +174,12 @@ def _from_measurement(d: dict, model: str | None = None, batch: int | None = Non
     spec = d.get("spec") or {}
     inputs = tuple(spec.get("inputs") or ())
     samples = d.get("samples")
+    ref = (d.get("disturbance") or {}).get("reference_ratio") if isinstance(d.get("disturbance"), dict) else None
     return Timed(model or spec.get("name") or "model", batch if batch is not None else _batch(inputs), float(median),
                  d.get("ci_low"), d.get("ci_high"), d.get("n_samples"), spec.get("threads"), inputs,
                  spec.get("device") or "cpu", spec.get("precision"), bool(d.get("disturbed")),
-                 tuple(samples) if isinstance(samples, list) and samples else None)
+                 tuple(samples) if isinstance(samples, list) and samples else None,
+                 float(ref) if isinstance(ref, (int, float)) and ref > 0 else None)
 
 
 def _walk(value, out: list[Timed]) -> None:
@@ -372,6 +376,23 @@ def _ratio_ci(a: Timed, b: Timed) -> tuple[float, float, str]:
     se = math.hypot((math.log(a.ci_high) - math.log(a.ci_low)) / (2 * _Z95),
                     (math.log(b.ci_high) - math.log(b.ci_low)) / (2 * _Z95))
     return ratio * math.exp(-_Z95 * se), ratio * math.exp(_Z95 * se), "the two CIs combined in log space"
+
+
+def machine_drift(row: ComparedModel) -> str | None:
+    """A warning when the machine itself changed speed between the two sides by as much as
+    the flagged change: the sentinel's reference kernel (timed around every measurement)
+    ran that much slower, or faster, during B than during A. Neither side was disturbed
+    (that would be flagged already), but a flag this size may be the machine's state, not
+    the model: re-time both sides, ideally with ``--processes``."""
+    a, b = row.a, row.b
+    if row.flag not in FLAGS[:2] or not a.reference_ratio or not b.reference_ratio:
+        return None
+    drift = b.reference_ratio / a.reference_ratio
+    if (row.flag == FLAGS[0] and drift >= row.ci_low) or (row.flag == FLAGS[1] and drift <= row.ci_high):
+        return (f"{a.model}: the machine's reference kernel ran {drift:.2f}x its A-side time while B was timed, "
+                f"as much as the {row.flag} itself ({row.ratio:.3f}): it may be the machine's state, not the "
+                "model; re-time both sides (--processes N)")
+    return None
 
 
 def _flag(a: Timed, b: Timed, lo: float, hi: float, threshold: float) -> str:
