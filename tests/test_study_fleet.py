@@ -247,7 +247,7 @@ CONCURRENT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_two_concurrent_resumes_of_one_run_measure_each_item_once(tmp_path):
-    # issue 13: two `--resume` of one interrupted study each re-measured every item
+    # two `--resume` of one interrupted study, at once: each item is measured by one of them only
     db, log = str(tmp_path / "r.db"), tmp_path / "calls.log"
     s = Store(db)
     # an interrupted run with nothing stored yet, as Ctrl-C leaves it
