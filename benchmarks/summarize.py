@@ -329,10 +329,10 @@ def _example(payload: dict, key: str, head: int | None = None, tail: int = 0, sk
     if ex is None:
         return f"(no output for example {key!r} yet: run `python benchmarks/examples.py --only {key}`)\n"
     lines = ex["output"].rstrip("\n").split("\n")
+    head, tail = (ex.get("head"), ex.get("tail") or 0) if head is None else (head, tail)
     if skip:
         lines = [f"[... {skip} lines ...]"] + lines[skip:]
-        head = None if head is None else head + 1
-    head, tail = (ex.get("head"), ex.get("tail") or 0) if head is None else (head, tail)
+        head = None if head is None else head + 1   # the marker line is not one of the shown lines
     if head is not None and len(lines) > head + tail:
         cut = len(lines) - head - tail
         lines = lines[:head] + [f"[... {cut} more lines ...]"] + (lines[-tail:] if tail else [])
@@ -344,16 +344,20 @@ def _example(payload: dict, key: str, head: int | None = None, tail: int = 0, sk
                       f"{str(ex.get('time') or m.get('time', '?'))[:16].replace('T', ' ')} UTC{status}."])
 
 
+# examples.ID (the example's own cut), examples.ID.H (its first H lines), examples.ID.H.T
+# (and its last T), each optionally after .sS (its first S lines skipped)
+_EXAMPLE_NAME = re.compile(r"examples\.([\w-]+)(?:\.s(\d+))?(?:\.(\d+)(?:\.(\d+))?)?")
+
+
 def render(name: str, results: dict[str, dict]) -> str:
     if name.startswith("examples."):
         if "examples" not in results:
             return "(no example output yet: run `python benchmarks/examples.py`, then `python benchmarks/summarize.py`)\n"
-        # examples.ID, examples.ID.H (its first H lines), examples.ID.H.T (and its last T);
-        # examples.ID.sS.H...: the same after skipping its first S lines
-        _, key, *cut = name.split(".")
-        skip = int(cut.pop(0)[1:]) if cut and cut[0].startswith("s") else 0
-        head, tail = (int(cut[0]) if cut else None), (int(cut[1]) if len(cut) > 1 else 0)
-        return _example(results["examples"], key, head, tail, skip).rstrip("\n") + "\n"
+        m = _EXAMPLE_NAME.fullmatch(name)
+        if m is None:
+            return f"(no summary is registered for {name!r}: examples.ID[.sSKIP][.HEAD[.TAIL]])\n"
+        key, skip, head, tail = m.group(1), int(m.group(2) or 0), m.group(3), int(m.group(4) or 0)
+        return _example(results["examples"], key, None if head is None else int(head), tail, skip).rstrip("\n") + "\n"
     if name not in SUMMARIES:
         return f"(no summary is registered for {name!r} in benchmarks/summarize.py)\n"
     if name not in results:

@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -45,3 +46,11 @@ def synthetic_machine(tmp_path, monkeypatch):
             for quick in (True, False):
                 MachineProfile.synthetic(quick=quick).save()
     return cache
+
+
+def pytest_configure(config):
+    """A suite started in the background by a non-interactive shell (``make test &``)
+    inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests need
+    the signal delivered, as in a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -8,37 +8,50 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "flopgap"
 # rank of each stage, left to right (equal ranks may not import each other's privates either)
 RANK = {"models": 0, "count": 1, "timing": 2, "machine": 3, "explain": 4, "generate": 5, "variants": 6,
-        "study": 6, "report": 7, "store": 7, "cli": 8, "pytest_plugin": 8}
+        "study": 6, "report": 7, "store": 7, "cli": 8, "pytest_plugin": 8, "__main__": 9}   # python -m flopgap
 
 
-def _stage(path: Path) -> str | None:
+ROOT_RANK = -1  # the shared modules at package level (flopgap._units, flopgap.errors ...) import no stage
+
+
+def _stage(path: Path) -> str:
     rel = path.relative_to(SRC).parts
     name = rel[0].removesuffix(".py")
-    return name if name in RANK else None
+    return name if name in RANK else "(root)"
+
+
+def _rank(stage: str) -> int:
+    return RANK.get(stage, ROOT_RANK)
 
 
 def _imports(path: Path):
+    """(line, dotted name) of every import, ``from a.b import c`` giving both ``a.b`` and
+    ``a.b.c``, relative imports resolved against the module's package."""
+    package = ("flopgap",) + path.relative_to(SRC).parent.parts
     tree = ast.parse(path.read_text(), str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
                 yield node.lineno, a.name
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.lineno, node.module
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1] + ((base,) if base else ()))
+            yield node.lineno, base
+            for a in node.names:
+                yield node.lineno, f"{base}.{a.name}"
 
 
 def test_no_stage_imports_a_stage_to_its_right():
     bad = []
     for path in sorted(SRC.rglob("*.py")):
         me = _stage(path)
-        if me is None:
-            continue
         for line, mod in _imports(path):
             parts = mod.split(".")
             if parts[0] != "flopgap" or len(parts) < 2 or parts[1] not in RANK or parts[1] == me:
                 continue
             other = parts[1]
-            if RANK[other] > RANK[me] or (RANK[other] == RANK[me] and other != me):
+            if RANK[other] > _rank(me) or (RANK[other] == _rank(me) and other != me):
                 bad.append(f"{path.relative_to(SRC)}:{line} ({me}) imports {mod} ({other})")
     assert not bad, "\n".join(bad)
 

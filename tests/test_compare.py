@@ -127,17 +127,49 @@ def test_cli_refuses_with_exit_2_and_one_line(flopgap_cmd, tmp_path):
     assert d["schema"] == "flopgap.compare/1" and d["differences"] == ["threads 1 vs 2"]
 
 
-def _with_reference(d, ratio):
-    d["disturbance"]["reference_ratio"] = ratio
+def _with_reference(d, memory_s):
+    d["disturbance"]["reference_before_s"] = [1e-4, 3e-4, memory_s]
+    d["disturbance"]["reference_after_s"] = [1e-4, 3e-4, memory_s]
     return d
 
 
 def test_a_flag_the_machine_drift_could_explain_carries_a_warning(tmp_path):
-    a = _write(tmp_path, "a.json", _with_reference(_measurement(1.0), 1.0))
-    b = _write(tmp_path, "b.json", _with_reference(_measurement(1.1, seed=1), 1.2))   # machine 1.2x slower
+    a = _write(tmp_path, "a.json", _with_reference(_measurement(1.0), 5e-4))
+    b = _write(tmp_path, "b.json", _with_reference(_measurement(1.1, seed=1), 6e-4))   # memory part 1.2x slower
     cmp = compare_sources(load_source(a), load_source(b))
     (row,) = cmp.rows
-    assert row.flag == "regression" and row.a.reference_ratio == 1.0 and row.b.reference_ratio == 1.2
+    assert row.flag == "regression" and row.b.reference_s == pytest.approx((1e-4, 3e-4, 6e-4))
     assert any("reference kernel ran 1.20x" in w and "re-time both sides" in w for w in cmp.warnings)
-    calm = _write(tmp_path, "c.json", _with_reference(_measurement(1.1, seed=1), 1.02))   # machine steady
+    calm = _write(tmp_path, "c.json", _with_reference(_measurement(1.1, seed=1), 5.1e-4))   # machine steady
     assert not any("reference kernel" in w for w in compare_sources(load_source(a), load_source(calm)).warnings)
+
+
+@pytest.mark.parametrize("value", ["1e400", "1" + "0" * 400, "true", "\"fast\"", "-1"])
+def test_odd_reference_readings_are_ignored_and_odd_medians_refused(tmp_path, value):
+    d = _measurement(1.0)
+    d["disturbance"]["reference_after_s"] = "ODD"
+    text = json.dumps(d).replace('"ODD"', "[%s, 1, 1]" % value)
+    p = tmp_path / "odd.json"
+    p.write_text(text)
+    t = load_source(str(p)).timed[0]
+    assert t.reference_s is None
+    huge = json.dumps(d).replace('"median": ', '"median": 1' + "0" * 400 + ', "was": ', 1)
+    p.write_text(huge)
+    with pytest.raises(UsageError, match="not a flopgap JSON result"):
+        load_source(str(p))
+
+
+def test_a_side_from_few_processes_states_the_confidence_of_its_interval(tmp_path):
+    from flopgap.report.study_view import compare_sections
+
+    def processes(ms, seed):
+        runs = [_measurement(ms, seed=seed + i) for i in range(2)]
+        return {"schema": runs[0]["schema"], "kind": "processes", "results": runs, "ci_low": ms * 0.99e-3,
+                "ci_high": ms * 1.01e-3, "ci_confidence": 0.5}
+
+    a = _write(tmp_path, "a.json", processes(1.0, 0))
+    b = _write(tmp_path, "b.json", processes(1.0, 5))
+    cmp = compare_sources(load_source(a), load_source(b))
+    assert cmp.rows[0].a.ci_level == 0.5 and cmp.rows[0].a.n == 2
+    table = compare_sections(cmp)[0].blocks[-1]
+    assert table.rows[0][2].endswith("(50% CI)")

@@ -127,3 +127,24 @@ def test_all_disturbed_guideline_is_inconclusive(store):
                        retime=NO_RETIME)
     g3 = next(g for g in r.guidelines if g["guideline"] == "G3")
     assert g3["verdict"] == "inconclusive: machine disturbed"
+
+
+def test_a_re_time_note_names_the_sentinels_reasons_and_odd_payloads_cannot_break_it(store):
+    from flopgap.study.executor import _disturbance_reasons
+
+    notes = []
+    waited, retime = _sleeps()
+    calls = {}
+
+    def measure(it):
+        calls[it.model] = calls.get(it.model, 0) + 1
+        p = _zoo_payload(1e-3, 1000, calls[it.model] == 1)
+        p["time"] = {"disturbance": {"reasons": ["the hypervisor stole 9.0% of CPU time"]}}
+        return p
+
+    run_zoo(store=store, models=["a"], machine={"cpu_model": "fake"}, measure=measure, n_boot=50, retime=retime,
+            progress=lambda p: p.note and notes.append(p.note))
+    assert notes == ["re-timing: machine disturbed (attempt 2): the hypervisor stole 9.0% of CPU time"]
+    odd = {"disturbance": {"reasons": "slow"}, "x": [{"disturbance": {"reasons": [1, None, "r", "r"]}},
+                                                     {"disturbance": {"reasons": ["r"]}}, {"disturbance": "x"}]}
+    assert _disturbance_reasons(odd) == ["r"]

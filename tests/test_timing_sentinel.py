@@ -156,26 +156,33 @@ def test_system_load_reads_this_machine_and_keeps_the_fastest_calm_reading(tmp_p
     assert SystemLoad(cache_file=tmp_path / "sentinel.json").calm_reference_s(1) is None   # a broken cache is empty
 
 
-def test_a_slow_reference_reading_is_taken_again_and_a_passing_spell_is_not_evidence():
+def test_a_slow_reading_before_the_run_is_taken_again_and_a_spell_over_by_then_is_not_evidence():
     calm = (1e-4, 3e-4, 5e-4)
     slow = (1e-4, 3e-4, 1.5e-3)
-    # after the run: slow, then calm again at once: the spell is over, the run is not flagged
-    passing = FakeLoad(others=(0,), references=(calm, slow, calm), calm=calm)
+    # before the run: slow, then calm again at once: the spell was over before the run began
+    passing = FakeLoad(others=(0,), references=(slow, calm, calm), calm=calm)
     m = _run(passing, threads=1)
-    assert not m.disturbed and m.disturbance.reference_after_s == pytest.approx(calm)
-    # slow twice: confirmed, flagged with the faster reading of each part
-    lasting = FakeLoad(others=(0,), references=(calm, slow, (1e-4, 3e-4, 1.2e-3)), calm=calm)
+    assert not m.disturbed and m.disturbance.reference_before_s == pytest.approx(calm)
+    assert passing.recorded == [calm, calm]          # fresh calm readings only, never a part-wise minimum
+    # slow twice before the run: confirmed, flagged with the faster reading of each part
+    lasting = FakeLoad(others=(0,), references=(slow, (1e-4, 3e-4, 1.2e-3), calm), calm=calm)
     m = _run(lasting, threads=1)
     assert m.disturbed and m.disturbance.reference_ratios["memory"] == pytest.approx(2.4)
+    assert "before the run" in m.disturbance.reasons[0]
+    # slow after the run: never re-taken (a spell ending as the run ends did touch it)
+    after = FakeLoad(others=(0,), references=(calm, slow, calm), calm=calm)
+    m = _run(after, threads=1)
+    assert m.disturbed and "after the run" in m.disturbance.reasons[0]
 
 
 def test_a_load_probe_is_the_least_of_several_reads(monkeypatch):
     from flopgap.timing import _sentinel
 
-    reads = iter([1, 0, 1, 2, 2, 3])
+    reads = iter([1, 0, 2, 2, 3, 0])
     monkeypatch.setattr(_sentinel, "others_runnable", lambda: next(reads))
     monkeypatch.setattr(_sentinel.time, "sleep", lambda s: None)
     src = SystemLoad()
     assert _sentinel.PROBE_READS == 3
-    assert src.others_runnable() == 0      # a blip in one read is not a competitor
+    assert src.others_runnable() == 0      # a blip in one read is not a competitor; a read of 0 ends the probe
     assert src.others_runnable() == 2      # runnable in every read: it competes
+    assert src.others_runnable() == 0      # a quiet machine pays for one read

@@ -10,6 +10,7 @@ CSV copy holds every row at full precision; plots drawn from the numbers on the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, pct, si
@@ -42,6 +43,14 @@ def _split(table_rows: list, columns: list[str], caption: str, name: str, *, wha
 
 
 # ----------------------------------------------------------------------------- count
+def _shapes_cell(shapes) -> str:
+    """Shapes as the terminal shows them: ``1x4 4x4 4`` (a scalar or a non-tensor: ``-``)."""
+    out = []
+    for shp in shapes or ():
+        out.append("x".join(str(n) for n in shp) if isinstance(shp, (list, tuple)) and shp else "-")
+    return " ".join(out)
+
+
 def _count(d: dict, plots: bool) -> list[Section]:
     t = d.get("totals", {})
     summary = _kv([
@@ -52,6 +61,9 @@ def _count(d: dict, plots: bool) -> list[Section]:
         ("dispatched ops (views included)", t.get("ops_all")), ("formula coverage", pct(t.get("coverage"))),
         ("mode", d.get("mode")),
     ], f"{d.get('model')}: inputs {', '.join(d.get('inputs', []))}", "count_summary")
+    raw = [(k, t.get(k)) for k in ("params", "flops", "macs", "bytes_read", "bytes_written", "intensity", "ops",
+                                   "ops_all", "coverage")] + [("mode", d.get("mode"))]
+    summary = replace(summary, csv_columns=["quantity", "value"], csv_rows=[[k, v] for k, v in raw if v is not None])
     blocks: list = [summary]
     for phase, pt in (d.get("phases") or {}).items():
         blocks.append(_kv([("FLOPs", si(pt["flops"], "FLOP")), ("MACs", si(pt["macs"], "MAC")),
@@ -81,10 +93,13 @@ def _count(d: dict, plots: bool) -> list[Section]:
                for o in ops]
     op_blocks = _split(op_rows, ["#", "phase", "op", "module", "FLOPs", "bytes", "FLOP share"], "ops by FLOPs",
                        "ops", what="ops (fewer FLOPs)",
-                       csv_columns=["index", "phase", "op", "module", "kind", "flops", "macs", "bytes_read",
-                                    "bytes_written"],
-                       csv_rows=[[o["index"], o.get("phase", "forward"), o["op"], o["module"], o["kind"], o["flops"],
-                                  o["macs"], o["bytes_read"], o["bytes_written"]] for o in d.get("ops", [])],
+                       csv_columns=["index", "phase", "op", "module", "family", "kind", "input_shapes",
+                                    "input_dtypes", "output_shapes", "flops", "macs", "bytes_read", "bytes_written"],
+                       csv_rows=[[o["index"], o.get("phase", "forward"), o["op"], o["module"], o.get("family"),
+                                  o["kind"], _shapes_cell(o.get("input_shapes")),
+                                  " ".join(str(x) for x in o.get("input_dtypes") or ()),
+                                  _shapes_cell(o.get("output_shapes")), o["flops"], o["macs"], o["bytes_read"],
+                                  o["bytes_written"]] for o in d.get("ops", [])],
                        rest_columns=5)
     sections += [Section("Modules", mod_blocks), Section("Ops", op_blocks)]
     unc = d.get("uncovered") or []

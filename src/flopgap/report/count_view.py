@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 
 from rich.console import Console
 
@@ -11,9 +9,8 @@ from flopgap._terminal import markup
 from flopgap.count import CountResult
 from flopgap.report.fit import Col, print_fit
 from flopgap.report._format import fmt_bytes, pct, si
-from flopgap.report.html import csv_cell
 
-__all__ = ["render_count", "count_csv"]
+__all__ = ["render_count"]
 
 
 _PHASE_SHORT = {"forward": "fwd", "backward": "bwd"}
@@ -108,15 +105,3 @@ def _render_phases(result: CountResult, console: Console, depth: int) -> None:
             for f, b in zip(fwd.modules, bwd.modules)
             if f.depth <= depth and (f.ops_all or b.ops_all or f.params)]
     print_fit(console, cols, rows, "per module, forward and backward (totals include children)")
-
-
-def count_csv(result: CountResult) -> str:
-    """One row per dispatched op."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["index", "op", "module", "family", "kind", "input_shapes", "output_shapes",
-                "flops", "macs", "bytes_read", "bytes_written", "phase"])
-    for r in result.ops:
-        w.writerow([csv_cell(v) for v in (r.index, r.op, r.module, r.family, r.kind, r.input_shapes,
-                                          r.output_shapes, r.flops, r.macs, r.bytes_read, r.bytes_written, r.phase)])
-    return buf.getvalue()

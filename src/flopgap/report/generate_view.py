@@ -10,6 +10,14 @@ from flopgap.report._format import fmt_bytes, fmt_seconds, pct, si
 __all__ = ["render_generation"]
 
 
+
+def _where(phase: str, point, options) -> str:
+    """Which timing a warning is about: the prefill of the prompt, or a decode step at its
+    cache length."""
+    if phase == "prefill":
+        return f"prefill (batch {point.batch}, prompt {options.prompt})"
+    return f"decode (batch {point.batch}, context {point.context})"
+
 def _timing_cells(t, per_token: bool) -> tuple[str, str, str]:
     if t is None:
         return "-", "-", "-"
@@ -31,7 +39,7 @@ def render_generation(result, console) -> None:
     console.print(f"machine ceilings: peak fp32 {si(m['peak_flops'].get('fp32', 0), 'FLOP/s')}, memory "
                   f"{si(m['mem_bandwidth'], 'B/s')}, cache {si(m['cache_bandwidth'], 'B/s')} "
                   f"({'quick' if m['quick'] else 'full'} profile, {m['source']})")
-    shaky = [f"{phase} (batch {q.batch}, context {q.context})" for q in result.points
+    shaky = [_where(phase, q, o) for q in result.points
              for phase in ("prefill", "decode")
              if getattr(q, f"{phase}_time") is not None and not getattr(q, f"{phase}_time").trustworthy]
     if shaky:
@@ -112,7 +120,7 @@ def render_generation(result, console) -> None:
             timing = getattr(point, f"{phase}_time")
             if timing is not None:
                 for w in timing.warnings or (["CI wider than --precision"] if not timing.precision_met else []):
-                    warned.append(f"{phase} (batch {point.batch}, context {point.context}): {w}")
+                    warned.append(f"{_where(phase, point, o)}: {w}")
     for w in dict.fromkeys(warned):
         console.print(f"[yellow]timing warning[/yellow]: {escape(w)}")
     if p.decode_time is not None and p.decode_time.reset_s is not None:

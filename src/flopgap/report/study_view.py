@@ -318,7 +318,9 @@ def compare_sections(cmp) -> list[Section]:
                               f"B: {', '.join(cmp.only_b)}" if cmp.only_b else "") if part), "note"))
 
     def side(t):
-        return fmt_latency(t.median, t.ci_low, t.ci_high, t.n, t.threads, disturbed=t.disturbed)
+        text = fmt_latency(t.median, t.ci_low, t.ci_high, t.n, t.threads, disturbed=t.disturbed)
+        # a side from a few processes has their range as its interval, at a lower confidence
+        return text if t.ci_level >= 0.95 else f"{text} ({100 * t.ci_level:.0f}% CI)"
 
     t = Table(["model", "batch", "A", "B", "B / A [95% CI]", "flag"],
               [[r.a.model, r.a.batch if r.a.batch is not None else "-", side(r.a), side(r.b),

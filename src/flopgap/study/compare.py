@@ -63,7 +63,8 @@ class Timed:
     precision: float | None = None
     disturbed: bool = False
     samples: tuple[float, ...] | None = None
-    reference_ratio: float | None = None   # the sentinel's reference kernel against its calm time (worst part)
+    reference_s: tuple[float, ...] | None = None   # the sentinel's reference kernel, per part: the slower reading
+    ci_level: float = 0.95   # the confidence of ci_low .. ci_high (fewer than 6 processes: their range, less)
 
     @property
     def key(self) -> tuple[str, int | None]:
@@ -174,12 +175,39 @@ def _from_measurement(d: dict, model: str | None = None, batch: int | None = Non
     spec = d.get("spec") or {}
     inputs = tuple(spec.get("inputs") or ())
     samples = d.get("samples")
-    ref = (d.get("disturbance") or {}).get("reference_ratio") if isinstance(d.get("disturbance"), dict) else None
     return Timed(model or spec.get("name") or "model", batch if batch is not None else _batch(inputs), float(median),
                  d.get("ci_low"), d.get("ci_high"), d.get("n_samples"), spec.get("threads"), inputs,
                  spec.get("device") or "cpu", spec.get("precision"), bool(d.get("disturbed")),
                  tuple(samples) if isinstance(samples, list) and samples else None,
-                 float(ref) if isinstance(ref, (int, float)) and ref > 0 else None)
+                 _reference_s(d.get("disturbance")))
+
+
+def _reference_s(d) -> tuple[float, ...] | None:
+    """Per part, the slower of the reference kernel's readings before and after the run
+    (None unless both readings are lists of the same length of positive finite numbers)."""
+    if not isinstance(d, dict):
+        return None
+    readings = [d.get("reference_before_s"), d.get("reference_after_s")]
+    if not all(isinstance(r, list) and r and all(_positive(x) for x in r) for r in readings) \
+            or len(readings[0]) != len(readings[1]):
+        return None
+    return tuple(max(float(a), float(b)) for a, b in zip(*readings))
+
+
+def _positive(v) -> bool:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v)) and v > 0
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _worst(parts: list[tuple[float, ...] | None]) -> tuple[float, ...] | None:
+    """Per part, the slowest reading over several timings (None if any lacks one)."""
+    if not parts or any(p is None for p in parts) or len({len(p) for p in parts}) != 1:
+        return None
+    return tuple(max(p[i] for p in parts) for i in range(len(parts[0])))
 
 
 def _walk(value, out: list[Timed]) -> None:
@@ -232,8 +260,11 @@ def _timed_in(payload) -> list[Timed]:
         values = [t.median for t in found]
         first = found[0]
         lo, hi = (payload.get("ci_low"), payload.get("ci_high"))
+        level = payload.get("ci_confidence")
         return [Timed(first.model, first.batch, float(np.median(values)), lo, hi, len(values), first.threads,
-                      first.inputs, first.device, first.precision, any(t.disturbed for t in found), tuple(values))]
+                      first.inputs, first.device, first.precision, any(t.disturbed for t in found), tuple(values),
+                      _worst([t.reference_s for t in found]),
+                      float(level) if _positive(level) and level < 1 else 0.95)]
     return found
 
 
@@ -299,7 +330,7 @@ def load_source(ref: str, store=None) -> Source:
             raise UsageError(f"no result file {ref!r}")
         try:
             payload = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError) as e:
+        except (OSError, ValueError, RecursionError, OverflowError) as e:
             raise UsageError(f"{ref!r} is not a flopgap JSON result ({type(e).__name__})") from None
         if not isinstance(payload, dict):
             raise UsageError(f"{ref!r} is not a flopgap JSON result (a {type(payload).__name__}, not an object)")
@@ -307,7 +338,7 @@ def load_source(ref: str, store=None) -> Source:
             timed = _best([_checked(t, ref) for t in _timed_in(payload)])
             kind = str(payload.get("schema") or payload.get("kind") or "result").removeprefix("flopgap.")
             return Source(str(path), kind, _machine_of(payload), tuple(timed))
-        except (AttributeError, TypeError, ValueError, KeyError, RecursionError) as e:
+        except (AttributeError, TypeError, ValueError, KeyError, RecursionError, OverflowError) as e:
             raise UsageError(f"{ref!r} is not a flopgap JSON result ({type(e).__name__} reading it)") from None
     if store is None:
         raise UsageError(f"{ref!r} is neither a JSON file nor a run id (give --db for a store)")
@@ -325,7 +356,7 @@ def load_source(ref: str, store=None) -> Source:
         machine = store.machines([rows[0].machine_fingerprint]).get(rows[0].machine_fingerprint) or machine
     try:
         timed = [_checked(t, f"run {run.id}") for t in _stored_timings(run, rows)]
-    except (AttributeError, TypeError, ValueError, KeyError, RecursionError) as e:
+    except (AttributeError, TypeError, ValueError, KeyError, RecursionError, OverflowError) as e:
         raise UsageError(f"run {run.id} in {store.url} holds a result flopgap cannot read ({type(e).__name__})") from None
     return Source(f"run {run.id}" + (f"@{target}" if target else ""), run.kind, machine, tuple(_best(timed)))
 
@@ -337,7 +368,7 @@ def _stored_timings(run, rows) -> list[Timed]:
         if m.kind == "model" and isinstance(m.payload, dict) and m.payload.get("batch") is not None:
             # a zoo row: the model's label and batch are the store's, the settings the timing's
             found = [Timed(m.model, m.payload["batch"], t.median, t.ci_low, t.ci_high, t.n, t.threads, t.inputs,
-                           t.device, t.precision, t.disturbed, t.samples) for t in found]
+                           t.device, t.precision, t.disturbed, t.samples, t.reference_s) for t in found]
             if not found:  # a row stored without its timing record: its summary figures
                 found = _zoo_rows({"rows": [{**m.payload, "label": m.model}], "run": {"config": run.config}})
         timed += found
@@ -380,14 +411,17 @@ def _ratio_ci(a: Timed, b: Timed) -> tuple[float, float, str]:
 
 def machine_drift(row: ComparedModel) -> str | None:
     """A warning when the machine itself changed speed between the two sides by as much as
-    the flagged change: the sentinel's reference kernel (timed around every measurement)
-    ran that much slower, or faster, during B than during A. Neither side was disturbed
-    (that would be flagged already), but a flag this size may be the machine's state, not
-    the model: re-time both sides, ideally with ``--processes``."""
+    the flagged change: a part of the sentinel's reference kernel (dispatch, compute or
+    memory, timed around every measurement) ran that much slower, or faster, during B than
+    during A. Neither side was disturbed (that would be flagged already), but a flag this
+    size may be the machine's state, not the model: re-time both sides, ideally with
+    ``--processes``."""
     a, b = row.a, row.b
-    if row.flag not in FLAGS[:2] or not a.reference_ratio or not b.reference_ratio:
+    if row.flag not in FLAGS[:2] or a.reference_s is None or b.reference_s is None \
+            or len(a.reference_s) != len(b.reference_s):
         return None
-    drift = b.reference_ratio / a.reference_ratio
+    drifts = [y / x for x, y in zip(a.reference_s, b.reference_s)]
+    drift = max(drifts) if row.flag == FLAGS[0] else min(drifts)
     if (row.flag == FLAGS[0] and drift >= row.ci_low) or (row.flag == FLAGS[1] and drift <= row.ci_high):
         return (f"{a.model}: the machine's reference kernel ran {drift:.2f}x its A-side time while B was timed, "
                 f"as much as the {row.flag} itself ({row.ratio:.3f}): it may be the machine's state, not the "

@@ -167,17 +167,24 @@ class _Heartbeat:
 
 
 def _disturbance_reasons(payload) -> list[str]:
-    """The sentinel's reasons anywhere in a payload (``disturbance.reasons`` of each timing)."""
-    if isinstance(payload, dict):
-        found = list((payload.get("disturbance") or {}).get("reasons") or []) \
-            if isinstance(payload.get("disturbance"), dict) else []
-        for k, v in payload.items():
-            if k != "disturbance":
-                found += [r for r in _disturbance_reasons(v) if r not in found]
-        return found
-    if isinstance(payload, (list, tuple)):
-        return [r for v in payload for r in _disturbance_reasons(v)]
-    return []
+    """The sentinel's reasons anywhere in a payload (``disturbance.reasons`` of each timing),
+    strings only, each once."""
+    found: list[str] = []
+
+    def walk(v) -> None:
+        if isinstance(v, dict):
+            d = v.get("disturbance")
+            if isinstance(d, dict) and isinstance(d.get("reasons"), (list, tuple)):
+                found.extend(r for r in d["reasons"] if isinstance(r, str) and r not in found)
+            for k, x in v.items():
+                if k != "disturbance":
+                    walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(payload)
+    return found
 
 
 def _measure(job: Job, item, target: str, note: Callable[[str], None] | None) -> tuple[dict, int]:

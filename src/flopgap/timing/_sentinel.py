@@ -24,10 +24,10 @@ carries a :class:`Disturbance` record built from three independent witnesses:
    the last ``CALM_WINDOW`` readings that were taken while no other process competed for
    the cores and were not themselves slow, kept per CPU, core count, torch version and
    thread count in the cache folder. A quantile, not the fastest reading ever: a single
-   lucky reading would otherwise make every later one look slow. A reading slower than
-   ``REFERENCE_RATIO`` times the calm time in some part is taken again at once and each
-   part keeps the faster of the two (a spell over before the run began did not touch it).
-   Disturbed when a part of either (confirmed) reading is still that slow. This catches
+   lucky reading would otherwise make every later one look slow. A reading before the run
+   slower than ``REFERENCE_RATIO`` times the calm time in some part is taken again at once
+   and each part keeps the faster of the two (a spell over before the run began did not
+   touch it). Disturbed when a part of the before (confirmed) or after reading is that slow. This catches
    what (1) cannot: a memory-bandwidth hog on another core (it slows the memory part about
    2x), a VM neighbour, a thermal or power cap.
 
@@ -66,7 +66,7 @@ REFERENCE_RATIO = 1.5
 CALM_WINDOW = 50      # readings kept per key: a few minutes of measuring, so one spell cannot own it
 CALM_QUANTILE = 0.25  # the calm time of a part: robust to lucky outliers and to a minority of slow readings
 PARTS = ("dispatch", "compute", "memory")
-PROBE_INTERVAL_S = 0.05  # one load probe per 50 ms of run: cheap (~0.1 ms) and dense enough
+PROBE_INTERVAL_S = 0.05  # one load probe per 50 ms of run: dense enough, and cheap (one read when quiet)
 # A probe is the least of this many reads, PROBE_READ_GAP_S apart: a kernel thread or a
 # daemon runs for microseconds, a competing process stays runnable (a quiet VM shows such
 # blips in a few percent of single reads, far fewer in the least of three).
@@ -286,13 +286,20 @@ class SystemLoad:
         return os.cpu_count()
 
     def others_runnable(self) -> int | None:
-        reads = []
+        """The least of up to ``PROBE_READS`` reads: a read of 0 ends the probe (the least
+        cannot go lower), so a quiet machine pays for one read. A competitor runnable the
+        whole time is counted in full; one runnable only part of the time is counted less
+        often than a single read would count it."""
+        least = None
         for i in range(PROBE_READS):
             if i:
                 time.sleep(PROBE_READ_GAP_S)
-            reads.append(others_runnable())
-        known = [r for r in reads if r is not None]
-        return min(known) if known else None
+            r = others_runnable()
+            if r is not None:
+                least = r if least is None else min(least, r)
+                if least == 0:
+                    break
+        return least
 
     def cpu_ticks(self) -> tuple[int, int] | None:
         return _cpu_ticks()
@@ -437,8 +444,7 @@ class Sentinel:
         self._threads = max(1, int(threads))
         others = self._probe()
         self._calm = self.source.calm_reference_s(self._threads)  # this run is judged against the calm before it
-        self._before = self._reference()
-        self._note_reference(self._before, others)
+        self._before = self._reference_before(others)
         self._ticks0 = self.source.cpu_ticks()
         self._last = now
 
@@ -447,17 +453,25 @@ class Sentinel:
             self._probe()
             self._last = now
 
-    def _reference(self):
-        """A reference reading; one slower than REFERENCE_RATIO times the calm time in some
-        part is taken again and each part keeps the faster of the two: a spell that ended
-        within a reading's few milliseconds did not touch the run, one that lasts slows
-        both."""
-        reading = as_reading(self.source.reference_s(self._threads))
+    def _slow(self, reading) -> bool:
         calm = as_reading(self._calm)
-        if reading is None or calm is None or all(r <= REFERENCE_RATIO * c for r, c in zip(reading, calm)):
+        return reading is not None and calm is not None and any(r > REFERENCE_RATIO * c for r, c in zip(reading, calm))
+
+    def _reference_before(self, others: int | None):
+        """The reading before the run; one slower than REFERENCE_RATIO times the calm time in
+        some part is taken again at once, and each part keeps the faster of the two: a spell
+        that is over before the run begins does not touch it, one that lasts slows both.
+        (The reading after the run is never re-taken: a spell that ends just as the run ends
+        did touch it.) Only fresh readings join the calm ones, never a part-wise minimum."""
+        reading = as_reading(self.source.reference_s(self._threads))
+        self._note_reference(reading, others)
+        if not self._slow(reading):
             return reading
         again = as_reading(self.source.reference_s(self._threads))
-        return reading if again is None else tuple(min(a, b) for a, b in zip(reading, again))
+        if again is None:
+            return reading
+        self._note_reference(again, others)
+        return tuple(min(a, b) for a, b in zip(reading, again))
 
     def _note_reference(self, reading, others: int | None) -> None:
         """A reading taken while no other process competed for the cores, and not itself
@@ -472,7 +486,7 @@ class Sentinel:
     def finish(self) -> Disturbance:
         ticks1 = self.source.cpu_ticks()
         others = self._probe()
-        after = self._reference()
+        after = as_reading(self.source.reference_s(self._threads))
         self._note_reference(after, others)
         return judge(self._threads, self.source.cores(), self._others, self._ticks0, ticks1,
                      self._before, after, self._calm)
