@@ -339,7 +339,7 @@ def _example(payload: dict, key: str, head: int | None = None, tail: int = 0, sk
     m = payload.get("machine") or {}
     status = "" if ex["rc"] == 0 else f", exit status {ex['rc']}"
     return "\n".join(["```", f"$ {ex['command']}", *lines, "```",
-                      f"`benchmarks/examples.py`, commit {ex.get('commit') or payload.get('commit') or '?'}, "
+                      f"`examples.py` at {ex.get('commit') or payload.get('commit') or '?'}, "
                       f"{m.get('cpu_model', '?')} ({m.get('logical_cores', '?')} cores), torch {m.get('torch', '?')}, "
                       f"{str(ex.get('time') or m.get('time', '?'))[:16].replace('T', ' ')} UTC{status}."])
 
