@@ -68,3 +68,14 @@ def test_no_stage_reaches_into_another_stages_private_modules():
                     and parts[2].startswith("_")):
                 bad.append(f"{path.relative_to(SRC)}:{line} imports {mod}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_cli_starts_without_torch():
+    """``flopgap --help`` and every command's ``--help`` answer at once: torch is imported
+    by the commands that run a model, when they run it."""
+    import subprocess
+    import sys
+
+    code = "import sys, flopgap.cli; print('torch' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr

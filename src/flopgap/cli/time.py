@@ -15,7 +15,6 @@ from flopgap.cli._common import (BatchOpt, CsvOpt, DbOpt, HtmlOpt, InputOpt, Jso
                                  write_json)
 from flopgap.errors import FlopgapError, UsageError
 from flopgap.timing import DEFAULT_MAX_TIME, DEFAULT_PRECISION
-from flopgap.models import bind_inputs, inputs_to
 
 
 def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_time, device,
@@ -39,6 +38,8 @@ def _child_args(model, vs, input, batch, kwargs, threads, grad, precision, max_t
 
 
 def _load_on(model, input, batch, kwargs, device, seq=None):
+    from flopgap.models import inputs_to
+
     loaded, _, tensors = load(model, input, batch, kwargs, seq=seq)
     if device and device.startswith("cuda"):
         loaded.module.to(device)
@@ -120,6 +121,8 @@ def time_(
         if show:
             render_repeats(result, console)
     else:
+        from flopgap.models import bind_inputs
+
         loaded, tensors = _load_on(model, input, batch, kwargs, device, seq)
         status, update = _progress()
         if vs:
