@@ -101,3 +101,24 @@ def test_variants_fits():
         assert name in text
     wide = _render(lambda c: render_variants(result, c), width=400)
     assert "eager (paired)" in wide and "peak mem" in wide
+def test_study_tables_leave_out_optional_and_empty_columns_on_a_narrow_terminal():
+    import io
+
+    from rich.console import Console
+
+    from flopgap.report.html import Section, Table
+    from flopgap.report.study_view import print_sections
+
+    rows = [["torchvision:shufflenet_v2_x0_5", "1.37 M", "84.6 M", "35.6 MB", "4.11 ms [4.04 ms, 4.17 ms] n=20", ""]]
+    table = Table(["model", "params", "FLOPs", "bytes", "measured", "explain"], rows, "models", "models",
+                  optional=(3, 1))
+
+    def shown(width):
+        buf = io.StringIO()
+        print_sections([Section("zoo", [table])], Console(file=buf, width=width, color_system=None))
+        return buf.getvalue()
+
+    narrow, wide = shown(60), shown(300)
+    assert "35.6 MB" not in narrow and "(not shown at this width: bytes" in narrow and "4.11 ms" in narrow
+    assert "35.6 MB" in wide and "1.37 M" in wide and "not shown" not in wide
+    assert "explain" not in wide   # a column with nothing in it is not printed

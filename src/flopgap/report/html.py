@@ -49,6 +49,7 @@ class Table:
     csv_columns: Sequence[str] | None = None
     csv_rows: Sequence[Sequence[Any]] | None = None
     csv_link: bool = True  # False: the rows are already in another table's CSV copy (a collapsed remainder)
+    optional: Sequence[int] = ()  # columns a narrow terminal leaves out, first listed first (HTML and CSV keep all)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from flopgap._terminal import printable
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, si
+from flopgap.report.fit import left_out_note
 from flopgap.report.html import Plot, Para, Section, Table
 
 __all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_sections", "runs_table",
@@ -125,7 +126,7 @@ def zoo_sections(result, *, plots: bool = True) -> list[Section]:
                 [[p["fewer"], si(p["flops_fewer"]), fmt_seconds(p["latency_fewer"]), p["more"], si(p["flops_more"]),
                   fmt_seconds(p["latency_more"]), f"{p['count_ratio']:.3g}x", f"{p['slowdown']:.3g}x", p["finding"]]
                  for p in inv["top"]],
-                f"top inversions by FLOPs ratio x slowdown, batch {batch}", f"inversions_b{batch}"))
+                f"top inversions by FLOPs ratio x slowdown, batch {batch}", f"inversions_b{batch}", optional=(6,)))
         fit = a["fit"]
         if fit["residuals"]:
             blocks.append(Para(f"FLOPs-only fit: latency ~ FLOPs^{fit['b']:.2f} (log-log R^2 = {fit['r2']:.2f}, "
@@ -146,7 +147,7 @@ def zoo_sections(result, *, plots: bool = True) -> list[Section]:
               f"{r['median'] / r['prediction']:.2f}x" if r["prediction"] and r["median"] else "-",
               f"{resid[r['label']]['ratio']:.2f}x" if r["label"] in resid else "-", r["finding"]]
              for r in sorted(rows, key=lambda r: r["median"] or 0)],
-            f"models, batch {batch}, by latency", f"models_b{batch}"))
+            f"models, batch {batch}, by latency", f"models_b{batch}", optional=(8, 3, 1)))
         if plots and len(rows) >= 2:
             from flopgap.report import plots as P
 
@@ -331,6 +332,22 @@ def compare_sections(cmp) -> list[Section]:
 
 
 # ----------------------------------------------------------------------------- terminal
+def _rich_table(b: Table, rows: list[list[str]], shown: list[int], numbered: bool) -> RichTable:
+    t = RichTable(title=_text(b.caption), title_justify="left")
+    if numbered:
+        t.add_column("#", justify="right")
+    for i in shown:
+        t.add_column(_text(str(b.columns[i])), overflow="fold")
+    for n, r in enumerate(rows, 1):
+        cells = [_text(r[i]) for i in shown]
+        t.add_row(*([_text(str(n))] + cells if numbered else cells))
+    return t
+
+
+def _natural_width(console: Console, table: RichTable) -> int:
+    return console.measure(table, options=console.options.update_width(10**4)).maximum
+
+
 def print_sections(sections: Sequence[Section], console: Console, *, wide: int = 70) -> None:
     """Print the tables and paragraphs (plots are for the HTML report).
 
@@ -347,16 +364,20 @@ def print_sections(sections: Sequence[Section], console: Console, *, wide: int =
                 rows = [["" if v is None else printable(v) for v in row] for row in b.rows]
                 cols = list(range(len(b.columns)))
                 prose = [i for i in cols[1:] if any(len(r[i]) > wide for r in rows)]
-                t = RichTable(title=_text(b.caption), title_justify="left")
-                if prose:
-                    t.add_column("#", justify="right")
-                for i in cols:
-                    if i not in prose:
-                        t.add_column(_text(str(b.columns[i])), overflow="fold")
-                for n, r in enumerate(rows, 1):
-                    cells = [_text(r[i]) for i in cols if i not in prose]
-                    t.add_row(*([_text(str(n))] + cells if prose else cells))
+                # columns with nothing in them (a finding when explain was skipped) are not printed
+                shown = [i for i in cols if i not in prose and (i == 0 or any(r[i] for r in rows))]
+                t = _rich_table(b, rows, shown, bool(prose))
+                left_out = []
+                for i in b.optional:  # a narrow terminal: leave out the optional columns, first listed first
+                    if _natural_width(console, t) <= console.width:
+                        break
+                    if i in shown:
+                        shown.remove(i)
+                        left_out.append(str(b.columns[i]))
+                        t = _rich_table(b, rows, shown, bool(prose))
                 console.print(t)
+                if left_out:
+                    console.print(_text(left_out_note(left_out), style="dim"))
                 first: dict[tuple, int] = {}  # the same prose (one model in several pairs) is printed once
                 for n, r in enumerate(rows, 1):
                     lines = [f"{b.columns[i]}: {r[i]}" for i in prose if r[i]]
