@@ -221,7 +221,9 @@ def _timer_quality(p: dict) -> str:
 @summary("count_overhead")
 def _count_overhead(p: dict) -> str:
     f = p["figures"]
-    lines = [f"Counting pass / eager forward, {f['threads']} thread(s), medians of interleaved runs; target "
+    runs = sorted({r.get("repeats") for r in f["rows"]} - {None})
+    lines = [f"Counting pass / eager forward, {f['threads']} thread(s), medians of "
+             f"{'/'.join(map(str, runs)) or 'several'} interleaved runs each (no CI: the ratios are the figures); target "
              f"<= {f['target_x']}x. cpu = this thread's CPU time; floor = an empty dispatch mode + no-op module hooks.",
              "", "| model | forward | flopgap/fwd | FlopCounterMode/fwd | floor/fwd | cpu: flopgap | cpu: floor |",
              "|---|---|---|---|---|---|---|"]

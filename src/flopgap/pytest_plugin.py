@@ -226,7 +226,7 @@ _GATE = pytest.StashKey[LatencyGate]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("flopgap", "flopgap latency gates")
     group.addoption("--flopgap-save", metavar="DIR|FILE", default=None,
-                    help="write this session's latencies as a baseline (a .json path, or DIR/flopgap-latency.json)")
+                    help="write this test run's latencies as a baseline (a .json path, or DIR/flopgap-latency.json)")
     group.addoption("--flopgap-compare", metavar="FILE", default=None,
                     help="fail tests whose latency regressed against this baseline (CI of the ratio wholly beyond "
                          "--flopgap-threshold); disturbed measurements are reported, never failed")

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from flopgap._terminal import printable
 
-__all__ = ["Col", "fit_table", "left_out_note", "print_fit"]
+__all__ = ["Col", "fit_table", "left_out_note", "natural_width", "print_fit"]
 
 @dataclass(frozen=True)
 class Col:
@@ -46,7 +46,7 @@ def _build(cols: Sequence[Col], rows: Sequence[Sequence[str]], keep: Sequence[in
     return table
 
 
-def _natural_width(console: Console, table: Table) -> int:
+def natural_width(console: Console, table: Table) -> int:
     """The table's width with no limit (``Console.measure`` clamps to the console's width)."""
     return console.measure(table, options=console.options.update_width(10**4)).maximum
 
@@ -60,7 +60,7 @@ def fit_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], console: Conso
     dropped: list[str] = []
     table = _build(cols, rows, keep, title, table_kwargs)
     for i in sorted((i for i, c in enumerate(cols) if c.optional), key=lambda i: (-cols[i].optional, -i)):
-        if _natural_width(console, table) <= console.width:
+        if natural_width(console, table) <= console.width:
             break
         keep.remove(i)
         dropped.append(cols[i].header)

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from flopgap._terminal import printable
 from flopgap.report._format import fmt_bytes, fmt_latency, fmt_seconds, si
-from flopgap.report.fit import left_out_note
+from flopgap.report.fit import left_out_note, natural_width
 from flopgap.report.html import Plot, Para, Section, Table
 
 __all__ = ["sections_for", "zoo_sections", "seed_sections", "shufflenet_sections", "compare_sections", "runs_table",
@@ -344,10 +344,6 @@ def _rich_table(b: Table, rows: list[list[str]], shown: list[int], numbered: boo
     return t
 
 
-def _natural_width(console: Console, table: RichTable) -> int:
-    return console.measure(table, options=console.options.update_width(10**4)).maximum
-
-
 def print_sections(sections: Sequence[Section], console: Console, *, wide: int = 70) -> None:
     """Print the tables and paragraphs (plots are for the HTML report).
 
@@ -369,7 +365,7 @@ def print_sections(sections: Sequence[Section], console: Console, *, wide: int =
                 t = _rich_table(b, rows, shown, bool(prose))
                 left_out = []
                 for i in b.optional:  # a narrow terminal: leave out the optional columns, first listed first
-                    if _natural_width(console, t) <= console.width:
+                    if natural_width(console, t) <= console.width:
                         break
                     if i in shown:
                         shown.remove(i)
