@@ -25,7 +25,7 @@ Decisions are taken on the 95% CI, never on a bare median:
 
 ``@pytest.mark.flopgap(max_ms=..., threshold=..., name=...)`` sets defaults for the
 fixture calls of one test. ``--flopgap-save DIR|FILE`` writes every measurement of the
-session (a ``.json`` path, or ``DIR/flopgap-latency.json``) as the next baseline: the
+test run (a ``.json`` path, or ``DIR/flopgap-latency.json``) as the next baseline: the
 timer's own ``flopgap.time/1`` records, named by test, so ``flopgap compare OLD NEW``
 reads two such files too. Timer options default to ``--flopgap-max-time`` (2 s) and
 ``--flopgap-precision`` (2%); any :class:`flopgap.timing.TimerOptions` field may be
@@ -83,7 +83,7 @@ def _ms(s: float) -> str:
 
 
 class LatencyGate:
-    """Session state: the baseline read, the records taken, the options."""
+    """The state of one test run: the baseline read, the records taken, the options."""
 
     def __init__(self, config: pytest.Config):
         opt = config.getoption
