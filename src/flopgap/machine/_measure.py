@@ -140,13 +140,17 @@ class Measured:
 
 
 class _Watch:
-    """One sentinel over a stretch of work (``poll`` between steps); ``None`` source: unwatched."""
+    """One sentinel over a stretch of work (``poll`` between steps); ``None`` source: unwatched.
+    ``single_ops``: the work repeats one op at a time (ceilings, calibration cases), which
+    hands nothing from thread to thread, so the reference kernel's handoff part is not
+    judged (the chains are judged on every part)."""
 
-    def __init__(self, source, clock):
-        from flopgap.timing import Sentinel
+    def __init__(self, source, clock, *, single_ops: bool = True):
+        from flopgap.timing import SINGLE_OP_PARTS, Sentinel
 
         self.clock = clock
-        self.sentinel = Sentinel(source) if source is not None else None
+        self.sentinel = Sentinel(source, **({"parts": SINGLE_OP_PARTS} if single_ops else {})) \
+            if source is not None else None
         if self.sentinel is not None:
             self.sentinel.start(clock(), torch.get_num_threads())
 
@@ -274,7 +278,7 @@ def run_request(req: Request, *, quick: bool = False, device=None, progress: Cal
     cases = sorted((by_id[i] for i in weights if i in by_id), key=lambda c: (-weights[c.id], c.id))
 
     def chain_round(label: str) -> None:
-        w = _Watch(source, clock)
+        w = _Watch(source, clock, single_ops=False)
         timer._between = w.poll
         timer.time_round()
         d = w.finish()

@@ -15,11 +15,14 @@ carries a :class:`Disturbance` record built from three independent witnesses:
    ``MIN_CONTENDED_PROBES`` of them, were contended.
 2. **CPU steal.** The hypervisor's steal time over the run (``/proc/stat``) as a share of
    all CPU time. Disturbed above ``STEAL_SHARE``.
-3. **A reference kernel re-timed before and after.** A fixed workload in three parts,
+3. **A reference kernel re-timed before and after.** A fixed workload in four parts,
    each timed apart (median of 5): *dispatch* (a chain of tiny ops), *compute* (a GEMM
-   split over the run's threads) and *memory* (a 16 MiB copy, on one thread: a
+   split over the run's threads), *memory* (a 16 MiB copy, on one thread: a
    multi-threaded copy on a small VM is bimodal, one thread waking late, and would be
-   noise, not evidence). It runs before the cold call and after the last sample and is
+   noise, not evidence) and *handoff* (three small inverted-residual blocks on the run's
+   threads, each op reading what the threads wrote in the op before; a host that places a
+   VM's threads apart, or a neighbour in their shared cache, slows it 1.4-1.5x while the
+   other three parts do not move, and every small-op model with it). It runs before the cold call and after the last sample and is
    compared, part by part, with this machine's **calm reference**: the 25th percentile of
    the last ``CALM_WINDOW`` readings that were taken while no other process competed for
    the cores and were not themselves slow, kept per CPU, core count, torch version and
@@ -27,7 +30,8 @@ carries a :class:`Disturbance` record built from three independent witnesses:
    lucky reading would otherwise make every later one look slow. A reading before the run
    slower than ``REFERENCE_RATIO`` times the calm time in some part is taken again at once
    and each part keeps the faster of the two (a spell over before the run began did not
-   touch it). Disturbed when a part of the before (confirmed) or after reading is that slow. This catches
+   touch it). Disturbed when a part of the before (confirmed) or after reading is that slow
+   (``HANDOFF_RATIO`` for the handoff part). This catches
    what (1) cannot: a memory-bandwidth hog on another core (it slows the memory part about
    2x), a VM neighbour, a thermal or power cap.
 
@@ -49,7 +53,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol, Sequence
 
 __all__ = ["Disturbance", "LoadSource", "SystemLoad", "FakeLoad", "Sentinel", "others_runnable",
-           "CONTENDED_SHARE", "STEAL_SHARE", "REFERENCE_RATIO", "PROBE_INTERVAL_S"]
+           "CONTENDED_SHARE", "STEAL_SHARE", "REFERENCE_RATIO", "HANDOFF_RATIO", "PARTS", "SINGLE_OP_PARTS",
+           "PROBE_INTERVAL_S"]
 
 # A quiet machine has short blips (a daemon waking, the kernel's own threads): a few
 # percent of probes at most. Steady competition contends most of them.
@@ -63,9 +68,14 @@ STEAL_SHARE = 0.05
 # percentile) in 99% of readings; a memory-bandwidth hog doubles the memory part, and a
 # VM's slow spells, which slow every small-op model, put the dispatch part at 1.6-1.7x.
 REFERENCE_RATIO = 1.5
+# The handoff part is steadier (within 1.22x of its calm time on a calm machine) and its
+# slow state smaller (1.4-1.5x, mobile CNNs 1.15-1.35x slower with it): a tighter bound.
+HANDOFF_RATIO = 1.3
 CALM_WINDOW = 50      # readings kept per key: a few minutes of measuring, so one spell cannot own it
 CALM_QUANTILE = 0.25  # the calm time of a part: robust to lucky outliers and to a minority of slow readings
-PARTS = ("dispatch", "compute", "memory")
+PARTS = ("dispatch", "compute", "memory", "handoff")
+# what bears on work that repeats one op alone (each thread reads what it wrote): no handoff
+SINGLE_OP_PARTS = ("dispatch", "compute", "memory")
 PROBE_INTERVAL_S = 0.05  # one load probe per 50 ms of run: dense enough, and cheap (one read when quiet)
 # A probe is the least of this many reads, PROBE_READ_GAP_S apart: a kernel thread or a
 # daemon runs for microseconds, a competing process stays runnable (a quiet VM shows such
@@ -103,8 +113,8 @@ class Disturbance:
         readings = [r for r in (self.reference_before_s, self.reference_after_s) if r is not None]
         if not readings or not self.calm_reference_s:
             return None
-        return {name: max(r[i] for r in readings) / self.calm_reference_s[i] for i, name in enumerate(PARTS)
-                if self.calm_reference_s[i] > 0}
+        return {name: max(r[i] for r in readings) / calm for i, (name, calm) in
+                enumerate(zip(PARTS, self.calm_reference_s)) if calm > 0 and all(len(r) > i for r in readings)}
 
     @property
     def reference_ratio(self) -> float | None:
@@ -163,13 +173,20 @@ class LoadSource(Protocol):
 
 
 def as_reading(v) -> tuple[float, ...] | None:
-    """A reading of the reference kernel, seconds per part (a single number: every part)."""
+    """A reading of the reference kernel, seconds per part (a single number: every part).
+    A reading stored before the handoff part existed has the first three parts only and
+    is compared on those."""
     if v is None:
         return None
     if isinstance(v, (int, float)):
         return (float(v),) * len(PARTS)
     v = tuple(float(x) for x in v)
-    return v if len(v) == len(PARTS) else None
+    return v if len(v) in (len(PARTS), len(SINGLE_OP_PARTS)) else None
+
+
+def part_ratio(part: str) -> float:
+    """The factor over its calm time at which a part's reading is slow."""
+    return HANDOFF_RATIO if part == "handoff" else REFERENCE_RATIO
 
 
 def others_runnable() -> int | None:
@@ -212,7 +229,9 @@ def _cpu_ticks() -> tuple[int, int] | None:
 class _ReferenceKernel:
     """The fixed workload, timed part by part (see :data:`PARTS`): 32 tiny matmul+tanh pairs
     on a 64-vector (dispatch), one 256x256 GEMM on the run's threads (compute), a 16 MiB
-    copy on one thread (memory bandwidth)."""
+    copy on one thread (memory bandwidth), three inverted-residual blocks (1x1 conv 24 ->
+    144, depthwise 3x3, 1x1 conv back, residual add) on a 24x28x28 map on the run's threads
+    (handoff: each op splits its work over the threads another way than the op before)."""
 
     def __init__(self):
         import torch
@@ -224,6 +243,19 @@ class _ReferenceKernel:
         self.b = torch.randn(256, 256, generator=g)
         self.src = torch.randn(4 * 2**20, generator=g)
         self.dst = torch.empty_like(self.src)
+        c, e = 24, 6
+        self.blocks = [(torch.randn(c * e, c, 1, 1, generator=g) / 5, torch.randn(c * e, 1, 3, 3, generator=g) / 3,
+                        torch.randn(c, c * e, 1, 1, generator=g) / 12) for _ in range(3)]
+        self.fmap = torch.randn(1, c, 28, 28, generator=g)
+
+    def _handoff(self) -> None:
+        import torch.nn.functional as F
+
+        x = self.fmap
+        for expand, depthwise, project in self.blocks:
+            y = F.relu6(F.conv2d(x, expand))
+            y = F.relu6(F.conv2d(y, depthwise, padding=1, groups=depthwise.shape[0]))
+            x = x + F.conv2d(y, project)
 
     def _dispatch(self) -> None:
         import torch
@@ -250,7 +282,7 @@ class _ReferenceKernel:
             readings.append(time.perf_counter() - t0)
         return statistics.median(readings)
 
-    def time(self, threads: int) -> tuple[float, float, float]:
+    def time(self, threads: int) -> tuple[float, float, float, float]:
         import torch
 
         from flopgap.timing._context import threads_context
@@ -258,16 +290,17 @@ class _ReferenceKernel:
         with torch.inference_mode():
             with threads_context(threads):
                 dispatch, compute = self._median(self._dispatch), self._median(self._compute)
+                handoff = self._median(self._handoff)
             with threads_context(1):
                 memory = self._median(self._memory)
-        return dispatch, compute, memory
+        return dispatch, compute, memory, handoff
 
 
 def calm_of(readings: Sequence[Sequence[float]]) -> tuple[float, ...] | None:
     """The calm time of each part: the :data:`CALM_QUANTILE` of the kept readings."""
     import numpy as np
 
-    rows = [r for r in (as_reading(x) for x in readings) if r is not None]
+    rows = [r for r in (as_reading(x) for x in readings) if r is not None and len(r) == len(PARTS)]
     if not rows:
         return None
     return tuple(float(q) for q in np.quantile(np.array(rows), CALM_QUANTILE, axis=0))
@@ -331,7 +364,8 @@ class SystemLoad:
         if self._calm is None:
             try:
                 data = json.loads(self._path().read_text())
-                self._calm = {k: [r for r in (as_reading(x) for x in v) if r is not None and min(r) > 0]
+                self._calm = {k: [r for r in (as_reading(x) for x in v)
+                                  if r is not None and len(r) == len(PARTS) and min(r) > 0]
                               for k, v in data.items() if isinstance(v, list)}
             except (OSError, ValueError, AttributeError, TypeError):
                 self._calm = {}
@@ -358,7 +392,7 @@ class FakeLoad:
     """A scripted machine for tests: ``others`` is what successive load probes read (the
     last value repeats), ``steal_ticks`` the steal added over a run of ``total_ticks``,
     ``references`` the successive reference-kernel readings and ``calm`` the calm reference
-    (a number: the same for every part; a 3-tuple: per part), ``recorded`` what the
+    (a number: the same for every part; a tuple: per part), ``recorded`` what the
     sentinel offered as calm readings."""
 
     others: Sequence[int | None] = (0,)
@@ -422,11 +456,15 @@ def system_load() -> SystemLoad:
 class Sentinel:
     """Watches one run: ``start`` before the cold call, ``poll`` between blocks, ``finish``
     after the last sample. ``now`` values come from the timer's clock, so a fake clock
-    decides when probes happen."""
+    decides when probes happen. ``parts``: the reference kernel's parts that bear on the
+    work watched (:data:`SINGLE_OP_PARTS` for single ops repeated alone, which hand
+    nothing from thread to thread); the others are read and reported, never judged."""
 
-    def __init__(self, source: LoadSource, *, interval_s: float = PROBE_INTERVAL_S):
+    def __init__(self, source: LoadSource, *, interval_s: float = PROBE_INTERVAL_S,
+                 parts: Sequence[str] = PARTS):
         self.source = source
         self.interval_s = interval_s
+        self.parts = tuple(p for p in PARTS if p in parts)
         self._threads = 1
         self._others: list[int] = []
         self._last: float | None = None
@@ -454,8 +492,7 @@ class Sentinel:
             self._last = now
 
     def _slow(self, reading) -> bool:
-        calm = as_reading(self._calm)
-        return reading is not None and calm is not None and any(r > REFERENCE_RATIO * c for r, c in zip(reading, calm))
+        return bool(slow_parts(reading, self._calm, self.parts))
 
     def _reference_before(self, others: int | None):
         """The reading before the run; one slower than REFERENCE_RATIO times the calm time in
@@ -479,8 +516,7 @@ class Sentinel:
         cores = self.source.cores()
         if reading is None or others is None or not cores or others + self._threads > cores:
             return
-        calm = self._calm
-        if calm is None or all(r <= REFERENCE_RATIO * c for r, c in zip(reading, calm)):
+        if self._calm is None or not slow_parts(reading, self._calm):
             self.source.record_reference(self._threads, reading)
 
     def finish(self) -> Disturbance:
@@ -489,14 +525,23 @@ class Sentinel:
         after = as_reading(self.source.reference_s(self._threads))
         self._note_reference(after, others)
         return judge(self._threads, self.source.cores(), self._others, self._ticks0, ticks1,
-                     self._before, after, self._calm)
+                     self._before, after, self._calm, parts=self.parts)
+
+
+def slow_parts(reading, calm, parts: Sequence[str] = PARTS) -> list[str]:
+    """The parts among ``parts`` in which ``reading`` is slower than :func:`part_ratio`
+    times its calm time."""
+    reading, calm = as_reading(reading), as_reading(calm)
+    if reading is None or calm is None:
+        return []
+    return [p for p, r, c in zip(PARTS, reading, calm) if p in parts and r > part_ratio(p) * c]
 
 
 def judge(threads: int, cores: int | None, others: Sequence[int], ticks0, ticks1, before, after,
-          calm) -> Disturbance:
+          calm, *, parts: Sequence[str] = PARTS) -> Disturbance:
     """The verdict from the witnesses' readings (pure: every threshold is applied here).
     ``before``, ``after`` and ``calm`` are reference readings (seconds per part, or one
-    number for every part)."""
+    number for every part); only ``parts`` are judged."""
     before, after, calm = as_reading(before), as_reading(after), as_reading(calm)
     reasons = []
     contended = sum(1 for o in others if cores and o + threads > cores)
@@ -513,13 +558,9 @@ def judge(threads: int, cores: int | None, others: Sequence[int], ticks0, ticks1
                     others_max=max(others) if others else None,
                     others_median=float(statistics.median(others)) if others else None, steal_share=steal,
                     reference_before_s=before, reference_after_s=after, calm_reference_s=calm)
-    slow = {part: r for part, r in (d.reference_ratios or {}).items() if r > REFERENCE_RATIO}
+    slow = {part: r for part, r in (d.reference_ratios or {}).items() if part in parts and r > part_ratio(part)}
     if slow:
-        when = []
-        for name, reading in (("before", before), ("after", after)):
-            if reading is not None and any(reading[PARTS.index(p)] > REFERENCE_RATIO * calm[PARTS.index(p)]
-                                           for p in slow):
-                when.append(name)
+        when = [name for name, reading in (("before", before), ("after", after)) if slow_parts(reading, calm, parts)]
         reasons.append("the reference kernel ran slow against its calm time (" + ", ".join(
             f"{part} {r:.2f}x" for part, r in slow.items()) + f"; {' and '.join(when)} the run)")
     return replace(d, disturbed=bool(reasons), reasons=tuple(reasons))
