@@ -104,6 +104,18 @@ def _build(name: str):
     return lm.module, make_inputs(resolve_inputs(lm, None, 1 if name.startswith("torchvision:") else None))
 
 
+def pass_spread(rows: list[dict]) -> dict:
+    """How far the measured side itself moves: per model with two or more undisturbed
+    passes, its slowest pass median over its fastest, less 1; the median of that over the
+    models and the share above 10% (a target of +-10% cannot be checked more finely than
+    the measurement repeats)."""
+    spreads = [max(r["passes_s"]) / min(r["passes_s"]) - 1 for r in rows if len(r["passes_s"]) >= 2]
+    if not spreads:
+        return {"models": 0, "median": None, "over_10": None}
+    return {"models": len(spreads), "median": float(np.median(spreads)),
+            "over_10": float(np.mean(np.array(spreads) > 0.10))}
+
+
 def _chain_drift(prof) -> dict | None:
     """Re-time the profile's synthetic chains now and compare with their profile times:
     on a shared VM the speed of op *sequences* moves by 5-40% over minutes while single
@@ -245,11 +257,17 @@ def main(argv: list[str] | None = None) -> int:
         ours = scores(np.array([r["predicted_s"] for r in rs]), meas, np.array([r["low_s"] for r in rs]),
                       np.array([r["high_s"] for r in rs]))
         fit = scores(_fit_loglog(flops, meas), meas)
-        figures["sets"][set_name] = {"flopgap": ours, "flops_fit_in_sample": fit, "disturbed_not_scored": left_out}
+        figures["sets"][set_name] = {"flopgap": ours, "flops_fit_in_sample": fit, "disturbed_not_scored": left_out,
+                                     "pass_spread": pass_spread(rs)}
         for label, s in (("flopgap", ours), ("FLOPs fit", fit)):
             cov = f"{s['interval_coverage']:15.0%}" if "interval_coverage" in s else f"{'-':>15s}"
             print(f"{set_name:14s} {label:14s} {s['n']:3d} {s['within_10']:6.0%} {s['within_25']:6.0%} "
                   f"{s['median_abs_error']:9.1%} {s['spearman']:6.3f} {cov}")
+        spread = figures["sets"][set_name]["pass_spread"]
+        if spread["models"]:
+            print(f"{'':14s} the measurement itself: across its undisturbed passes a model's slowest median was "
+                  f"{spread['median']:.1%} above its fastest (median of {spread['models']} models with 2 or more; "
+                  f"{spread['over_10']:.0%} of them more than 10%)")
         if left_out:
             print(f"{'':14s} not scored (disturbed in every pass): {', '.join(left_out)}")
     calm = figures["calm_passes"]

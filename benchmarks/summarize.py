@@ -271,6 +271,12 @@ def _predict_accuracy(p: dict) -> str:
         if s.get("disturbed_not_scored"):
             lines.append(f"| {name} | not scored (disturbed in every pass) | {len(s['disturbed_not_scored'])} | "
                          f"{', '.join(s['disturbed_not_scored'])} | | | | |")
+    spreads = [(name, s["pass_spread"]) for name, s in f["sets"].items() if (s.get("pass_spread") or {}).get("models")]
+    if spreads:
+        lines += ["", "How far the measured side repeats: across its undisturbed passes, a model's slowest median "
+                  "over its fastest, " + "; ".join(
+                      f"{name}: median +{100 * x['median']:.1f}%, above 10% for {_pct(x['over_10'])} of "
+                      f"{x['models']} models" for name, x in spreads) + "."]
     lines += ["", machine_line(p)]
     return "\n".join(lines)
 

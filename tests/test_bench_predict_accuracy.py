@@ -1,0 +1,25 @@
+"""The accuracy benchmark's own arithmetic (its scores and how far the measured side repeats)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import predict_accuracy  # noqa: E402
+
+
+def test_scores_count_errors_against_the_measured_median():
+    s = predict_accuracy.scores(np.array([1.05, 0.8, 2.0]), np.array([1.0, 1.0, 1.0]),
+                                np.array([0.9, 0.7, 1.5]), np.array([1.1, 0.9, 2.5]))
+    assert s["n"] == 3 and s["within_10"] == pytest.approx(1 / 3) and s["within_25"] == pytest.approx(2 / 3)
+    assert s["median_abs_error"] == pytest.approx(0.2) and s["interval_coverage"] == pytest.approx(1 / 3)
+
+
+def test_pass_spread_is_the_slowest_undisturbed_pass_over_the_fastest():
+    rows = [{"passes_s": [1.0, 1.05, 1.02]}, {"passes_s": [2.0, 2.4]}, {"passes_s": [3.0]}, {"passes_s": []}]
+    spread = predict_accuracy.pass_spread(rows)
+    assert spread["models"] == 2 and spread["median"] == pytest.approx(0.125) and spread["over_10"] == 0.5
+    assert predict_accuracy.pass_spread([{"passes_s": [1.0]}]) == {"models": 0, "median": None, "over_10": None}
