@@ -90,7 +90,9 @@ def test_slow_handoff_flags_a_run_but_not_single_op_work():
     spell = (1e-4, 3e-4, 5e-4, 8.7e-4)
     m = _run(FakeLoad(others=(0,), references=(calm, spell), calm=calm))
     assert m.disturbed and m.disturbance.reasons == (
-        "the reference kernel ran slow against its calm time (handoff 1.45x; after the run)",)
+        "the reference kernel ran slow against its calm time (handoff 1.45x; after the run): ops handing data "
+        "from thread to thread ran slow, as when the host runs this VM's threads apart or a neighbour shares "
+        "their cache",)
     assert not _run(FakeLoad(others=(0,), references=(calm, (1e-4, 3e-4, 5e-4, 7.5e-4)), calm=calm)).disturbed
     # a calibration case repeats one op alone: the handoff part is read and reported, never judged
     load = FakeLoad(others=(0,), references=(spell, spell, spell), calm=calm)

@@ -562,5 +562,7 @@ def judge(threads: int, cores: int | None, others: Sequence[int], ticks0, ticks1
     if slow:
         when = [name for name, reading in (("before", before), ("after", after)) if slow_parts(reading, calm, parts)]
         reasons.append("the reference kernel ran slow against its calm time (" + ", ".join(
-            f"{part} {r:.2f}x" for part, r in slow.items()) + f"; {' and '.join(when)} the run)")
+            f"{part} {r:.2f}x" for part, r in slow.items()) + f"; {' and '.join(when)} the run)"
+            + (": ops handing data from thread to thread ran slow, as when the host runs this VM's threads "
+               "apart or a neighbour shares their cache" if "handoff" in slow else ""))
     return replace(d, disturbed=bool(reasons), reasons=tuple(reasons))
