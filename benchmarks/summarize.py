@@ -251,6 +251,25 @@ def _llm_viewer(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("handoff_spells")
+def _handoff_spells(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"`{f['model']}` timed {f['timings']} times over {f['seconds']:.0f} s on {f['threads']} threads, no other "
+             "process started; each timing a rigorous median (2% CI).", "",
+             "| timings | count | median of their medians | p10 .. p90 | handoff part / calm |", "|---|---|---|---|---|"]
+    for label, key in (("not flagged", "unflagged"), ("flagged for the handoff part alone", "flagged_for_handoff_only")):
+        x = f[key]
+        lines.append(f"| {label} | 0 | | | |" if x is None else
+                     f"| {label} | {x['timings']} | {x['median_s'] * 1e3:.2f} ms | {x['p10_s'] * 1e3:.2f} .. "
+                     f"{x['p90_s'] * 1e3:.2f} ms | {x['handoff_ratio_min']:.2f}x .. {x['handoff_ratio_max']:.2f}x |")
+    lines.append(f"| flagged for another reason | {f['flagged_otherwise']} | | | |")
+    if f["unflagged"] and f["flagged_for_handoff_only"]:
+        lines += ["", f"The flagged timings' median is {f['flagged_for_handoff_only']['median_s'] / f['unflagged']['median_s']:.2f}x "
+                  "the unflagged one."]
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
 @summary("predict_accuracy")
 def _predict_accuracy(p: dict) -> str:
     f = p["figures"]
