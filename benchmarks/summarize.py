@@ -254,7 +254,7 @@ def _llm_viewer(p: dict) -> str:
 @summary("handoff_spells")
 def _handoff_spells(p: dict) -> str:
     f = p["figures"]
-    lines = [f"`{f['model']}` timed {f['timings']} times over {f['seconds']:.0f} s on {f['threads']} threads, no other "
+    lines = [f"`{f['model']}` timed {f['timings']} times over {f['seconds']:.0f} s on {f['threads']} CPU threads, no other "
              "process started; each timing a rigorous median (2% CI).", "",
              "| timings | count | median of their medians | p10 .. p90 | handoff part / calm |", "|---|---|---|---|---|"]
     for label, key in (("not flagged", "unflagged"), ("flagged for the handoff part alone", "flagged_for_handoff_only")):
