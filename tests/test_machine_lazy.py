@@ -53,19 +53,22 @@ def test_a_model_needs_the_nearest_cases_of_its_keys_and_the_fallbacks():
     res = _meta_count(nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
                                     nn.Linear(64 * 14 * 14, 10)), (1, 32, 14, 14))
     needs = cases_for(res.ops, llc_bytes=1 << 40)             # a huge cache: a hot model
-    by_id = {c.id: c for c in grid()}
+    by_id = {i: _grid.case_by_id(i) for i in needs.ids}
     keys = {by_id[i].key for i in needs.ids}
     assert CalKey("conv:dense") in keys and CalKey("matmul") in keys and CalKey("aten.relu_.default") in keys
     assert CalKey("aten.flatten.using_ints") in keys and CalKey("aten.add.Tensor") in keys  # views, fallbacks
     assert not any(k.cold for k in keys)
-    dense = [by_id[i] for i in needs.ids if by_id[i].key == CalKey("conv:dense")]
-    # NEIGHBOURS nearest + the case of fewest FLOPs (the fixed cost): a squeeze-excitation 1x1 conv
-    assert len(dense) == _grid.NEIGHBOURS + 1 and any(c.id == "conv 16->8 k1 s1 g1 @1" for c in dense)
+    dense = {by_id[i].id for i in needs.ids if by_id[i].key == CalKey("conv:dense")}
+    # the conv's own shape + the case of fewest FLOPs (the fixed cost): a squeeze-excitation 1x1 conv
+    assert dense == {"conv 32->64 k3 s1 g1 @14", "conv 16->8 k1 s1 g1 @1"}
+    linear = [by_id[i] for i in needs.ids if by_id[i].key == CalKey("matmul")]
+    assert len(linear) == _grid.NEIGHBOURS + 1               # no case of its own: the nearest lattice cases
     relu = [c for c in grid() if c.key == CalKey("aten.relu_.default")]
     assert all(c.id in needs.ids for c in relu)                # a curve: all of its cases
     assert sum(needs.weights.values()) == pytest.approx(1.0)    # shares of the model's time
     cold = cases_for(res.ops, llc_bytes=1)                      # a tiny cache: the cold twins too
-    assert {by_id[i].key for i in cold.ids} >= {CalKey("conv:dense", cold=True), CalKey("matmul", cold=True)}
+    assert {_grid.case_by_id(i).key for i in cold.ids} >= {CalKey("conv:dense", cold=True), CalKey("matmul", cold=True)}
+    assert "conv 32->64 k3 s1 g1 @14" not in cold.ids           # a cold model reads the lattice's cold cases
     assert len(needs) < len(grid()) / 10
 
 
@@ -82,7 +85,7 @@ def world(monkeypatch, tmp_path):
     monkeypatch.setenv("FLOPGAP_CACHE_DIR", str(tmp_path))
     small = tuple(c for c in grid(quick=True) if c.est_s < 1e-4 and c.kind in ("conv", "linear", "memory"))
     monkeypatch.setattr(_grid, "grid", lambda quick=False: small)
-    for f in (_grid._by_key, _grid._index):
+    for f in (_grid._by_key, _grid._index, _grid._by_id):
         f.cache_clear()
     timed = []
 
@@ -103,7 +106,7 @@ def world(monkeypatch, tmp_path):
     monkeypatch.setattr(_chains, "time_call", lambda fn, **kw: np.array([50e-6, 52e-6]))
     monkeypatch.setattr(_measure, "RETRY_WAIT_S", 0.0)
     yield {"grid": small, "timed": timed}
-    for f in (_grid._by_key, _grid._index):
+    for f in (_grid._by_key, _grid._index, _grid._by_id):
         f.cache_clear()
 
 
@@ -232,3 +235,48 @@ def test_cold_weights_rotate_over_views_of_one_buffer_larger_than_the_cache():
     assert hot().data_ptr() == hot().data_ptr()
     big = _grid.weight((4096, 4096), cold=True)         # 64 MiB: cold by its size, used as it is
     assert big().data_ptr() == big().data_ptr()
+
+
+def test_a_convolution_gets_a_case_of_its_own_shape_and_its_id_names_it():
+    def conv(cin, cout, k, stride, groups, hw, n=1, padding=None):
+        c = nn.Conv2d(cin, cout, k, stride, k // 2 if padding is None else padding, groups=groups, bias=False)
+        res = _meta_count(c, (n, cin, hw, hw))
+        return next(r for r in res.ops if r.op == "aten.conv2d.default")
+
+    for args, want in [((24, 24, 1, 1, 1, 56), "conv 24->24 k1 s1 g1 @56"),
+                       ((16, 32, 3, 2, 1, 112), "conv 16->32 k3 s2 g1 @112"),
+                       ((40, 40, 5, 1, 40, 28), "conv 40->40 k5 s1 g40 @28"),
+                       ((64, 128, 3, 1, 8, 14, 2), "conv 64->128 k3 s1 g8 @14 n2")]:
+        r = conv(*args)
+        case = _grid.exact_case(r)
+        assert case is not None and case.id == want and case.key == op_key(r)
+        assert case.features == tuple(op_features(r))                 # the k-NN sees distance 0
+        again = _grid.case_by_id(want)
+        assert again == case                                            # the id alone rebuilds it (a child process)
+    assert _grid.exact_case(conv(16, 16, 3, 1, 1, 14, padding=0)) is None   # padding the lattice cannot build
+    assert _grid.case_by_id("conv 3->5 k1 s1 g2 @7") is None and _grid.case_by_id("no such case") is None
+
+
+def test_a_calibrated_shape_takes_its_own_rate_not_its_neighbours():
+    from flopgap.explain._predict import Predictor
+
+    r = next(o for o in _meta_count(nn.Conv2d(24, 24, 1, bias=False), (1, 24, 56, 56)).ops
+             if o.op == "aten.conv2d.default")
+    own = _grid.exact_case(r)
+    key = own.key
+    lattice = sorted((c for c in grid() if c.key == key), key=lambda c: c.est_s)[:8]
+
+    def sample(case, rate):   # seconds from a rate over the case's FLOPs (fixed cost: the smallest case)
+        flops = int(round((case.est_s - 5e-6) * 1e11))
+        return _measure.Sample(case.id, "aten.conv2d.default", key, case.features, flops, 0, flops / rate + 1e-6,
+                               flops / rate + 1e-6)
+
+    base = [sample(c, 1e11) for c in lattice]
+    without = Predictor(MachineProfile.synthetic(calibration=base))
+    with_own = Predictor(MachineProfile.synthetic(calibration=base + [sample(own, 2e10)]))
+    t0, _, _, _ = without.op_detail(r)
+    t1, method, _, why = with_own.op_detail(r)
+    overhead = with_own.knn[key].overhead
+    assert method == "knn:conv:dense" and not why
+    assert t1 == pytest.approx(overhead + r.flops / 2e10, rel=1e-4)   # its own rate, 5x below the lattice's
+    assert abs(t0 - t1) > 0.2 * t1                                 # the neighbours alone say otherwise

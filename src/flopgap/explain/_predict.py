@@ -13,7 +13,9 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
                  1280x1000 classifier: 60 us hot, 270 us cold)
         O_key  = time of the key's calibrated case of fewest FLOPs (fixed per-call cost)
         R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
-                 log2 shape features, weights 1/(d + 0.25)^2), where
+                 log2 shape features, weights 1/(d + 0.25)^2; a convolution whose own
+                 shape was calibrated, see ``flopgap.machine._grid.exact_case``, takes
+                 that case's rate alone: oneDNN's rates jump between neighbouring widths), where
                  R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
         W      = (profiles without cold cases) the op's weight bytes when they exceed
                  the L2 cache and the model is cold as above, else 0
@@ -95,6 +97,9 @@ _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-m
 _ADD = CalKey("aten.add.Tensor")
 _FLATTEN = CalKey("aten.flatten.using_ints")
 
+# features equal to this (log2 units): the op's own shape was calibrated (a convolution's
+# exact case, flopgap.machine._grid.exact_case), and its rate is used alone
+_EXACT = 1e-9
 # an op whose nearest calibrated case is more than a factor 2 away in one shape
 # dimension (or sqrt 2 in two) is extrapolated: the k-NN rate is then a neighbour's rate
 FAR_LOG2 = 1.0
@@ -429,6 +434,8 @@ class Predictor:
         m = self.knn[key]
         d = np.sqrt(((m.feats - np.asarray(feats)) ** 2).sum(axis=1))
         order = np.argsort(d, kind="stable")[:_K]
+        if d[order[0]] < _EXACT:   # this very shape was calibrated: its own rate, not its neighbours'
+            order = order[:1]
         w = 1.0 / (d[order] + 0.25) ** 2
         rate = math.exp(float((w * m.log_rates[order]).sum() / w.sum()))
         cold = (weight_bytes / self.profile.mem_bandwidth

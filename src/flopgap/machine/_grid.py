@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterator
@@ -41,7 +42,7 @@ from torch import nn
 from flopgap.machine._keys import CalKey, SIMD_FLOATS, conv_features, model_is_cold, op_features, op_key
 
 __all__ = ["Case", "grid", "grid_index", "cases_for", "chain_needs", "per_channel", "weight", "Needs", "NEIGHBOURS",
-           "COLD_BYTES"]
+           "COLD_BYTES", "exact_case", "case_by_id"]
 
 # more than the predictor's k = 4 nearest cases: the measured neighbourhood then holds
 # the predictor's neighbours even when a model's op sits between two lattice rows
@@ -258,10 +259,57 @@ def _conv_case(n, cin, cout, hw, k, stride=1, groups=1, cold=False) -> Case:
     else:
         key = CalKey("conv:grouped")
     flops = 2 * n * (cin // groups) * cout * k * k * out * out + n * cout * out * out   # FMA = 2, bias 1
-    label = f"conv {cin}->{cout} k{k} s{stride} g{groups} @{hw}"
+    label = f"conv {cin}->{cout} k{k} s{stride} g{groups} @{hw}" + (f" n{n}" if n != 1 else "")
     feats = tuple(conv_features(n, cin // groups, cout // groups, hw * hw, out * out, k * k, groups))
     return Case(label + (" cold" if cold else ""), key.as_cold(cold), "conv", (n, cin, cout, hw, k, stride, groups),
                 feats, 5e-6 + flops / 1e11)
+
+
+_CONV_ID = re.compile(r"conv (\d+)->(\d+) k(\d+) s(\d+) g(\d+) @(\d+)(?: n(\d+))?")
+
+
+def exact_case(r) -> Case | None:
+    """The calibration case of exactly this convolution's shape (batch, widths, groups,
+    square kernel and map, stride, the padding ``_conv_case`` gives), or None when the op
+    is no such convolution. oneDNN picks its algorithm and blocking per shape, so rates
+    jump between neighbouring widths (a 1x1 conv at 28x28 ran 5x slower with 28 channels
+    than with 24 on the reference machine): the nearest lattice cases cannot say what
+    this shape costs, a case of its own can."""
+    key = op_key(r)
+    if not key.name.startswith("conv:") or key.cold or r.flops <= 0:
+        return None
+    x, w = (r.input_shapes[0], r.input_shapes[1]) if len(r.input_shapes) >= 2 else ([], [])
+    y = r.output_shapes[0] if r.output_shapes else []
+    if not (isinstance(x, list) and isinstance(w, list) and isinstance(y, list)) or len(x) != 4 or len(w) != 4 \
+            or len(y) != 4 or x[2] != x[3] or w[2] != w[3] or y[2] != y[3] or not all(isinstance(v, int) for v in x + w):
+        return None
+    n, cin, hw, cout, k = x[0], x[1], x[2], w[0], w[2]
+    groups = cin // max(w[1], 1)
+    for stride in range(1, k + 2):
+        c = _conv_case(n, cin, cout, hw, k, stride, groups)
+        if c.features == tuple(op_features(r)) and c.key == key:
+            return c
+    return None
+
+
+def case_by_id(case_id: str, quick: bool = False) -> Case | None:
+    """A case by its id: the lattice's, or an exact convolution case (:func:`exact_case`)."""
+    hit = _by_id(quick).get(case_id)
+    if hit is not None:
+        return hit
+    m = _CONV_ID.fullmatch(case_id)
+    if m is None:
+        return None
+    cin, cout, k, stride, groups, hw = (int(v) for v in m.groups()[:6])
+    n = int(m.group(7) or 1)
+    if min(cin, cout, k, stride, groups, hw, n) < 1 or cin % groups or cout % groups:
+        return None
+    return _conv_case(n, cin, cout, hw, k, stride, groups)
+
+
+@lru_cache(maxsize=2)
+def _by_id(quick: bool) -> dict[str, Case]:
+    return {c.id: c for c in grid(quick)}
 
 
 def _conv_shapes() -> Iterator[tuple]:
@@ -439,7 +487,8 @@ _ALWAYS = (CalKey("aten.flatten.using_ints"), CalKey("aten.add.Tensor"))
 def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
     """The grid cases a prediction of these count records reads (see the module
     docstring), each weighted by the estimated share of the model's time of the ops it
-    serves. Cold twins of the k-NN cases are needed when the model is cold
+    serves, and each convolution's own case (:func:`exact_case`) when the model is not
+    cold. Cold twins of the k-NN cases are needed when the model is cold
     (:func:`~flopgap.machine._keys.model_is_cold`)."""
     by_key = _by_key(quick)
     cold = model_is_cold(records, llc_bytes)
@@ -447,7 +496,13 @@ def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
     total = sum(rough) or 1.0
     needs = Needs()
     seen: dict[tuple, float] = {}
+    own_keys: set[CalKey] = set()
     for r, t in zip(records, rough):
+        exact = None if cold else exact_case(r)
+        if exact is not None:   # its own case: the neighbours would not be read
+            needs.add(exact.id, t / total)
+            own_keys.add(exact.key)
+            continue
         key = op_key(r)
         if key.ragged and key not in by_key:
             key = key.aligned()
@@ -461,6 +516,9 @@ def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
     for k in _ALWAYS:
         if k in by_key:
             seen.setdefault((k, None), 0.0)
+    for k in own_keys:   # the key's fixed cost: its case of fewest FLOPs
+        if k in by_key:
+            needs.add(min(by_key[k][0], key=lambda c: c.est_s).id, 0.0)
     for (key, feats), w in seen.items():
         if key is None:
             continue

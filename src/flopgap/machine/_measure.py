@@ -139,6 +139,29 @@ class Measured:
                    d.get("sections") or {}, float(d.get("seconds", 0.0)))
 
 
+class _Cases(dict):
+    """Cases by id, resolved on first use: the lattice's, or a convolution's own
+    (:func:`flopgap.machine._grid.case_by_id`); an id that is neither is absent."""
+
+    def __init__(self, quick: bool):
+        super().__init__()
+        self.quick = quick
+
+    def __missing__(self, case_id: str):
+        c = _grid.case_by_id(case_id, self.quick)
+        if c is None:
+            raise KeyError(case_id)
+        self[case_id] = c
+        return c
+
+    def __contains__(self, case_id) -> bool:
+        try:
+            self[case_id]
+        except KeyError:
+            return False
+        return True
+
+
 class _Watch:
     """One sentinel over a stretch of work (``poll`` between steps); ``None`` source: unwatched.
     ``single_ops``: the work repeats one op at a time (ceilings, calibration cases), which
@@ -241,7 +264,7 @@ def run_request(req: Request, *, quick: bool = False, device=None, progress: Cal
     source = None if load is False else (load if load is not None else system_load())
     llc = llc_bytes or sys_llc()
     t0 = clock()
-    by_id = {c.id: c for c in _grid.grid(quick)}
+    by_id = _Cases(quick)
     weights = dict(zip(req.cases, req.weights or (0.0,) * len(req.cases)))
     out = Measured()
     from flopgap.machine._chains import CHAIN_ROUNDS, ChainTimer, chain_cases
@@ -360,6 +383,6 @@ def estimate_s(req: Request, quick: bool = False) -> float:
     """A-priori seconds to measure ``req`` (without the chains' own cases)."""
     from flopgap.machine._ceilings import CEILINGS_EST_S
 
-    by_id = {c.id: c for c in _grid.grid(quick)}
+    by_id = _Cases(quick)
     return ((CEILINGS_EST_S[quick] if req.ceilings else 0.0) + (1.0 if req.chains else 0.0)
             + sum(by_id[i].cost_s for i in req.cases if i in by_id))
