@@ -68,7 +68,7 @@ def test_a_model_needs_the_nearest_cases_of_its_keys_and_the_fallbacks():
     assert sum(needs.weights.values()) == pytest.approx(1.0)    # shares of the model's time
     cold = cases_for(res.ops, llc_bytes=1)                      # a tiny cache: the cold twins too
     assert {_grid.case_by_id(i).key for i in cold.ids} >= {CalKey("conv:dense", cold=True), CalKey("matmul", cold=True)}
-    assert "conv 32->64 k3 s1 g1 @14" not in cold.ids           # a cold model reads the lattice's cold cases
+    assert "conv 32->64 k3 s1 g1 @14 cold" in cold.ids          # a cold model reads its conv's cold twin
     assert len(needs) < len(grid()) / 10
 
 
@@ -253,6 +253,8 @@ def test_a_convolution_gets_a_case_of_its_own_shape_and_its_id_names_it():
         assert case.features == tuple(op_features(r))                 # the k-NN sees distance 0
         again = _grid.case_by_id(want)
         assert again == case                                            # the id alone rebuilds it (a child process)
+        cold = _grid.exact_case(r, cold=True)
+        assert cold.id == want + " cold" and cold.key == op_key(r).as_cold() and _grid.case_by_id(cold.id) == cold
     assert _grid.exact_case(conv(16, 16, 3, 1, 1, 14, padding=0)) is None   # padding the lattice cannot build
     assert _grid.case_by_id("conv 3->5 k1 s1 g2 @7") is None and _grid.case_by_id("no such case") is None
 

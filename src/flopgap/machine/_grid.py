@@ -265,16 +265,17 @@ def _conv_case(n, cin, cout, hw, k, stride=1, groups=1, cold=False) -> Case:
                 feats, 5e-6 + flops / 1e11)
 
 
-_CONV_ID = re.compile(r"conv (\d+)->(\d+) k(\d+) s(\d+) g(\d+) @(\d+)(?: n(\d+))?")
+_CONV_ID = re.compile(r"conv (\d+)->(\d+) k(\d+) s(\d+) g(\d+) @(\d+)(?: n(\d+))?( cold)?")
 
 
-def exact_case(r) -> Case | None:
+def exact_case(r, cold: bool = False) -> Case | None:
     """The calibration case of exactly this convolution's shape (batch, widths, groups,
     square kernel and map, stride, the padding ``_conv_case`` gives), or None when the op
     is no such convolution. oneDNN picks its algorithm and blocking per shape, so rates
-    jump between neighbouring widths (a 1x1 conv at 28x28 ran 5x slower with 28 channels
-    than with 24 on the reference machine): the nearest lattice cases cannot say what
-    this shape costs, a case of its own can."""
+    jump between neighbouring widths (a few channels more can make a 1x1 conv several
+    times slower): the nearest lattice cases cannot say what this shape costs, a case of
+    its own can. ``cold``: the case's cold twin (its weight
+    read from memory on every call), for a model whose footprint exceeds the cache."""
     key = op_key(r)
     if not key.name.startswith("conv:") or key.cold or r.flops <= 0:
         return None
@@ -286,8 +287,8 @@ def exact_case(r) -> Case | None:
     n, cin, hw, cout, k = x[0], x[1], x[2], w[0], w[2]
     groups = cin // max(w[1], 1)
     for stride in range(1, k + 2):
-        c = _conv_case(n, cin, cout, hw, k, stride, groups)
-        if c.features == tuple(op_features(r)) and c.key == key:
+        c = _conv_case(n, cin, cout, hw, k, stride, groups, cold)
+        if c.features == tuple(op_features(r)) and c.key == key.as_cold(cold):
             return c
     return None
 
@@ -304,7 +305,7 @@ def case_by_id(case_id: str, quick: bool = False) -> Case | None:
     n = int(m.group(7) or 1)
     if min(cin, cout, k, stride, groups, hw, n) < 1 or cin % groups or cout % groups:
         return None
-    return _conv_case(n, cin, cout, hw, k, stride, groups)
+    return _conv_case(n, cin, cout, hw, k, stride, groups, bool(m.group(8)))
 
 
 @lru_cache(maxsize=2)
@@ -487,8 +488,8 @@ _ALWAYS = (CalKey("aten.flatten.using_ints"), CalKey("aten.add.Tensor"))
 def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
     """The grid cases a prediction of these count records reads (see the module
     docstring), each weighted by the estimated share of the model's time of the ops it
-    serves, and each convolution's own case (:func:`exact_case`) when the model is not
-    cold. Cold twins of the k-NN cases are needed when the model is cold
+    serves, and each convolution's own case (:func:`exact_case`; its cold twin when the
+    model is cold). Cold twins of the k-NN cases are needed when the model is cold
     (:func:`~flopgap.machine._keys.model_is_cold`)."""
     by_key = _by_key(quick)
     cold = model_is_cold(records, llc_bytes)
@@ -498,7 +499,7 @@ def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
     seen: dict[tuple, float] = {}
     own_keys: set[CalKey] = set()
     for r, t in zip(records, rough):
-        exact = None if cold else exact_case(r)
+        exact = exact_case(r, cold)
         if exact is not None:   # its own case: the neighbours would not be read
             needs.add(exact.id, t / total)
             own_keys.add(exact.key)
