@@ -61,8 +61,8 @@ def test_a_model_needs_the_nearest_cases_of_its_keys_and_the_fallbacks():
     dense = {by_id[i].id for i in needs.ids if by_id[i].key == CalKey("conv:dense")}
     # the conv's own shape + the case of fewest FLOPs (the fixed cost): a squeeze-excitation 1x1 conv
     assert dense == {"conv 32->64 k3 s1 g1 @14", "conv 16->8 k1 s1 g1 @1"}
-    linear = [by_id[i] for i in needs.ids if by_id[i].key == CalKey("matmul")]
-    assert len(linear) == _grid.NEIGHBOURS + 1               # no case of its own: the nearest lattice cases
+    linear = {by_id[i].id for i in needs.ids if by_id[i].key == CalKey("matmul")}
+    assert linear == {"linear 1x12544->10", "linear 1x8->8"}
     relu = [c for c in grid() if c.key == CalKey("aten.relu_.default")]
     assert all(c.id in needs.ids for c in relu)                # a curve: all of its cases
     assert sum(needs.weights.values()) == pytest.approx(1.0)    # shares of the model's time
@@ -282,3 +282,16 @@ def test_a_calibrated_shape_takes_its_own_rate_not_its_neighbours():
     assert method == "knn:conv:dense" and not why
     assert t1 == pytest.approx(overhead + r.flops / 2e10, rel=1e-4)   # its own rate, 5x below the lattice's
     assert abs(t0 - t1) > 0.2 * t1                                 # the neighbours alone say otherwise
+
+
+def test_a_linear_layer_gets_a_case_of_its_own_shape():
+    for shape, want in [((16, 1024), "linear 16x1024->1024"), ((2, 64, 1024), "linear 128x1024->1024")]:
+        r = next(o for o in _meta_count(nn.Linear(1024, 1024), shape).ops if o.op == "aten.linear.default")
+        case = _grid.exact_case(r)
+        assert case.id == want and case.key == op_key(r) and case.features == tuple(op_features(r))
+        assert _grid.case_by_id(want) == case and _grid.case_by_id(want + " cold") == _grid.exact_case(r, cold=True)
+    res = _meta_count(_Call(lambda a: a @ a.transpose(-1, -2)), (4, 8, 16))
+    mm = next(o for o in res.ops if "matmul" in str(op_key(o)))
+    assert _grid.exact_case(mm) is None                                 # a batched product: the lattice's neighbours
+    near = [i for i in cases_for(res.ops, llc_bytes=1 << 40).ids if _grid.case_by_id(i).key == CalKey("matmul")]
+    assert len(near) == _grid.NEIGHBOURS + 1                            # and its key's case of fewest FLOPs

@@ -13,9 +13,9 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
                  1280x1000 classifier: 60 us hot, 270 us cold)
         O_key  = time of the key's calibrated case of fewest FLOPs (fixed per-call cost)
         R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
-                 log2 shape features, weights 1/(d + 0.25)^2; a convolution whose own
-                 shape was calibrated, see ``flopgap.machine._grid.exact_case``, takes
-                 that case's rate alone: oneDNN's rates jump between neighbouring widths), where
+                 log2 shape features, weights 1/(d + 0.25)^2; a convolution or linear
+                 layer whose own shape was calibrated, see ``flopgap.machine._grid.exact_case``,
+                 takes that case's rate alone: rates jump between neighbouring widths), where
                  R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
         W      = (profiles without cold cases) the op's weight bytes when they exceed
                  the L2 cache and the model is cold as above, else 0

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flopgap.machine._keys import CalKey, SIMD_FLOATS, conv_features, model_is_cold, op_features, op_key
+from flopgap.machine._keys import CalKey, SIMD_FLOATS, _matmul_dims, conv_features, model_is_cold, op_features, op_key
 
 __all__ = ["Case", "grid", "grid_index", "cases_for", "chain_needs", "per_channel", "weight", "Needs", "NEIGHBOURS",
            "COLD_BYTES", "exact_case", "case_by_id"]
@@ -268,16 +268,25 @@ def _conv_case(n, cin, cout, hw, k, stride=1, groups=1, cold=False) -> Case:
 _CONV_ID = re.compile(r"conv (\d+)->(\d+) k(\d+) s(\d+) g(\d+) @(\d+)(?: n(\d+))?( cold)?")
 
 
+_LINEAR_ID = re.compile(r"linear (\d+)x(\d+)->(\d+)( cold)?")
+
+
 def exact_case(r, cold: bool = False) -> Case | None:
     """The calibration case of exactly this convolution's shape (batch, widths, groups,
-    square kernel and map, stride, the padding ``_conv_case`` gives), or None when the op
-    is no such convolution. oneDNN picks its algorithm and blocking per shape, so rates
+    square kernel and map, stride, the padding ``_conv_case`` gives) or this
+    ``aten.linear``'s (rows, inputs, outputs), or None when the op is neither. oneDNN picks its algorithm and blocking per shape, so rates
     jump between neighbouring widths (a few channels more can make a 1x1 conv several
     times slower): the nearest lattice cases cannot say what this shape costs, a case of
     its own can. ``cold``: the case's cold twin (its weight
     read from memory on every call), for a model whose footprint exceeds the cache."""
     key = op_key(r)
-    if not key.name.startswith("conv:") or key.cold or r.flops <= 0:
+    if key.cold or r.flops <= 0:
+        return None
+    if key.name == "matmul" and r.op == "aten.linear.default":
+        dims = _matmul_dims(r)
+        c = _linear_case(*dims, cold) if dims is not None and min(dims) >= 1 else None
+        return c if c is not None and c.features == tuple(op_features(r)) and c.key == key.as_cold(cold) else None
+    if not key.name.startswith("conv:"):
         return None
     x, w = (r.input_shapes[0], r.input_shapes[1]) if len(r.input_shapes) >= 2 else ([], [])
     y = r.output_shapes[0] if r.output_shapes else []
@@ -298,6 +307,10 @@ def case_by_id(case_id: str, quick: bool = False) -> Case | None:
     hit = _by_id(quick).get(case_id)
     if hit is not None:
         return hit
+    m = _LINEAR_ID.fullmatch(case_id)
+    if m is not None:
+        m_, k, n = (int(v) for v in m.groups()[:3])
+        return _linear_case(m_, k, n, bool(m.group(4))) if min(m_, k, n) >= 1 else None
     m = _CONV_ID.fullmatch(case_id)
     if m is None:
         return None
