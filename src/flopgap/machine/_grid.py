@@ -274,11 +274,13 @@ _LINEAR_ID = re.compile(r"linear (\d+)x(\d+)->(\d+)( cold)?")
 def exact_case(r, cold: bool = False) -> Case | None:
     """The calibration case of exactly this convolution's shape (batch, widths, groups,
     square kernel and map, stride, the padding ``_conv_case`` gives) or this
-    ``aten.linear``'s (rows, inputs, outputs), or None when the op is neither. oneDNN picks its algorithm and blocking per shape, so rates
-    jump between neighbouring widths (a few channels more can make a 1x1 conv several
-    times slower): the nearest lattice cases cannot say what this shape costs, a case of
-    its own can. ``cold``: the case's cold twin (its weight
-    read from memory on every call), for a model whose footprint exceeds the cache."""
+    ``aten.linear``'s (rows, inputs, outputs), or None when the op is neither.
+
+    oneDNN and the BLAS pick their algorithm and blocking per shape, so rates jump
+    between neighbouring widths (a few channels more can make a 1x1 conv several times
+    slower): the nearest lattice cases cannot say what this shape costs, a case of its
+    own can. ``cold``: the case's cold twin (its weight read from memory on every
+    call), for a model whose footprint exceeds the cache."""
     key = op_key(r)
     if key.cold or r.flops <= 0:
         return None
@@ -303,7 +305,8 @@ def exact_case(r, cold: bool = False) -> Case | None:
 
 
 def case_by_id(case_id: str, quick: bool = False) -> Case | None:
-    """A case by its id: the lattice's, or an exact convolution case (:func:`exact_case`)."""
+    """A case by its id: the lattice's, or an op's own case (:func:`exact_case`), whose
+    id names its shape."""
     hit = _by_id(quick).get(case_id)
     if hit is not None:
         return hit
@@ -501,8 +504,8 @@ _ALWAYS = (CalKey("aten.flatten.using_ints"), CalKey("aten.add.Tensor"))
 def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
     """The grid cases a prediction of these count records reads (see the module
     docstring), each weighted by the estimated share of the model's time of the ops it
-    serves, and each convolution's own case (:func:`exact_case`; its cold twin when the
-    model is cold). Cold twins of the k-NN cases are needed when the model is cold
+    serves; a convolution or linear layer the calibration can build exactly reads its
+    own case instead (:func:`exact_case`; its cold twin when the model is cold). Cold twins of the k-NN cases are needed when the model is cold
     (:func:`~flopgap.machine._keys.model_is_cold`)."""
     by_key = _by_key(quick)
     cold = model_is_cold(records, llc_bytes)
