@@ -21,8 +21,9 @@ carries a :class:`Disturbance` record built from three independent witnesses:
    multi-threaded copy on a small VM is bimodal, one thread waking late, and would be
    noise, not evidence) and *handoff* (three small inverted-residual blocks on the run's
    threads, each op reading what the threads wrote in the op before; a host that places a
-   VM's threads apart, or a neighbour in their shared cache, slows it 1.4-1.5x while the
-   other three parts do not move, and every small-op model with it). It runs before the cold call and after the last sample and is
+   VM's threads apart, or a neighbour in their shared cache, slows it while the other
+   three parts do not move, and every small-op model with it). It runs before the cold
+   call and after the last sample and is
    compared, part by part, with this machine's **calm reference**: the 25th percentile of
    the last ``CALM_WINDOW`` readings that were taken while no other process competed for
    the cores and were not themselves slow, kept per CPU, core count, torch version and
@@ -68,8 +69,8 @@ STEAL_SHARE = 0.05
 # percentile) in 99% of readings; a memory-bandwidth hog doubles the memory part, and a
 # VM's slow spells, which slow every small-op model, put the dispatch part at 1.6-1.7x.
 REFERENCE_RATIO = 1.5
-# The handoff part is steadier (within 1.22x of its calm time on a calm machine) and its
-# slow state smaller (1.4-1.5x, mobile CNNs 1.15-1.35x slower with it): a tighter bound.
+# The handoff part is steadier than the others and its spells smaller (about 1.4x and up,
+# benchmarks/handoff_spells.py, with small-op models slower by a smaller factor): a tighter bound.
 HANDOFF_RATIO = 1.3
 CALM_WINDOW = 50      # readings kept per key: a few minutes of measuring, so one spell cannot own it
 CALM_QUANTILE = 0.25  # the calm time of a part: robust to lucky outliers and to a minority of slow readings
