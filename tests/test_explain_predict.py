@@ -158,7 +158,7 @@ def test_uncalibrated_memory_op_falls_back_to_the_add_curve():
 def test_sequence_fit_recovers_scale_per_op_per_byte_and_cold_memory_terms_from_chains():
     from dataclasses import asdict
 
-    from flopgap.explain._predict import handoff_bytes, is_memory_class, weights_are_cold
+    from flopgap.explain._predict import cold_share, handoff_bytes, is_memory_class, weights_are_cold
 
     cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6),
            _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2)]          # 1e11 FLOP/s net of 2 us
@@ -174,12 +174,12 @@ def test_sequence_fit_recovers_scale_per_op_per_byte_and_cold_memory_terms_from_
         cold = weights_are_cold(res.ops, base_prof)
         times = [base.op_time(r, cold)[0] for r in res.ops]
         p = sum(times)
-        m = sum(t for r, t in zip(res.ops, times) if is_memory_class(r)) if cold else 0.0
+        m = cold_share(res.ops, base_prof) * sum(t for r, t in zip(res.ops, times) if is_memory_class(r))
         calls = len(module) + 1
         n = sum(1 for r in res.ops if not r.is_free)
         a = sum(handoff_bytes(r) for r in res.ops)
         # measured = 1.5 x the per-op sum + 3 us per op + 0.1 ns per handed-over byte
-        #            + 0.5 x the memory-class ops of a cold chain + module calls x 1 us
+        #            + 0.5 x the memory-class ops x the chain's cold share + module calls x 1 us
         t = 1.5 * p + 3e-6 * n + 1e-10 * a + 0.5 * m + calls * 1e-6
         chains.append({"label": f"net {shape}", "ops": [asdict(r) for r in res.ops], "module_calls": calls,
                        "seconds": t, "seconds_min": t})
@@ -205,7 +205,9 @@ def test_sequence_fit_recovers_scale_per_op_per_byte_and_cold_memory_terms_from_
     relus = _meta_count(nn.Sequential(*[nn.ReLU() for _ in range(5)]), (1, 2**18))   # 5 MiB written: cold
     relu_t = [base.op_time(r, True)[0] for r in relus.ops]
     out = predict(relus, prof)
-    assert out.latency_s == pytest.approx((1.5 + 0.5) * sum(relu_t) + 5 * 3e-6
+    k = cold_share(relus.ops, prof)                                   # 5 MiB of an 8 MiB cache: partly cold
+    assert 0 < k < 1
+    assert out.latency_s == pytest.approx((1.5 + 0.5 * k) * sum(relu_t) + 5 * 3e-6
                                           + 1e-10 * sum(handoff_bytes(r) for r in relus.ops) + 6 * 1e-6)
     fit = out.to_dict()["sequence_fit"]
     assert out.cold and fit["cold_model"] and not predict(hot, prof).cold
@@ -444,3 +446,25 @@ def test_the_shipped_held_out_error_is_a_floor_under_the_chains_error(monkeypatc
                         {"q_lo": -0.3, "q_hi": 0.4, "provenance": "a test set"})
     q_lo, q_hi, source = Predictor(prof).method_error()
     assert q_lo <= -0.3 and q_hi >= 0.4 and "held-out error shipped with the code (a test set)" in source
+
+
+def test_the_cold_share_grows_from_half_the_last_level_cache_to_all_of_it():
+    from flopgap.explain._predict import FULLY_COLD, cold_share, weights_are_cold
+
+    prof = MachineProfile.synthetic()
+    prof.llc_bytes = 8 * 2**20
+    assert FULLY_COLD == 1.0
+
+    def relus(n):   # n ReLUs of 1 MiB each: 1 MiB written per op
+        return _meta_count(nn.Sequential(*[nn.ReLU() for _ in range(n)]), (1, 2**18)).ops
+
+    from flopgap.machine._keys import footprint_bytes
+
+    shares = {}
+    for n in (2, 4, 6, 8, 12):
+        ops = relus(n)
+        f = footprint_bytes(ops) / prof.llc_bytes
+        shares[n] = cold_share(ops, prof)
+        assert shares[n] == pytest.approx(min(1.0, max(0.0, (f - 0.5) / 0.5)))
+        assert (shares[n] > 0) == weights_are_cold(ops, prof)       # above zero exactly when the model is cold
+    assert shares[2] == 0.0 and 0 < shares[6] < 1 and shares[12] == 1.0

@@ -29,17 +29,18 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
     free op (view, no-op):          the median ``flatten`` (a view) time
     anything else:                  roofline = max(F / peak, B / bandwidth, O)
 
-then the in-sequence correction ``t' = s * t + c + b * A (+ e * t)`` for every non-free
-op (``A``: the activation bytes it reads, :func:`handoff_bytes`; ``e * t`` only for a
-memory-class op, :func:`is_memory_class`, in a model whose footprint exceeds half the
-last-level cache, :func:`weights_are_cold`), plus the
+then the in-sequence correction ``t' = s * t + c + b * A (+ e * k * t)`` for every non-free
+op (``A``: the activation bytes it reads, :func:`handoff_bytes`; ``e * k * t`` only for a
+memory-class op, :func:`is_memory_class`, where ``k`` is the model's :func:`cold_share`:
+0 up to a footprint of half the last-level cache, 1 from a whole cache on, linear
+between), plus the
 page faults every call pays whatever the allocator's state (:func:`fault_s`), plus
 ``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s``, ``c``
 and ``b`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
 disturbed by another process does not drag the fit; 1 <= s <= 4, 0 <= c <= 50 us,
 0 <= b <= 1 s/GB) on the profile's synthetic chains:
-T_chain - module calls x module_overhead = s * sum(t) + c * ops + b * sum(A) + e * sum(t of
-memory-class ops, in cold chains only), 0 <= e <= 4
+T_chain - module calls x module_overhead = s * sum(t) + c * ops + b * sum(A) + e * k_chain *
+sum(t of memory-class ops), 0 <= e <= 4
 (T_chain: the chain's median in its least-disturbed round, as a model is scored by its
 median in its least-disturbed pass; the single-op cases use their fastest block). ``b`` is the cost
 of handing data from op to op: an op repeated alone finds its input in its own
@@ -80,7 +81,7 @@ from scipy.optimize import least_squares
 from flopgap._units import fmt_seconds
 from flopgap._summary import summary_html, summary_repr
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine import (CalKey, chain_reference_s, channels, is_conv, model_is_cold, op_features, op_key,
+from flopgap.machine import (CalKey, chain_reference_s, channels, footprint_bytes, is_conv, model_is_cold, op_features, op_key,
                              pool_keeps_size, pool_window, weight_bytes)
 
 __all__ = ["Prediction", "PredictionCheck", "Interval", "predict", "Predictor", "PREDICT_SCHEMA", "METHOD_ERROR"]
@@ -108,6 +109,10 @@ CURVE_FAR = 2.0
 # an extrapolated op (a fallback, or far from its cases) can be off by this factor either
 # way: uncalibrated elementwise ops on the add curve ran 0.5-2x their own time
 EXTRAPOLATION_FACTOR = 2.0
+# a footprint of this many last-level caches evicts all of a memory-class op's data
+# between its calls (half a cache, model_is_cold's bound, none of it): the cold-memory term
+# grows linearly in between rather than jumping at the bound
+FULLY_COLD = 1.0
 INTERVAL_LEVEL = 0.90
 _Z90 = 1.645          # two-sided 90% normal quantile, for the calibration-noise term
 # with fewer chains than this, the leave-one-out quantiles say little: +-25% stands in
@@ -352,7 +357,7 @@ class Predictor:
             cold = weights_are_cold(recs, self.profile)
             times = [self.op_time(r, cold)[0] if self.calibrated else self.uncalibrated_time(r)[0] for r in recs]
             p = sum(times)
-            m = sum(t for r, t in zip(recs, times) if is_memory_class(r)) if cold else 0.0
+            m = cold_share(recs, self.profile) * sum(t for r, t in zip(recs, times) if is_memory_class(r))
             n = sum(1 for r in recs if not r.is_free)
             a = sum(handoff_bytes(r) for r in recs)
             # the chain's median in its least-disturbed round: a model is scored by its
@@ -595,6 +600,14 @@ def handoff_bytes(r) -> int:
     return 0 if r.is_free or r.family == "pool" else max(r.bytes_read - weight_bytes(r), 0)
 
 
+def cold_share(records, profile) -> float:
+    """How much of its memory-class ops' data a model finds evicted between calls: 0 at a
+    footprint of half the last-level cache or less (:func:`weights_are_cold` false), rising
+    linearly to 1 at :data:`FULLY_COLD` times the cache (:func:`flopgap.machine._keys.footprint_bytes`)."""
+    f = footprint_bytes(records) / max(profile.llc_bytes, 1)
+    return min(1.0, max(0.0, (f - 0.5) / (FULLY_COLD - 0.5)))
+
+
 def weights_are_cold(records, profile) -> bool:
     """The model's footprint per call exceeds half the last-level cache
     (:func:`flopgap.machine._keys.model_is_cold` on the profile's cache size)."""
@@ -610,6 +623,7 @@ def predict(count_result, profile) -> Prediction:
     with its interval and the ops it extrapolates."""
     pred = Predictor(profile)
     cold = weights_are_cold(count_result.ops, profile)
+    share = cold_share(count_result.ops, profile)
     ops = []
     total = roof_total = 0.0
     spreads = []
@@ -625,7 +639,7 @@ def predict(count_result, profile) -> Prediction:
         if r.is_free:
             t = pred.scale * t
         else:
-            extra = pred.cold_memory_extra * t if cold and is_memory_class(r) else 0.0
+            extra = pred.cold_memory_extra * share * t if is_memory_class(r) else 0.0
             t = pred.scale * t + extra + pred.per_op_s + pred.per_byte_s * handoff_bytes(r)
         t += faults
         total += t
