@@ -28,6 +28,7 @@ to ``benchmarks/results/predict_accuracy.json`` (``_results.save``) with the mac
     .venv/bin/python benchmarks/predict_accuracy.py [--sets tuned,heldout-final] [--quick]
         [--models a,b] [--threads N] [--max-time S] [--passes N] [--max-passes N]
         [--refresh-machine] [--allocator pinned|default] [--write-method-error]
+    .venv/bin/python benchmarks/predict_accuracy.py --method-error-from benchmarks/results/predict_accuracy.json
 
 Run it on a quiet machine: on a busy one most passes are disturbed and left unscored.
 """
@@ -104,6 +105,22 @@ def _build(name: str):
     return lm.module, make_inputs(resolve_inputs(lm, None, 1 if name.startswith("torchvision:") else None))
 
 
+def write_method_error(rows: list[dict], cpu: str, threads: int, when: str) -> int:
+    """Write the shipped method error (5th and 95th percentiles of log(measured /
+    predicted)) from the heldout-dev rows; 2 (and nothing written) unless every one of
+    them was measured undisturbed."""
+    dev = [r for r in rows if r.get("set") == "heldout-dev"]
+    if not dev or any(not r.get("measured_s") for r in dev):
+        print("error: the method error needs every heldout-dev model measured undisturbed", file=sys.stderr)
+        return 2
+    logerr = np.log([r["measured_s"] / r["predicted_s"] for r in dev])
+    METHOD_ERROR_FILE.write_text(json.dumps({
+        "q_lo": float(np.quantile(logerr, 0.05)), "q_hi": float(np.quantile(logerr, 0.95)),
+        "provenance": f"{len(dev)} held-out development models, {cpu}, {threads} threads, {when}"}, indent=1) + "\n")
+    print(f"wrote {METHOD_ERROR_FILE}")
+    return 0
+
+
 def pass_spread(rows: list[dict]) -> dict:
     """How far the measured side itself moves: per model with two or more undisturbed
     passes, its slowest pass median over its fastest, less 1; the median of that over the
@@ -155,8 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-method-error", action="store_true",
                     help=f"write the development set's error quantiles to {METHOD_ERROR_FILE.name} (the interval's "
                          "shipped method error); needs the heldout-dev set and a run with no disturbed model")
+    ap.add_argument("--method-error-from", metavar="RESULTS_JSON",
+                    help=f"write {METHOD_ERROR_FILE.name} from the heldout-dev rows of a saved run of this benchmark "
+                         "(every one measured undisturbed) and exit")
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results")
     args = ap.parse_args(argv)
+    if args.method_error_from:
+        try:
+            saved = json.loads(Path(args.method_error_from).read_text())
+            rows = saved["figures"]["rows"]
+            machine = saved["machine"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: {args.method_error_from}: not a saved predict_accuracy run ({e})", file=sys.stderr)
+            return 2
+        return write_method_error(rows, machine.get("cpu_model") or "?", int(saved["figures"].get("threads") or 0),
+                                  f"commit {saved.get('commit')}, {str(machine.get('time', ''))[:10]}")
 
     from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
 
@@ -273,18 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     calm = figures["calm_passes"]
     print(f"{calm} of {len(drift)} passes ran with the profile's chains within {DRIFT_WARN:.0%} of their profile "
           "time" + ("" if calm else ": no pass ran on the machine the profile describes"))
-    if args.write_method_error:
-        dev = [r for r in rows if r["set"] == "heldout-dev"]
-        if not dev or any(not r["measured_s"] for r in dev):
-            print("error: --write-method-error needs every heldout-dev model measured undisturbed", file=sys.stderr)
-            return 2
-        logerr = np.log([r["measured_s"] / r["predicted_s"] for r in dev])
-        env = {"cpu": prof.fingerprint["cpu"], "threads": args.threads, "n": len(dev)}
-        METHOD_ERROR_FILE.write_text(json.dumps({
-            "q_lo": float(np.quantile(logerr, 0.05)), "q_hi": float(np.quantile(logerr, 0.95)),
-            "provenance": f"{len(dev)} held-out development models, {env['cpu']}, {args.threads} threads, "
-                          f"{time.strftime('%Y-%m-%d')}"}, indent=1) + "\n")
-        print(f"wrote {METHOD_ERROR_FILE}")
+    if args.write_method_error and write_method_error(rows, prof.fingerprint["cpu"], args.threads,
+                                                      time.strftime("%Y-%m-%d")):
+        return 2
     if not args.no_save:
         from _results import save
 

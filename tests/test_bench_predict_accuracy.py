@@ -23,3 +23,20 @@ def test_pass_spread_is_the_slowest_undisturbed_pass_over_the_fastest():
     spread = predict_accuracy.pass_spread(rows)
     assert spread["models"] == 2 and spread["median"] == pytest.approx(0.125) and spread["over_10"] == 0.5
     assert predict_accuracy.pass_spread([{"passes_s": [1.0]}]) == {"models": 0, "median": None, "over_10": None}
+
+
+def test_the_method_error_is_written_from_the_development_rows_only_when_all_were_measured(tmp_path, monkeypatch):
+    import json
+
+    out = tmp_path / "method_error.json"
+    monkeypatch.setattr(predict_accuracy, "METHOD_ERROR_FILE", out)
+    rows = [{"set": "heldout-dev", "measured_s": m, "predicted_s": 1.0} for m in np.linspace(0.8, 1.2, 21)]
+    rows.append({"set": "heldout-final", "measured_s": 5.0, "predicted_s": 1.0})   # never used
+    assert predict_accuracy.write_method_error(rows, "cpu", 2, "today") == 0
+    d = json.loads(out.read_text())
+    assert d["q_lo"] == pytest.approx(np.quantile(np.log(np.linspace(0.8, 1.2, 21)), 0.05))
+    assert d["q_hi"] == pytest.approx(np.quantile(np.log(np.linspace(0.8, 1.2, 21)), 0.95))
+    assert d["provenance"] == "21 held-out development models, cpu, 2 threads, today"
+    out.unlink()
+    assert predict_accuracy.write_method_error(rows + [{"set": "heldout-dev", "measured_s": None, "predicted_s": 1.0}],
+                                               "cpu", 2, "today") == 2 and not out.exists()
