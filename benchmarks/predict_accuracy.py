@@ -28,7 +28,7 @@ to ``benchmarks/results/predict_accuracy.json`` (``_results.save``) with the mac
     .venv/bin/python benchmarks/predict_accuracy.py [--sets tuned,heldout-final] [--quick]
         [--models a,b] [--threads N] [--max-time S] [--passes N] [--max-passes N]
         [--refresh-machine] [--allocator pinned|default] [--write-method-error]
-    .venv/bin/python benchmarks/predict_accuracy.py --method-error-from benchmarks/results/predict_accuracy.json
+    .venv/bin/python benchmarks/predict_accuracy.py --method-error-from RUN.json [RUN.json ...]
 
 Run it on a quiet machine: on a busy one most passes are disturbed and left unscored.
 """
@@ -116,8 +116,9 @@ def write_method_error(rows: list[dict], cpu: str, threads: int, when: str) -> i
     logerr = np.log([r["measured_s"] / r["predicted_s"] for r in dev])
     METHOD_ERROR_FILE.write_text(json.dumps({
         "q_lo": float(np.quantile(logerr, 0.05)), "q_hi": float(np.quantile(logerr, 0.95)),
-        "provenance": f"{len(dev)} held-out development models, {cpu}, {threads} threads, {when}"}, indent=1) + "\n")
-    print(f"wrote {METHOD_ERROR_FILE}")
+        "provenance": f"{len({r['model'] for r in dev})} held-out development models ({len(dev)} measurements), "
+                      f"{cpu}, {threads} threads, {when}"}, indent=1) + "\n")
+    print(f"wrote {METHOD_ERROR_FILE} from {len(dev)} development rows")
     return 0
 
 
@@ -172,21 +173,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-method-error", action="store_true",
                     help=f"write the development set's error quantiles to {METHOD_ERROR_FILE.name} (the interval's "
                          "shipped method error); needs the heldout-dev set and a run with no disturbed model")
-    ap.add_argument("--method-error-from", metavar="RESULTS_JSON",
-                    help=f"write {METHOD_ERROR_FILE.name} from the heldout-dev rows of a saved run of this benchmark "
-                         "(every one measured undisturbed) and exit")
+    ap.add_argument("--method-error-from", metavar="RESULTS_JSON", nargs="+",
+                    help=f"write {METHOD_ERROR_FILE.name} from the heldout-dev rows of saved runs of this benchmark "
+                         "(pooled; every one measured undisturbed) and exit: runs in different states of the "
+                         "machine make an error bar that holds across them")
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results")
     args = ap.parse_args(argv)
     if args.method_error_from:
-        try:
-            saved = json.loads(Path(args.method_error_from).read_text())
-            rows = saved["figures"]["rows"]
-            machine = saved["machine"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            print(f"error: {args.method_error_from}: not a saved predict_accuracy run ({e})", file=sys.stderr)
-            return 2
-        return write_method_error(rows, machine.get("cpu_model") or "?", int(saved["figures"].get("threads") or 0),
-                                  f"commit {saved.get('commit')}, {str(machine.get('time', ''))[:10]}")
+        rows, runs = [], []
+        for path in args.method_error_from:
+            try:
+                saved = json.loads(Path(path).read_text())
+                rows += saved["figures"]["rows"]
+                machine, threads = saved["machine"], int(saved["figures"].get("threads") or 0)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                print(f"error: {path}: not a saved predict_accuracy run ({e})", file=sys.stderr)
+                return 2
+            runs.append(f"{saved.get('commit')} {str(machine.get('time', ''))[:16]}")
+        return write_method_error(rows, machine.get("cpu_model") or "?", threads,
+                                  f"{len(runs)} run(s): " + ", ".join(runs))
 
     from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
 

@@ -30,13 +30,15 @@ def test_the_method_error_is_written_from_the_development_rows_only_when_all_wer
 
     out = tmp_path / "method_error.json"
     monkeypatch.setattr(predict_accuracy, "METHOD_ERROR_FILE", out)
-    rows = [{"set": "heldout-dev", "measured_s": m, "predicted_s": 1.0} for m in np.linspace(0.8, 1.2, 21)]
+    rows = [{"set": "heldout-dev", "model": f"m{i}", "measured_s": m, "predicted_s": 1.0}
+            for i, m in enumerate(np.linspace(0.8, 1.2, 21))]
     rows.append({"set": "heldout-final", "measured_s": 5.0, "predicted_s": 1.0})   # never used
     assert predict_accuracy.write_method_error(rows, "cpu", 2, "today") == 0
     d = json.loads(out.read_text())
     assert d["q_lo"] == pytest.approx(np.quantile(np.log(np.linspace(0.8, 1.2, 21)), 0.05))
     assert d["q_hi"] == pytest.approx(np.quantile(np.log(np.linspace(0.8, 1.2, 21)), 0.95))
-    assert d["provenance"] == "21 held-out development models, cpu, 2 threads, today"
+    assert d["provenance"] == "21 held-out development models (21 measurements), cpu, 2 threads, today"
     out.unlink()
-    assert predict_accuracy.write_method_error(rows + [{"set": "heldout-dev", "measured_s": None, "predicted_s": 1.0}],
+    assert predict_accuracy.write_method_error(rows + [{"set": "heldout-dev", "model": "x", "measured_s": None,
+                                                        "predicted_s": 1.0}],
                                                "cpu", 2, "today") == 2 and not out.exists()
