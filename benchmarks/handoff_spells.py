@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from flopgap.models import load_model, make_inputs, resolve_inputs
     from flopgap.timing import TimerOptions, measure, threads_context
+    from flopgap.timing._sentinel import part_ratio
 
     torch.set_num_threads(args.threads)
     lm = load_model(args.model)
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         d = m.disturbance
         ratios = (d.reference_ratios or {}) if d is not None else {}
         only_handoff = bool(d is not None and d.disturbed and len(d.reasons) == 1
-                            and "handoff" in d.reasons[0] and not any(
-                                ratios.get(p, 0) > 1.5 for p in ("dispatch", "compute", "memory")))
+                            and [p for p, r in ratios.items() if r > part_ratio(p)] == ["handoff"])
         rows.append({"t_s": time.time() - t0, "median_s": m.median, "n": m.n_samples, "disturbed": m.disturbed,
                      "handoff_only": only_handoff, "ratios": ratios})
     calm = [r for r in rows if not r["disturbed"]]

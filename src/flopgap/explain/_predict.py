@@ -81,8 +81,8 @@ from scipy.optimize import least_squares
 from flopgap._units import fmt_seconds
 from flopgap._summary import summary_html, summary_repr
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine import (CalKey, chain_reference_s, channels, footprint_bytes, is_conv, model_is_cold, op_features, op_key,
-                             pool_keeps_size, pool_window, weight_bytes)
+from flopgap.machine import (CalKey, chain_reference_s, channels, footprint_bytes, is_conv, model_is_cold,
+                             op_features, op_key, pool_keeps_size, pool_window, weight_bytes)
 
 __all__ = ["Prediction", "PredictionCheck", "Interval", "predict", "Predictor", "PREDICT_SCHEMA", "METHOD_ERROR"]
 
@@ -98,8 +98,8 @@ _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-m
 _ADD = CalKey("aten.add.Tensor")
 _FLATTEN = CalKey("aten.flatten.using_ints")
 
-# features equal to this (log2 units): the op's own shape was calibrated (a convolution's
-# exact case, flopgap.machine._grid.exact_case), and its rate is used alone
+# features equal to this (log2 units): the op's own shape was calibrated (a convolution's or
+# linear layer's own case, flopgap.machine._grid.exact_case), and its rate is used alone
 _EXACT = 1e-9
 # an op whose nearest calibrated case is more than a factor 2 away in one shape
 # dimension (or sqrt 2 in two) is extrapolated: the k-NN rate is then a neighbour's rate
@@ -354,10 +354,10 @@ class Predictor:
         rows = []
         for ch in chains:
             recs = [OpRecord(**d) for d in ch["ops"]]
-            cold = weights_are_cold(recs, self.profile)
-            times = [self.op_time(r, cold)[0] if self.calibrated else self.uncalibrated_time(r)[0] for r in recs]
+            share = cold_share(recs, self.profile)
+            times = [self.op_time(r, share > 0)[0] if self.calibrated else self.uncalibrated_time(r)[0] for r in recs]
             p = sum(times)
-            m = cold_share(recs, self.profile) * sum(t for r, t in zip(recs, times) if is_memory_class(r))
+            m = share * sum(t for r, t in zip(recs, times) if is_memory_class(r))
             n = sum(1 for r in recs if not r.is_free)
             a = sum(handoff_bytes(r) for r in recs)
             # the chain's median in its least-disturbed round: a model is scored by its
@@ -603,7 +603,8 @@ def handoff_bytes(r) -> int:
 def cold_share(records, profile) -> float:
     """How much of its memory-class ops' data a model finds evicted between calls: 0 at a
     footprint of half the last-level cache or less (:func:`weights_are_cold` false), rising
-    linearly to 1 at :data:`FULLY_COLD` times the cache (:func:`flopgap.machine._keys.footprint_bytes`)."""
+    linearly to 1 at :data:`FULLY_COLD` times the cache (:func:`flopgap.machine.footprint_bytes`).
+    Above zero exactly when :func:`weights_are_cold` is true."""
     f = footprint_bytes(records) / max(profile.llc_bytes, 1)
     return min(1.0, max(0.0, (f - 0.5) / (FULLY_COLD - 0.5)))
 
@@ -622,8 +623,8 @@ def predict(count_result, profile) -> Prediction:
     """Predicted latency (seconds per call) of the counted model on ``profile``'s machine,
     with its interval and the ops it extrapolates."""
     pred = Predictor(profile)
-    cold = weights_are_cold(count_result.ops, profile)
     share = cold_share(count_result.ops, profile)
+    cold = share > 0   # weights_are_cold, from the same footprint
     ops = []
     total = roof_total = 0.0
     spreads = []

@@ -140,7 +140,7 @@ class Measured:
 
 
 class _Cases(dict):
-    """Cases by id, resolved on first use: the lattice's, or a convolution's own
+    """Cases by id, resolved on first use: the lattice's, or an op's own
     (:func:`flopgap.machine._grid.case_by_id`); an id that is neither is absent."""
 
     def __init__(self, quick: bool):
