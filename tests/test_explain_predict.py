@@ -191,6 +191,11 @@ def test_sequence_fit_recovers_scale_per_op_per_byte_and_cold_memory_terms_from_
     pool = _meta_count(nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112)).kernel_ops[0]
     bn = _meta_count(nn.BatchNorm2d(64).eval(), (1, 64, 56, 56)).kernel_ops[0]
     assert handoff_bytes(pool) == 0 and not is_memory_class(pool)
+    import torch.nn.functional as F
+    from flopgap.machine._grid import _Call
+
+    att = _meta_count(_Call(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), *[(1, 3, 197, 64)] * 3)
+    assert not is_memory_class(next(o for o in att.ops if o.family == "attention"))   # it runs at its FLOP rate
     assert handoff_bytes(bn) == 64 * 56 * 56 * 4 + 4 * 64 * 4 and is_memory_class(bn)  # x and its 4 per-channel vectors
     prof = MachineProfile.synthetic(calibration=cal, chains=chains, module_overhead_s=1e-6)
     prof.llc_bytes = llc
@@ -284,7 +289,11 @@ def test_cold_weight_cases_predict_ops_of_models_whose_weights_exceed_the_cache(
     assert (hot_m, cold_m) == ("knn:matmul", "knn:matmul cold")
     assert hot_t == pytest.approx(2e-6 + r.flops / 1e11)
     assert cold_t == pytest.approx(8e-6 + r.flops / 2.5e10)
-    assert predict(big, prof).ops[0]["method"] == "knn:matmul cold"
+    # a partly cold model (footprint between half a cache and a whole one): weighed by its share
+    part_t, part_m = p.op_time(r, cold_weights=0.25)
+    assert part_m == "knn:matmul cold" and part_t == pytest.approx(0.25 * cold_t + 0.75 * hot_t)
+    # 1024 -> 1024 is case "b"'s own shape: its rate alone, and the method says so
+    assert predict(big, prof).ops[0]["method"] == "own:matmul cold"
 
 
 def test_page_faults_of_blocks_above_32_mib_are_predicted_per_call():
@@ -304,8 +313,18 @@ def test_page_faults_of_blocks_above_32_mib_are_predicted_per_call():
     prof.page_fault_s = None                                          # not measured (CUDA, synthetic)
     assert fault_s(big, prof) == 0.0
     prof.page_fault_s = 1e-6
-    assert predict(_meta_count(nn.Conv2d(1024, 1024, 3, padding=1, bias=False), (1, 1024, 7, 7)),
-                   prof).ops[0]["page_faults_s"] == pytest.approx(9216e-6)
+    conv = _meta_count(nn.Conv2d(1024, 1024, 3, padding=1, bias=False), (1, 1024, 7, 7))
+    assert predict(conv, prof).ops[0]["page_faults_s"] == pytest.approx(9216e-6)
+    # timed at its own shape, the case paid the faults already: none added
+    from flopgap.machine._grid import exact_case
+
+    own = exact_case(conv.kernel_ops[0])
+    cal = [{"label": own.id, "op": "aten.conv2d.default", "key": "conv:dense", "features": list(own.features),
+            "flops": conv.kernel_ops[0].flops, "bytes": 0, "seconds": 5e-3}]
+    with_own = MachineProfile.synthetic(calibration=cal)
+    with_own.page_fault_s = 1e-6
+    op = predict(conv, with_own).ops[0]
+    assert op["method"] == "own:conv:dense" and op["page_faults_s"] == 0.0
 
 
 def test_pool_keys_carry_the_window_and_fall_back_to_the_nearest_calibrated_one():
@@ -368,7 +387,7 @@ def test_ragged_depthwise_convs_have_their_own_key_with_a_fallback():
     both = Predictor(MachineProfile.synthetic(calibration=dw + rag))
     t2, method2 = both.op_time(ragged)
     assert method2 == "knn:conv:depthwise:ragged" and t2 > t
-    assert both.op_time(aligned)[1] == "knn:conv:depthwise"
+    assert both.op_time(aligned)[1] == "own:conv:depthwise"      # case "b" is its own shape
 
 
 def _chains_for(nets, prof, truth):
@@ -449,7 +468,8 @@ def test_the_shipped_held_out_error_is_a_floor_under_the_chains_error(monkeypatc
 
 
 def test_the_cold_share_grows_from_half_the_last_level_cache_to_all_of_it():
-    from flopgap.explain._predict import FULLY_COLD, cold_share, weights_are_cold
+    from flopgap.explain._predict import cold_share, weights_are_cold
+    from flopgap.machine._keys import FULLY_COLD
 
     prof = MachineProfile.synthetic()
     prof.llc_bytes = 8 * 2**20

@@ -279,7 +279,7 @@ def test_a_calibrated_shape_takes_its_own_rate_not_its_neighbours():
     t0, _, _, _ = without.op_detail(r)
     t1, method, _, why = with_own.op_detail(r)
     overhead = with_own.knn[key].overhead
-    assert method == "knn:conv:dense" and not why
+    assert method == "own:conv:dense" and not why
     assert t1 == pytest.approx(overhead + r.flops / 2e10, rel=1e-4)   # its own rate, 5x below the lattice's
     assert abs(t0 - t1) > 0.2 * t1                                 # the neighbours alone say otherwise
 
@@ -295,3 +295,54 @@ def test_a_linear_layer_gets_a_case_of_its_own_shape():
     assert _grid.exact_case(mm) is None                                 # a batched product: the lattice's neighbours
     near = [i for i in cases_for(res.ops, llc_bytes=1 << 40).ids if _grid.case_by_id(i).key == CalKey("matmul")]
     assert len(near) == _grid.NEIGHBOURS + 1                            # and its key's case of fewest FLOPs
+
+
+def _sdpa_op(q, k, v, **kw):
+    import torch.nn.functional as F
+
+    res = _meta_count(_Call(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, **kw)), q, k, v)
+    return next(o for o in res.ops if o.family == "attention")
+
+
+def test_a_fused_attention_gets_a_case_of_its_own_shape():
+    r = _sdpa_op((1, 3, 197, 64), (1, 3, 197, 64), (1, 3, 197, 64))
+    case = _grid.exact_case(r)
+    assert case.id == "sdpa h3 197x197 e64" and case.key == CalKey("attention")
+    assert _grid.case_by_id(case.id) == case and _grid.exact_case(r, cold=True) == case   # no weight: no cold twin
+    causal = _grid.exact_case(_sdpa_op((2, 4, 96, 32), (2, 4, 96, 32), (2, 4, 96, 32), is_causal=True))
+    assert causal.id == "sdpa h8 96x96 e32 causal" and _grid.case_by_id(causal.id) == causal
+    # fewer key than query heads, or a mask tensor: kernels the cases do not time
+    assert _grid.exact_case(_sdpa_op((1, 6, 96, 64), (1, 2, 96, 64), (1, 2, 96, 64), enable_gqa=True)) is None
+    import torch.nn.functional as F
+
+    masked = _meta_count(_Call(lambda a, b, c, m: F.scaled_dot_product_attention(a, b, c, attn_mask=m)),
+                         (1, 2, 16, 32), (1, 2, 16, 32), (1, 2, 16, 32), (16, 16))
+    assert _grid.exact_case(next(o for o in masked.ops if o.family == "attention")) is None
+
+
+def test_a_partly_cold_model_needs_the_hot_and_the_cold_case_of_its_own_shapes():
+    res = _meta_count(nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 1024)), (16, 1024))
+    f = sum(r.bytes_written for r in res.ops if not r.is_free) + 2 * 1024 * 1024 * 4
+    own = {"linear 16x1024->1024", "linear 16x1024->1024 cold"}
+    assert own & cases_for(res.ops, llc_bytes=4 * f).ids == {"linear 16x1024->1024"}              # hot
+    assert own & cases_for(res.ops, llc_bytes=f // 2).ids == {"linear 16x1024->1024 cold"}        # wholly cold
+    assert own <= cases_for(res.ops, llc_bytes=int(f * 1.5)).ids                                  # partly: both
+
+
+def test_layer_norm_is_placed_by_the_length_of_the_rows_it_normalises():
+    tokens = next(o for o in _meta_count(nn.LayerNorm(192), (1, 197, 192)).ops if o.op == "aten.layer_norm.default")
+    assert op_features(tokens)[1] == math.log2(192)
+    cases = [c for c in grid() if c.key == CalKey("aten.layer_norm.default")]
+    assert {c.params[2] for c in cases} == {16, 64, 256, 1024} and all(_grid.per_channel(c) for c in cases)
+
+
+def test_cached_cases_the_grid_no_longer_has_are_read_as_nothing(tmp_path):
+    prof = MachineProfile.synthetic(calibration=[
+        {"label": "layer_norm 65536 c64", "op": "aten.layer_norm.default", "key": "aten.layer_norm.default",
+         "features": [18, 6], "flops": 0, "bytes": 2**19, "seconds": 1e-5},
+        {"label": "relu 65536 c64", "op": "aten.relu.default", "key": "aten.relu.default",
+         "features": [19, 6], "flops": 0, "bytes": 2**19, "seconds": 1e-5}])
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(prof.to_dict()))
+    back, why = _profile._read_cache(path)
+    assert not why and [s.case for s in back.calibration] == ["relu 65536 c64"]

@@ -10,12 +10,15 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
                  cases timed with a *cold* weight (each call reads its weight from
                  memory, see ``flopgap.machine._grid.weight``) and W = 0: inside such a model an
                  op's weight was evicted since its last call (mobilenet_v3_large's
-                 1280x1000 classifier: 60 us hot, 270 us cold)
+                 1280x1000 classifier: 60 us hot, 270 us cold); between half a cache
+                 and a whole one (:func:`cold_share` k below 1) the hot and cold times
+                 weighed k : 1 - k (a 16.5 MiB MLP on a 32 MiB cache ran at its hot rate)
         O_key  = time of the key's calibrated case of fewest FLOPs (fixed per-call cost)
         R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
                  log2 shape features, weights 1/(d + 0.25)^2; a convolution or linear
                  layer whose own shape was calibrated, see ``flopgap.machine._grid.exact_case``,
-                 takes that case's rate alone: rates jump between neighbouring widths), where
+                 takes that case's rate alone, method ``own:KEY`` rather than ``knn:KEY``:
+                 rates jump between neighbouring widths), where
                  R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
         W      = (profiles without cold cases) the op's weight bytes when they exceed
                  the L2 cache and the model is cold as above, else 0
@@ -34,7 +37,8 @@ op (``A``: the activation bytes it reads, :func:`handoff_bytes`; ``e * k * t`` o
 memory-class op, :func:`is_memory_class`, where ``k`` is the model's :func:`cold_share`:
 0 up to a footprint of half the last-level cache, 1 from a whole cache on, linear
 between), plus the
-page faults every call pays whatever the allocator's state (:func:`fault_s`), plus
+page faults every call pays whatever the allocator's state (:func:`fault_s`; not for an op
+predicted from its own case, method ``own:KEY``, whose timing paid them), plus
 ``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s``, ``c``
 and ``b`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
 disturbed by another process does not drag the fit; 1 <= s <= 4, 0 <= c <= 50 us,
@@ -81,7 +85,8 @@ from scipy.optimize import least_squares
 from flopgap._units import fmt_seconds
 from flopgap._summary import summary_html, summary_repr
 from flopgap.explain._roofline import classify, op_dtype
-from flopgap.machine import (CalKey, chain_reference_s, channels, footprint_bytes, is_conv, model_is_cold,
+from flopgap.machine import cold_share as _cold_share
+from flopgap.machine import (CalKey, chain_reference_s, channels, is_conv, model_is_cold,
                              op_features, op_key, pool_keeps_size, pool_window, weight_bytes)
 
 __all__ = ["Prediction", "PredictionCheck", "Interval", "predict", "Predictor", "PREDICT_SCHEMA", "METHOD_ERROR"]
@@ -93,7 +98,10 @@ _K = 4
 _SCALE_MIN, _SCALE_MAX, _PER_OP_MAX_US = 1.0, 4.0, 50.0
 _PER_GB_MAX_S = 1.0  # handoff at no less than 1 GB/s
 _COLD_MEMORY_MAX = 4.0
-_DENSE_KEYS = ("conv:dense", "conv:grouped", "matmul")
+# kernels that run at their FLOP rate: dense and grouped convs, matmuls (float and int8)
+# and fused attention (its two matmuls; a ViT-tiny's attention alone: 212 us, as a
+# memory-class op of a cold model: 429 us predicted, profiled inside the model: 231 us)
+_DENSE_KEYS = ("conv:dense", "conv:grouped", "matmul", "matmul:int8", "attention")
 _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-movement", "embedding", "uncovered")
 _ADD = CalKey("aten.add.Tensor")
 _FLATTEN = CalKey("aten.flatten.using_ints")
@@ -109,10 +117,6 @@ CURVE_FAR = 2.0
 # an extrapolated op (a fallback, or far from its cases) can be off by this factor either
 # way: uncalibrated elementwise ops on the add curve ran 0.5-2x their own time
 EXTRAPOLATION_FACTOR = 2.0
-# a footprint of this many last-level caches evicts all of a memory-class op's data
-# between its calls (half a cache, model_is_cold's bound, none of it): the cold-memory term
-# grows linearly in between rather than jumping at the bound
-FULLY_COLD = 1.0
 INTERVAL_LEVEL = 0.90
 _Z90 = 1.645          # two-sided 90% normal quantile, for the calibration-noise term
 # with fewer chains than this, the leave-one-out quantiles say little: +-25% stands in
@@ -355,7 +359,7 @@ class Predictor:
         for ch in chains:
             recs = [OpRecord(**d) for d in ch["ops"]]
             share = cold_share(recs, self.profile)
-            times = [self.op_time(r, share > 0)[0] if self.calibrated else self.uncalibrated_time(r)[0] for r in recs]
+            times = [self.op_time(r, share)[0] if self.calibrated else self.uncalibrated_time(r)[0] for r in recs]
             p = sum(times)
             m = share * sum(t for r, t in zip(recs, times) if is_memory_class(r))
             n = sum(1 for r in recs if not r.is_free)
@@ -433,6 +437,14 @@ class Predictor:
         return bool(self.knn or self.curves)
 
     # ------------------------------------------------------------ per-op models
+    def _own(self, key: CalKey, r) -> bool:
+        """Whether ``r``'s own shape was calibrated under ``key`` (its rate is then that
+        case's alone, and the case's time holds all the op pays per call, page faults too)."""
+        m = self.knn[key]
+        if not len(m.feats):
+            return False
+        return float(np.sqrt(((m.feats - np.asarray(op_features(r))) ** 2).sum(axis=1)).min()) < _EXACT
+
     def _knn(self, key: CalKey, feats: list[float], flops: float, weight_bytes: int = 0,
              cold_weights: bool = False) -> tuple[float, float, str]:
         """(seconds, log spread of the cases used, why extrapolated or '')."""
@@ -511,24 +523,33 @@ class Predictor:
             return floor, "op overhead"   # CUDA: the host's cost per op
         return roof, "roofline"
 
-    def op_time(self, r, cold_weights: bool = False) -> tuple[float, str]:
-        """(seconds, method) for one count record; ``cold_weights``: the model's weights
-        do not fit the last-level cache (see :func:`weights_are_cold`)."""
+    def op_time(self, r, cold_weights: float = 0.0) -> tuple[float, str]:
+        """(seconds, method) for one count record; ``cold_weights``: the model's
+        :func:`cold_share` (``True``: wholly cold), how much of the weights' last-level
+        cache residency its footprint takes away."""
         t, method, _, _ = self.op_detail(r, cold_weights)
         return t, method
 
-    def op_detail(self, r, cold_weights: bool = False) -> tuple[float, str, float, str]:
-        """(seconds, method, log spread of the cases used, why extrapolated or '')."""
+    def op_detail(self, r, cold_weights: float = 0.0) -> tuple[float, str, float, str]:
+        """(seconds, method, log spread of the cases used, why extrapolated or ''). A
+        conv or matmul of a partly cold model (``0 < cold_weights < 1``) takes its hot and
+        cold-weight times weighed by the share."""
+        share = float(cold_weights)
         key = op_key(r)
         fallback = ""
         if key.ragged and key not in self.knn:  # a profile without ragged cases
             key, fallback = key.aligned(), "no ragged-channel cases: the aligned ones"
-        if cold_weights and key.as_cold() in self.knn and r.flops > 0:
+        if share > 0 and key.as_cold() in self.knn and r.flops > 0:
             t, sp, why = self._knn(key.as_cold(), op_features(r), r.flops)
-            return t, f"knn:{key.as_cold()}", sp, why or fallback
+            own = self._own(key.as_cold(), r)
+            if share < 1 and key in self.knn:
+                t_hot, sp_hot, why_hot = self._knn(key, op_features(r), r.flops)
+                t, sp, why = share * t + (1 - share) * t_hot, max(sp, sp_hot), why or why_hot
+                own = own and self._own(key, r)
+            return t, f"{'own' if own else 'knn'}:{key.as_cold()}", sp, why or fallback
         if key in self.knn and r.flops > 0:
             t, sp, why = self._knn(key, op_features(r), r.flops, weight_bytes(r), cold_weights)
-            return t, f"knn:{key}", sp, why or fallback
+            return t, f"{'own' if self._own(key, r) else 'knn'}:{key}", sp, why or fallback
         if key in self.curves:
             c = op_features(r)[1]
             t = self._curve_time(key, r.bytes, c)
@@ -582,8 +603,8 @@ def _allocated_bytes(r) -> int:
 
 def is_memory_class(r) -> bool:
     """An op that runs at memory or overhead speed, not at a dense kernel's FLOP rate:
-    not free, not a pool, and not a dense or grouped conv or a matmul (depthwise convs,
-    norms, activations, adds ...). In a model that streams more than the cache per
+    not free, not a pool, and not a dense or grouped conv, a matmul or a fused attention
+    (depthwise convs, norms, activations, adds ...). In a model that streams more than the cache per
     call, such ops lose most to evicted code, parameters and buffers: streaming 32 MB
     between two calls made a batch norm 2.5-3.5x and a depthwise conv 2.5x slower, a
     1x1 conv 1.35-1.5x (one thread). Pools are left out: profiled inside models, max
@@ -601,12 +622,11 @@ def handoff_bytes(r) -> int:
 
 
 def cold_share(records, profile) -> float:
-    """How much of its memory-class ops' data a model finds evicted between calls: 0 at a
-    footprint of half the last-level cache or less (:func:`weights_are_cold` false), rising
-    linearly to 1 at :data:`FULLY_COLD` times the cache (:func:`flopgap.machine.footprint_bytes`).
-    Above zero exactly when :func:`weights_are_cold` is true."""
-    f = footprint_bytes(records) / max(profile.llc_bytes, 1)
-    return min(1.0, max(0.0, (f - 0.5) / (FULLY_COLD - 0.5)))
+    """How much of its data a model finds evicted between calls
+    (:func:`flopgap.machine.cold_share` on the profile's last-level cache): 0 at a
+    footprint of half the cache or less (:func:`weights_are_cold` false), 1 from
+    ``FULLY_COLD`` caches on, linear between."""
+    return _cold_share(records, profile.llc_bytes)
 
 
 def weights_are_cold(records, profile) -> bool:
@@ -630,11 +650,12 @@ def predict(count_result, profile) -> Prediction:
     spreads = []
     for r in count_result.ops:
         roof = 0.0 if r.is_free else classify(r.flops, r.bytes, profile, op_dtype(r)).time
-        faults = fault_s(r, profile)
         if pred.calibrated:
-            t, method, spread, why = pred.op_detail(r, cold)
+            t, method, spread, why = pred.op_detail(r, share)
         else:
             (t, method), spread, why = pred.uncalibrated_time(r), 0.0, ""
+        # an op timed at its own shape paid its page faults in its case already
+        faults = 0.0 if method.startswith("own:") else fault_s(r, profile)
         # the in-sequence terms (identity without chains: s = 1, c = b = e = 0); a free op
         # (a view: its dispatch only) is scaled, nothing more
         if r.is_free:

@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flopgap.machine._keys import CalKey, SIMD_FLOATS, _matmul_dims, conv_features, model_is_cold, op_features, op_key
+from flopgap.machine._keys import (CalKey, SIMD_FLOATS, _attention_dims, _matmul_dims, cold_share, conv_features,
+                                   op_features, op_key)
 
 __all__ = ["Case", "grid", "grid_index", "cases_for", "chain_needs", "per_channel", "weight", "Needs", "NEIGHBOURS",
            "COLD_BYTES", "exact_case", "case_by_id"]
@@ -212,9 +213,10 @@ _MEMORY_OPS: dict[str, tuple] = {
     "rsqrt": (lambda x: torch.rsqrt(x), _X, CalKey("aten.rsqrt.default"), False),
     "clone": (lambda x: x.clone(), _X, CalKey("aten.clone.default"), False),
     "batch_norm": (_bn_fn(), _X, CalKey("aten.batch_norm.default"), True),
-    "layer_norm": (lambda x: F.layer_norm(x, x.shape[-1:]), _X, CalKey("aten.layer_norm.default"), False),
-    # layer norm over the features of a token sequence (transformers) joins the same curve
-    "layer_norm_tokens": (lambda x: F.layer_norm(x, x.shape[-1:]), _T, CalKey("aten.layer_norm.default"), False),
+    # layer norm over the last dimension of rows of c features (tokens in transformers,
+    # channels-last pixels in ConvNeXt), timed at several row lengths: per byte, rows of 16
+    # ran 2-4x slower than rows of 192 (the layer norm of a ViT-tiny block alone: 15 us)
+    "layer_norm_rows": (lambda x: F.layer_norm(x, x.shape[-1:]), _T, CalKey("aten.layer_norm.default"), True),
     "group_norm": (lambda x: F.group_norm(x, 4), _X, CalKey("aten.group_norm.default"), False),
     "softmax": (lambda x: torch.softmax(x, -1), _X, CalKey("aten.softmax.int"), False),
     "cat": (lambda x, y: torch.cat([x, y], 1), _XX, CalKey("aten.cat.default"), False),
@@ -269,12 +271,14 @@ _CONV_ID = re.compile(r"conv (\d+)->(\d+) k(\d+) s(\d+) g(\d+) @(\d+)(?: n(\d+))
 
 
 _LINEAR_ID = re.compile(r"linear (\d+)x(\d+)->(\d+)( cold)?")
+_SDPA_ID = re.compile(r"sdpa h(\d+) (\d+)x(\d+) e(\d+)( causal)?")
 
 
 def exact_case(r, cold: bool = False) -> Case | None:
     """The calibration case of exactly this convolution's shape (batch, widths, groups,
-    square kernel and map, stride, the padding ``_conv_case`` gives) or this
-    ``aten.linear``'s (rows, inputs, outputs), or None when the op is neither.
+    square kernel and map, stride, the padding ``_conv_case`` gives), this
+    ``aten.linear``'s (rows, inputs, outputs) or this fused attention's (batch x heads,
+    queries, keys, head dim, causal or not), or None when the op is none of them.
 
     oneDNN and the BLAS pick their algorithm and blocking per shape, so rates jump
     between neighbouring widths (a few channels more can make a 1x1 conv several times
@@ -284,6 +288,8 @@ def exact_case(r, cold: bool = False) -> Case | None:
     key = op_key(r)
     if key.cold or r.flops <= 0:
         return None
+    if key.name == "attention":
+        return _exact_sdpa(r)
     if key.name == "matmul" and r.op == "aten.linear.default":
         dims = _matmul_dims(r)
         c = _linear_case(*dims, cold) if dims is not None and min(dims) >= 1 else None
@@ -304,12 +310,40 @@ def exact_case(r, cold: bool = False) -> Case | None:
     return None
 
 
+def _exact_sdpa(r) -> Case | None:
+    """A fused attention's own case: its batch x heads, queries, keys and head dim,
+    causal when the count computed a causal mask's share of the pairs; None for float
+    kinds the cases do not time (another dtype, fewer key than query heads, a mask tensor)."""
+    d = _attention_dims(r)
+    if d is None or any(t not in ("", "float32") for t in r.input_dtypes[:3]):
+        return None
+    k = r.input_shapes[1]
+    bh, L, S, e, _ = d
+    masked = len(r.input_shapes) > 3 and bool(r.input_shapes[3])   # an attn_mask tensor: another kernel
+    if masked or math.prod(k[:-2]) != bh or r.input_shapes[2][-1] != e:
+        return None
+    feats = tuple(op_features(r))
+    for causal in (False, True):
+        c = _sdpa_case(bh, L, S, e, causal)
+        if max(abs(a - b) for a, b in zip(c.features, feats)) < _SAME_FEATURES:
+            return c
+    return None
+
+
+# log2 features closer than this are the same shape (float round-off of a share)
+_SAME_FEATURES = 1e-10
+
+
 def case_by_id(case_id: str, quick: bool = False) -> Case | None:
     """A case by its id: the lattice's, or an op's own case (:func:`exact_case`), whose
     id names its shape."""
     hit = _by_id(quick).get(case_id)
     if hit is not None:
         return hit
+    m = _SDPA_ID.fullmatch(case_id)
+    if m is not None:
+        h, L, S, e = (int(v) for v in m.groups()[:4])
+        return _sdpa_case(h, L, S, e, bool(m.group(5))) if min(h, L, S, e) >= 1 else None
     m = _LINEAR_ID.fullmatch(case_id)
     if m is not None:
         m_, k, n = (int(v) for v in m.groups()[:3])
@@ -505,10 +539,13 @@ def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
     """The grid cases a prediction of these count records reads (see the module
     docstring), each weighted by the estimated share of the model's time of the ops it
     serves; a convolution or linear layer the calibration can build exactly reads its
-    own case instead (:func:`exact_case`; its cold twin when the model is cold). Cold twins of the k-NN cases are needed when the model is cold
-    (:func:`~flopgap.machine._keys.model_is_cold`)."""
+    own case instead (:func:`exact_case`; its cold twin when the model is cold, both when
+    it is partly cold: the predictor weighs the two by
+    :func:`~flopgap.machine._keys.cold_share`). Cold twins of the k-NN cases are needed
+    when the model is cold (:func:`~flopgap.machine._keys.model_is_cold`)."""
     by_key = _by_key(quick)
-    cold = model_is_cold(records, llc_bytes)
+    share = cold_share(records, llc_bytes)
+    cold = share > 0   # model_is_cold, from the same footprint
     rough = [_rough_time(r) for r in records]
     total = sum(rough) or 1.0
     needs = Needs()
@@ -519,6 +556,10 @@ def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
         if exact is not None:   # its own case: the neighbours would not be read
             needs.add(exact.id, t / total)
             own_keys.add(exact.key)
+            if 0 < share < 1:   # partly cold: the hot case too, and its key's fixed cost
+                hot = exact_case(r, False)
+                needs.add(hot.id, t / total)
+                own_keys.add(hot.key)
             continue
         key = op_key(r)
         if key.ragged and key not in by_key:

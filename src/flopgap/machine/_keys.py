@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 import torch
 
 __all__ = ["CalKey", "op_key", "op_features", "weight_bytes", "channels", "is_conv", "is_quantized_linear",
-           "pool_window", "pool_keeps_size", "itemsize", "footprint_bytes", "model_is_cold", "SIMD_FLOATS"]
+           "pool_window", "pool_keeps_size", "itemsize", "footprint_bytes", "model_is_cold", "cold_share", "FULLY_COLD",
+           "SIMD_FLOATS"]
 
 SIMD_FLOATS = 16   # fp32 lanes of an AVX-512 register: oneDNN blocks channels by it
 _SHAPE_MODELS = ("conv:dense", "conv:depthwise", "conv:grouped", "matmul", "matmul:int8", "attention")
@@ -201,7 +202,8 @@ def op_key(r) -> CalKey:
 
 
 def op_features(r) -> list[float]:
-    """log2 shape features for the k-NN models; ``[log2 bytes, log2 channels]`` for curves."""
+    """log2 shape features for the k-NN models; ``[log2 bytes, log2 channels]`` for curves
+    (for a layer norm the length of the rows it normalises instead of channels)."""
     key = op_key(r)
     if key.name.startswith("conv:"):
         n, cin, cout, cin_g, groups, k, hw_in, hw_out = _conv_dims(r)
@@ -211,7 +213,17 @@ def op_features(r) -> list[float]:
     if key.name == "attention":
         bh, L, S, e, share = _attention_dims(r)
         return [_lg(bh), _lg(L), _lg(S), _lg(e), math.log2(max(share, 1e-3))]
-    return [_lg(r.bytes_read + r.bytes_written), _lg(channels(r))]
+    return [_lg(r.bytes_read + r.bytes_written), _lg(_row_length(r) if key.name in _ROW_OPS else channels(r))]
+
+
+# ops whose time per byte depends on the length of the last dimension they reduce over
+_ROW_OPS = ("aten.layer_norm.default",)
+
+
+def _row_length(r) -> int:
+    """The last dimension of an op's first input (1 when it has none)."""
+    x = r.input_shapes[0] if r.input_shapes else []
+    return x[-1] if isinstance(x, list) and x and isinstance(x[-1], int) else 1
 
 
 def conv_features(n: int, cin_g: int, cout_g: int, hw_in: int, hw_out: int, k: int, groups: int) -> list[float]:
@@ -262,3 +274,19 @@ def model_is_cold(records, llc_bytes: int) -> bool:
     cold-weight rate inside it). Half: a shared, set-associative cache (shared with
     other tenants on a VM) holds less than its size of one program's data."""
     return footprint_bytes(records) > llc_bytes / 2
+
+
+# a footprint of this many last-level caches evicts all of an op's data between its calls
+# (half a cache, model_is_cold's bound, none of it): what depends on it grows linearly in
+# between rather than jumping at the bound
+FULLY_COLD = 1.0
+
+
+def cold_share(records, llc_bytes: int) -> float:
+    """How much of its data a model finds evicted between two calls of an op: 0 at a
+    footprint (:func:`footprint_bytes`) of half the last-level cache or less
+    (:func:`model_is_cold` false), rising linearly to 1 at :data:`FULLY_COLD` times the
+    cache. Above zero exactly when :func:`model_is_cold` is true. The predictor weighs
+    an op's hot and cold-weight rates by it, and its cold-memory term."""
+    f = footprint_bytes(records) / max(llc_bytes, 1)
+    return min(1.0, max(0.0, (f - 0.5) / (FULLY_COLD - 0.5)))

@@ -437,9 +437,12 @@ def _check_cache_path(path: Path) -> None:
 
 
 def _read_cache(path: Path) -> tuple[MachineProfile | None, str]:
-    """(profile, "") or (None, why it cannot be used)."""
+    """(profile, "") or (None, why it cannot be used). Cases the grid no longer has
+    (another version of flopgap cached them) are left out: they are read as nothing."""
     try:
-        return MachineProfile.from_dict(json.loads(path.read_text())), ""
+        prof = MachineProfile.from_dict(json.loads(path.read_text()))
+        prof.calibration = [s for s in prof.calibration if _grid.case_by_id(s.case, prof.quick) is not None]
+        return prof, ""
     except FlopgapError as e:  # not a dict, or another schema version
         return None, str(e)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
