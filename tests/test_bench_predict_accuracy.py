@@ -42,3 +42,9 @@ def test_the_method_error_is_written_from_the_development_rows_only_when_all_wer
     assert predict_accuracy.write_method_error(rows + [{"set": "heldout-dev", "model": "x", "measured_s": None,
                                                         "predicted_s": 1.0}],
                                                "cpu", 2, "today") == 2 and not out.exists()
+
+
+def test_an_isolated_timing_builds_and_times_one_model():
+    out = predict_accuracy.time_isolated("seed:ex1-small", 0.05, 1)
+    assert set(out) == {"median_s", "disturbed", "summary"} and out["median_s"] > 0
+    assert out["summary"] == "" or out["disturbed"]
