@@ -279,7 +279,12 @@ def _handoff_spells(p: dict) -> str:
 @summary("predict_accuracy")
 def _predict_accuracy(p: dict) -> str:
     f = p["figures"]
-    lines = [f"{f['threads']} threads; {f['passes']} timing passes, {f['calm_passes']} with the profile's chains "
+    how = {"model": "each timing in a fresh process that built no other model",
+           "none": "every model timed in the benchmark's own process"}.get(f.get("isolate", "none"), "")
+    prof = f.get("profile") or {}
+    lines = [f"{f['threads']} threads; machine profile {prof.get('source', '?')} ({prof.get('cases', '?')} cases"
+             + (f", {prof['seconds']:.0f} s" if prof.get("seconds") else "") + f"); {f['passes']} timing passes, "
+             f"{how}, {f['calm_passes']} with the profile's chains "
              "within 5% of their profile time; a model's figure is its median in its least-disturbed undisturbed "
              "pass, and a model with no undisturbed pass is not scored.", "",
              "| set | method | models | within +-10% | within +-25% | median error | Spearman | in 90% interval |",
@@ -302,6 +307,25 @@ def _predict_accuracy(p: dict) -> str:
                   "over its fastest, " + "; ".join(
                       f"{name}: median +{100 * x['median']:.1f}%, above 10% for {_pct(x['over_10'])} of "
                       f"{x['models']} models" for name, x in spreads) + "."]
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
+@summary("process_history")
+def _process_history(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"{f['threads']} threads, glibc allocator {f['allocator']}; each target timed (2% CI) in a fresh process, "
+             f"then {len(f['others'])} other models built, run {f['calls']}x and freed in the same process, then the "
+             "targets timed again.", "",
+             "| model | fresh process | after the others | after / fresh |", "|---|---|---|---|"]
+    for r in f["rows"]:
+        fresh = r["fresh"]
+        after = ", ".join(f"{t['median_s'] * 1e3:.2f} ms" + (" (disturbed)" if t["disturbed"] else "")
+                          for t in r["after"])
+        ratio = ", ".join(f"{v:.2f}x" for v in r["ratio_after_over_fresh"]) if r["ratio_after_over_fresh"] else \
+            "not comparable (a disturbed timing)"
+        lines.append(f"| {r['model']} | {fresh['median_s'] * 1e3:.2f} ms n={fresh['samples']}"
+                     + (" (disturbed)" if fresh["disturbed"] else "") + f" | {after} | {ratio} |")
     lines += ["", machine_line(p)]
     return "\n".join(lines)
 

@@ -48,3 +48,13 @@ def test_an_isolated_timing_builds_and_times_one_model():
     out = predict_accuracy.time_isolated("seed:ex1-small", 0.05, 1)
     assert set(out) == {"median_s", "disturbed", "summary"} and out["median_s"] > 0
     assert out["summary"] == "" or out["disturbed"]
+
+
+def test_process_history_times_targets_before_and_after_other_models(capsys):
+    import process_history
+
+    assert process_history.main(["--targets", "seed:ex1-small", "--others", "seed:ex2-deep", "--max-time", "0.05",
+                                 "--after", "1", "--allocator", "default", "--no-save"]) == 0
+    out = capsys.readouterr().out
+    assert "fresh process" in out and "after / fresh" in out and "built, ran 3x and freed 1 other models" in out
+    assert process_history.main(["--targets", "", "--allocator", "default", "--no-save"]) == 2
