@@ -169,18 +169,19 @@ def test_a_profile_measured_on_a_busy_machine_is_re_measured_then_refused_by_the
     assert len(json.loads(path.read_text())["calibration"]) == len(calm.calibration)
 
 
-def test_a_slow_handoff_spell_disturbs_the_chains_not_the_single_op_cases(world, tmp_path):
-    # ops handing data between threads run 1.5x their calm time, nothing else moves:
-    # single ops repeated alone do not hand data over, op sequences do
+def test_a_slow_handoff_spell_disturbs_the_whole_profile(world, tmp_path):
+    # ops handing data between threads run 1.5x their calm time, nothing else moves: the
+    # single-op cases are judged on that part too (2-thread ops ran slow in such spells)
     mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
     calm = (1e-4, 3e-4, 5e-4, 6e-4)
     spell = FakeLoad(others=(0,), references=((1e-4, 3e-4, 5e-4, 9e-4),), calm=calm)
     prof = profile_machine(needs=needs_for(mlp), load=spell)
-    assert prof.calibration and not any(s.disturbed for s in prof.calibration)
-    assert not prof.sections["ceilings"]["disturbed"]
+    assert prof.calibration and all("handoff 1.50x" in s.disturbed for s in prof.calibration)
+    assert "handoff 1.50x" in prof.sections["ceilings"]["disturbed"]
     assert "handoff 1.50x" in prof.sections["chains"]["disturbed"]
     on_disk = json.loads(next(tmp_path.glob("machine-*.json")).read_text())
-    assert len(on_disk["calibration"]) == len(prof.calibration) and "chains" not in on_disk["sections"]
+    assert on_disk["calibration"] == [] and not {"ceilings", "chains"} & set(on_disk["sections"])
+    assert any("busy" in w or "disturbed" in w for w in prof.warnings)
 
 
 def test_noisy_and_sensitive_cases_are_measured_again_and_keep_their_fastest_attempt(world, monkeypatch):

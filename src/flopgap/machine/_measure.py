@@ -164,16 +164,17 @@ class _Cases(dict):
 
 class _Watch:
     """One sentinel over a stretch of work (``poll`` between steps); ``None`` source: unwatched.
-    ``single_ops``: the work repeats one op at a time (ceilings, calibration cases), which
-    hands nothing from thread to thread, so the reference kernel's handoff part is not
-    judged (the chains are judged on every part)."""
+    Every section is judged on every part of the reference kernel, the handoff part too:
+    a single op repeated alone hands nothing from thread to thread, yet in a handoff spell
+    the calibration cases of 2-thread ops ran slow with it (a profile measured in one
+    predicted the models of ``benchmarks/predict_accuracy.py`` 10-25% slow, where the
+    same code's profile measured outside it was within a few percent)."""
 
-    def __init__(self, source, clock, *, single_ops: bool = True):
-        from flopgap.timing import SINGLE_OP_PARTS, Sentinel
+    def __init__(self, source, clock):
+        from flopgap.timing import Sentinel
 
         self.clock = clock
-        self.sentinel = Sentinel(source, **({"parts": SINGLE_OP_PARTS} if single_ops else {})) \
-            if source is not None else None
+        self.sentinel = Sentinel(source) if source is not None else None
         if self.sentinel is not None:
             self.sentinel.start(clock(), torch.get_num_threads())
 
@@ -301,7 +302,7 @@ def run_request(req: Request, *, quick: bool = False, device=None, progress: Cal
     cases = sorted((by_id[i] for i in weights if i in by_id), key=lambda c: (-weights[c.id], c.id))
 
     def chain_round(label: str) -> None:
-        w = _Watch(source, clock, single_ops=False)
+        w = _Watch(source, clock)
         timer._between = w.poll
         timer.time_round()
         d = w.finish()

@@ -75,7 +75,8 @@ HANDOFF_RATIO = 1.3
 CALM_WINDOW = 50      # readings kept per key: a few minutes of measuring, so one spell cannot own it
 CALM_QUANTILE = 0.25  # the calm time of a part: robust to lucky outliers and to a minority of slow readings
 PARTS = ("dispatch", "compute", "memory", "handoff")
-# what bears on work that repeats one op alone (each thread reads what it wrote): no handoff
+# the parts that time no data handed from thread to thread: a caller whose work is known
+# to be untouched by handoff spells may judge on these alone (Sentinel(parts=...))
 SINGLE_OP_PARTS = ("dispatch", "compute", "memory")
 PROBE_INTERVAL_S = 0.05  # one load probe per 50 ms of run: dense enough, and cheap (one read when quiet)
 # A probe is the least of this many reads, PROBE_READ_GAP_S apart: a kernel thread or a
@@ -458,8 +459,8 @@ class Sentinel:
     """Watches one run: ``start`` before the cold call, ``poll`` between blocks, ``finish``
     after the last sample. ``now`` values come from the timer's clock, so a fake clock
     decides when probes happen. ``parts``: the reference kernel's parts that bear on the
-    work watched (:data:`SINGLE_OP_PARTS` for single ops repeated alone, which hand
-    nothing from thread to thread); the others are read and reported, never judged."""
+    work watched (:data:`SINGLE_OP_PARTS`: those that time no handoff between threads);
+    the others are read and reported, never judged."""
 
     def __init__(self, source: LoadSource, *, interval_s: float = PROBE_INTERVAL_S,
                  parts: Sequence[str] = PARTS):
