@@ -169,6 +169,21 @@ def test_a_profile_measured_on_a_busy_machine_is_re_measured_then_refused_by_the
     assert len(json.loads(path.read_text())["calibration"]) == len(calm.calibration)
 
 
+def test_a_refreshed_profile_replaces_the_cache_and_never_falls_back_on_it(world, tmp_path):
+    mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
+    first = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    (path,) = tmp_path.glob("machine-*.json")
+    assert len(json.loads(path.read_text())["calibration"]) == len(first.calibration) > 0
+    # re-measured on a busy machine: nothing of it is cached, and nothing from before survives
+    again = profile_machine(refresh=True, needs=needs_for(mlp), load=FakeLoad.busy())
+    assert again.disturbed_parts
+    assert json.loads(path.read_text())["calibration"] == []
+    # so the next run measures it all anew rather than reading the old cases
+    before = len(world["timed"])
+    calm = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    assert len(set(world["timed"][before:])) == len(calm.calibration) and not calm.disturbed_parts
+
+
 def test_a_slow_handoff_spell_disturbs_the_whole_profile(world, tmp_path):
     # ops handing data between threads run 1.5x their calm time, nothing else moves: the
     # single-op cases are judged on that part too (2-thread ops ran slow in such spells)

@@ -338,12 +338,13 @@ class MachineProfile:
                    list(chains or []), quick=quick, source="synthetic",   # page_fault_s unknown: None
                    sections={"ceilings": {"synthetic": True}, "chains": {"synthetic": True}})
 
-    def save(self, path: Path | None = None) -> Path:
+    def save(self, path: Path | None = None, *, merge: bool = True) -> Path:
         """Write the cacheable part of the profile as JSON (default: the cache file for its
         fingerprint), merged with what that file already holds (another process may have
-        added cases meanwhile)."""
+        added cases meanwhile); ``merge=False`` replaces it (a re-measured profile: what it
+        measured on a disturbed machine is then measured again, never taken from before)."""
         path = Path(path) if path is not None else cache_path(self.fingerprint, self.quick)
-        on_disk, _ = _read_cache(path) if path.exists() else (None, "")
+        on_disk, _ = _read_cache(path) if merge and path.exists() else (None, "")
         merged = self
         if on_disk is not None and on_disk.fingerprint == self.fingerprint and on_disk.quick == self.quick:
             merged = _merge(on_disk, self)
@@ -511,7 +512,7 @@ def profile_machine(refresh: bool = False, device=None, *, quick: bool = False,
     prof = _merge(cached, new) if cached is not None else new
     prof.measured_now = len(measured.samples)
     prof.source = "cache+measured" if cached is not None else "measured"
-    prof.save(path)
+    prof.save(path, merge=not refresh)
     if note:
         prof.notes.append(note)
     return prof
