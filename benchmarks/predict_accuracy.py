@@ -15,10 +15,10 @@ machine profile alone (``flopgap.explain.predict``; the profile is measured lazi
 every model of the run first), and measure its median with ``flopgap.timing.measure``
 (2% CI, up to ``--max-time`` s), in interleaved passes, each timing in a fresh process
 (``--isolate model``, the default: forked from a server that imported torch and built
-nothing). A process that has built and run other models runs the next one slower (on this
-VM resnet18 took 14.1 ms in a fresh process, 15.4-15.8 ms after 70 models had been built,
-run and freed in it): what a user sees who runs ``flopgap time`` on one model is the
-fresh process, and the machine profile is measured in one. A measurement the disturbance
+nothing). A process that has built and run other models runs the next one slower
+(``benchmarks/process_history.py`` measures by how much): what a user sees who runs
+``flopgap time`` on one model is the fresh process, and the machine profile is measured
+in one. A measurement the disturbance
 sentinel flags is never scored: the model is timed again in the next pass, and one with
 no undisturbed pass is listed as disturbed. A model's figure is its median in its
 least-disturbed undisturbed pass (the lowest of them: this VM has slow spells that make

@@ -46,6 +46,11 @@ def _time(name: str, threads: int, max_time: float) -> dict:
     return out
 
 
+def _fmt(t: dict) -> str:
+    return (f"{t['median_s'] * 1e3:8.2f} ms [{t['ci_low_s'] * 1e3:.2f}, {t['ci_high_s'] * 1e3:.2f}] "
+            f"n={t['samples']}")
+
+
 def _run_others(names: list[str], calls: int) -> float:
     import torch
 
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in targets:
         fresh = _time(name, args.threads, args.max_time)
         rows.append({"model": name, "fresh": fresh, "after": []})
-        print(f"fresh process   {name:32s} {fresh['median_s'] * 1e3:8.2f} ms  n={fresh['samples']}"
+        print(f"fresh process   {name:32s} {_fmt(fresh)}"
               + (f"  DISTURBED: {fresh['disturbed']}" if fresh["disturbed"] else ""), flush=True)
     others_s = _run_others(others, args.calls)
     print(f"built, ran {args.calls}x and freed {len(others)} other models ({others_s:.0f} s)", flush=True)
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             t = _time(row["model"], args.threads, args.max_time)
             row["after"].append(t)
-            print(f"after, timing {i + 1}  {row['model']:32s} {t['median_s'] * 1e3:8.2f} ms  n={t['samples']}"
+            print(f"after, timing {i + 1}  {row['model']:32s} {_fmt(t)}"
                   + (f"  DISTURBED: {t['disturbed']}" if t["disturbed"] else ""), flush=True)
     for row in rows:
         calm = [t["median_s"] for t in row["after"] if not t["disturbed"]]

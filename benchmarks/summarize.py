@@ -314,18 +314,20 @@ def _predict_accuracy(p: dict) -> str:
 @summary("process_history")
 def _process_history(p: dict) -> str:
     f = p["figures"]
-    lines = [f"{f['threads']} threads, glibc allocator {f['allocator']}; each target timed (2% CI) in a fresh process, "
+    def t(x):
+        return (f"{x['median_s'] * 1e3:.2f} ms [{x['ci_low_s'] * 1e3:.2f}, {x['ci_high_s'] * 1e3:.2f}] n={x['samples']}"
+                + (" (disturbed)" if x["disturbed"] else ""))
+
+    lines = [f"CPU, {f['threads']} threads, glibc allocator {f['allocator']}; each target timed (median, 95% CI of "
+             "the median, samples; 2% CI target) in a fresh process, "
              f"then {len(f['others'])} other models built, run {f['calls']}x and freed in the same process, then the "
              "targets timed again.", "",
              "| model | fresh process | after the others | after / fresh |", "|---|---|---|---|"]
     for r in f["rows"]:
-        fresh = r["fresh"]
-        after = ", ".join(f"{t['median_s'] * 1e3:.2f} ms" + (" (disturbed)" if t["disturbed"] else "")
-                          for t in r["after"])
+        after = "; ".join(t(x) for x in r["after"])
         ratio = ", ".join(f"{v:.2f}x" for v in r["ratio_after_over_fresh"]) if r["ratio_after_over_fresh"] else \
             "not comparable (a disturbed timing)"
-        lines.append(f"| {r['model']} | {fresh['median_s'] * 1e3:.2f} ms n={fresh['samples']}"
-                     + (" (disturbed)" if fresh["disturbed"] else "") + f" | {after} | {ratio} |")
+        lines.append(f"| {r['model']} | {t(r['fresh'])} | {after} | {ratio} |")
     lines += ["", machine_line(p)]
     return "\n".join(lines)
 
