@@ -276,6 +276,19 @@ def _handoff_spells(p: dict) -> str:
     return "\n".join(lines)
 
 
+def _isolated_runs() -> list[dict]:
+    """Saved full runs of predict_accuracy.py that timed each model in a fresh process, oldest first."""
+    out = []
+    for path in sorted((RESULTS / "history").glob("predict_accuracy-2*.json")):
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if d.get("figures", {}).get("isolate") == "model" and "--models" not in (d.get("argv") or []):
+            out.append(d)
+    return out
+
+
 @summary("predict_accuracy")
 def _predict_accuracy(p: dict) -> str:
     f = p["figures"]
@@ -301,6 +314,20 @@ def _predict_accuracy(p: dict) -> str:
         if s.get("disturbed_not_scored"):
             lines.append(f"| {name} | not scored (disturbed in every pass) | {len(s['disturbed_not_scored'])} | "
                          f"{', '.join(s['disturbed_not_scored'])} | | | | |")
+    runs = _isolated_runs()
+    if len(runs) > 1:
+        lines += ["", "Every saved run with each timing in a fresh process (`benchmarks/results/history/`), the one "
+                  "above among them; within +-10% / median error / in 90% interval:", "",
+                  "| run | commit | calm passes | tuned | heldout-dev | heldout-final |", "|---|---|---|---|---|---|"]
+        for r in runs:
+            rf = r["figures"]
+            cells = []
+            for name in ("tuned", "heldout-dev", "heldout-final"):
+                x = (rf["sets"].get(name) or {}).get("flopgap")
+                cells.append(f"{_pct(x['within_10'])} / {100 * x['median_abs_error']:.1f}% / "
+                             f"{_pct(x.get('interval_coverage'))}" if x else "-")
+            lines.append(f"| {str(r['machine'].get('time', '?'))[:16].replace('T', ' ')} | {r.get('commit')} | "
+                         f"{rf['calm_passes']} of {rf['passes']} | " + " | ".join(cells) + " |")
     spreads = [(name, s["pass_spread"]) for name, s in f["sets"].items() if (s.get("pass_spread") or {}).get("models")]
     if spreads:
         lines += ["", "How far the measured side repeats: across its undisturbed passes, a model's slowest median "
