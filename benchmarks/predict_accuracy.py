@@ -65,8 +65,8 @@ QUICK_TUNED = ["torchvision:" + m for m in ("resnet18", "mobilenet_v3_small", "s
     ["seed:" + m for m in ("ex1-small", "ex2-deep")]
 QUICK_HELDOUT = ["custom:mlp-512x6-b1", "custom:dw-separable-128x6@28", "hf:bert-mini"]
 DRIFT_WARN = 0.05
-# a profile measured on a disturbed machine predicts every model off (in a handoff spell,
-# 10-25% slow): measured again up to this many times, a minute apart, before giving up
+# a profile measured on a disturbed machine predicts every model off (in a handoff spell, a
+# median 19% slow): measured again up to this many times, a minute apart, before giving up
 PROFILE_RETRIES, PROFILE_RETRY_WAIT_S = 3, 60.0
 METHOD_ERROR_FILE = Path(__file__).resolve().parents[1] / "src" / "flopgap" / "explain" / "method_error.json"
 
@@ -115,17 +115,23 @@ def _build(name: str):
     return lm.module, make_inputs(resolve_inputs(lm, None, 1 if name.startswith("torchvision:") else None))
 
 
-def time_isolated(name: str, max_time: float, threads: int) -> dict:
-    """Build and time one model (``flopgap.timing.measure``, 2% CI) in this process: run in
-    a fresh child per timing (see the module docstring)."""
+def _timing(module, x, name: str, max_time: float, threads: int) -> dict:
+    """One timing (``flopgap.timing.measure``, 2% CI): median, its CI and sample count, and
+    the sentinel's verdict."""
     from flopgap.timing import TimerOptions, measure, threads_context
 
-    torch.set_num_threads(threads)
-    module, x = _build(name)
     with threads_context(threads):
         m = measure(module, x, TimerOptions(max_time=max_time, precision=0.02, threads=threads), name=name)
-    return {"median_s": m.median, "disturbed": m.disturbed,
-            "summary": m.disturbance.summary if m.disturbed else ""}
+    return {"median_s": m.median, "ci_low_s": m.ci_low, "ci_high_s": m.ci_high, "samples": m.n_samples,
+            "disturbed": m.disturbed, "summary": m.disturbance.summary if m.disturbed else ""}
+
+
+def time_isolated(name: str, max_time: float, threads: int) -> dict:
+    """Build and time one model (:func:`_timing`) in this process: run in a fresh child per
+    timing (see the module docstring)."""
+    torch.set_num_threads(threads)
+    module, x = _build(name)
+    return _timing(module, x, name, max_time, threads)
 
 
 class _Isolated:
@@ -250,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     from flopgap.count import count
     from flopgap.explain import predict
     from flopgap.machine import needs_for, profile_machine
-    from flopgap.timing import TimerOptions, measure, threads_context
 
     torch.set_num_threads(args.threads)
     specs = ([("custom", s.strip()) for s in args.models.split(",") if s.strip()] if args.models
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             res = count(module, x, model=name)
         rows.append({"set": set_name, "model": name, "flops": res.flops, "params": res.params,
-                     "ops": len(res.kernel_ops), "passes_s": [], "disturbed_passes": 0})
+                     "ops": len(res.kernel_ops), "passes_s": [], "pass_timings": [], "disturbed_passes": 0})
         built.append((module, x, res))
     needs = None
     for _, _, res in built:
@@ -294,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         p = predict(res, prof)
         row.update(predicted_s=p.latency_s, low_s=p.interval.low_s, high_s=p.interval.high_s,
                    extrapolated_share=p.extrapolated_share, roofline_s=p.roofline_s)
-    timer = TimerOptions(max_time=max_time, precision=0.02, threads=args.threads)
     isolated = _Isolated() if args.isolate == "model" else None
     drift = []
     p = 0
@@ -306,18 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         for row, (module, x, _) in zip(rows, built):
             if p >= passes and row["passes_s"] and any(_calm(d) for d in drift):
                 continue
-            if isolated is not None:
-                t = isolated.time(row["model"], max_time, args.threads)
-            else:
-                with threads_context(args.threads):
-                    m = measure(module, x, timer, name=row["model"])
-                t = {"median_s": m.median, "disturbed": m.disturbed,
-                     "summary": m.disturbance.summary if m.disturbed else ""}
+            t = (isolated.time(row["model"], max_time, args.threads) if isolated is not None
+                 else _timing(module, x, row["model"], max_time, args.threads))
             if t["disturbed"]:
                 row["disturbed_passes"] += 1
                 row["last_disturbance"] = t["summary"]
             else:
                 row["passes_s"].append(t["median_s"])
+                row["pass_timings"].append({k: t[k] for k in ("median_s", "ci_low_s", "ci_high_s", "samples")})
         d = _chain_drift(prof)
         drift.append(d)
         p += 1
@@ -330,15 +330,18 @@ def main(argv: list[str] | None = None) -> int:
         row["measured_s"] = float(min(row["passes_s"])) if row["passes_s"] else None
         if row["measured_s"]:
             err = row["predicted_s"] / row["measured_s"] - 1
+            best = min(row["pass_timings"], key=lambda t: t["median_s"])
             print(f"{row['set']:14s} {row['model']:36s} {row['flops'] / 1e9:8.3f} GF  measured "
-                  f"{row['measured_s'] * 1e3:9.3f} ms  predicted {row['predicted_s'] * 1e3:9.3f} ms "
+                  f"{row['measured_s'] * 1e3:9.3f} ms [{best['ci_low_s'] * 1e3:.3g}, {best['ci_high_s'] * 1e3:.3g}] "
+                  f"n={best['samples']}  predicted {row['predicted_s'] * 1e3:9.3f} ms "
                   f"[{row['low_s'] * 1e3:.3g}, {row['high_s'] * 1e3:.3g}]  error {err:+7.1%}"
                   f"{'' if row['low_s'] <= row['measured_s'] <= row['high_s'] else '  OUTSIDE'}", flush=True)
         else:
             print(f"{row['set']:14s} {row['model']:36s} disturbed in all {row['disturbed_passes']} passes: not "
                   f"scored ({row.get('last_disturbance', '')})", flush=True)
-    figures = {"threads": args.threads, "isolate": args.isolate, "profile": {"source": prof.source, "cases": len(prof.calibration),
-                                                    "seconds": profile_s, "warnings": prof.warnings},
+    figures = {"threads": args.threads, "isolate": args.isolate,
+               "profile": {"source": prof.source, "cases": len(prof.calibration), "seconds": profile_s,
+                           "warnings": prof.warnings},
                "passes": p, "chain_drift_per_pass": drift, "calm_passes": sum(1 for d in drift if _calm(d)),
                "sets": {}, "rows": rows}
     print(f"\n{len(rows)} models, {time.time() - t0:.0f} s; {prof.fingerprint['cpu']}, {args.threads} threads, "

@@ -30,20 +30,16 @@ TARGETS = ("torchvision:resnet18", "torchvision:mobilenet_v2", "torchvision:wide
 
 
 def _time(name: str, threads: int, max_time: float) -> dict:
-    import torch
-
+    """One timing of a freshly built model (``predict_accuracy._timing``), then freed;
+    ``disturbed``: the sentinel's summary, or ''."""
     from flopgap.models import load_model, make_inputs, resolve_inputs
-    from flopgap.timing import TimerOptions, measure, threads_context
+    from predict_accuracy import _timing
 
     lm = load_model(name)
-    x = make_inputs(resolve_inputs(lm, None, 1))
-    with threads_context(threads), torch.inference_mode():
-        m = measure(lm.module, x, TimerOptions(max_time=max_time, precision=0.02, threads=threads), name=name)
-    out = {"median_s": m.median, "ci_low_s": m.ci_low, "ci_high_s": m.ci_high, "samples": m.n_samples,
-           "disturbed": m.disturbance.summary if m.disturbed else ""}
-    del lm, x, m
+    t = _timing(lm.module, make_inputs(resolve_inputs(lm, None, 1)), name, max_time, threads)
+    del lm
     gc.collect()
-    return out
+    return {**{k: t[k] for k in ("median_s", "ci_low_s", "ci_high_s", "samples")}, "disturbed": t["summary"]}
 
 
 def _fmt(t: dict) -> str:

@@ -46,7 +46,7 @@ def test_the_method_error_is_written_from_the_development_rows_only_when_all_wer
 
 def test_an_isolated_timing_builds_and_times_one_model():
     out = predict_accuracy.time_isolated("seed:ex1-small", 0.05, 1)
-    assert set(out) == {"median_s", "disturbed", "summary"} and out["median_s"] > 0
+    assert set(out) == {"median_s", "ci_low_s", "ci_high_s", "samples", "disturbed", "summary"} and out["median_s"] > 0
     assert out["summary"] == "" or out["disturbed"]
 
 

@@ -15,8 +15,8 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
                  weighed k : 1 - k (a 16.5 MiB MLP on a 32 MiB cache ran at its hot rate)
         O_key  = time of the key's calibrated case of fewest FLOPs (fixed per-call cost)
         R_hat  = exp(weighted mean of log R_i over the 4 calibrated cases nearest in
-                 log2 shape features, weights 1/(d + 0.25)^2; a convolution or linear
-                 layer whose own shape was calibrated, see ``flopgap.machine._grid.exact_case``,
+                 log2 shape features, weights 1/(d + 0.25)^2; a convolution, linear
+                 layer or fused attention whose own shape was calibrated, see ``flopgap.machine._grid.exact_case``,
                  takes that case's rate alone, method ``own:KEY`` rather than ``knn:KEY``:
                  rates jump between neighbouring widths), where
                  R_i = F_i / max(t_i - O_key, 0.1 t_i) is case i's rate net of overhead;
@@ -106,8 +106,9 @@ _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-m
 _ADD = CalKey("aten.add.Tensor")
 _FLATTEN = CalKey("aten.flatten.using_ints")
 
-# features equal to this (log2 units): the op's own shape was calibrated (a convolution's or
-# linear layer's own case, flopgap.machine._grid.exact_case), and its rate is used alone
+# features equal to this (log2 units): the op's own shape was calibrated (a convolution's,
+# linear layer's or fused attention's own case, flopgap.machine._grid.exact_case), and its
+# rate is used alone
 _EXACT = 1e-9
 # an op whose nearest calibrated case is more than a factor 2 away in one shape
 # dimension (or sqrt 2 in two) is extrapolated: the k-NN rate is then a neighbour's rate
@@ -437,21 +438,16 @@ class Predictor:
         return bool(self.knn or self.curves)
 
     # ------------------------------------------------------------ per-op models
-    def _own(self, key: CalKey, r) -> bool:
-        """Whether ``r``'s own shape was calibrated under ``key`` (its rate is then that
-        case's alone, and the case's time holds all the op pays per call, page faults too)."""
-        m = self.knn[key]
-        if not len(m.feats):
-            return False
-        return float(np.sqrt(((m.feats - np.asarray(op_features(r))) ** 2).sum(axis=1)).min()) < _EXACT
-
     def _knn(self, key: CalKey, feats: list[float], flops: float, weight_bytes: int = 0,
-             cold_weights: bool = False) -> tuple[float, float, str]:
-        """(seconds, log spread of the cases used, why extrapolated or '')."""
+             cold_weights: bool = False) -> tuple[float, float, str, bool]:
+        """(seconds, log spread of the cases used, why extrapolated or '', own): ``own`` when
+        this very shape was calibrated (its rate is then that case's alone, and the case's
+        time holds all the op pays per call, page faults too)."""
         m = self.knn[key]
         d = np.sqrt(((m.feats - np.asarray(feats)) ** 2).sum(axis=1))
         order = np.argsort(d, kind="stable")[:_K]
-        if d[order[0]] < _EXACT:   # this very shape was calibrated: its own rate, not its neighbours'
+        own = bool(d[order[0]] < _EXACT)
+        if own:   # its own rate, not its neighbours'
             order = order[:1]
         w = 1.0 / (d[order] + 0.25) ** 2
         rate = math.exp(float((w * m.log_rates[order]).sum() / w.sum()))
@@ -459,7 +455,7 @@ class Predictor:
                 if cold_weights and weight_bytes > self.profile.l2_bytes else 0.0)
         far = float(d[order[0]])
         why = f"nearest calibrated shape {far:.1f} log2 units away" if far > FAR_LOG2 else ""
-        return m.overhead + max(flops / rate, cold), float((w * m.log_spread[order]).sum() / w.sum()), why
+        return m.overhead + max(flops / rate, cold), float((w * m.log_spread[order]).sum() / w.sum()), why, own
 
     @staticmethod
     def _on_curve(curve: _Curve, nbytes: float) -> float:
@@ -540,16 +536,14 @@ class Predictor:
         if key.ragged and key not in self.knn:  # a profile without ragged cases
             key, fallback = key.aligned(), "no ragged-channel cases: the aligned ones"
         if share > 0 and key.as_cold() in self.knn and r.flops > 0:
-            t, sp, why = self._knn(key.as_cold(), op_features(r), r.flops)
-            own = self._own(key.as_cold(), r)
+            t, sp, why, own = self._knn(key.as_cold(), op_features(r), r.flops)
             if share < 1 and key in self.knn:
-                t_hot, sp_hot, why_hot = self._knn(key, op_features(r), r.flops)
-                t, sp, why = share * t + (1 - share) * t_hot, max(sp, sp_hot), why or why_hot
-                own = own and self._own(key, r)
+                t_hot, sp_hot, why_hot, own_hot = self._knn(key, op_features(r), r.flops)
+                t, sp, why, own = share * t + (1 - share) * t_hot, max(sp, sp_hot), why or why_hot, own and own_hot
             return t, f"{'own' if own else 'knn'}:{key.as_cold()}", sp, why or fallback
         if key in self.knn and r.flops > 0:
-            t, sp, why = self._knn(key, op_features(r), r.flops, weight_bytes(r), cold_weights)
-            return t, f"{'own' if self._own(key, r) else 'knn'}:{key}", sp, why or fallback
+            t, sp, why, own = self._knn(key, op_features(r), r.flops, weight_bytes(r), cold_weights)
+            return t, f"{'own' if own else 'knn'}:{key}", sp, why or fallback
         if key in self.curves:
             c = op_features(r)[1]
             t = self._curve_time(key, r.bytes, c)
