@@ -191,7 +191,7 @@ def _chain_drift(prof) -> dict | None:
     if not prof.chains:
         return None
     then = {c["label"]: chain_reference_s(c) for c in prof.chains}
-    now = {c["label"]: c["seconds"] for c in run_chains(quick=prof.quick)}
+    now = {c["label"]: c["seconds"] for c in run_chains(quick=prof.quick, fresh_process=True)}
     ratios = [now[k] / then[k] for k in then if k in now and then[k] > 0]
     if not ratios:
         return None

@@ -105,6 +105,7 @@ def world(monkeypatch, tmp_path):
         (label, lambda make=make, shape=shape: (make().eval(), (torch.randn(*shape),))) for label, make, shape in specs])
     monkeypatch.setattr(_chains, "time_call", lambda fn, **kw: np.array([50e-6, 52e-6]))
     monkeypatch.setattr(_measure, "RETRY_WAIT_S", 0.0)
+    monkeypatch.setattr(_measure, "FRESH_CHAINS", False)   # the fakes above live in this process
     yield {"grid": small, "timed": timed}
     for f in (_grid._by_key, _grid._index, _grid._by_id):
         f.cache_clear()
@@ -362,3 +363,56 @@ def test_cached_cases_the_grid_no_longer_has_are_read_as_nothing(tmp_path):
     path.write_text(json.dumps(prof.to_dict()))
     back, why = _profile._read_cache(path)
     assert not why and [s.case for s in back.calibration] == ["relu 65536 c64"]
+
+
+# ------------------------------------------------------------------ chains in a fresh process
+def test_chains_in_a_fresh_process_are_the_ones_built_here_and_come_back_timed():
+    from flopgap.machine._chains import ChainTimer, build_rows
+
+    here = build_rows(True, None, torch.device("cpu"), [])
+    with ChainTimer(True, fresh_process=True) as timer:
+        assert timer.labels == [r["label"] for r in here]
+        assert [[(o.op, o.flops, o.bytes, str(o.input_shapes)) for o in ops] for ops in timer.op_records()] == \
+            [[(o["op"], o["flops"], o["bytes_read"] + o["bytes_written"], str(o["input_shapes"])) for o in r["ops"]]
+             for r in here]
+        polls = []
+        timer._between = lambda: polls.append(1)
+        timer.time_round()
+        res = timer.results()
+    assert len(polls) == len(here)
+    assert all(r["rounds"] == 1 and r["seconds"] > 0 and len(r["round_seconds"]) == 1 for r in res)
+    assert timer._worker._proc.poll() is not None   # stopped on leaving the block
+
+
+def test_a_chain_child_that_fails_says_so_in_one_line(monkeypatch, tmp_path):
+    from flopgap.errors import FlopgapError
+    from flopgap.machine._chains import ChainTimer
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'RuntimeError: no chains here' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(fake))
+    with pytest.raises(FlopgapError, match=r"chains failed \(exit 3\): RuntimeError: no chains here"):
+        ChainTimer(True, fresh_process=True)
+
+
+def test_the_profile_times_its_chains_in_a_fresh_process_and_stops_it_whatever_happens(monkeypatch):
+    made = []
+
+    class Timer:
+        def __init__(self, quick, fresh_process=False):
+            made.append({"fresh": fresh_process, "closed": False})
+
+        def op_records(self):
+            raise RuntimeError("stop here")
+
+        def close(self):
+            made[-1]["closed"] = True
+
+    monkeypatch.setattr(_chains, "ChainTimer", Timer)
+    with pytest.raises(RuntimeError, match="stop here"):
+        _measure.run_request(_measure.Request(False, True, ()), load=False)
+    assert made == [{"fresh": True, "closed": True}]
+    with pytest.raises(RuntimeError):
+        _measure.run_request(_measure.Request(False, True, ()), load=False, fresh_chains=False)
+    assert made[-1] == {"fresh": False, "closed": True}

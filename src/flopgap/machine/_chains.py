@@ -186,6 +186,30 @@ def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Mo
 CHAIN_ROUNDS = 3
 
 
+def build_rows(quick: bool, progress: Callable[[int, int, str], None] | None, device: torch.device,
+               built: list) -> list[dict]:
+    """Build and count every chain on ``device``; appends ``(module, inputs)`` to ``built``
+    and returns one row per chain: label, op records (as dicts), module calls, no blocks."""
+    from dataclasses import asdict
+
+    from flopgap.count import count
+
+    cases = chain_cases(quick)
+    rows = []
+    for i, (label, build) in enumerate(cases):
+        if progress is not None:
+            progress(i, len(cases), label)
+        module, inputs = build()
+        if device.type != "cpu":
+            module, inputs = module.to(device), tuple(t.to(device) for t in inputs)
+        with torch.inference_mode():
+            res = count(module, inputs, model=label)
+        built.append((module, inputs))
+        rows.append({"label": label, "ops": [asdict(r) for r in res.ops],
+                     "module_calls": sum(1 for m in res.modules if m.ops_all > 0), "blocks": []})
+    return rows
+
+
 class ChainTimer:
     """The synthetic chains, counted once, timed in rounds that the caller may spread
     over time (``time_round``), and their results (``results``). On a CUDA ``device``
@@ -198,42 +222,59 @@ class ChainTimer:
     cases, one after them and one after their re-measuring pass; each chain is fitted
     on its median in its least-disturbed round (:func:`chain_reference_s`).
     ``between()``, when given, is called after each chain (the profile's disturbance
-    sentinel polls there)."""
+    sentinel polls there).
+
+    ``fresh_process``: build, count and time the chains in a child process of their own
+    (:mod:`flopgap.machine._chain_worker`, allocator pinned as the calibration's), not in
+    this one. The profile's calibration child has run hundreds of cases by its second
+    round; a model is timed in a process that ran little else, and a process's history
+    slows sequences of ops (``benchmarks/process_history.py``), so chains timed beside the
+    cases would fit the in-sequence terms to a slower process than the one predicted."""
 
     def __init__(self, quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
                  device: str | torch.device = "cpu", burst_s: float | None = None,
-                 between: Callable[[], None] | None = None):
-        from dataclasses import asdict
-
-        from flopgap.count import count
-
+                 between: Callable[[], None] | None = None, fresh_process: bool = False):
         dev = torch.device(device)
         self._sync = torch.cuda.synchronize if dev.type == "cuda" else None
         self.burst_s = burst_s if burst_s is not None else (0.05 if quick else 0.2) / CHAIN_ROUNDS
-        cases = chain_cases(quick)
-        self._built, self._rows = [], []
-        for i, (label, build) in enumerate(cases):
-            if progress is not None:
-                progress(i, len(cases), label)
-            module, inputs = build()
-            if dev.type != "cpu":
-                module, inputs = module.to(dev), tuple(t.to(dev) for t in inputs)
-            with torch.inference_mode():
-                res = count(module, inputs, model=label)
-            self._built.append((module, inputs))
-            self._rows.append({"label": label, "ops": [asdict(r) for r in res.ops],
-                               "module_calls": sum(1 for m in res.modules if m.ops_all > 0), "blocks": []})
         self.rounds = 0
         self._between = between
+        self._built, self._worker = [], None
+        if fresh_process:
+            if dev.type != "cpu":
+                raise ValueError("fresh_process: CPU chains only")
+            from flopgap.machine._chain_worker import ChainWorker
+
+            self._worker = ChainWorker(quick, self.burst_s, torch.get_num_threads(), progress)
+            self._rows = [dict(row, blocks=[]) for row in self._worker.rows]
+        else:
+            self._rows = build_rows(quick, progress, dev, self._built)
 
     def time_round(self) -> None:
         """Time every chain once (one burst of ``burst_s`` each)."""
-        for row, (module, inputs) in zip(self._rows, self._built):
-            row["blocks"].append(time_call(lambda: module(*inputs), min_run_time=self.burst_s, min_blocks=1,
-                                           sync=self._sync).tolist())
+        for i, row in enumerate(self._rows):
+            row["blocks"].append(self.time_one(i))
             if self._between is not None:
                 self._between()
         self.rounds += 1
+
+    def time_one(self, i: int) -> list[float]:
+        """One burst of chain ``i``: seconds per call, one value per block."""
+        if self._worker is not None:
+            return self._worker.time(i)
+        module, inputs = self._built[i]
+        return time_call(lambda: module(*inputs), min_run_time=self.burst_s, min_blocks=1, sync=self._sync).tolist()
+
+    def close(self) -> None:
+        """Stop the child process (``fresh_process``); nothing otherwise."""
+        if self._worker is not None:
+            self._worker.close()
+
+    def __enter__(self) -> "ChainTimer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def labels(self) -> list[str]:
@@ -265,12 +306,15 @@ def chain_reference_s(chain: dict) -> float:
 
 
 def run_chains(quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
-               rounds: int | None = None, device: str | torch.device = "cpu") -> list[dict]:
+               rounds: int | None = None, device: str | torch.device = "cpu",
+               fresh_process: bool = False) -> list[dict]:
     """Count and time each synthetic chain (:class:`ChainTimer`) in ``rounds`` rounds back
     to back (default 3; 1 when ``quick``): its op records (as dicts), module calls and
-    median seconds per call (a model is timed by its median)."""
+    median seconds per call (a model is timed by its median). ``fresh_process``: in a
+    child process of their own, as the CPU profile times them."""
     rounds = rounds or (1 if quick else CHAIN_ROUNDS)
-    timer = ChainTimer(quick, progress, device=device, burst_s=(0.05 if quick else 0.2) / rounds)
-    for _ in range(rounds):
-        timer.time_round()
-    return timer.results()
+    with ChainTimer(quick, progress, device=device, burst_s=(0.05 if quick else 0.2) / rounds,
+                    fresh_process=fresh_process) as timer:
+        for _ in range(rounds):
+            timer.time_round()
+        return timer.results()

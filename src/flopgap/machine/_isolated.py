@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["PINNED_ALLOCATOR", "allocator_pinned", "measure_in_child"]
+__all__ = ["PINNED_ALLOCATOR", "allocator_pinned", "child_env", "measure_in_child", "print_progress"]
 
 PINNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 _PREFIX = "progress\t"
@@ -38,6 +38,22 @@ def allocator_pinned(environ=None) -> bool:
     """True when this process was started with glibc's thresholds pinned as above."""
     env = os.environ if environ is None else environ
     return all(env.get(k) == v for k, v in PINNED_ALLOCATOR.items())
+
+
+def print_progress(i: int, n: int, label: str) -> None:
+    """A child's progress line on its stdout, as its parent reads it."""
+    print(f"{_PREFIX}{i}\t{n}\t{label}", flush=True)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a measuring child: this one, glibc's thresholds pinned, and
+    ``PYTHONPATH`` led by the directory this very flopgap was imported from (a source
+    tree put on ``sys.path`` by hand included)."""
+    import flopgap
+
+    root = str(Path(list(flopgap.__path__)[0]).resolve().parent)
+    return {**os.environ, **PINNED_ALLOCATOR,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
 
 
 def measure_in_child(request=None, *, quick: bool, threads: int,
@@ -59,13 +75,7 @@ def measure_in_child(request=None, *, quick: bool, threads: int,
         cmd = [sys.executable, "-m", "flopgap.machine._isolated", str(req), str(out), "--threads", str(threads)]
         if quick:
             cmd.append("--quick")
-        # the child imports this very flopgap, wherever it was imported from (a source
-        # tree put on sys.path by hand included)
-        import flopgap
-
-        root = str(Path(list(flopgap.__path__)[0]).resolve().parent)
-        env = {**os.environ, **PINNED_ALLOCATOR,
-               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        env = child_env()
         with open(Path(tmp) / "stderr", "w+") as err:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             try:
@@ -101,11 +111,8 @@ def _main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     from flopgap.machine._measure import Request, run_request
 
-    def progress(i: int, n: int, label: str) -> None:
-        print(f"{_PREFIX}{i}\t{n}\t{label}", flush=True)
-
     request = Request.from_dict(json.loads(Path(args.request).read_text()))
-    measured = run_request(request, quick=args.quick, progress=progress)
+    measured = run_request(request, quick=args.quick, progress=print_progress)
     Path(args.out).write_text(json.dumps(measured.to_dict()))
     return 0
 

@@ -4,7 +4,9 @@ watched by the disturbance sentinel, with their spread, re-measured where it mat
 Order of work (one :class:`Request`)::
 
     ceilings                        (micro-benchmarks, if asked)
-    chains: count, round 1          (if asked; their ops' cases join the request)
+    chains: count, round 1          (if asked; their ops' cases join the request; CPU
+                                     chains are built, counted and timed in a child
+                                     process of their own, which runs nothing else)
     cases, most sensitive first     (count + time_blocks each, in watched chunks)
     chains: round 2
     re-measure pass                 (cases whose blocks spread beyond SPREAD_REMEASURE,
@@ -43,7 +45,7 @@ from flopgap.machine._grid import Case, chain_needs
 from flopgap.machine._keys import CalKey, op_features, op_key
 
 __all__ = ["Sample", "Request", "Measured", "run_request", "SPREAD_REMEASURE", "SENSITIVE_SHARE", "RETRIES",
-           "CHUNK_S"]
+           "CHUNK_S", "FRESH_CHAINS"]
 
 # a single op's blocks on a quiet machine sit within a few percent of their fastest;
 # 10% above it means something interfered with at least half of them
@@ -59,6 +61,9 @@ RETRIES = 2
 # readings (~15 ms together) stay about 1% of it
 CHUNK_S = 2.0
 RETRY_WAIT_S = 0.5     # pause before re-measuring a disturbed chunk (let a burst pass)
+# CPU chains timed in a child that ran nothing else: in the calibration child, after its
+# cases, a varied inverted-residual chain ran up to 1.3x its time in a fresh process
+FRESH_CHAINS = True
 
 
 @dataclass(frozen=True)
@@ -254,30 +259,43 @@ def _chunks(cases: list[Case]) -> list[list[Case]]:
 
 def run_request(req: Request, *, quick: bool = False, device=None, progress: Callable[[int, int, str], None] | None = None,
                 load=None, clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
-                llc_bytes: int | None = None) -> Measured:
+                llc_bytes: int | None = None, fresh_chains: bool | None = None) -> Measured:
     """Measure ``req`` now, in this process (see the module docstring). ``load``: the
     sentinel's source (default the real machine; ``flopgap.timing.FakeLoad`` in tests;
-    ``False``: unwatched)."""
+    ``False``: unwatched). ``fresh_chains`` (default :data:`FRESH_CHAINS`): CPU chains
+    are timed in a child process of their own, which ran nothing else (``ChainTimer``,
+    ``fresh_process``)."""
+    from flopgap.machine._chains import ChainTimer
+
+    dev = torch.device(device or "cpu")
+    fresh = FRESH_CHAINS if fresh_chains is None else fresh_chains
+    timer = ChainTimer(quick, fresh_process=fresh) if req.chains and dev.type == "cpu" else None
+    try:
+        return _run(req, timer, quick, dev, progress, load, clock, sleep, llc_bytes)
+    finally:
+        if timer is not None:
+            timer.close()
+
+
+def _run(req: Request, timer, quick: bool, dev: torch.device, progress, load, clock, sleep,
+         llc_bytes: int | None) -> Measured:
     from flopgap.machine._ceilings import CEILINGS_EST_S, llc_bytes as sys_llc, measure_ceilings
     from flopgap.timing import system_load
 
-    dev = torch.device(device or "cpu")
     source = None if load is False else (load if load is not None else system_load())
     llc = llc_bytes or sys_llc()
     t0 = clock()
     by_id = _Cases(quick)
     weights = dict(zip(req.cases, req.weights or (0.0,) * len(req.cases)))
     out = Measured()
-    from flopgap.machine._chains import CHAIN_ROUNDS, ChainTimer, chain_cases
+    from flopgap.machine._chains import CHAIN_ROUNDS, chain_cases
 
     chain_est = (0.05 if quick else 0.2) + 0.05 * len(chain_cases(quick)) if req.chains else 0.0
     prog = _Progress(progress, (CEILINGS_EST_S[quick] if req.ceilings else 0.0) + chain_est
                      + sum(by_id[i].cost_s for i in req.cases if i in by_id))
 
-    timer = None
     chain_rounds: list = []
-    if req.chains and dev.type == "cpu":
-        timer = ChainTimer(quick)
+    if timer is not None:
         need = chain_needs(timer.op_records(), llc_bytes=llc, quick=quick)
         for cid, wt in need.weights.items():
             if cid not in weights and cid in by_id:

@@ -1,0 +1,113 @@
+"""Time the synthetic chains in a child process of their own (see
+:class:`~flopgap.machine._chains.ChainTimer`, ``fresh_process``).
+
+The child builds and counts every chain, writes one ``rows<TAB>json`` line (each chain's
+label, op records and module calls), then answers each ``time I`` line on its stdin with
+one ``blocks<TAB>json`` line: chain ``I`` timed in one burst. It stops at ``quit`` or at
+the end of its stdin. Build progress comes as ``progress<TAB>done<TAB>total<TAB>label``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from typing import Callable
+
+__all__ = ["ChainWorker"]
+
+
+class ChainWorker:
+    """The parent's end: starts the child (allocator pinned, ``threads`` torch threads)
+    and waits for its rows."""
+
+    def __init__(self, quick: bool, burst_s: float, threads: int,
+                 progress: Callable[[int, int, str], None] | None = None):
+        from flopgap.machine._isolated import child_env
+
+        cmd = [sys.executable, "-m", "flopgap.machine._chain_worker", "--threads", str(threads),
+               "--burst", repr(float(burst_s))] + (["--quick"] if quick else [])
+        self._err = tempfile.TemporaryFile("w+")
+        self._proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._err, text=True)
+        try:
+            while True:
+                kind, payload = self._read()
+                if kind == "rows":
+                    self.rows: list[dict] = json.loads(payload)
+                    break
+                if kind == "progress" and progress is not None:
+                    i, n, label = payload.split("\t", 2)
+                    progress(int(i), int(n), label)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self) -> tuple[str, str]:
+        line = self._proc.stdout.readline()
+        if not line:
+            raise self._failed()
+        kind, _, payload = line.rstrip("\n").partition("\t")
+        return kind, payload
+
+    def _failed(self):
+        from flopgap.errors import FlopgapError
+
+        rc = self._proc.wait()
+        self._err.seek(0)
+        lines = [ln for ln in self._err.read().splitlines() if ln.strip()]
+        return FlopgapError(f"timing the synthetic chains failed (exit {rc}): {lines[-1] if lines else 'no message'}")
+
+    def time(self, i: int) -> list[float]:
+        """Chain ``i`` timed in one burst: seconds per call, one per block."""
+        try:
+            self._proc.stdin.write(f"time {int(i)}\n")
+            self._proc.stdin.flush()
+        except OSError:
+            raise self._failed() from None
+        kind, payload = self._read()
+        if kind != "blocks":
+            raise self._failed()
+        return [float(t) for t in json.loads(payload)]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.write("quit\n")
+                self._proc.stdin.close()
+                self._proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        self._err.close()
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m flopgap.machine._chain_worker")
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--burst", type=float, required=True)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from flopgap.machine._chains import ChainTimer
+    from flopgap.machine._isolated import print_progress
+
+    timer = ChainTimer(args.quick, print_progress, burst_s=args.burst)
+    print("rows\t" + json.dumps([{k: v for k, v in r.items() if k != "blocks"} for r in timer._rows]), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        if cmd[0] == "time" and len(cmd) == 2:
+            print("blocks\t" + json.dumps(timer.time_one(int(cmd[1]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
