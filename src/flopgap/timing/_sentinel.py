@@ -191,23 +191,37 @@ def part_ratio(part: str) -> float:
     return HANDOFF_RATIO if part == "handoff" else REFERENCE_RATIO
 
 
+def own_running(pid: str = "self", depth: int = 3, root: str = "/proc") -> int:
+    """Running threads of process ``pid`` and of its child processes (``depth``
+    generations): a measuring child (the profile's chain timer) is this run's own work,
+    and its OpenMP workers still spin for a moment after each burst."""
+    mine = 0
+    for task in os.listdir(f"{root}/{pid}/task"):
+        try:
+            with open(f"{root}/{pid}/task/{task}/stat") as f:
+                mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            if depth > 0:
+                with open(f"{root}/{pid}/task/{task}/children") as f:
+                    kids = f.read().split()
+                for kid in kids:
+                    mine += own_running(kid, depth - 1, root)
+        except OSError:  # the thread or child ended meanwhile; or no children file
+            continue
+    return mine
+
+
 def others_runnable() -> int | None:
     """Runnable threads of other processes right now (Linux), or ``None`` without ``/proc``.
 
     ``/proc/loadavg``'s fourth field counts every runnable task on the machine, this
-    process's running threads (the one reading, OpenMP workers still spinning) included;
-    they are subtracted. (The load average itself cannot tell ours from theirs.)
+    process's running threads (the one reading, OpenMP workers still spinning) and its
+    child processes' included; they are subtracted. (The load average itself cannot tell
+    ours from theirs.)
     """
     try:
         with open("/proc/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
-        mine = 0
-        for task in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{task}/stat") as f:
-                    mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
-            except OSError:  # the thread ended meanwhile
-                continue
+        mine = own_running()
     except (OSError, ValueError, IndexError):
         return None
     return max(running - mine, 0)
