@@ -359,6 +359,21 @@ def _process_history(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("chain_history")
+def _chain_history(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"CPU, {f['threads']} threads, glibc allocator pinned; each synthetic chain of the profile timed "
+             f"(median of {f['burst_s']:g} s of blocks) in a fresh process that built the chains and ran nothing "
+             f"else, then in a process that first ran {f['history_cases']} calibration cases "
+             f"({f['history_s']:g} s), alternately, {f['pairs']} pairs; a chain's figure is its median ratio over "
+             "the pairs.", "",
+             "| chain | history / fresh (median) | each pair |", "|---|---|---|"]
+    for r in f["chains"]:
+        lines.append(f"| {r['chain']} | {r['median_ratio']:.2f}x | {', '.join(f'{v:.2f}' for v in r['ratios'])} |")
+    lines += ["", machine_line(p)]
+    return "\n".join(lines)
+
+
 @summary("first_predict")
 def _first_predict(p: dict) -> str:
     f = p["figures"]

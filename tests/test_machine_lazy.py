@@ -135,6 +135,19 @@ def test_a_lazy_profile_predicts_exactly_what_the_full_one_does(world):
     assert again.source == "cache" and len(world["timed"]) == n_full
 
 
+def test_a_cached_profile_whose_chain_set_changed_gets_its_chains_measured_again(world, monkeypatch):
+    mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
+    first = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    assert [c["label"] for c in first.chains] == ["mlp", "conv"]
+    assert profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet()).source == "cache"
+    old = _chains.chain_cases(False)
+    extra = ("mlp wide", lambda: (nn.Sequential(nn.Linear(64, 128), nn.ReLU()).eval(), (torch.randn(1, 64),)))
+    monkeypatch.setattr(_chains, "chain_cases", lambda quick=False: [*old, extra])
+    again = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    assert again.source == "cache+measured"
+    assert [c["label"] for c in again.chains] == ["mlp", "conv", "mlp wide"]
+
+
 def test_the_cache_grows_incrementally_per_model(world, tmp_path):
     mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
     conv = _meta_count(nn.Sequential(nn.Conv2d(16, 16, 1), nn.Hardswish()), (1, 16, 14, 14))

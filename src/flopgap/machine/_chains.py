@@ -129,10 +129,37 @@ class _SE(nn.Module):
         return x * F.hardsigmoid(self.fc2(torch.relu(self.fc1(s))))
 
 
+class _Encoder(nn.Module):
+    """A transformer layer of plain modules: fused q/k/v projection, fused attention
+    (causal or not), output projection and MLP (GELU), each added back to its input, the
+    layer norm after the sum (``pre_norm=False``) or before each part."""
+
+    def __init__(self, d: int, heads: int, ffn: int, causal: bool = False, pre_norm: bool = False):
+        super().__init__()
+        self.heads, self.causal, self.pre_norm = heads, causal, pre_norm
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc1, self.act, self.fc2 = nn.Linear(d, ffn), nn.GELU(), nn.Linear(ffn, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+
+    def _attend(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.proj(a.transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, x):
+        if self.pre_norm:
+            x = x + self._attend(self.ln1(x))
+            return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+        x = self.ln1(x + self._attend(x))
+        return self.ln2(x + self.fc2(self.act(self.fc1(x))))
+
+
 def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
     """Small synthetic networks (not any model flopgap is evaluated on): stacks of
     inverted-residual, basic, bottleneck, depthwise-separable, conv-bn-relu,
-    squeeze-excitation and MLP blocks over a range of widths and resolutions, three
+    squeeze-excitation and MLP blocks over a range of widths and resolutions, two
+    transformer stacks (post-norm encoder, causal pre-norm decoder), three
     stacks whose blocks all differ (see ``_varied_ir``), and two deep ones of distinct
     blocks (inverted-residual and grouped-conv "X" blocks, as many as a whole network).
     Their measured time against the per-op prediction tells how ops cost in sequence,
@@ -171,6 +198,10 @@ def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Mo
                                                             (0, 3, 6)), (1, 32, 56, 56)),
         ("mlp 2048 x4 -> 1000", lambda: nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(4)], nn.Linear(2048, 1000)),
          (1, 2048)),
+        # transformer layers: projections, attention, GELU, residual adds and layer norms
+        ("encoder d192 h3 L96 x3", lambda: nn.Sequential(*[_Encoder(192, 3, 768) for _ in range(3)]), (1, 96, 192)),
+        ("decoder d320 h5 L64 x2 causal pre-norm", lambda: nn.Sequential(
+            *[_Encoder(320, 5, 1280, causal=True, pre_norm=True) for _ in range(2)]), (1, 64, 320)),
     ]
     if quick:
         specs = specs[::2]

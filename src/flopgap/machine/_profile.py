@@ -26,8 +26,8 @@ the machine reaches undisturbed. Costs (dispatch, module call, launch) use the m
   convs and linears with hot and with cold weights, each with its spread
   (:class:`~flopgap.machine._measure.Sample`), what :func:`flopgap.explain.predict` fits
   its per-op-family model on;
-- ``chains``: 18 small synthetic networks (inverted-residual, basic, bottleneck,
-  depthwise-separable, conv-bn-relu, SE and MLP stacks, three varied stacks whose
+- ``chains``: 20 small synthetic networks (inverted-residual, basic, bottleneck,
+  depthwise-separable, conv-bn-relu, SE, MLP and transformer stacks, three varied stacks whose
   blocks all differ, and two deep stacks of distinct blocks;
   none of them a model flopgap is evaluated on), counted and timed, from which the
   predictor fits how ops cost in sequence and inside modules;
@@ -455,13 +455,21 @@ def needs_for(count_result, *, quick: bool = False) -> Needs:
     return cases_for(count_result.ops, llc_bytes=llc_bytes(), quick=quick)
 
 
+def _chains_current(prof: MachineProfile) -> bool:
+    """The profile holds this version's chains (the same networks, in order): a cached
+    profile whose chain set has changed since gets its chains measured again."""
+    from flopgap.machine._chains import chain_cases
+
+    return prof.has_chains and [c.get("label") for c in prof.chains] == [lb for lb, _ in chain_cases(prof.quick)]
+
+
 def _request(prof: MachineProfile | None, needs: Needs | None, quick: bool, cuda: bool) -> Request:
     """What the cache lacks: every section and case a prediction (or a full profile) reads."""
     have = set() if prof is None else {s.case for s in prof.calibration if not s.disturbed}
     weights: dict[str, float] = {}
     if not cuda:
         want = needs.weights if needs is not None else {c.id: 0.0 for c in _grid.grid(quick)}
-        if prof is not None and prof.has_chains:   # the chains' own cases (else the child adds them)
+        if prof is not None and _chains_current(prof):   # the chains' own cases (else the child adds them)
             from flopgap.count import OpRecord
 
             ops = [[OpRecord(**d) for d in ch["ops"]] for ch in prof.chains]
@@ -469,7 +477,7 @@ def _request(prof: MachineProfile | None, needs: Needs | None, quick: bool, cuda
         weights = {k: w for k, w in want.items() if k not in have}
     order = sorted(weights, key=lambda k: (-weights[k], k))
     return Request(ceilings=prof is None or not prof.has_ceilings or bool(prof.sections["ceilings"].get("disturbed")),
-                   chains=prof is None or not prof.has_chains or bool(prof.sections["chains"].get("disturbed")),
+                   chains=prof is None or not _chains_current(prof) or bool(prof.sections["chains"].get("disturbed")),
                    cases=tuple(order), weights=tuple(weights[k] for k in order))
 
 
