@@ -259,8 +259,9 @@ class ChainTimer:
     (:mod:`flopgap.machine._chain_worker`, allocator pinned as the calibration's), not in
     this one. The profile's calibration child has run hundreds of cases by its second
     round; a model is timed in a process that ran little else, and a process's history
-    slows sequences of ops (``benchmarks/process_history.py``), so chains timed beside the
-    cases would fit the in-sequence terms to a slower process than the one predicted."""
+    slows sequences of ops with large activations (``benchmarks/chain_history.py``), so
+    chains timed beside the cases would fit the in-sequence terms to a slower process
+    than the one predicted."""
 
     def __init__(self, quick: bool = False, progress: Callable[[int, int, str], None] | None = None, *,
                  device: str | torch.device = "cpu", burst_s: float | None = None,
