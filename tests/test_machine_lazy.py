@@ -1,11 +1,13 @@
 """Lazy, incremental calibration: which cases a model needs, that a lazy profile predicts
 exactly what the full grid does, noise and disturbance handling, progress. Every
-timing here is scripted (a fake per-case timer, FakeLoad for the sentinel)."""
+timing here is scripted (a fake per-case timer, FakeLoad for the sentinel), but one
+test's that starts the real chain child (its figures are only checked to be positive)."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import zlib
 
 import numpy as np
@@ -146,6 +148,13 @@ def test_a_cached_profile_whose_chain_set_changed_gets_its_chains_measured_again
     again = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
     assert again.source == "cache+measured"
     assert [c["label"] for c in again.chains] == ["mlp", "conv", "mlp wide"]
+    # new chains measured disturbed still replace a stale set (and are measured again next run)
+    new = MachineProfile.from_dict(again.to_dict())
+    new.sections["chains"] = {**new.sections["chains"], "disturbed": "machine disturbed: a test"}
+    assert [c["label"] for c in _profile._merge(first, new).chains] == ["mlp", "conv", "mlp wide"]
+    assert [c["label"] for c in _profile._merge(again, new).chains] == ["mlp", "conv", "mlp wide"]
+    monkeypatch.setattr(_chains, "chain_cases", lambda quick=False: old)
+    assert [c["label"] for c in _profile._merge(first, new).chains] == ["mlp", "conv"]   # current: kept
 
 
 def test_the_cache_grows_incrementally_per_model(world, tmp_path):
@@ -394,7 +403,7 @@ def test_chains_in_a_fresh_process_are_the_ones_built_here_and_come_back_timed()
         res = timer.results()
     assert len(polls) == len(here)
     assert all(r["rounds"] == 1 and r["seconds"] > 0 and len(r["round_seconds"]) == 1 for r in res)
-    assert timer._worker._proc.poll() is not None   # stopped on leaving the block
+    assert timer._worker._proc.returncode == 0   # stopped on leaving the block, by its "quit"
 
 
 def test_a_chain_child_that_fails_says_so_in_one_line(monkeypatch, tmp_path):
@@ -407,6 +416,51 @@ def test_a_chain_child_that_fails_says_so_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr("sys.executable", str(fake))
     with pytest.raises(FlopgapError, match=r"chains failed \(exit 3\): RuntimeError: no chains here"):
         ChainTimer(True, fresh_process=True)
+
+
+_FAKE_CHILD = """
+import json, sys
+print("noise before the protocol", flush=True)   # goes to the pipe: this fake does not redirect
+print("rows\\t" + json.dumps([{"label": "a", "ops": [], "module_calls": 0}]), flush=True)
+for line in sys.stdin:
+    if line.startswith("time"):
+        if "{mode}" == "die":
+            sys.exit("RuntimeError: chain a blew up")
+        print("onednn_verbose,exec,cpu,convolution", flush=True)   # a library printing mid-burst
+        print("blocks\\t[0.001, 0.002]", flush=True)
+    elif line.startswith("quit"):
+        break
+"""
+
+
+_PYTHON = sys.executable   # before any test patches it
+
+
+def _fake_python(tmp_path, mode):
+    script = tmp_path / f"child_{mode}.py"
+    script.write_text(_FAKE_CHILD.replace("{mode}", mode))
+    exe = tmp_path / f"python_{mode}"
+    exe.write_text(f"#!/bin/sh\nexec {_PYTHON} {script}\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_the_chain_childs_protocol_skips_stray_lines_and_a_child_that_dies_says_why(monkeypatch, tmp_path):
+    from flopgap.errors import FlopgapError
+    from flopgap.machine._chain_worker import ChainWorker
+    from flopgap.timing import _sentinel
+
+    monkeypatch.setattr("sys.executable", _fake_python(tmp_path, "ok"))
+    w = ChainWorker(True, 0.01, 1)
+    assert [r["label"] for r in w.rows] == ["a"] and w._proc.pid in _sentinel._OWN_PIDS
+    assert w.time(0) == [0.001, 0.002]
+    w.close()
+    assert w._proc.returncode == 0 and w._proc.pid not in _sentinel._OWN_PIDS
+    monkeypatch.setattr("sys.executable", _fake_python(tmp_path, "die"))
+    w = ChainWorker(True, 0.01, 1)
+    with pytest.raises(FlopgapError, match=r"failed \(exit 1\): RuntimeError: chain a blew up"):
+        w.time(0)
+    w.close()
 
 
 def test_the_profile_times_its_chains_in_a_fresh_process_and_stops_it_whatever_happens(monkeypatch):

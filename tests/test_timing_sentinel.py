@@ -174,23 +174,28 @@ def test_disturbance_round_trip_and_unknown_keys():
     assert Disturbance.from_dict(None) is None
 
 
-def test_a_runnable_child_process_counts_as_this_runs_own_work(tmp_path):
-    from flopgap.timing._sentinel import own_running
+def test_only_a_registered_measuring_child_counts_as_this_runs_own_work(tmp_path):
+    from flopgap.timing._sentinel import own_process, own_running
 
-    def task(pid, tid, state, children=""):
+    def task(pid, tid, state):
         d = tmp_path / str(pid) / "task" / str(tid)
         d.mkdir(parents=True)
         (d / "stat").write_text(f"{tid} (py thon) {state} 1 2 3\n")
-        (d / "children").write_text(children)
 
-    task("self", 10, "R", "20 ")
+    task("self", 10, "R")
     task("self", 11, "S")
-    task(20, 20, "S", "30")        # the chain timer's main thread waits on its pipe ...
+    task(20, 20, "S")              # the chain timer's main thread waits on its pipe ...
     task(20, 21, "R")              # ... while an OpenMP worker still spins
-    task(30, 30, "R")              # a grandchild
-    assert own_running(root=str(tmp_path)) == 3
-    assert own_running(root=str(tmp_path), depth=0) == 1
-    assert own_running(root=str(tmp_path), depth=1) == 2
+    task(30, 30, "R")              # a data-loader worker of the user's: a competitor
+    assert own_running(root=str(tmp_path), pids=()) == 1
+    own_process(20)
+    own_process(99)                # registered, then ended: nothing to read
+    try:
+        assert own_running(root=str(tmp_path)) == 2
+    finally:
+        own_process(20, False)
+        own_process(99, False)
+    assert own_running(root=str(tmp_path)) == 1
 
 
 def test_system_load_reads_this_machine_and_keeps_the_fastest_calm_reading(tmp_path):

@@ -5,6 +5,10 @@ The child builds and counts every chain, writes one ``rows<TAB>json`` line (each
 label, op records and module calls), then answers each ``time I`` line on its stdin with
 one ``blocks<TAB>json`` line: chain ``I`` timed in one burst. It stops at ``quit`` or at
 the end of its stdin. Build progress comes as ``progress<TAB>done<TAB>total<TAB>label``.
+The protocol runs on a copy of the child's stdout; its file descriptor 1 goes to stderr,
+so that what a library prints (oneDNN's verbose mode, say) cannot reach the pipe. While
+the child lives, the parent's disturbance sentinel counts its threads as its own
+(:func:`flopgap.timing.own_process`): the parent waits while it measures.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 from typing import Callable
+
+from flopgap.timing import own_process
 
 __all__ = ["ChainWorker"]
 
@@ -31,6 +37,7 @@ class ChainWorker:
         self._err = tempfile.TemporaryFile("w+")
         self._proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=self._err, text=True)
+        own_process(self._proc.pid)
         try:
             while True:
                 kind, payload = self._read()
@@ -40,8 +47,8 @@ class ChainWorker:
                 if kind == "progress" and progress is not None:
                     i, n, label = payload.split("\t", 2)
                     progress(int(i), int(n), label)
-        except BaseException:
-            self.close()
+        except BaseException:   # Ctrl-C included: the child must not outlive us
+            self.close(kill=True)
             raise
 
     def _read(self) -> tuple[str, str]:
@@ -54,10 +61,13 @@ class ChainWorker:
     def _failed(self):
         from flopgap.errors import FlopgapError
 
+        if self._proc.poll() is None:
+            self._proc.kill()
         rc = self._proc.wait()
         self._err.seek(0)
         lines = [ln for ln in self._err.read().splitlines() if ln.strip()]
-        return FlopgapError(f"timing the synthetic chains failed (exit {rc}): {lines[-1] if lines else 'no message'}")
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
+        return FlopgapError(f"timing the synthetic chains failed ({how}): {lines[-1] if lines else 'no message'}")
 
     def time(self, i: int) -> list[float]:
         """Chain ``i`` timed in one burst: seconds per call, one per block."""
@@ -66,21 +76,36 @@ class ChainWorker:
             self._proc.stdin.flush()
         except OSError:
             raise self._failed() from None
-        kind, payload = self._read()
-        if kind != "blocks":
-            raise self._failed()
-        return [float(t) for t in json.loads(payload)]
+        while True:
+            kind, payload = self._read()
+            if kind == "blocks":
+                return [float(t) for t in json.loads(payload)]
 
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                self._proc.stdin.write("quit\n")
-                self._proc.stdin.close()
-                self._proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
-                self._proc.wait()
-        self._err.close()
+    def close(self, kill: bool = False) -> None:
+        """Stop the child (``kill``: at once, else after it reads ``quit``) and release
+        its pipes."""
+        try:
+            if self._proc.poll() is None:
+                if kill:
+                    self._proc.kill()
+                else:
+                    try:
+                        self._proc.stdin.write("quit\n")
+                        self._proc.stdin.flush()
+                    except OSError:
+                        pass
+                try:
+                    self._proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+        finally:
+            own_process(self._proc.pid, False)
+            for f in (self._proc.stdin, self._proc.stdout, self._err):
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
 
 def _main(argv: list[str]) -> int:
@@ -92,20 +117,29 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
 
+    import os
+
+    out = os.fdopen(os.dup(1), "w")   # the protocol; whatever else writes to fd 1 goes to stderr
+    sys.stdout.flush()
+    os.dup2(2, 1)
+
+    def send(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
     import torch
 
     torch.set_num_threads(args.threads)
     from flopgap.machine._chains import ChainTimer
-    from flopgap.machine._isolated import print_progress
 
-    timer = ChainTimer(args.quick, print_progress, burst_s=args.burst)
-    print("rows\t" + json.dumps([{k: v for k, v in r.items() if k != "blocks"} for r in timer._rows]), flush=True)
+    timer = ChainTimer(args.quick, lambda i, n, label: send(f"progress\t{i}\t{n}\t{label}"), burst_s=args.burst)
+    send("rows\t" + json.dumps([{k: v for k, v in r.items() if k != "blocks"} for r in timer.rows]))
     for line in sys.stdin:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
             break
         if cmd[0] == "time" and len(cmd) == 2:
-            print("blocks\t" + json.dumps(timer.time_one(int(cmd[1]))), flush=True)
+            send("blocks\t" + json.dumps(timer.time_one(int(cmd[1]))))
     return 0
 
 

@@ -312,6 +312,11 @@ class ChainTimer:
     def labels(self) -> list[str]:
         return [row["label"] for row in self._rows]
 
+    @property
+    def rows(self) -> list[dict]:
+        """One row per chain: label, op records (as dicts), module calls, blocks so far."""
+        return self._rows
+
     def op_records(self) -> list[list]:
         """Each chain's count records (for the cases its ops need)."""
         from flopgap.count import OpRecord

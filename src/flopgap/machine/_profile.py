@@ -361,7 +361,8 @@ def _merge(base: MachineProfile, new: MachineProfile) -> MachineProfile:
     """``base`` with ``new``'s sections and cases laid over it (cases in grid order)."""
     out = MachineProfile.from_dict(base.to_dict())
     for name in ("ceilings", "chains"):
-        if name in new.sections and not (new.sections[name].get("disturbed") and name in base.sections):
+        stale = name == "chains" and name in base.sections and not _chains_current(base)
+        if name in new.sections and (stale or not (new.sections[name].get("disturbed") and name in base.sections)):
             out.sections[name] = new.sections[name]
             if name == "ceilings":
                 for k in _CEILING_FIELDS:
@@ -456,8 +457,10 @@ def needs_for(count_result, *, quick: bool = False) -> Needs:
 
 
 def _chains_current(prof: MachineProfile) -> bool:
-    """The profile holds this version's chains (the same networks, in order): a cached
-    profile whose chain set has changed since gets its chains measured again."""
+    """The profile holds this version's chains (the same chain labels, in order): a
+    cached profile whose chain set has changed since gets its chains measured again, and
+    the new ones replace the old even when they were measured disturbed (which the next
+    run measures again)."""
     from flopgap.machine._chains import chain_cases
 
     return prof.has_chains and [c.get("label") for c in prof.chains] == [lb for lb, _ in chain_cases(prof.quick)]

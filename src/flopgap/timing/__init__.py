@@ -25,7 +25,7 @@ _WHERE = {
     "ProcessRepeats": "_processes", "repeat_in_processes": "_processes",
     "Disturbance": "_sentinel", "FakeLoad": "_sentinel", "LoadSource": "_sentinel", "SystemLoad": "_sentinel",
     "Sentinel": "_sentinel", "system_load": "_sentinel", "others_runnable": "_sentinel",
-    "PARTS": "_sentinel", "SINGLE_OP_PARTS": "_sentinel",
+    "own_process": "_sentinel", "PARTS": "_sentinel", "SINGLE_OP_PARTS": "_sentinel",
     "TIME_SCHEMA": "_timer", "Comparison": "_timer", "CudaHooks": "_timer", "Measurement": "_timer",
     "TimingSpec": "_timer", "compare": "_timer", "measure": "_timer",
 }
@@ -34,7 +34,7 @@ __all__ = ["measure", "compare", "TimerOptions", "DEFAULT_PRECISION", "DEFAULT_M
            "Measurement", "Comparison", "TimingSpec", "Clock", "FakeClock", "CudaHooks", "ProcessRepeats",
            "repeat_in_processes", "TIME_SCHEMA", "threads_context", "check_device", "health_warnings",
            "Disturbance", "LoadSource", "SystemLoad", "FakeLoad", "Sentinel", "system_load", "others_runnable",
-           "PARTS", "SINGLE_OP_PARTS",
+           "own_process", "PARTS", "SINGLE_OP_PARTS",
            "cpu_model", "minor_faults", "flopgap_version"]
 
 

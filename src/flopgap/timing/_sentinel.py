@@ -6,7 +6,8 @@ carries a :class:`Disturbance` record built from three independent witnesses:
 
 1. **Competition for the cores.** Every ``interval_s`` of the run (between blocks, never
    inside one) the sentinel reads how many threads of *other* processes are runnable
-   (Linux: ``/proc/loadavg``'s running count less this process's own running threads; the
+   (Linux: ``/proc/loadavg``'s running count less this process's own running threads, and
+   those of a measuring child it waits on, :func:`own_process`; the
    least of ``PROBE_READS`` reads a fraction of a millisecond apart, so that a kernel
    thread's or daemon's blip is not taken for a competitor).
    A probe is *contended* when those threads plus the timing's own threads exceed the
@@ -191,22 +192,33 @@ def part_ratio(part: str) -> float:
     return HANDOFF_RATIO if part == "handoff" else REFERENCE_RATIO
 
 
-def own_running(pid: str = "self", depth: int = 3, root: str = "/proc") -> int:
-    """Running threads of process ``pid`` and of its child processes (``depth``
-    generations): a measuring child (the profile's chain timer) is this run's own work,
-    and its OpenMP workers still spin for a moment after each burst."""
+_OWN_PIDS: set[int] = set()
+
+
+def own_process(pid: int, own: bool = True) -> None:
+    """Count process ``pid``'s running threads as this run's own work (``own=False``:
+    no longer). Only for a child that measures *for* this run, while this process waits
+    on it: the machine profile's chain timer, whose OpenMP workers still spin for a
+    moment after each burst. Other children (a user's data-loader workers) stay
+    competitors."""
+    (_OWN_PIDS.add if own else _OWN_PIDS.discard)(int(pid))
+
+
+def own_running(root: str = "/proc", pids=None) -> int:
+    """Running threads of this process and of the processes registered with
+    :func:`own_process` (``pids``: those instead)."""
     mine = 0
-    for task in os.listdir(f"{root}/{pid}/task"):
+    for pid in ("self", *sorted(_OWN_PIDS if pids is None else pids)):
         try:
-            with open(f"{root}/{pid}/task/{task}/stat") as f:
-                mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
-            if depth > 0:
-                with open(f"{root}/{pid}/task/{task}/children") as f:
-                    kids = f.read().split()
-                for kid in kids:
-                    mine += own_running(kid, depth - 1, root)
-        except OSError:  # the thread or child ended meanwhile; or no children file
+            tasks = os.listdir(f"{root}/{pid}/task")
+        except OSError:  # the child has ended
             continue
+        for task in tasks:
+            try:
+                with open(f"{root}/{pid}/task/{task}/stat") as f:
+                    mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:  # the thread ended meanwhile
+                continue
     return mine
 
 
@@ -214,9 +226,9 @@ def others_runnable() -> int | None:
     """Runnable threads of other processes right now (Linux), or ``None`` without ``/proc``.
 
     ``/proc/loadavg``'s fourth field counts every runnable task on the machine, this
-    process's running threads (the one reading, OpenMP workers still spinning) and its
-    child processes' included; they are subtracted. (The load average itself cannot tell
-    ours from theirs.)
+    process's running threads (the one reading, OpenMP workers still spinning) and those
+    of a measuring child registered with :func:`own_process` included; they are
+    subtracted. (The load average itself cannot tell ours from theirs.)
     """
     try:
         with open("/proc/loadavg") as f:
