@@ -131,8 +131,9 @@ def _main(argv: list[str]) -> int:
 
     torch.set_num_threads(args.threads)
     from flopgap.machine._chains import ChainTimer
+    from flopgap.machine._isolated import print_progress
 
-    timer = ChainTimer(args.quick, lambda i, n, label: send(f"progress\t{i}\t{n}\t{label}"), burst_s=args.burst)
+    timer = ChainTimer(args.quick, lambda i, n, label: print_progress(i, n, label, file=out), burst_s=args.burst)
     send("rows\t" + json.dumps([{k: v for k, v in r.items() if k != "blocks"} for r in timer.rows]))
     for line in sys.stdin:
         cmd = line.split()

@@ -40,9 +40,9 @@ def allocator_pinned(environ=None) -> bool:
     return all(env.get(k) == v for k, v in PINNED_ALLOCATOR.items())
 
 
-def print_progress(i: int, n: int, label: str) -> None:
-    """A child's progress line on its stdout, as its parent reads it."""
-    print(f"{_PREFIX}{i}\t{n}\t{label}", flush=True)
+def print_progress(i: int, n: int, label: str, file=None) -> None:
+    """A child's progress line on its stdout (or ``file``), as its parent reads it."""
+    print(f"{_PREFIX}{i}\t{n}\t{label}", file=file, flush=True)
 
 
 def child_env() -> dict[str, str]:

@@ -61,8 +61,9 @@ RETRIES = 2
 # readings (~15 ms together) stay about 1% of it
 CHUNK_S = 2.0
 RETRY_WAIT_S = 0.5     # pause before re-measuring a disturbed chunk (let a burst pass)
-# CPU chains timed in a child that ran nothing else: in the calibration child, after its
-# cases, a varied inverted-residual chain ran up to 1.3x its time in a fresh process
+# CPU chains timed in a child that ran nothing else: in a process that had run the
+# calibration's cases, a varied inverted-residual chain ran 1.30x its time in a fresh one
+# (median of 6 pairs, benchmarks/chain_history.py)
 FRESH_CHAINS = True
 
 
