@@ -374,6 +374,30 @@ def _chain_history(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("chain_fresh")
+def _chain_fresh(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"CPU, {f['threads']} threads, glibc allocator pinned; each chain built alone in a fresh process and "
+             f"timed with `flopgap.timing.measure` (2% CI), {f['rounds']} rounds, a chain's figure its fastest "
+             "undisturbed round; against the profile's own time of the chain (timed in the chain child) and the "
+             "in-sequence fit over every chain and over the chains that are not whole networks.", "",
+             "| chain | fresh process (median, 95% CI, samples) | / profile | / fit | / fit without whole networks |",
+             "|---|---|---|---|---|"]
+    for r in f["chains"]:
+        if "fresh_s" not in r:
+            lines.append(f"| {r['chain']} | inconclusive: every round disturbed | | | |")
+            continue
+        t = min((t for t in r["timings"] if not t["disturbed"]), key=lambda t: t["median_s"])
+        name = f"**{r['chain']}**" if r["whole_network"] else r["chain"]
+        lines.append(f"| {name} | {_latency(t['median_s'], t['ci_low_s'], t['ci_high_s'], t['samples'])} | "
+                     f"{r['vs_profile']:.3f}x | {r['vs_fit']:.3f}x | {r['vs_fit_without_nets']:.3f}x |")
+    for group, s in f["summary"].items():
+        lines.append(f"| median over the {s['chains']} {group.replace('_', ' ')} | | {s['vs_profile']:.3f}x | "
+                     f"{s['vs_fit']:.3f}x | {s['vs_fit_without_nets']:.3f}x |")
+    lines += ["", "Whole networks in bold.", "", machine_line(p)]
+    return "\n".join(lines)
+
+
 @summary("first_predict")
 def _first_predict(p: dict) -> str:
     f = p["figures"]

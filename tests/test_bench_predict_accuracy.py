@@ -58,3 +58,36 @@ def test_process_history_times_targets_before_and_after_other_models(capsys):
     out = capsys.readouterr().out
     assert "fresh process" in out and "after / fresh" in out and "built, ran 3x and freed 1 other models" in out
     assert process_history.main(["--targets", "", "--allocator", "default", "--no-save"]) == 2
+
+
+def test_chain_fresh_names_the_four_whole_network_chains_and_refits_without_them():
+    """benchmarks/chain_fresh.py tells the whole networks from the stacks by label; its
+    second fit leaves exactly those out."""
+    import chain_fresh
+    from dataclasses import asdict
+
+    import torch
+
+    from flopgap.count import count
+    from flopgap.machine import MachineProfile
+    from flopgap.machine._chains import chain_cases
+
+    labels = [lb for lb, _ in chain_cases()]
+    assert sum(lb.startswith(chain_fresh.WHOLE_NETWORKS) for lb in labels) == 4
+    # a profile without calibration: the fits read the chains' floors; the stacks are
+    # 1.0x their floors and the whole networks 1.5x, so only the full fit moves
+    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU())
+    with torch.inference_mode():
+        res = count(net, (torch.randn(4, 64),), model="n")
+    ops = [asdict(r) for r in res.ops]
+    prof = MachineProfile.synthetic(module_overhead_s=0.0)
+    from flopgap.explain._predict import Predictor
+
+    floor = sum(Predictor(prof).uncalibrated_time(r)[0] for r in res.ops)
+    chains = [{"label": lb, "ops": ops, "module_calls": 0, "seconds": floor * (1.5 if i % 6 == 0 else 1.0)}
+              for i, lb in enumerate(["mobile net a", "s1", "s2", "s3", "s4", "s5", "vit b", "s6", "s7", "s8"])]
+    prof.chains = chains
+    got, full, stacks = chain_fresh._fits(prof)
+    assert got == [c["label"] for c in chains]
+    assert stacks["s1"] == pytest.approx(floor, rel=1e-3) and stacks["mobile net a"] == pytest.approx(floor, rel=1e-3)
+    assert full["mobile net a"] > stacks["mobile net a"]

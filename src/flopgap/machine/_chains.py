@@ -157,10 +157,9 @@ class _Encoder(nn.Module):
 
 # Whole networks: a stem on the image, a body, a head, pooling and a classifier, with
 # in-place activations and residual adds, as the libraries users load build them (none
-# of them any model flopgap is scored on). Their in-sequence cost is not their body's:
-# here a mobile network of this shape ran 13% over its per-op prediction where its
-# body alone ran 7% over and a stack of the same blocks without a stem, head or
-# residuals 0-3% (fresh processes, 2 threads), so chains of bodies alone under-state it.
+# of them any model flopgap is scored on). A fit on stacks of blocks alone under-states
+# what such networks cost in sequence: benchmarks/chain_fresh.py times every chain in a
+# process of its own and reports how a fit without these four predicts them.
 class _MBBlock(nn.Module):
     """Inverted residual as timm and torchvision build it: 1x1 expand, depthwise (any
     stride), optional squeeze-excitation (mean, 1x1, activation, 1x1, sigmoid gate),

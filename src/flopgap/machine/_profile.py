@@ -26,9 +26,10 @@ the machine reaches undisturbed. Costs (dispatch, module call, launch) use the m
   convs and linears with hot and with cold weights, each with its spread
   (:class:`~flopgap.machine._measure.Sample`), what :func:`flopgap.explain.predict` fits
   its per-op-family model on;
-- ``chains``: 20 small synthetic networks (inverted-residual, basic, bottleneck,
+- ``chains``: 24 small synthetic networks (inverted-residual, basic, bottleneck,
   depthwise-separable, conv-bn-relu, SE, MLP and transformer stacks, three varied stacks whose
-  blocks all differ, and two deep stacks of distinct blocks;
+  blocks all differ, two deep stacks of distinct blocks, and four whole networks with
+  stem, head and classifier: two mobile nets, a ViT, an LLM-style decoder;
   none of them a model flopgap is evaluated on), counted and timed, from which the
   predictor fits how ops cost in sequence and inside modules;
 - ``llc_bytes`` / ``l2_bytes``: cache sizes from sysfs;
