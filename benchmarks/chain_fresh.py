@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             row.update(fresh_s=f, vs_profile=f / ref[label], vs_fit=f / fit[label],
                        vs_fit_without_nets=f / fit_stacks[label])
             print(f"{label:46s} {f * 1e3:7.3f}ms {best['samples']:4d} {f / ref[label]:8.3f}x {f / fit[label]:6.3f}x "
-                  f"{f / fit_stacks[label]:13.3f}x  (CI {best['ci_low_s'] * 1e3:.3f}..{best['ci_high_s'] * 1e3:.3f} ms, "
+                  f"{f / fit_stacks[label]:13.3f}x  "
+                  f"(CI {best['ci_low_s'] * 1e3:.3f}..{best['ci_high_s'] * 1e3:.3f} ms, "
                   f"{args.threads} threads, cpu)")
         rows.append(row)
     summary = {}

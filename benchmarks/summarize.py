@@ -297,9 +297,13 @@ def _predict_accuracy(p: dict) -> str:
     prof = f.get("profile") or {}
     lines = [f"{f['threads']} threads; machine profile {prof.get('source', '?')} ({prof.get('cases', '?')} cases"
              + (f", {prof['seconds']:.0f} s" if prof.get("seconds") else "") + f"); {f['passes']} timing passes, "
-             f"{how}, {f['calm_passes']} with the profile's chains "
-             "within 5% of their profile time; a model's figure is its median in its least-disturbed undisturbed "
-             "pass, and a model with no undisturbed pass is not scored.", "",
+             f"{how}, " + (f"{f['matched_passes']} in the profile's state (its chains within 5% of their profile "
+                          "time before and after the pass); a model's figure is its median in the fastest of its "
+                          "undisturbed passes in that state, and a model with none is not scored."
+                          if "matched_passes" in f else
+                          f"{f['calm_passes']} with the profile's chains within 5% of their profile time after the "
+                          "pass; a model's figure is its median in its fastest undisturbed pass, and a model with "
+                          "no undisturbed pass is not scored."), "",
              "| set | method | models | within +-10% | within +-25% | median error | Spearman | in 90% interval |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in f["sets"].items():
@@ -312,13 +316,15 @@ def _predict_accuracy(p: dict) -> str:
                          f"{100 * x['median_abs_error']:.1f}% | {x['spearman']:.3f} | "
                          f"{_pct(x.get('interval_coverage'))} |")
         if s.get("disturbed_not_scored"):
-            lines.append(f"| {name} | not scored (disturbed in every pass) | {len(s['disturbed_not_scored'])} | "
+            lines.append(f"| {name} | not scored (disturbed, or not in the profile's state, in every pass) | "
+                         f"{len(s['disturbed_not_scored'])} | "
                          f"{', '.join(s['disturbed_not_scored'])} | | | | |")
     runs = _isolated_runs()
     if len(runs) > 1:
         lines += ["", "Every saved run with each timing in a fresh process (`benchmarks/results/history/`), the one "
                   "above among them; within +-10% / median error / in 90% interval:", "",
-                  "| run | commit | calm passes | tuned | heldout-dev | heldout-final |", "|---|---|---|---|---|---|"]
+                  "| run | commit | passes in the profile's state | tuned | heldout-dev | heldout-final |",
+                  "|---|---|---|---|---|---|"]
         for r in runs:
             rf = r["figures"]
             cells = []
@@ -327,7 +333,8 @@ def _predict_accuracy(p: dict) -> str:
                 cells.append(f"{_pct(x['within_10'])} / {100 * x['median_abs_error']:.1f}% / "
                              f"{_pct(x.get('interval_coverage'))}" if x else "-")
             lines.append(f"| {str(r['machine'].get('time', '?'))[:16].replace('T', ' ')} | {r.get('commit')} | "
-                         f"{rf['calm_passes']} of {rf['passes']} | " + " | ".join(cells) + " |")
+                         f"{rf.get('matched_passes', rf['calm_passes'])} of {rf['passes']} | " + " | ".join(cells)
+                         + " |")
     spreads = [(name, s["pass_spread"]) for name, s in f["sets"].items() if (s.get("pass_spread") or {}).get("models")]
     if spreads:
         lines += ["", "How far the measured side repeats: across its undisturbed passes, a model's slowest median "

@@ -91,3 +91,10 @@ def test_chain_fresh_names_the_four_whole_network_chains_and_refits_without_them
     assert got == [c["label"] for c in chains]
     assert stacks["s1"] == pytest.approx(floor, rel=1e-3) and stacks["mobile net a"] == pytest.approx(floor, rel=1e-3)
     assert full["mobile net a"] > stacks["mobile net a"]
+
+
+def test_a_pass_counts_only_when_the_chains_ran_at_their_profile_time_before_and_after_it():
+    d = [{"median": m} for m in (1.02, 1.30, 0.97, 1.01)]
+    assert predict_accuracy.matched_passes({"median": 0.99}, d) == [True, False, False, True]
+    assert predict_accuracy.matched_passes(None, d[:1]) == [False]
+    assert predict_accuracy.matched_passes({"median": 1.0}, [None, {"median": 1.0}]) == [False, False]
