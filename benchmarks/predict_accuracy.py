@@ -25,10 +25,14 @@ first pass and after each one; a pass ran *in the profile's state* when the chai
 within 5% of their profile times both before and after it (a shared VM's speed for op
 sequences moves by 10-40% for minutes at a time, while single ops barely move and no
 competing process shows, and the prediction is for the state the profile was measured
-in). Passes are added, up to ``--max-passes``, while a model has no undisturbed pass in
-that state. A model's figure is its median in the fastest of those passes; one with none
-is listed and not scored. Beside each set: an in-sample log-log fit of latency on FLOPs
-over the very models it is scored on (which favours it).
+in). When the chains have left that state by the start of a pass, the profile is measured
+again first (up to MAX_REPROFILES times) and the models predicted from it; each timing
+is scored against the profile in force during its pass. Passes are added, up to
+``--max-passes``, while a model has no undisturbed pass in the state of its profile. A
+model's figure is its median in the fastest of those passes, against that pass's
+profile's prediction; one with none is listed and not scored. Beside each set: an
+in-sample log-log fit of latency on FLOPs over the very models it is scored on (which
+favours it).
 
 Per set: share within +-10% and +-25%, median absolute error, Spearman rho, and the
 share of models whose measured median lies in the stated 90% interval. The figures go
@@ -72,6 +76,7 @@ DRIFT_WARN = 0.05
 # a profile measured on a disturbed machine predicts every model off (in a handoff spell, a
 # median 19% slow): measured again up to this many times, a minute apart, before giving up
 PROFILE_RETRIES, PROFILE_RETRY_WAIT_S = 3, 60.0
+MAX_REPROFILES = 4   # profiles measured again when the machine leaves the profile's state, at most
 METHOD_ERROR_FILE = Path(__file__).resolve().parents[1] / "src" / "flopgap" / "explain" / "method_error.json"
 
 
@@ -296,43 +301,64 @@ def main(argv: list[str] | None = None) -> int:
         needs = n if needs is None else needs.merge(n)
     print(f"{len(rows)} models counted ({time.time() - t0:.0f} s); machine profile for {args.threads} threads: "
           f"{len(needs)} calibration cases needed", flush=True)
-    tp = time.time()
-    prof = profile_machine(refresh=args.refresh_machine, needs=needs)
-    for _ in range(PROFILE_RETRIES):
-        if not prof.disturbed_parts:
-            break
-        print(f"the profile was measured on a disturbed machine ({len(prof.disturbed_parts)} part(s)): measuring "
-              f"them again in {PROFILE_RETRY_WAIT_S:.0f} s", flush=True)
-        time.sleep(PROFILE_RETRY_WAIT_S)
-        prof = profile_machine(needs=needs)   # what was disturbed was not cached: measured again
-    if prof.disturbed_parts:
+    def measure_profile(refresh: bool):
+        tp = time.time()
+        prof = profile_machine(refresh=refresh, needs=needs)
+        for _ in range(PROFILE_RETRIES):
+            if not prof.disturbed_parts:
+                break
+            print(f"the profile was measured on a disturbed machine ({len(prof.disturbed_parts)} part(s)): "
+                  f"measuring them again in {PROFILE_RETRY_WAIT_S:.0f} s", flush=True)
+            time.sleep(PROFILE_RETRY_WAIT_S)
+            prof = profile_machine(needs=needs)   # what was disturbed was not cached: measured again
+        if prof.disturbed_parts:
+            return prof, None
+        info = {"at_pass": p, "source": prof.source, "cases": len(prof.calibration), "seconds": time.time() - tp,
+                "warnings": prof.warnings}
+        print(f"profile: {prof.source}, {len(prof.calibration)} cases, {info['seconds']:.0f} s"
+              + "".join(f"\nwarning: {w}" for w in prof.warnings), flush=True)
+        for row, (_, _, res) in zip(rows, built):
+            pr = predict(res, prof)
+            row["predictions"].append({"predicted_s": pr.latency_s, "low_s": pr.interval.low_s,
+                                       "high_s": pr.interval.high_s, "extrapolated_share": pr.extrapolated_share,
+                                       "roofline_s": pr.roofline_s})
+        return prof, info
+
+    p = 0
+    for row in rows:
+        row["predictions"] = []
+    prof, info = measure_profile(args.refresh_machine)
+    if info is None:
         why = next(iter(prof.disturbed_parts.values()))
         print(f"error: the machine profile could not be measured undisturbed ({why}): nothing scored; run on a "
               "quiet machine", file=sys.stderr)
         return 2
-    profile_s = time.time() - tp
-    print(f"profile: {prof.source}, {len(prof.calibration)} cases, {profile_s:.0f} s"
-          + "".join(f"\nwarning: {w}" for w in prof.warnings), flush=True)
-    for row, (_, _, res) in zip(rows, built):
-        p = predict(res, prof)
-        row.update(predicted_s=p.latency_s, low_s=p.interval.low_s, high_s=p.interval.high_s,
-                   extrapolated_share=p.extrapolated_share, roofline_s=p.roofline_s)
+    profiles = [info]
     isolated = _Isolated() if args.isolate == "model" else None
-    drift_before = _chain_drift(prof)
-    if drift_before:
-        print(f"# before the first pass the profile's chains take {drift_before['median']:.2f}x their profile time",
+    before = _chain_drift(prof)
+    if before:
+        print(f"# before the first pass the profile's chains take {before['median']:.2f}x their profile time",
               flush=True)
+    drift_before: list[dict | None] = []
     drift: list[dict | None] = []
-    p = 0
+    ok: list[bool] = []   # per pass: ran in the state of the profile in force
 
     def matched(row) -> list[int]:
-        ok = matched_passes(drift_before, drift) if prof.chains else [True] * len(drift)
         return [i for i, t in enumerate(row["pass_timings"]) if ok[t["pass"]]]
 
     def unfinished() -> bool:
         return any(not matched(r) for r in rows)
 
     while p < passes or (p < max_passes and unfinished()):
+        if p > 0 and prof.chains and not _calm(before) and len(profiles) <= MAX_REPROFILES:
+            # the machine left the profile's state: measure the profile again, in the state it is in now
+            print(f"# the chains take {before['median'] if before else float('nan'):.2f}x their profile time: "
+                  "measuring the profile again", flush=True)
+            again, info = measure_profile(True)
+            if info is not None:
+                prof = again
+                profiles.append(info)
+                before = _chain_drift(prof)
         for row, (module, x, _) in zip(rows, built):
             if p >= passes and matched(row):
                 continue
@@ -344,21 +370,27 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 row["passes_s"].append(t["median_s"])
                 row["pass_timings"].append({k: t[k] for k in ("median_s", "ci_low_s", "ci_high_s", "samples")}
-                                           | {"pass": p})
+                                           | {"pass": p, "profile": len(row["predictions"]) - 1})
         d = _chain_drift(prof)
+        drift_before.append(before)
         drift.append(d)
+        ok.append(matched_passes(before, [d])[0] if prof.chains else True)
+        before = d
         p += 1
         print(f"# pass {p} done ({time.time() - t0:.0f} s)"
               + (f"; the profile's chains now take {d['median']:.2f}x their profile time" if d else "")
-              + f"; {sum(1 for r in rows if not matched(r))} model(s) without an undisturbed pass in the profile's "
+              + f"; {'in' if ok[-1] else 'not in'} the profile's state; "
+                f"{sum(1 for r in rows if not matched(r))} model(s) without an undisturbed pass in the profile's "
                 "state", flush=True)
     if isolated is not None:
         isolated.close()
     for row in rows:
-        # a model is scored by its fastest undisturbed pass among those run in the profile's state
+        # a model is scored by its fastest undisturbed pass among those run in the state of
+        # the profile then in force, against that profile's prediction
         row["matched_passes"] = [row["pass_timings"][i]["pass"] for i in matched(row)]
-        ok = [row["pass_timings"][i]["median_s"] for i in matched(row)]
-        row["measured_s"] = float(min(ok)) if ok else None
+        best = min((row["pass_timings"][i] for i in matched(row)), key=lambda t: t["median_s"], default=None)
+        row.update(row["predictions"][best["profile"] if best else -1])
+        row["measured_s"] = float(best["median_s"]) if best else None
         if row["measured_s"]:
             err = row["predicted_s"] / row["measured_s"] - 1
             best = min((row["pass_timings"][i] for i in matched(row)), key=lambda t: t["median_s"])
@@ -374,11 +406,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['set']:14s} {row['model']:36s} disturbed in all {row['disturbed_passes']} passes: not "
                   f"scored ({row.get('last_disturbance', '')})", flush=True)
     figures = {"threads": args.threads, "isolate": args.isolate,
-               "profile": {"source": prof.source, "cases": len(prof.calibration), "seconds": profile_s,
-                           "warnings": prof.warnings},
+               "profile": profiles[0], "profiles": profiles,
                "passes": p, "chain_drift_before": drift_before, "chain_drift_per_pass": drift,
-               "calm_passes": sum(1 for d in drift if _calm(d)),
-               "matched_passes": sum(matched_passes(drift_before, drift)) if prof.chains else p,
+               "calm_passes": sum(1 for d in drift if _calm(d)), "matched_passes": sum(ok),
                "sets": {}, "rows": rows}
     print(f"\n{len(rows)} models, {time.time() - t0:.0f} s; {prof.fingerprint['cpu']}, {args.threads} threads, "
           f"torch {torch.__version__}; load average now {os.getloadavg()[0]:.1f}")

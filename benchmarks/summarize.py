@@ -295,8 +295,11 @@ def _predict_accuracy(p: dict) -> str:
     how = {"model": "each timing in a fresh process that built no other model",
            "none": "every model timed in the benchmark's own process"}.get(f.get("isolate", "none"), "")
     prof = f.get("profile") or {}
+    again = len(f.get("profiles") or [prof]) - 1
     lines = [f"{f['threads']} threads; machine profile {prof.get('source', '?')} ({prof.get('cases', '?')} cases"
-             + (f", {prof['seconds']:.0f} s" if prof.get("seconds") else "") + f"); {f['passes']} timing passes, "
+             + (f", {prof['seconds']:.0f} s" if prof.get("seconds") else "") + ")"
+             + (f", measured again {again} time(s) when the machine left its state" if again else "")
+             + f"; {f['passes']} timing passes, "
              f"{how}, " + (f"{f['matched_passes']} in the profile's state (its chains within 5% of their profile "
                           "time before and after the pass); a model's figure is its median in the fastest of its "
                           "undisturbed passes in that state, and a model with none is not scored."
