@@ -23,8 +23,8 @@ sentinel flags is never scored: the model is timed again in the next pass, and o
 no undisturbed pass is listed as disturbed. The profile's chains are re-timed before the
 first pass and after each one; a pass ran *in the profile's state* when the chains took
 within 5% of their profile times both before and after it (a shared VM's speed for op
-sequences moves by 10-40% for minutes at a time, while single ops barely move and no
-competing process shows, and the prediction is for the state the profile was measured
+sequences moves for minutes at a time, while single ops barely move and no competing
+process shows, and the prediction is for the state the profile was measured
 in). When the chains have left that state by the start of a pass, the profile is measured
 again first (up to MAX_REPROFILES times) and the models predicted from it; each timing
 is scored against the profile in force during its pass. Passes are added, up to
@@ -215,7 +215,7 @@ def matched_passes(before: dict | None, after_each: list[dict | None]) -> list[b
     """Which passes ran on the machine the profile describes: the chains' drift read just
     before the pass (``before`` for the first, the previous pass's after) and just after
     it both within DRIFT_WARN of their profile times. A prediction is for the state the
-    profile was measured in; on a shared VM that state moves by 10-40% over minutes
+    profile was measured in; on a shared VM that state moves over minutes
     without any process competing, and a model timed in another state scores the VM,
     not the predictor."""
     out, prev = [], before
