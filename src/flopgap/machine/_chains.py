@@ -157,9 +157,9 @@ class _Encoder(nn.Module):
 
 # Whole networks: a stem on the image, a body, a head, pooling and a classifier, with
 # in-place activations and residual adds, as the libraries users load build them (none
-# of them any model flopgap is scored on). A fit on stacks of blocks alone under-states
-# what such networks cost in sequence: benchmarks/chain_fresh.py times every chain in a
-# process of its own and reports how a fit without these four predicts them.
+# of them any model flopgap is scored on), so that the fit sees what stacks of blocks
+# lack: benchmarks/chain_fresh.py times every chain in a process of its own and reports
+# how a fit without these four predicts them.
 class _MBBlock(nn.Module):
     """Inverted residual as timm and torchvision build it: 1x1 expand, depthwise (any
     stride), optional squeeze-excitation (mean, 1x1, activation, 1x1, sigmoid gate),
