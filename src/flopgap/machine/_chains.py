@@ -278,9 +278,10 @@ def chain_cases(quick: bool = False) -> list[tuple[str, Callable[[], tuple[nn.Mo
     inverted-residual, basic, bottleneck, depthwise-separable, conv-bn-relu,
     squeeze-excitation and MLP blocks over a range of widths and resolutions, two
     transformer stacks (post-norm encoder, causal pre-norm decoder), three
-    stacks whose blocks all differ (see ``_varied_ir``), and two deep ones of distinct
-    blocks (inverted-residual and grouped-conv "X" blocks, as many as a whole network).
-    Their measured time against the per-op prediction tells how ops cost in sequence,
+    stacks whose blocks all differ (see ``_varied_ir``), two deep ones of distinct
+    blocks (inverted-residual and grouped-conv "X" blocks, as many as a whole network),
+    and four whole networks (two mobile nets, a ViT, an LLM-style decoder; see
+    ``_MobileNet``, ``_ViT``, ``_GQADecoder``). Their measured time against the per-op prediction tells how ops cost in sequence,
     inside ``nn.Module`` calls, compared with alone."""
     specs = [
         ("ir c16 e4 k3 @56 x3", lambda: nn.Sequential(*[_inverted_residual(16, 4, 3, nn.ReLU) for _ in range(3)]),
