@@ -40,15 +40,13 @@ def _child(index: int, threads: int) -> int:
     import torch
 
     torch.set_num_threads(threads)
+    from predict_accuracy import _timing
+
     from flopgap.machine._chains import chain_cases
-    from flopgap.timing import TimerOptions, measure, threads_context
 
     label, build = chain_cases()[index]
     module, inputs = build()
-    with threads_context(threads):
-        m = measure(module, inputs, TimerOptions(max_time=2.0, precision=0.02, threads=threads), name=label)
-    print(json.dumps({"median_s": m.median, "ci_low_s": m.ci_low, "ci_high_s": m.ci_high, "samples": m.n_samples,
-                      "disturbed": m.disturbed}), flush=True)
+    print(json.dumps(_timing(module, inputs, label, 2.0, threads)), flush=True)
     return 0
 
 
@@ -59,7 +57,8 @@ def _time(index: int, threads: int) -> dict:
                          capture_output=True, text=True, env=child_env())
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
-        raise SystemExit(f"error: timing chain {index} failed: {out.stderr.strip().splitlines()[-1:]}")
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: timing chain {index} failed: {last}")
     return json.loads(lines[-1])
 
 

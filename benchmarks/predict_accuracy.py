@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             res = count(module, x, model=name)
         rows.append({"set": set_name, "model": name, "flops": res.flops, "params": res.params,
-                     "ops": len(res.kernel_ops), "passes_s": [], "pass_timings": [], "disturbed_passes": 0})
+                     "ops": len(res.kernel_ops), "passes_s": [], "pass_timings": [], "disturbed_passes": 0,
+                     "predictions": []})
         built.append((module, x, res))
     needs = None
     for _, _, res in built:
@@ -325,8 +326,6 @@ def main(argv: list[str] | None = None) -> int:
         return prof, info
 
     p = 0
-    for row in rows:
-        row["predictions"] = []
     prof, info = measure_profile(args.refresh_machine)
     if info is None:
         why = next(iter(prof.disturbed_parts.values()))
@@ -393,7 +392,6 @@ def main(argv: list[str] | None = None) -> int:
         row["measured_s"] = float(best["median_s"]) if best else None
         if row["measured_s"]:
             err = row["predicted_s"] / row["measured_s"] - 1
-            best = min((row["pass_timings"][i] for i in matched(row)), key=lambda t: t["median_s"])
             print(f"{row['set']:14s} {row['model']:36s} {row['flops'] / 1e9:8.3f} GF  measured "
                   f"{row['measured_s'] * 1e3:9.3f} ms [{best['ci_low_s'] * 1e3:.3g}, {best['ci_high_s'] * 1e3:.3g}] "
                   f"n={best['samples']}  predicted {row['predicted_s'] * 1e3:9.3f} ms "
