@@ -161,7 +161,7 @@ def count_params(module: nn.Module) -> int:
 
 
 def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool = False,
-          meta: bool = False, tensor_groups=None, backward: bool = False) -> CountResult:
+          meta: bool = False, tensor_groups=None, backward: bool = False, python: bool = True) -> CountResult:
     """Count FLOPs, MACs, bytes and ops of one forward pass of ``module(*inputs)``
     (``module(*inputs, **inputs.kwargs)`` for :class:`flopgap.models.Inputs`).
 
@@ -180,6 +180,12 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
     step). Each record carries its ``phase``; :meth:`CountResult.phase` splits them.
     Gradients are computed for parameters, and for inputs only where the caller passes
     inputs that require grad.
+
+    ``python``: in inference mode, with no module in training mode, run one more plain
+    forward (no hooks, no recorder) and count the Python bytecode instructions it
+    executes (``CountResult.python_opcodes``, priced by ``flopgap.explain.predict``). Pass
+    ``False`` for a module whose forward changes state (a generation step appending to a
+    key/value cache) or when only the counts matter.
     """
     kwargs = dict(getattr(inputs, "kwargs", None) or {})
     if meta:
@@ -197,10 +203,26 @@ def count(module: nn.Module, inputs: tuple, *, model: str = "model", grad: bool 
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _count(module, inputs, model, grad, meta, tensor_groups, backward)
+        res = _count(module, inputs, model, grad, meta, tensor_groups, backward)
+        if python and not (grad or backward) and not any(m.training for m in module.modules()):
+            res.python_opcodes = _python_work(module, inputs, model)
+        return res
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def _python_work(module: nn.Module, inputs, model: str) -> int | None:
+    """Bytecode instructions of one plain forward (None when it raises: the counted pass
+    already ran it, so that is not this function's to report)."""
+    from flopgap.count._python import python_opcodes
+
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return python_opcodes(lambda: call_model(module, inputs, model))
+    except Exception:
+        return None
 
 
 def _count(module: nn.Module, inputs: tuple, model: str, grad: bool, meta: bool, tensor_groups=None,

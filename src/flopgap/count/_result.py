@@ -139,6 +139,9 @@ class CountResult:
     mode: str = "inference"
     meta: bool = False
     environment: dict = field(default_factory=dict)
+    # Python bytecode instructions of one plain forward (flopgap.count._python); None
+    # when not counted (count(..., python=False), a training step, a module in training mode)
+    python_opcodes: int | None = None
 
     # ------------------------------------------------------------------ totals
     @property
@@ -246,7 +249,8 @@ class CountResult:
             raise ValueError(f"phase must be one of {PHASES}, got {name!r}")
         ops = [r for r in self.ops if r.phase == name]
         return CountResult(self.model, self.inputs, self.params, ops, aggregate(self.modules, ops), mode=self.mode,
-                           meta=self.meta, environment=self.environment)
+                           meta=self.meta, environment=self.environment,
+                           python_opcodes=self.python_opcodes if name == "forward" else None)
 
     def phase_totals(self) -> dict[str, dict]:
         """``{"forward": totals, "backward": totals}`` (``backward`` only when counted)."""
@@ -271,4 +275,5 @@ class CountResult:
             "ops": [asdict(r) for r in self.ops],
             "uncovered": self.uncovered(),
             "environment": self.environment,
+            "python_opcodes": self.python_opcodes,
         }

@@ -38,12 +38,21 @@ memory-class op, :func:`is_memory_class`, where ``k`` is the model's :func:`cold
 0 up to a footprint of half the last-level cache, 1 from a whole cache on, linear
 between), plus the
 page faults every call pays whatever the allocator's state (:func:`fault_s`; not for an op
-predicted from its own case, method ``own:KEY``, whose timing paid them), plus
-``module_overhead_s`` for every module that ran ops (``nn.Module.__call__``). ``s``, ``c``
+predicted from its own case, method ``own:KEY``, whose timing paid them), plus the model's
+Python: ``Y * python_opcode_s``, the bytecode instructions one plain forward executes
+(``CountResult.python_opcodes``, counted with the model) times the measured cost of one
+instruction of module code (``MachineProfile.python_opcode_s``). Libraries that issue the
+same kernels differ here: a timm inverted-residual block ran about twice the instructions
+of torchvision's (its norm-and-activation wrapper is Python). When the count has no
+instruction count (``count(..., python=False)``, a module in training mode) ``Y`` is its
+ops times the chains' median instructions per op, and the prediction says so
+(``python_estimated``). A profile without the instruction's cost (synthetic, or cached
+before it was measured) uses ``module_overhead_s`` per module that ran ops instead, with
+``Y * python_opcode_s`` replaced by that product in the fit below. ``s``, ``c``
 and ``b`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
 disturbed by another process does not drag the fit; 1 <= s <= 4, 0 <= c <= 50 us,
 0 <= b <= 1 s/GB) on the profile's synthetic chains:
-T_chain - module calls x module_overhead = s * sum(t) + c * ops + b * sum(A) + e * k_chain *
+T_chain - Y_chain * python_opcode_s = s * sum(t) + c * ops + b * sum(A) + e * k_chain *
 sum(t of memory-class ops), 0 <= e <= 4
 (T_chain: the chain's median in its least-disturbed round, as a model is scored by its
 median in its least-disturbed pass; the single-op cases use their fastest block). ``b`` is the cost
@@ -186,6 +195,9 @@ class Prediction:
     chain_fit: list[dict] = field(default_factory=list)
     interval: Interval | None = None
     profile_warnings: list[str] = field(default_factory=list)  # the machine profile's own caveats
+    python_s: float = 0.0                 # the model's Python: instructions x seconds per instruction
+    python_opcodes: int | None = None     # None: the profile prices module calls instead
+    python_estimated: bool = False        # instructions estimated from the op count (not counted)
 
     __repr__ = summary_repr
     _repr_html_ = summary_html
@@ -197,6 +209,9 @@ class Prediction:
         if not self.calibrated:
             out.append("no calibration in the machine profile: per-op floors (roofline, or the host's cost of a tiny "
                        "op of the family)" + (" with the chain fit" if self.chain_fit else " only"))
+        if self.python_estimated:
+            out.append("the model's Python was not counted (a stateful or training-mode forward): its bytecode "
+                       "instructions estimated from its op count")
         return out
 
     def _summary(self) -> tuple[str, list[tuple[str, str]]]:
@@ -234,7 +249,8 @@ class Prediction:
         return {"schema": PREDICT_SCHEMA, "model": self.model, "latency_s": self.latency_s,
                 "interval": self.interval.to_dict() if self.interval else None,
                 "roofline_s": self.roofline_s, "module_overhead_s": self.module_overhead_s,
-                "module_calls": self.module_calls, "calibrated": self.calibrated, "threads": self.threads,
+                "module_calls": self.module_calls, "python_s": self.python_s, "python_opcodes": self.python_opcodes,
+                "python_estimated": self.python_estimated, "calibrated": self.calibrated, "threads": self.threads,
                 "extrapolated": self.extrapolated, "extrapolated_share": self.extrapolated_share,
                 "warnings": list(self.warnings),
                 "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "per_byte_s": self.per_byte_s,
@@ -348,6 +364,16 @@ class Predictor:
         self.view_s = (float(np.exp(np.median(np.concatenate([v.log_seconds for v in flat.values()]))))
                        if flat is not None else None)
         self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra = 1.0, 0.0, 0.0, 0.0
+        # the model's Python priced per bytecode instruction when the profile measured the
+        # instruction and counted its chains' instructions; else per module call
+        k = getattr(profile, "python_opcode_s", None)
+        self.python_opcode_s = k if k and profile.chains and all(c.get("python_opcodes") for c in profile.chains) \
+            else None
+        from flopgap.count import OpRecord
+
+        per_op = [c["python_opcodes"] / max(1, sum(1 for d in c["ops"] if not OpRecord(**d).is_free))
+                  for c in profile.chains] if self.python_opcode_s else []
+        self.opcodes_per_op = float(np.median(per_op)) if per_op else 0.0
         self._rows = self._chain_rows(profile.chains)
         self.chain_fit = self._fit_chains()
         self.loo_log_errors = self._leave_one_out()
@@ -369,7 +395,8 @@ class Predictor:
             # median in its least-disturbed pass, and the single ops by their fastest
             # block, so that all three describe this machine undisturbed
             t = chain_reference_s(ch)
-            target = t - ch["module_calls"] * self.profile.module_overhead_s
+            target = t - (ch["python_opcodes"] * self.python_opcode_s if self.python_opcode_s
+                          else ch["module_calls"] * self.profile.module_overhead_s)
             rows.append((ch["label"], p, n, a, m, target, t))
         return rows
 
@@ -664,13 +691,22 @@ def predict(count_result, profile) -> Prediction:
         ops.append({"index": r.index, "op": r.op, "module": r.module, "key": str(op_key(r)), "method": method,
                     "predicted_s": t, "roofline_s": roof, "page_faults_s": faults, "extrapolated": why or None})
     calls = _module_calls(count_result)
-    mod_s = calls * profile.module_overhead_s
-    latency = total + mod_s
+    opcodes, estimated, py_s = None, False, 0.0
+    if pred.python_opcode_s:
+        opcodes = getattr(count_result, "python_opcodes", None)
+        if opcodes is None:
+            opcodes, estimated = round(pred.opcodes_per_op * sum(1 for r in count_result.ops if not r.is_free)), True
+        py_s = opcodes * pred.python_opcode_s
+        mod_s = 0.0
+    else:
+        mod_s = calls * profile.module_overhead_s
+    latency = total + mod_s + py_s
     out = Prediction(count_result.model, latency, roof_total, mod_s, calls, ops,
                      {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source},
                      calibrated=pred.calibrated, scale=pred.scale, per_op_s=pred.per_op_s,
                      per_byte_s=pred.per_byte_s, cold_memory_extra=pred.cold_memory_extra, cold=cold,
-                     chain_fit=pred.chain_fit, profile_warnings=list(profile.warnings))
+                     chain_fit=pred.chain_fit, profile_warnings=list(profile.warnings), python_s=py_s,
+                     python_opcodes=opcodes, python_estimated=estimated)
     if latency > 0:
         q_lo, q_hi, source = pred.method_error()
         cal = _Z90 * math.sqrt(sum((t / latency * s) ** 2 for t, s in spreads))

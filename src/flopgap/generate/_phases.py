@@ -116,7 +116,8 @@ def count_phase(session, phase: str, batch: int, context: int) -> PhaseCount:
     def groups():
         return {"weights": weights, "kv": session.cache_tensors(cache)}
 
-    result = count(module, inputs, model=f"{session.spec} {phase}", tensor_groups=groups)
+    # python=False: a second forward would append to the session's key/value cache
+    result = count(module, inputs, model=f"{session.spec} {phase}", tensor_groups=groups, python=False)
     split = result.bytes_by_group()
     other = split.get("other", {"read": 0, "written": 0})
     kv = split.get("kv", {"read": 0, "written": 0})

@@ -3,7 +3,8 @@
 
 The child builds and counts every chain, writes one ``rows<TAB>json`` line (each chain's
 label, op records and module calls), then answers each ``time I`` line on its stdin with
-one ``blocks<TAB>json`` line: chain ``I`` timed in one burst. It stops at ``quit`` or at
+one ``blocks<TAB>json`` line: chain ``I`` timed in one burst, and each ``python`` line with
+``python<TAB>seconds`` (a Python bytecode instruction's cost). It stops at ``quit`` or at
 the end of its stdin. Build progress comes as ``progress<TAB>done<TAB>total<TAB>label``.
 The protocol runs on a copy of the child's stdout; its file descriptor 1 goes to stderr,
 so that what a library prints (oneDNN's verbose mode, say) cannot reach the pipe. While
@@ -69,17 +70,25 @@ class ChainWorker:
         how = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
         return FlopgapError(f"timing the synthetic chains failed ({how}): {lines[-1] if lines else 'no message'}")
 
-    def time(self, i: int) -> list[float]:
-        """Chain ``i`` timed in one burst: seconds per call, one per block."""
+    def _ask(self, command: str, reply: str) -> str:
+        """Send one command line; the payload of the first ``reply`` line that answers it."""
         try:
-            self._proc.stdin.write(f"time {int(i)}\n")
+            self._proc.stdin.write(command + "\n")
             self._proc.stdin.flush()
         except OSError:
             raise self._failed() from None
         while True:
             kind, payload = self._read()
-            if kind == "blocks":
-                return [float(t) for t in json.loads(payload)]
+            if kind == reply:
+                return payload
+
+    def time(self, i: int) -> list[float]:
+        """Chain ``i`` timed in one burst: seconds per call, one per block."""
+        return [float(t) for t in json.loads(self._ask(f"time {int(i)}", "blocks"))]
+
+    def python(self) -> float:
+        """Seconds per Python bytecode instruction of module code, measured in the child."""
+        return float(self._ask("python", "python"))
 
     def close(self, kill: bool = False) -> None:
         """Stop the child (``kill``: at once, else after it reads ``quit``) and release
@@ -130,7 +139,7 @@ def _main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from flopgap.machine._chains import ChainTimer
+    from flopgap.machine._chains import ChainTimer, python_opcode_seconds
     from flopgap.machine._isolated import print_progress
 
     timer = ChainTimer(args.quick, lambda i, n, label: print_progress(i, n, label, file=out), burst_s=args.burst)
@@ -141,6 +150,8 @@ def _main(argv: list[str]) -> int:
             break
         if cmd[0] == "time" and len(cmd) == 2:
             send("blocks\t" + json.dumps(timer.time_one(int(cmd[1]))))
+        elif cmd[0] == "python":
+            send(f"python\t{python_opcode_seconds(timer.burst_s)!r}")
     return 0
 
 

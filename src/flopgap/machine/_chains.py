@@ -14,7 +14,48 @@ from torch import nn
 
 from flopgap.machine._bench import time_call
 
-__all__ = ["chain_cases", "ChainTimer", "chain_reference_s", "run_chains", "CHAIN_ROUNDS"]
+__all__ = ["chain_cases", "ChainTimer", "chain_reference_s", "run_chains", "CHAIN_ROUNDS", "python_opcode_seconds"]
+
+
+class _PyLeaf(nn.Module):
+    """Module code without a kernel: the attribute reads, flag tests and rebinding that a
+    norm or activation wrapper runs around its op."""
+
+    def __init__(self):
+        super().__init__()
+        self.flag, self.eps = True, 1e-5
+
+    def forward(self, x):
+        if self.training and self.flag:
+            x = x + self.eps
+        return x if self.flag else None
+
+
+class _PyTree(nn.Module):
+    """Blocks of leaves and identities called through ``nn.Module.__call__``, as a network
+    of small modules is: what a bytecode instruction of a model's Python costs."""
+
+    def __init__(self, blocks: int = 16):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Sequential(_PyLeaf(), nn.Identity(), _PyLeaf()) for _ in range(blocks)])
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+def python_opcode_seconds(burst_s: float) -> float:
+    """Seconds per Python bytecode instruction of module code on this machine: a tree of
+    kernel-free modules (:class:`_PyTree`) timed in one burst (median call), divided by the
+    instructions one call executes (:func:`flopgap.count.python_opcodes`)."""
+    from flopgap.count import python_opcodes
+
+    tree, x = _PyTree().eval(), torch.zeros(1)
+    n = python_opcodes(lambda: tree(x))
+    with torch.inference_mode():
+        times = time_call(lambda: tree(x), min_run_time=burst_s, min_blocks=1)
+    return float(np.median(times)) / max(n, 1)
 
 
 class _InvertedResidual(nn.Module):
@@ -364,7 +405,8 @@ def build_rows(quick: bool, progress: Callable[[int, int, str], None] | None, de
             res = count(module, inputs, model=label)
         built.append((module, inputs))
         rows.append({"label": label, "ops": [asdict(r) for r in res.ops],
-                     "module_calls": sum(1 for m in res.modules if m.ops_all > 0), "blocks": []})
+                     "module_calls": sum(1 for m in res.modules if m.ops_all > 0),
+                     "python_opcodes": res.python_opcodes or 0, "blocks": []})
     return rows
 
 
@@ -397,6 +439,7 @@ class ChainTimer:
         self._sync = torch.cuda.synchronize if dev.type == "cuda" else None
         self.burst_s = burst_s if burst_s is not None else (0.05 if quick else 0.2) / CHAIN_ROUNDS
         self.rounds = 0
+        self.python_s: list[float] = []   # seconds per bytecode instruction, one per round
         self._between = between
         self._built, self._worker = [], None
         if fresh_process:
@@ -410,12 +453,20 @@ class ChainTimer:
             self._rows = build_rows(quick, progress, dev, self._built)
 
     def time_round(self) -> None:
-        """Time every chain once (one burst of ``burst_s`` each)."""
+        """Time every chain once (one burst of ``burst_s`` each), then the cost of a Python
+        bytecode instruction (:func:`python_opcode_seconds`) in the same process."""
         for i, row in enumerate(self._rows):
             row["blocks"].append(self.time_one(i))
             if self._between is not None:
                 self._between()
+        self.python_s.append(self._worker.python() if self._worker is not None else python_opcode_seconds(self.burst_s))
         self.rounds += 1
+
+    @property
+    def python_opcode_s(self) -> float | None:
+        """Seconds per bytecode instruction in the least-disturbed round (the fastest, as
+        each chain's reference is its fastest round median); None before a round."""
+        return min(self.python_s) if self.python_s else None
 
     def time_one(self, i: int) -> list[float]:
         """One burst of chain ``i``: seconds per call, one value per block."""

@@ -215,7 +215,7 @@ def _measure_case(case: Case, clock) -> tuple[Sample | None, np.ndarray | None]:
         warnings.simplefilter("ignore")
         fn, inputs = case.build()
         with torch.inference_mode():
-            res = count(_Call(fn), inputs, model=case.id)
+            res = count(_Call(fn), inputs, model=case.id, python=False)
     ops = res.kernel_ops or list(res.ops)
     if not ops:
         return None, None
@@ -384,13 +384,14 @@ def _run(req: Request, timer, quick: bool, dev: torch.device, progress, load, cl
         chain_round("chains: round 3")
         out.chains = timer.results()
         calm = [v for v in chain_rounds if not v.startswith("disturbed")]
-        out.sections["chains"] = {"rounds": chain_rounds,
+        out.sections["chains"] = {"rounds": chain_rounds, "python_opcode_s": timer.python_opcode_s,
                                   "disturbed": "" if calm else chain_rounds[-1][len("disturbed: "):]}
     elif req.chains:   # CUDA: the chains run on the GPU, back to back
-        from flopgap.machine._chains import run_chains
+        from flopgap.machine._chains import python_opcode_seconds, run_chains
 
         out.chains = run_chains(quick=quick, device=dev)
-        out.sections["chains"] = {"rounds": ["not watched"] * CHAIN_ROUNDS, "disturbed": ""}
+        out.sections["chains"] = {"rounds": ["not watched"] * CHAIN_ROUNDS, "disturbed": "",
+                                  "python_opcode_s": python_opcode_seconds(0.05 if quick else 0.2)}
 
     out.samples = [replace(s, disturbed=verdicts.get(cid, "")) for cid, s in samples.items()]
     n_dist = sum(1 for s in out.samples if s.disturbed)

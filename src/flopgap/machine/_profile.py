@@ -148,7 +148,7 @@ def _op_ok(r) -> bool:
 def _chain_ok(c) -> bool:
     return (isinstance(c, dict) and isinstance(c.get("label"), str) and isinstance(c.get("ops"), list)
             and all(_op_ok(r) for r in c["ops"]) and _count(c.get("module_calls"))
-            and _number(c.get("seconds"), strict=True)
+            and _number(c.get("seconds"), strict=True) and _count(c.get("python_opcodes", 0))
             and all(_number(x, strict=True) for x in (c.get("round_seconds") or [])))
 
 
@@ -248,6 +248,13 @@ class MachineProfile:
     @property
     def has_chains(self) -> bool:
         return "chains" in self.sections
+
+    @property
+    def python_opcode_s(self) -> float | None:
+        """Seconds per Python bytecode instruction of module code, measured with the chains
+        in their process (``sections["chains"]["python_opcode_s"]``); None when absent."""
+        v = self.sections.get("chains", {}).get("python_opcode_s")
+        return float(v) if _number(v, strict=True) else None
 
     @property
     def is_synthetic(self) -> bool:
@@ -464,7 +471,8 @@ def _chains_current(prof: MachineProfile) -> bool:
     run measures again)."""
     from flopgap.machine._chains import chain_cases
 
-    return prof.has_chains and [c.get("label") for c in prof.chains] == [lb for lb, _ in chain_cases(prof.quick)]
+    return (prof.has_chains and [c.get("label") for c in prof.chains] == [lb for lb, _ in chain_cases(prof.quick)]
+            and prof.python_opcode_s is not None and all("python_opcodes" in c for c in prof.chains))
 
 
 def _request(prof: MachineProfile | None, needs: Needs | None, quick: bool, cuda: bool) -> Request:

@@ -266,7 +266,10 @@ def _explain(d: dict, plots: bool) -> list[Section]:
 def _predict(d: dict, plots: bool) -> list[Section]:
     rows = [("predicted latency (model never timed)", fmt_seconds(d.get("latency_s"))),
             ("roofline sum", fmt_seconds(d.get("roofline_s"))),
-            ("module calls x overhead", f"{d.get('module_calls')} x = {fmt_seconds(d.get('module_overhead_s'))}"),
+            (("module calls x overhead", f"{d.get('module_calls')} x = {fmt_seconds(d.get('module_overhead_s'))}")
+             if d.get("python_opcodes") is None else
+             ("Python (bytecode instructions)", f"{d.get('python_opcodes'):,} = {fmt_seconds(d.get('python_s'))}"
+              + (" (estimated from its ops)" if d.get("python_estimated") else ""))),
             ("calibrated", "yes" if d.get("calibrated") else "no (per-op floors)"), ("threads", d.get("threads"))]
     check = d.get("check") or {}
     m = check.get("measurement") or {}

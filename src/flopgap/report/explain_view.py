@@ -154,6 +154,14 @@ def _per_gb(seconds_per_byte: float) -> str:
     return fmt_seconds(seconds_per_byte * 1e9)
 
 
+def _python_part(pred) -> str:
+    """The model's Python as the prediction priced it: bytecode instructions, or module calls."""
+    if pred.python_opcodes is None:
+        return f"{pred.module_calls} module calls x overhead = {fmt_seconds(pred.module_overhead_s)}"
+    how = " (estimated from its ops)" if pred.python_estimated else ""
+    return f"Python {pred.python_opcodes:,} bytecode instructions{how} = {fmt_seconds(pred.python_s)}"
+
+
 def render_prediction(pred, console: Console, check=None, top: int = 5) -> None:
     iv = pred.interval
     line = f"[bold]{markup(pred.model)}[/bold]  predicted {fmt_seconds(pred.latency_s)}"
@@ -161,8 +169,8 @@ def render_prediction(pred, console: Console, check=None, top: int = 5) -> None:
         line += f"  {iv.level:.0%} interval {fmt_seconds(iv.low_s)} .. {fmt_seconds(iv.high_s)}"
     console.print(line + f"  for {pred.threads} threads")
     print_warnings(pred.warnings, console)
-    console.print(f"(roofline sum {fmt_seconds(pred.roofline_s)}; {pred.module_calls} module calls x overhead = "
-                  f"{fmt_seconds(pred.module_overhead_s)}; in-sequence fit {pred.scale:.2f} x t + "
+    console.print(f"(roofline sum {fmt_seconds(pred.roofline_s)}; {_python_part(pred)}; in-sequence fit "
+                  f"{pred.scale:.2f} x t + "
                   f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
                   + (f", memory-class ops +{pred.cold_memory_extra:.0%} in this cold model" if pred.cold_memory_extra
                      and pred.cold else "")

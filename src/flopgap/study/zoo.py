@@ -109,7 +109,7 @@ def zoo_items(zoo: str | None = None, models: Sequence[str] | None = None,
 def _prediction(prediction) -> dict:
     """The prediction's totals (its per-op rows stay out of the store)."""
     out = {"latency_s": float(prediction.latency_s)}
-    for k in ("roofline_s", "module_overhead_s", "module_calls", "calibrated"):
+    for k in ("roofline_s", "module_overhead_s", "module_calls", "python_s", "python_opcodes", "calibrated"):
         if hasattr(prediction, k):
             out[k] = getattr(prediction, k)
     return out

@@ -287,7 +287,7 @@ def run_variants(spec_or_loaded, *, variants: Sequence[str | Variant] | None = N
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    c = count(eager, inputs, model=loaded.spec)
+                    c = count(eager, inputs, model=loaded.spec, python=False)
                 ops = op_sequence(c)
             except Exception as e:  # counting is a bonus here, never a reason to stop: say what is lost
                 ops = None
@@ -444,7 +444,7 @@ def _is_noop(row, variant, built, inputs, case, eager_sig, count) -> bool:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                variant_ops = op_sequence(count(built.module, inputs, model=variant.name))
+                variant_ops = op_sequence(count(built.module, inputs, model=variant.name, python=False))
         except Exception as e:
             row.notes.append(f"counting pass could not run on this variant: {one_line(e)}")
     elif not built.countable:
