@@ -408,6 +408,29 @@ def _chain_fresh(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("python_work")
+def _python_work(p: dict) -> str:
+    f = p["figures"]
+    u = _units()
+    lines = [f"CPU, {f['threads']} threads; each block on the input it gets inside its model, in one process; the "
+             "block called as its model calls it and a replay of the ATen ops it dispatched, each timed with "
+             "`flopgap.timing.measure` (2% CI); one bytecode instruction of module code cost "
+             f"{u.fmt_seconds(f['instruction_s'])} here (a tree of kernel-free modules).", "",
+             "| model | block | ops | block (median, 95% CI, samples) | replay of its ops | beyond the replay | "
+             "instructions | x cost |",
+             "|---|---|---|---|---|---|---|---|"]
+    def timing(t):
+        return _latency(t["median_s"], t["ci_low_s"], t["ci_high_s"], t["samples"], disturbed=t["disturbed"])
+
+    for r in f["blocks"]:
+        beyond = "not used: disturbed" if r["disturbed"] else u.fmt_seconds(r["beyond_replay_s"])
+        lines.append(f"| {r['model']} | {r['part']} | {r['ops']} | {timing(r['block'])} | {timing(r['replay'])} | "
+                     f"{beyond} | {r['instructions']:,} | {u.fmt_seconds(r['priced_s'])} |")
+    lines += ["", "The replay calls each op from a Python loop, so it carries a few instructions per op itself; "
+              "the column beyond it is the block's own Python less that.", "", machine_line(p)]
+    return "\n".join(lines)
+
+
 @summary("first_predict")
 def _first_predict(p: dict) -> str:
     f = p["figures"]

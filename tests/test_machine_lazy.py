@@ -157,6 +157,21 @@ def test_a_cached_profile_whose_chain_set_changed_gets_its_chains_measured_again
     assert [c["label"] for c in _profile._merge(first, new).chains] == ["mlp", "conv"]   # current: kept
 
 
+def test_a_cached_profile_without_the_python_instructions_cost_gets_its_chains_measured_again(world, tmp_path):
+    mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
+    first = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    assert first.python_opcode_s > 0 and all(c["python_opcodes"] > 0 for c in first.chains)
+    (path,) = tmp_path.glob("machine-*.json")
+    d = json.loads(path.read_text())
+    del d["sections"]["chains"]["python_opcode_s"]
+    for c in d["chains"]:
+        del c["python_opcodes"]
+    path.write_text(json.dumps(d))
+    again = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
+    assert again.source == "cache+measured" and again.python_opcode_s == first.python_opcode_s
+    assert [c["python_opcodes"] for c in again.chains] == [c["python_opcodes"] for c in first.chains]
+
+
 def test_the_cache_grows_incrementally_per_model(world, tmp_path):
     mlp = _meta_count(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (1, 64))
     conv = _meta_count(nn.Sequential(nn.Conv2d(16, 16, 1), nn.Hardswish()), (1, 16, 14, 14))
@@ -403,6 +418,8 @@ def test_chains_in_a_fresh_process_are_the_ones_built_here_and_come_back_timed()
         res = timer.results()
     assert len(polls) == len(here)
     assert all(r["rounds"] == 1 and r["seconds"] > 0 and len(r["round_seconds"]) == 1 for r in res)
+    assert all(r["python_opcodes"] > 0 for r in res)
+    assert len(timer.python_s) == 1 and 0 < timer.python_opcode_s < 1e-6   # one instruction: well under a us
     assert timer._worker._proc.returncode == 0   # stopped on leaving the block, by its "quit"
 
 

@@ -15,7 +15,7 @@ from flopgap.count import _formulas_train  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
 from flopgap.count._result import CountResult, ModuleStats, OpRecord, aggregate
-from flopgap.models import Inputs, call_model, describe_inputs
+from flopgap.models import Inputs, bind_inputs, call_model, describe_inputs
 
 __all__ = ["count", "cost_of_call", "count_params"]
 
@@ -217,10 +217,11 @@ def _python_work(module: nn.Module, inputs, model: str) -> int | None:
     already ran it, so that is not this function's to report)."""
     from flopgap.count._python import python_opcodes
 
+    fn, args = bind_inputs(module, inputs)   # the module called directly: no wrapper's Python counted
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return python_opcodes(lambda: call_model(module, inputs, model))
+            return python_opcodes(lambda: fn(*args))
     except Exception:
         return None
 
