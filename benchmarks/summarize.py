@@ -423,11 +423,16 @@ def _python_work(p: dict) -> str:
         return _latency(t["median_s"], t["ci_low_s"], t["ci_high_s"], t["samples"], disturbed=t["disturbed"])
 
     for r in f["blocks"]:
-        beyond = "not used: disturbed" if r["disturbed"] else u.fmt_seconds(r["beyond_replay_s"])
+        b, rp = r["block"], r["replay"]
+        noise = (b["ci_high_s"] - b["ci_low_s"] + rp["ci_high_s"] - rp["ci_low_s"]) / 2
+        beyond = ("not used: disturbed" if r["disturbed"] else u.fmt_seconds(r["beyond_replay_s"])
+                  + (" (within the two CIs)" if abs(r["beyond_replay_s"]) <= noise else ""))
         lines.append(f"| {r['model']} | {r['part']} | {r['ops']} | {timing(r['block'])} | {timing(r['replay'])} | "
                      f"{beyond} | {r['instructions']:,} | {u.fmt_seconds(r['priced_s'])} |")
     lines += ["", "The replay calls each op from a Python loop, so it carries a few instructions per op itself; "
-              "the column beyond it is the block's own Python less that.", "", machine_line(p)]
+              "the column beyond it is the block's own Python less that. Where the kernels take milliseconds the "
+              "difference can fall within the two timings' confidence intervals, and is marked so.", "",
+              machine_line(p)]
     return "\n".join(lines)
 
 
