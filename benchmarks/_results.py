@@ -54,3 +54,26 @@ def save(name: str, figures: dict, *, environment: dict | None = None) -> Path:
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def threads_args(doc: str, argv: list[str] | None):
+    """``--threads N`` (default 2) and ``--no-save``, parsed for a benchmark whose
+    description is the first paragraph of ``doc``, torch set to N threads, transformers
+    kept offline; None after one error line when N < 1."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads < 1:
+        print("error: --threads >= 1", file=sys.stderr)
+        return None
+    import os
+
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    return args

@@ -18,8 +18,6 @@ Figures go to ``benchmarks/results/python_work.json`` with the machine's metadat
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -81,21 +79,17 @@ def _replay(block, args, kwargs):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-save", action="store_true")
-    args = ap.parse_args(argv)
-    if args.threads < 1:
-        print("error: --threads >= 1", file=sys.stderr)
+    from _results import threads_args
+
+    args = threads_args(__doc__, argv)
+    if args is None:
         return 2
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     from flopgap.count import python_opcodes
     from flopgap.machine._chains import python_opcode_seconds
     from flopgap.timing import TimerOptions, measure, threads_context
 
-    torch.set_num_threads(args.threads)
     opts = TimerOptions(max_time=2.0, precision=0.02, threads=args.threads)
     k = python_opcode_seconds(0.2)
     print(f"one bytecode instruction of module code: {k * 1e9:.2f} ns ({args.threads} threads, cpu; "

@@ -98,3 +98,30 @@ def test_a_pass_counts_only_when_the_chains_ran_at_their_profile_time_before_and
     assert predict_accuracy.matched_passes({"median": 0.99}, d) == [True, False, False, True]
     assert predict_accuracy.matched_passes(None, d[:1]) == [False]
     assert predict_accuracy.matched_passes({"median": 1.0}, [None, {"median": 1.0}]) == [False, False]
+
+
+def test_model_parts_cover_a_model_with_its_children_opening_containers_and_lone_wrappers():
+    from torch import nn
+
+    import model_parts
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(8, 8, 1), nn.Sequential(nn.ReLU())) for _ in range(2)])
+            self.head = nn.Linear(8, 2)
+
+    wrapped = nn.Sequential(Net())   # a wrapper with one child is opened whatever the depth
+    assert model_parts._cover(wrapped, 1) == ["0.stem", "0.blocks.0", "0.blocks.1", "0.head"]
+    assert model_parts._cover(Net(), 2) == ["stem.0", "stem.1", "blocks.0", "blocks.1", "head"]
+    assert model_parts._cover(Net(), 3) == ["stem.0", "stem.1", "blocks.0.0", "blocks.0.1", "blocks.1.0", "blocks.1.1",
+                                            "head"]
+
+
+def test_the_block_benchmarks_refuse_a_thread_count_below_one(capsys):
+    import model_parts
+    import python_work
+
+    assert python_work.main(["--threads", "0"]) == 2 and model_parts.main(["--threads", "0"]) == 2
+    assert capsys.readouterr().err.count("error: --threads >= 1") == 2
