@@ -436,6 +436,35 @@ def _python_work(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("model_parts")
+def _model_parts(p: dict) -> str:
+    f = p["figures"]
+    lines = [f"CPU, {f['threads']} threads, one process; each part called on the input it gets inside its model, "
+             "timed with `flopgap.timing.measure` (2% CI) and predicted on its own from the cached machine profile; "
+             "error = predicted / measured - 1.", "",
+             "| model / part | ops | measured (median, 95% CI, samples) | predicted | error |",
+             "|---|---|---|---|---|"]
+
+    def row(name, r):
+        t = _latency(r["median_s"], r["ci_low_s"], r["ci_high_s"], r["samples"], disturbed=r["disturbed"])
+        err = "not used" if r["disturbed"] else f"{r['predicted_s'] / r['median_s'] - 1:+.1%}"
+        return f"| {name} | {r['ops']} | {t} | {_units().fmt_seconds(r['predicted_s'])} | {err} |"
+
+    for m in f["models"]:
+        lines.append(row(f"**{m['model']}** (whole{', cold' if m['whole']['cold'] else ''})", m["whole"]))
+        lines += [row(f"{r['part']}{' (cold)' if r['cold'] else ''}", r) for r in m["parts"] if r["ops"]]
+        if m.get("disturbed_timings"):
+            lines.append(f"| whole over the sum of its parts | | inconclusive: {m['disturbed_timings']} timing(s) "
+                         "disturbed | | |")
+        else:
+            measured = m["whole"]["median_s"] / m["parts_measured_s"]
+            lines.append(f"| whole over the sum of its parts | | {measured:.3f}x "
+                         f"| {m['whole']['predicted_s'] / m['parts_predicted_s']:.3f}x | |")
+    lines += ["", "Parts without a dispatched op (identities, dropout in eval) are left out of the table, not the sums.",
+              "", machine_line(p)]
+    return "\n".join(lines)
+
+
 @summary("first_predict")
 def _first_predict(p: dict) -> str:
     f = p["figures"]
