@@ -170,6 +170,11 @@ def test_a_cached_profile_without_the_python_instructions_cost_gets_its_chains_m
     again = profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet())
     assert again.source == "cache+measured" and again.python_opcode_s == first.python_opcode_s
     assert [c["python_opcodes"] for c in again.chains] == [c["python_opcodes"] for c in first.chains]
+    assert profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet()).source == "cache"
+    d = json.loads(path.read_text())
+    d["sections"]["chains"]["python"] = "2.7"   # counted by another interpreter: other bytecode
+    path.write_text(json.dumps(d))
+    assert profile_machine(needs=needs_for(mlp), load=FakeLoad.quiet()).source == "cache+measured"
 
 
 def test_the_cache_grows_incrementally_per_model(world, tmp_path):

@@ -209,6 +209,9 @@ class Prediction:
         if not self.calibrated:
             out.append("no calibration in the machine profile: per-op floors (roofline, or the host's cost of a tiny "
                        "op of the family)" + (" with the chain fit" if self.chain_fit else " only"))
+        if self.python_opcodes is None and self.profile.get("python_opcode_s"):
+            out.append("the machine profile's chains lack instruction counts: the model's Python priced per module "
+                       "call instead (`--refresh-machine` measures them again)")
         if self.python_estimated:
             out.append("the model's Python was not counted (a stateful or training-mode forward): its bytecode "
                        "instructions estimated from its op count")
@@ -694,7 +697,7 @@ def predict(count_result, profile) -> Prediction:
     opcodes, estimated, py_s = None, False, 0.0
     if pred.python_opcode_s:
         opcodes = getattr(count_result, "python_opcodes", None)
-        if opcodes is None:
+        if not opcodes:   # not counted (or a count of 0, which no forward through a module has)
             opcodes, estimated = round(pred.opcodes_per_op * sum(1 for r in count_result.ops if not r.is_free)), True
         py_s = opcodes * pred.python_opcode_s
         mod_s = 0.0
@@ -702,7 +705,8 @@ def predict(count_result, profile) -> Prediction:
         mod_s = calls * profile.module_overhead_s
     latency = total + mod_s + py_s
     out = Prediction(count_result.model, latency, roof_total, mod_s, calls, ops,
-                     {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source},
+                     {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source,
+                      "python_opcode_s": getattr(profile, "python_opcode_s", None)},
                      calibrated=pred.calibrated, scale=pred.scale, per_op_s=pred.per_op_s,
                      per_byte_s=pred.per_byte_s, cold_memory_extra=pred.cold_memory_extra, cold=cold,
                      chain_fit=pred.chain_fit, profile_warnings=list(profile.warnings), python_s=py_s,

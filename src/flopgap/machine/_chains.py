@@ -14,7 +14,8 @@ from torch import nn
 
 from flopgap.machine._bench import time_call
 
-__all__ = ["chain_cases", "ChainTimer", "chain_reference_s", "run_chains", "CHAIN_ROUNDS", "python_opcode_seconds"]
+__all__ = ["chain_cases", "ChainTimer", "chain_reference_s", "run_chains", "CHAIN_ROUNDS", "python_opcode_seconds",
+           "python_version"]
 
 
 class _PyLeaf(nn.Module):
@@ -43,6 +44,13 @@ class _PyTree(nn.Module):
         for b in self.blocks:
             x = b(x)
         return x
+
+
+def python_version() -> str:
+    """The interpreter's minor version: bytecode, and so instruction counts, change with it."""
+    import sys
+
+    return "%d.%d" % sys.version_info[:2]
 
 
 def python_opcode_seconds(burst_s: float) -> float:
@@ -406,7 +414,7 @@ def build_rows(quick: bool, progress: Callable[[int, int, str], None] | None, de
         built.append((module, inputs))
         rows.append({"label": label, "ops": [asdict(r) for r in res.ops],
                      "module_calls": sum(1 for m in res.modules if m.ops_all > 0),
-                     "python_opcodes": res.python_opcodes or 0, "blocks": []})
+                     "python_opcodes": res.python_opcodes, "blocks": []})
     return rows
 
 

@@ -289,7 +289,7 @@ def _run(req: Request, timer, quick: bool, dev: torch.device, progress, load, cl
     by_id = _Cases(quick)
     weights = dict(zip(req.cases, req.weights or (0.0,) * len(req.cases)))
     out = Measured()
-    from flopgap.machine._chains import CHAIN_ROUNDS, chain_cases
+    from flopgap.machine._chains import CHAIN_ROUNDS, chain_cases, python_version
 
     chain_est = (0.05 if quick else 0.2) + 0.05 * len(chain_cases(quick)) if req.chains else 0.0
     prog = _Progress(progress, (CEILINGS_EST_S[quick] if req.ceilings else 0.0) + chain_est
@@ -385,12 +385,14 @@ def _run(req: Request, timer, quick: bool, dev: torch.device, progress, load, cl
         out.chains = timer.results()
         calm = [v for v in chain_rounds if not v.startswith("disturbed")]
         out.sections["chains"] = {"rounds": chain_rounds, "python_opcode_s": timer.python_opcode_s,
+                                  "python": python_version(),
                                   "disturbed": "" if calm else chain_rounds[-1][len("disturbed: "):]}
     elif req.chains:   # CUDA: the chains run on the GPU, back to back
         from flopgap.machine._chains import python_opcode_seconds, run_chains
 
         out.chains = run_chains(quick=quick, device=dev)
         out.sections["chains"] = {"rounds": ["not watched"] * CHAIN_ROUNDS, "disturbed": "",
+                                  "python": python_version(),
                                   "python_opcode_s": python_opcode_seconds(0.05 if quick else 0.2)}
 
     out.samples = [replace(s, disturbed=verdicts.get(cid, "")) for cid, s in samples.items()]

@@ -148,7 +148,8 @@ def _op_ok(r) -> bool:
 def _chain_ok(c) -> bool:
     return (isinstance(c, dict) and isinstance(c.get("label"), str) and isinstance(c.get("ops"), list)
             and all(_op_ok(r) for r in c["ops"]) and _count(c.get("module_calls"))
-            and _number(c.get("seconds"), strict=True) and _count(c.get("python_opcodes", 0))
+            and _number(c.get("seconds"), strict=True)
+            and (c.get("python_opcodes") is None or _count(c["python_opcodes"]))
             and all(_number(x, strict=True) for x in (c.get("round_seconds") or [])))
 
 
@@ -469,10 +470,11 @@ def _chains_current(prof: MachineProfile) -> bool:
     cached profile whose chain set has changed since gets its chains measured again, and
     the new ones replace the old even when they were measured disturbed (which the next
     run measures again)."""
-    from flopgap.machine._chains import chain_cases
+    from flopgap.machine._chains import chain_cases, python_version
 
     return (prof.has_chains and [c.get("label") for c in prof.chains] == [lb for lb, _ in chain_cases(prof.quick)]
-            and prof.python_opcode_s is not None and all("python_opcodes" in c for c in prof.chains))
+            and prof.python_opcode_s is not None and prof.sections["chains"].get("python") == python_version()
+            and all((c.get("python_opcodes") or 0) > 0 for c in prof.chains))
 
 
 def _request(prof: MachineProfile | None, needs: Needs | None, quick: bool, cuda: bool) -> Request:
