@@ -79,23 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     if args is None:
         return 2
     import torch
-    from predict_accuracy import _build
+    from predict_accuracy import _build, _timing
 
     from flopgap.count import count
     from flopgap.explain import predict
     from flopgap.machine import needs_for, profile_machine
     from flopgap.models import Inputs, bind_inputs
-    from flopgap.timing import TimerOptions, measure, threads_context
-
-    opts = TimerOptions(max_time=2.0, precision=0.02, threads=args.threads)
 
     def timed_and_predicted(fn, fargs, fkwargs, name):
-        with threads_context(args.threads), torch.inference_mode():
-            m = measure(lambda: fn(*fargs, **fkwargs), (), opts, name=name)
+        t = _timing(lambda: fn(*fargs, **fkwargs), (), name, 2.0, args.threads)
+        with torch.inference_mode():
             c = count(fn, Inputs(fargs, fkwargs), model=name)
         p = predict(c, profile_machine(needs=needs_for(c)))
-        return {"median_s": m.median, "ci_low_s": m.ci_low, "ci_high_s": m.ci_high, "samples": m.n_samples,
-                "disturbed": m.disturbed, "predicted_s": p.latency_s, "ops": len(c.kernel_ops), "cold": p.cold}
+        return {**t, "predicted_s": p.latency_s, "ops": len(c.kernel_ops), "cold": p.cold}
 
     def line(name, r):
         flag = "DISTURBED (not used): " if r["disturbed"] else ""

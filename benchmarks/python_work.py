@@ -85,21 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     if args is None:
         return 2
     import torch
+    from predict_accuracy import _timing
 
     from flopgap.count import python_opcodes
     from flopgap.machine._chains import python_opcode_seconds
-    from flopgap.timing import TimerOptions, measure, threads_context
 
-    opts = TimerOptions(max_time=2.0, precision=0.02, threads=args.threads)
     k = python_opcode_seconds(0.2)
     print(f"one bytecode instruction of module code: {k * 1e9:.2f} ns ({args.threads} threads, cpu; "
           "a tree of kernel-free modules, median call / instructions)")
 
     def timed(fn, name):
-        with threads_context(args.threads), torch.inference_mode():
-            m = measure(fn, (), opts, name=name)
-        return {"median_s": m.median, "ci_low_s": m.ci_low, "ci_high_s": m.ci_high, "samples": m.n_samples,
-                "disturbed": m.disturbed}
+        return _timing(fn, (), name, 2.0, args.threads)
 
     rows = []
     for model, part in BLOCKS:

@@ -372,12 +372,11 @@ class Predictor:
         k = getattr(profile, "python_opcode_s", None)
         self.python_opcode_s = k if k and profile.chains and all(c.get("python_opcodes") for c in profile.chains) \
             else None
-        from flopgap.count import OpRecord
-
-        per_op = [c["python_opcodes"] / max(1, sum(1 for d in c["ops"] if not OpRecord(**d).is_free))
-                  for c in profile.chains] if self.python_opcode_s else []
-        self.opcodes_per_op = float(np.median(per_op)) if per_op else 0.0
         self._rows = self._chain_rows(profile.chains)
+        # a count without instructions gets the chains' median per non-free op
+        per_op = [c["python_opcodes"] / max(1, row[2]) for c, row in zip(profile.chains, self._rows)] \
+            if self.python_opcode_s else []
+        self.opcodes_per_op = float(np.median(per_op)) if per_op else 0.0
         self.chain_fit = self._fit_chains()
         self.loo_log_errors = self._leave_one_out()
 
