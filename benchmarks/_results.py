@@ -56,20 +56,50 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def threads_args(doc: str, argv: list[str] | None):
-    """``--threads N`` (default 2) and ``--no-save``, parsed for a benchmark whose
-    description is the first paragraph of ``doc``, torch set to N threads, transformers
-    kept offline; None after one error line when N < 1."""
+def allocator_option(ap) -> None:
+    """``--allocator pinned|default`` on a benchmark that times models against the machine profile."""
+    ap.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
+                    help="pinned (default): re-run with glibc's mmap/trim thresholds pinned, as the machine profile "
+                         "is measured; default: glibc as it comes")
+
+
+def rerun_pinned(allocator: str, script: str, argv: list[str] | None) -> int | None:
+    """The exit status of ``script`` re-run with glibc's allocator thresholds pinned
+    (``flopgap.machine._isolated.PINNED_ALLOCATOR``, as the machine profile is measured)
+    when ``allocator`` is ``"pinned"`` and this process is not; None when it already runs
+    as asked. Unpinned, a model's time depends on what the process allocated before (a
+    timm mobile net ran 1.4-1.7x slower in a fresh unpinned process on the 2-core VM)."""
+    import os
+
+    from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
+
+    if allocator != "pinned" or allocator_pinned():
+        return None
+    argv_ = sys.argv[1:] if argv is None else list(argv)
+    return subprocess.call([sys.executable, script, *argv_], env={**os.environ, **PINNED_ALLOCATOR})
+
+
+def threads_args(doc: str, argv: list[str] | None, script: str | None = None):
+    """``--threads N`` (default 2), ``--no-save`` and (with ``script``) ``--allocator``,
+    parsed for a benchmark whose description is the first paragraph of ``doc``, torch set
+    to N threads, transformers kept offline; None after one error line when N < 1; with
+    ``script`` and a pinned allocator asked for in an unpinned process, the exit status of
+    ``script`` re-run pinned (:func:`rerun_pinned`), an int."""
     import argparse
-    import sys
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-save", action="store_true")
+    if script is not None:
+        allocator_option(ap)
     args = ap.parse_args(argv)
     if args.threads < 1:
         print("error: --threads >= 1", file=sys.stderr)
         return None
+    if script is not None:
+        rc = rerun_pinned(args.allocator, script, argv)
+        if rc is not None:
+            return rc
     import os
 
     import torch

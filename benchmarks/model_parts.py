@@ -11,9 +11,10 @@ op by op or in sequence; a whole model whose time exceeds the sum of its parts b
 than its prediction does pays something the parts alone do not (weights evicted between
 parts, the cold share).
 
-    .venv/bin/python benchmarks/model_parts.py [--threads 2] [--no-save]
+    .venv/bin/python benchmarks/model_parts.py [--threads 2] [--allocator pinned|default] [--no-save]
 
-Everything runs in one process, the whole model first; the machine profile is read from
+Everything runs in one process (re-run with glibc's allocator thresholds pinned, as the
+machine profile is measured, unless ``--allocator default``), the whole model first; the machine profile is read from
 the cache and measured lazily where it lacks what a part needs. Figures go to
 ``benchmarks/results/model_parts.json`` with the machine's metadata.
 """
@@ -75,9 +76,11 @@ def _parts(module, call, args, depth: int):
 def main(argv: list[str] | None = None) -> int:
     from _results import threads_args
 
-    args = threads_args(__doc__, argv)
+    args = threads_args(__doc__, argv, __file__)
     if args is None:
         return 2
+    if isinstance(args, int):   # re-run with the allocator pinned
+        return args
     import torch
     from predict_accuracy import _build, _timing
 
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"measured {whole['median_s'] / sm:.3f}x, predicted {whole['predicted_s'] / sp:.3f}x", flush=True)
         out.append({"model": model, "depth": depth, "whole": whole, "parts": parts, "parts_measured_s": sm,
                     "parts_predicted_s": sp, "disturbed_timings": disturbed})
-    figures = {"threads": args.threads, "models": out}
+    figures = {"threads": args.threads, "allocator": args.allocator, "models": out}
     if not args.no_save:
         from _results import save
 

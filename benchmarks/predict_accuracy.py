@@ -226,6 +226,8 @@ def matched_passes(before: dict | None, after_each: list[dict | None]) -> list[b
 
 
 def main(argv: list[str] | None = None) -> int:
+    from _results import allocator_option, rerun_pinned
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="tuned,heldout-final",
                     help="comma-separated: tuned, heldout-dev, heldout-final (default tuned,heldout-final)")
@@ -238,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep adding passes, up to this many, while a model has no undisturbed pass or no pass "
                          f"ran with the profile's chains within {100 * DRIFT_WARN:.0f}%% of their profile time (default 8)")
     ap.add_argument("--refresh-machine", action="store_true", help="re-measure the machine profile first")
-    ap.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
-                    help="pinned (default): re-run with glibc's mmap/trim thresholds pinned, as the profile is "
-                         "measured; default: glibc as it comes")
+    allocator_option(ap)
     ap.add_argument("--isolate", choices=("model", "none"), default="model",
                     help="model (default): each timing in a fresh process that has built no other model; none: "
                          "every model built and timed in this process (later models run slower)")
@@ -267,13 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return write_method_error(rows, machine.get("cpu_model") or "?", threads,
                                   f"{len(runs)} run(s): " + ", ".join(runs))
 
-    from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
-
-    if args.allocator == "pinned" and not allocator_pinned():
-        import subprocess
-
-        argv_ = sys.argv[1:] if argv is None else list(argv)
-        return subprocess.call([sys.executable, __file__, *argv_], env={**os.environ, **PINNED_ALLOCATOR})
+    rc = rerun_pinned(args.allocator, __file__, argv)
+    if rc is not None:
+        return rc
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from flopgap.count import count

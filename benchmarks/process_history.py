@@ -67,6 +67,8 @@ def _run_others(names: list[str], calls: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     from predict_accuracy import TORCHVISION
 
+    from _results import allocator_option, rerun_pinned
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", default=",".join(TARGETS), help="models timed before and after")
     ap.add_argument("--others", default=None,
@@ -76,18 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-time", type=float, default=3.0, help="seconds per timing (default 3)")
     ap.add_argument("--calls", type=int, default=3, help="calls of each other model (default 3)")
     ap.add_argument("--after", type=int, default=2, help="timings of each target afterwards (default 2)")
-    ap.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
-                    help="pinned (default): glibc's mmap/trim thresholds as flopgap's profile pins them")
+    allocator_option(ap)
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
 
-    from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
-
-    if args.allocator == "pinned" and not allocator_pinned():
-        import subprocess
-
-        argv_ = sys.argv[1:] if argv is None else list(argv)
-        return subprocess.call([sys.executable, __file__, *argv_], env={**os.environ, **PINNED_ALLOCATOR})
+    rc = rerun_pinned(args.allocator, __file__, argv)
+    if rc is not None:
+        return rc
     import torch
 
     torch.set_num_threads(args.threads)

@@ -11,9 +11,10 @@ with the recorded arguments: the kernels without the block's own Python, plus th
 loop's few instructions per op). The block's time beyond the replay is its Python;
 beside it, the block's instructions and instructions x cost.
 
-    .venv/bin/python benchmarks/python_work.py [--threads 2] [--no-save]
+    .venv/bin/python benchmarks/python_work.py [--threads 2] [--allocator pinned|default] [--no-save]
 
-Figures go to ``benchmarks/results/python_work.json`` with the machine's metadata.
+The process re-runs itself with glibc's allocator thresholds pinned, as the machine
+profile is measured (``--allocator default``: glibc as it comes). Figures go to ``benchmarks/results/python_work.json`` with the machine's metadata.
 """
 
 from __future__ import annotations
@@ -81,9 +82,11 @@ def _replay(block, args, kwargs):
 def main(argv: list[str] | None = None) -> int:
     from _results import threads_args
 
-    args = threads_args(__doc__, argv)
+    args = threads_args(__doc__, argv, __file__)
     if args is None:
         return 2
+    if isinstance(args, int):   # re-run with the allocator pinned
+        return args
     import torch
     from predict_accuracy import _timing
 
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{t_replay['median_s'] * 1e6:.1f} us (n={t_replay['samples']}, CI {t_replay['ci_low_s'] * 1e6:.1f}.."
               f"{t_replay['ci_high_s'] * 1e6:.1f}); beyond the replay {beyond * 1e6:.1f} us; {instr} instructions "
               f"x {k * 1e9:.2f} ns = {instr * k * 1e6:.1f} us ({args.threads} threads, cpu)", flush=True)
-    figures = {"threads": args.threads, "instruction_s": k, "blocks": rows}
+    figures = {"threads": args.threads, "allocator": args.allocator, "instruction_s": k, "blocks": rows}
     if not args.no_save:
         from _results import save
 

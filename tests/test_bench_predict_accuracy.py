@@ -125,3 +125,21 @@ def test_the_block_benchmarks_refuse_a_thread_count_below_one(capsys):
 
     assert python_work.main(["--threads", "0"]) == 2 and model_parts.main(["--threads", "0"]) == 2
     assert capsys.readouterr().err.count("error: --threads >= 1") == 2
+
+
+def test_a_timing_benchmark_reruns_itself_with_the_allocator_pinned(monkeypatch):
+    import _results
+
+    from flopgap.machine._isolated import PINNED_ALLOCATOR
+
+    calls = []
+    monkeypatch.setattr(_results.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 7)
+    for k in PINNED_ALLOCATOR:
+        monkeypatch.delenv(k, raising=False)
+    assert _results.rerun_pinned("default", "x.py", ["--no-save"]) is None and not calls
+    assert _results.rerun_pinned("pinned", "x.py", ["--no-save"]) == 7
+    (cmd, env), = calls
+    assert cmd[1:] == ["x.py", "--no-save"] and all(env[k] == v for k, v in PINNED_ALLOCATOR.items())
+    for k, v in PINNED_ALLOCATOR.items():
+        monkeypatch.setenv(k, v)
+    assert _results.rerun_pinned("pinned", "x.py", []) is None and len(calls) == 1
