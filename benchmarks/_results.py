@@ -67,8 +67,9 @@ def rerun_pinned(allocator: str, script: str, argv: list[str] | None) -> int | N
     """The exit status of ``script`` re-run with glibc's allocator thresholds pinned
     (``flopgap.machine._isolated.PINNED_ALLOCATOR``, as the machine profile is measured)
     when ``allocator`` is ``"pinned"`` and this process is not; None when it already runs
-    as asked. Unpinned, a model's time depends on what the process allocated before (a
-    timm mobile net ran 1.4-1.7x slower in a fresh unpinned process on the 2-core VM)."""
+    as asked. Unpinned, whether a model's large activations get fresh pages (a page fault
+    per 4 KiB) on every call depends on what the process allocated before, so its time
+    would not describe the state the profile was measured in."""
     import os
 
     from flopgap.machine._isolated import PINNED_ALLOCATOR, allocator_pinned
