@@ -439,7 +439,8 @@ def _python_work(p: dict) -> str:
 @summary("model_parts")
 def _model_parts(p: dict) -> str:
     f = p["figures"]
-    lines = [f"CPU, {f['threads']} threads, one process; each part called on the input it gets inside its model, "
+    alloc = "glibc allocator pinned" if f.get("allocator") == "pinned" else "glibc allocator as it comes"
+    lines = [f"CPU, {f['threads']} threads, one process, {alloc}; each part called on the input it gets inside its model, "
              "timed with `flopgap.timing.measure` (2% CI) and predicted on its own from the cached machine profile; "
              "error = predicted / measured - 1.", "",
              "| model / part | ops | measured (median, 95% CI, samples) | predicted | error |",
