@@ -14,7 +14,7 @@ from flopgap.count import _formulas  # noqa: F401  (fills the registry)
 from flopgap.count import _formulas_train  # noqa: F401  (fills the registry)
 from flopgap.count._mode import _ALIAS_RETURN, record_calls, schema_flags
 from flopgap.count._registry import Cost, Meta, lookup
-from flopgap.count._result import CountResult, ModuleStats, OpRecord, aggregate
+from flopgap.count._result import FREE_KINDS, CountResult, ModuleStats, OpRecord, aggregate
 from flopgap.models import Inputs, bind_inputs, call_model, describe_inputs
 
 __all__ = ["count", "cost_of_call", "count_params"]
@@ -293,6 +293,52 @@ def _seed_gradients(out, model: str) -> tuple[list, list]:
     return outs, [torch.ones_like(t) for t in outs]
 
 
+# ops that copy their input into the row-major layout of a shape of their own (a
+# reshape or flatten that cannot be a view): their input is read in row-major order of
+# its own shape, whatever the output's shape
+_ROW_MAJOR_COPIES = frozenset({"aten.reshape.default", "aten._unsafe_view.default", "aten.flatten.using_ints",
+                               "aten.view_copy.default", "aten._reshape_copy.default"})
+
+
+def inner_run(name: str, args, outs) -> int:
+    """Elements per contiguous run in which an op reads its most scattered tensor input:
+    the input's dims are walked in the memory order of the output (innermost first; for a
+    reshape-like copy, :data:`_ROW_MAJOR_COPIES`, in the row-major order of the input's
+    own shape), and the run grows while each dim sits right after the previous one in the
+    input's memory. 1: the innermost dim is strided (a transposed matrix copied to
+    row-major); 0: every input is read in order (a run of the whole tensor), or the op
+    has no input shaped like its output. Size-1 dims are skipped; a broadcast (stride 0)
+    dim ends the run, as any other jump does. Such scattered reads run far below the
+    streaming rate of the same bytes: the predictor prices them on curves of their own."""
+    out = next((o for o in (outs or ()) if type(o) is Meta and o.stride is not None), None)
+    if out is None:
+        return 0
+    row_major = name in _ROW_MAJOR_COPIES
+    worst = 0
+    for a in args:
+        for t in (a if type(a) is list else (a,)):
+            if type(t) is not Meta or t.stride is None or len(t.shape) < 2:
+                continue
+            if row_major:
+                order = [d for d in reversed(range(len(t.shape))) if t.shape[d] > 1]
+            elif tuple(t.shape) == tuple(out.shape) and len(out.stride) == len(t.shape):
+                order = sorted((d for d in range(len(t.shape)) if t.shape[d] > 1),
+                               key=lambda d: (out.stride[d], -d))
+            else:
+                continue
+            run, expected = 1, 1
+            for d in order:
+                if t.stride[d] != expected:
+                    break
+                run *= t.shape[d]
+                expected *= t.shape[d]
+            else:
+                continue   # read in order, end to end
+            if worst == 0 or run < worst:
+                worst = run
+    return worst
+
+
 def _records(calls: list) -> list[OpRecord]:
     """One :class:`OpRecord` per recorded call. Calls with the same op and argument
     metadata (a transformer's repeated layers, a network's repeated blocks) share one
@@ -308,17 +354,20 @@ def _records(calls: list) -> list[OpRecord]:
             except TypeError:  # an unhashable argument (a list of tensors): evaluate it
                 key = done = None
             if done is not None:
-                name, family, kind, in_shapes, in_dtypes, out_shapes, cost = done
-                records.append(OpRecord(i, name, mod, family, kind, in_shapes, in_dtypes, out_shapes, *cost))
+                name, family, kind, in_shapes, in_dtypes, out_shapes, cost, run = done
+                records.append(OpRecord(i, name, mod, family, kind, in_shapes, in_dtypes, out_shapes, *cost,
+                                        inner_run=run))
                 continue
         family, kind, cost = cost_of_call(func, args, kwargs, outs, noop, copied)
         in_shapes, in_dtypes = _shapes(args)
         out_shapes, _ = _shapes(outs)
         totals = (cost.flops, cost.macs, cost.bytes_read, cost.bytes_written)
         name = _op_name(func)
+        run = 0 if kind in FREE_KINDS else inner_run(name, args, outs)
         if key is not None:
-            memo[key] = (name, family, kind, in_shapes, in_dtypes, out_shapes, totals)
-        records.append(OpRecord(i, name, mod, family, kind, in_shapes, in_dtypes, out_shapes, *totals))
+            memo[key] = (name, family, kind, in_shapes, in_dtypes, out_shapes, totals, run)
+        records.append(OpRecord(i, name, mod, family, kind, in_shapes, in_dtypes, out_shapes, *totals,
+                                inner_run=run))
     return records
 
 

@@ -38,6 +38,10 @@ class OpRecord:
     # bytes of tensors in no group are under "other"
     groups: dict | None = None
     phase: str = "forward"  # or "backward" (count(..., backward=True))
+    # elements per contiguous run in which the op reads its most scattered tensor input,
+    # walking the output's memory order (a transposed input copied to row-major: 1); 0
+    # when every input is read in that order (see flopgap.count._count.inner_run)
+    inner_run: int = 0
 
     @property
     def bytes(self) -> int:

@@ -95,8 +95,8 @@ from flopgap._units import fmt_seconds
 from flopgap._summary import summary_html, summary_repr
 from flopgap.explain._roofline import classify, op_dtype
 from flopgap.machine import cold_share as _cold_share
-from flopgap.machine import (CalKey, chain_reference_s, channels, is_conv, model_is_cold,
-                             op_features, op_key, pool_keeps_size, pool_window, weight_bytes)
+from flopgap.machine import (GATHER, CalKey, chain_reference_s, channels, gather_run, is_conv, itemsize,
+                             model_is_cold, op_features, op_key, pool_keeps_size, pool_window, weight_bytes)
 
 __all__ = ["Prediction", "PredictionCheck", "Interval", "predict", "Predictor", "PREDICT_SCHEMA", "METHOD_ERROR"]
 
@@ -113,6 +113,8 @@ _COLD_MEMORY_MAX = 4.0
 _DENSE_KEYS = ("conv:dense", "conv:grouped", "matmul", "matmul:int8", "attention")
 _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-movement", "embedding", "uncovered")
 _ADD = CalKey("aten.add.Tensor")
+_GATHER = CalKey(GATHER)
+_CLONE = CalKey("aten.clone.default")
 _FLATTEN = CalKey("aten.flatten.using_ints")
 
 # features equal to this (log2 units): the op's own shape was calibrated (a convolution's,
@@ -558,7 +560,33 @@ class Predictor:
     def op_detail(self, r, cold_weights: float = 0.0) -> tuple[float, str, float, str]:
         """(seconds, method, log spread of the cases used, why extrapolated or ''). A
         conv or matmul of a partly cold model (``0 < cold_weights < 1``) takes its hot and
-        cold-weight times weighed by the share."""
+        cold-weight times weighed by the share. A memory op that reads a scattered input
+        (:func:`~flopgap.machine.gather_run`; an add of a transposed tensor to a
+        contiguous one) adds what gathering that input costs beyond copying it in order
+        (:meth:`gather_extra`); a copy that gathers is priced on the gather curves itself."""
+        t, method, spread, why = self._op_detail(r, cold_weights)
+        extra = self.gather_extra(r) if not method.startswith(("own:", "knn:")) else 0.0
+        if extra > 0:
+            return t + extra, method + "+gather", spread, why
+        return t, method, spread, why
+
+    def gather_extra(self, r) -> float:
+        """Seconds a memory op pays for reading its most scattered input in runs of
+        ``gather_run(r)`` elements rather than in order: the gather curve's time at that
+        run less the clone curve's time, both at the bytes a copy of its output moves; 0
+        for an op read in order, a copy (its key is the gather itself), or a profile
+        without the two curves."""
+        run = gather_run(r)
+        if run is None or op_key(r).name == GATHER or _GATHER not in self.curves or _CLONE not in self.curves:
+            return 0.0
+        out = r.output_shapes[0] if r.output_shapes and r.output_shapes[0] else None
+        if not out or not all(isinstance(d, int) for d in out):
+            return 0.0
+        dtype = r.input_dtypes[0] if r.input_dtypes else ""
+        nbytes = 2 * math.prod(out) * itemsize(dtype)
+        return max(0.0, self._curve_time(_GATHER, nbytes, math.log2(run)) - self._curve_time(_CLONE, nbytes))
+
+    def _op_detail(self, r, cold_weights: float = 0.0) -> tuple[float, str, float, str]:
         share = float(cold_weights)
         key = op_key(r)
         fallback = ""

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flopgap.machine._keys import (CalKey, SIMD_FLOATS, _attention_dims, _matmul_dims, cold_share, conv_features,
-                                   op_features, op_key)
+from flopgap.machine._keys import (GATHER, SIMD_FLOATS, CalKey, _attention_dims, _matmul_dims, cold_share,
+                                   conv_features, gather_run, op_features, op_key)
 
 __all__ = ["Case", "grid", "grid_index", "cases_for", "chain_needs", "per_channel", "weight", "Needs", "NEIGHBOURS",
            "COLD_BYTES", "exact_case", "case_by_id"]
@@ -233,7 +233,6 @@ _MEMORY_OPS: dict[str, tuple] = {
                             True),
     "mean": (lambda x: x.mean((2, 3), keepdim=True), _X, CalKey("aten.mean.dim"), True),
     "sum": (lambda x: x.sum((2, 3)), _X, CalKey("aten.sum.dim_IntList"), False),
-    "contiguous": (lambda x: x.transpose(2, 3).contiguous(), _X, CalKey("aten.contiguous.default"), False),
     "upsample_nearest": (lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest"), _X,
                          CalKey("aten.upsample_nearest2d.vec"), False),
     "embedding": (lambda i, t: F.embedding(i, t), lambda n_el, c: _embedding_inputs(n_el, 64),
@@ -246,8 +245,39 @@ _SIZES = (256, 2048, 16384, 65536, 200704, 802816, 3211264)  # elements: 1 KB ..
 _QUICK_SIZES = (256, 65536, 3211264)
 _CHANNELS = (16, 64, 256, 1024)
 
+# gathers (a copy reading its input in short runs, see flopgap.machine._keys.GATHER_MAX_RUN):
+# runs of 1 (a transposed matrix), 2 (MobileViT's 2x2 patches unfolded), 4, 8 and 32 (a
+# head dimension), each at a range of sizes; a run between two of them is interpolated
+_GATHER_RUNS = (1, 2, 4, 8, 32)
+_QUICK_GATHER_RUNS = (1, 2, 8, 32)
+_GATHER_SIZES = (2048, 16384, 65536, 262144, 1048576)   # elements: 8 KB .. 4 MB in fp32
+_QUICK_GATHER_SIZES = (2048, 65536, 1048576)
+
+
+def _gather(n_el: int, run: int, cold=False):
+    """``x.contiguous()`` of a view that holds ``n_el`` elements in contiguous runs of
+    ``run`` (a transposed matrix for 1; else ``(p, q, run)`` with its first two dims
+    swapped)."""
+    bits = n_el.bit_length() - 1
+    if run == 1:
+        a = 1 << (bits // 2)
+        x = torch.randn(a, n_el // a).t()
+    else:
+        rest = n_el // run
+        p = 1 << ((rest.bit_length() - 1) // 2)
+        x = torch.randn(p, rest // p, run).transpose(0, 1)
+    return (lambda t: t.contiguous()), (x,)
+
+
+def _gather_cases(sizes, runs) -> Iterator[Case]:
+    for n_el in sizes:
+        for run in runs:
+            yield Case(f"gather {n_el} r{run}", CalKey(GATHER), "gather", (n_el, run), (),
+                       2e-6 + 8 * n_el / 2e10 * (8 if run < 8 else 2))
+
+
 _BUILDERS: dict[str, Callable] = {"conv": _conv, "linear": _linear, "qlinear": _qlinear, "sdpa": _sdpa,
-                                  "memory": _memory}
+                                  "memory": _memory, "gather": _gather}
 
 
 # ------------------------------------------------------------------ the lattice
@@ -476,8 +506,9 @@ def grid(quick: bool = False) -> tuple[Case, ...]:
                                                  (64, 768, 768)]]
     att = [_sdpa_case(*s) for s in _sdpa_shapes()]
     if not quick:
-        return (*conv, *lin, *q, *att, *_memory_cases(_SIZES))
-    return (*conv[::4], *lin[::4], *q[::2], *att[::4], *_memory_cases(_QUICK_SIZES))
+        return (*conv, *lin, *q, *att, *_memory_cases(_SIZES), *_gather_cases(_GATHER_SIZES, _GATHER_RUNS))
+    return (*conv[::4], *lin[::4], *q[::2], *att[::4], *_memory_cases(_QUICK_SIZES),
+            *_gather_cases(_QUICK_GATHER_SIZES, _QUICK_GATHER_RUNS))
 
 
 @lru_cache(maxsize=2)
@@ -530,6 +561,10 @@ def _rough_time(r) -> float:
     return 0.0 if r.is_free else 3e-6 + max(r.flops / 1e11, r.bytes / 2e10)
 
 
+_CLONE = CalKey("aten.clone.default")
+# shape-model ops (convs, matmuls, attention) read scattered inputs at their own rate:
+# their kernels pack or stride the operands themselves, so no gather is added to them
+_NOT_GATHERED = ("conv:dense", "conv:depthwise", "conv:grouped", "matmul", "matmul:int8", "attention")
 # the fallbacks the predictor reads for ops without a model of their own: views take the
 # flatten time, other memory-like ops the add curve
 _ALWAYS = (CalKey("aten.flatten.using_ints"), CalKey("aten.add.Tensor"))
@@ -562,6 +597,10 @@ def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
                 own_keys.add(hot.key)
             continue
         key = op_key(r)
+        if key.name != GATHER and gather_run(r) is not None and key.name not in _NOT_GATHERED:
+            # an op reading a scattered input: priced with the gather it implies (see the predictor)
+            for k in (CalKey(GATHER), _CLONE):
+                seen[(k, None)] = seen.get((k, None), 0.0) + t / total
         if key.ragged and key not in by_key:
             key = key.aligned()
         if key.shape_model and r.flops > 0:
@@ -619,5 +658,6 @@ def chain_needs(chain_ops: list[list], *, llc_bytes: int, quick: bool = False) -
 
 def per_channel(case: Case) -> bool:
     """Whether a memory case's time is modelled per channel count (its op is timed at
-    several widths); the other memory ops are modelled by bytes alone."""
-    return case.kind == "memory" and _MEMORY_OPS[case.params[0]][3]
+    several widths; a gather's "channels" are its run lengths); the other memory ops are
+    modelled by bytes alone."""
+    return case.kind == "gather" or (case.kind == "memory" and _MEMORY_OPS[case.params[0]][3])

@@ -13,6 +13,9 @@ stage files under ``conv`` or ``matmul`` (einsum, mv, ``_int_mm`` ...) is seen t
   attention): a k-nearest-neighbour model of achieved FLOP/s over log2 shape features;
 - ``matmul:int8``: a quantized linear (``quantized.linear*``), the same features, its
   own model (int8 kernels run at another rate than float ones);
+- ``gather``: a copy (``contiguous``, a reshape that cannot be a view ...) that reads its
+  input in short scattered runs (``OpRecord.inner_run`` below :data:`GATHER_MAX_RUN`):
+  curves of time over bytes, one per run length;
 - any other op name (``aten.relu_.default`` ...): a curve of time over bytes moved;
   windowed pools carry their window (``window``) and whether they keep the map's size
   (``stride1``);
@@ -29,9 +32,19 @@ import torch
 
 __all__ = ["CalKey", "op_key", "op_features", "weight_bytes", "channels", "is_conv", "is_quantized_linear",
            "pool_window", "pool_keeps_size", "itemsize", "footprint_bytes", "model_is_cold", "cold_share", "FULLY_COLD",
-           "SIMD_FLOATS"]
+           "SIMD_FLOATS", "GATHER", "GATHER_MAX_RUN", "gather_run", "COPY_OPS"]
 
 SIMD_FLOATS = 16   # fp32 lanes of an AVX-512 register: oneDNN blocks channels by it
+# reads in contiguous runs of this many elements (256 bytes of fp32: four cache lines) or
+# more stream at close to the rate of an in-order copy; shorter runs, down to a transposed
+# matrix's runs of 1, take several times as long per byte (the profile's gather curves
+# against its clone curve show by how much on a machine): they are priced on the gather curves
+GATHER_MAX_RUN = 64
+GATHER = "gather"
+# ops that only copy their input (into another layout or shape): a scattered one is a gather
+COPY_OPS = frozenset({"aten.clone.default", "aten.contiguous.default", "aten.reshape.default",
+                      "aten._unsafe_view.default", "aten.flatten.using_ints", "aten.copy_.default",
+                      "aten._to_copy.default", "aten.to.dtype", "aten.view_copy.default", "aten._reshape_copy.default"})
 _SHAPE_MODELS = ("conv:dense", "conv:depthwise", "conv:grouped", "matmul", "matmul:int8", "attention")
 
 
@@ -178,8 +191,17 @@ def pool_keeps_size(r) -> bool:
     return len(a) >= 3 and len(a) == len(b) and list(a[-2:]) == list(b[-2:])
 
 
+def gather_run(r) -> int | None:
+    """The run length (elements) in which an op reads its most scattered input when it is
+    short enough to set the op's pace (below :data:`GATHER_MAX_RUN`), else None."""
+    run = getattr(r, "inner_run", 0) or 0
+    return run if 0 < run < GATHER_MAX_RUN and not r.is_free else None
+
+
 def op_key(r) -> CalKey:
     """The calibration model of one count record (never ``cold``: the predictor decides that)."""
+    if r.op in COPY_OPS and gather_run(r) is not None:
+        return CalKey(GATHER)
     if is_conv(r):
         d = _conv_dims(r)
         if d is not None:
@@ -203,7 +225,8 @@ def op_key(r) -> CalKey:
 
 def op_features(r) -> list[float]:
     """log2 shape features for the k-NN models; ``[log2 bytes, log2 channels]`` for curves
-    (for a layer norm the length of the rows it normalises instead of channels)."""
+    (for a layer norm the length of the rows it normalises instead of channels, for a
+    gather its run length)."""
     key = op_key(r)
     if key.name.startswith("conv:"):
         n, cin, cout, cin_g, groups, k, hw_in, hw_out = _conv_dims(r)
@@ -213,6 +236,8 @@ def op_features(r) -> list[float]:
     if key.name == "attention":
         bh, L, S, e, share = _attention_dims(r)
         return [_lg(bh), _lg(L), _lg(S), _lg(e), math.log2(max(share, 1e-3))]
+    if key.name == GATHER:
+        return [_lg(r.bytes_read + r.bytes_written), _lg(gather_run(r))]
     return [_lg(r.bytes_read + r.bytes_written), _lg(_row_length(r) if key.name in _ROW_OPS else channels(r))]
 
 

@@ -136,7 +136,8 @@ def _is(kind):
 _OP_FIELDS = {"index": _count, "op": _is(str), "module": _is(str), "family": _is(str), "kind": _is(str),
               "input_shapes": _is(list), "input_dtypes": _is(list), "output_shapes": _is(list),
               "flops": _count, "macs": _count, "bytes_read": _count, "bytes_written": _count,
-              "groups": lambda v: v is None or isinstance(v, dict), "phase": lambda v: v in ("forward", "backward")}
+              "groups": lambda v: v is None or isinstance(v, dict), "phase": lambda v: v in ("forward", "backward"),
+              "inner_run": _count}
 _OP_REQUIRED = set(list(_OP_FIELDS)[:8])
 
 
@@ -466,15 +467,17 @@ def needs_for(count_result, *, quick: bool = False) -> Needs:
 
 
 def _chains_current(prof: MachineProfile) -> bool:
-    """The profile holds this version's chains (the same chain labels, in order): a
-    cached profile whose chain set has changed since gets its chains measured again, and
-    the new ones replace the old even when they were measured disturbed (which the next
-    run measures again)."""
+    """The profile holds this version's chains (the same chain labels, in order, their
+    ops counted with their read layout, ``inner_run``): a cached profile whose chain set
+    or chain records have changed since gets its chains measured again, and the new ones
+    replace the old even when they were measured disturbed (which the next run measures
+    again)."""
     from flopgap.machine._chains import chain_cases, python_version
 
     return (prof.has_chains and [c.get("label") for c in prof.chains] == [lb for lb, _ in chain_cases(prof.quick)]
             and prof.python_opcode_s is not None and prof.sections["chains"].get("python") == python_version()
-            and all((c.get("python_opcodes") or 0) > 0 for c in prof.chains))
+            and all((c.get("python_opcodes") or 0) > 0 and all("inner_run" in d for d in c.get("ops") or [{}])
+                    for c in prof.chains))
 
 
 def _request(prof: MachineProfile | None, needs: Needs | None, quick: bool, cuda: bool) -> Request:
