@@ -254,3 +254,22 @@ def test_cpu_explanation_has_no_gpu_finding():
     ex = _explain(res, [4e-6] * 20, 100e-6)
     assert ex.totals.device_s is None and ex.totals.gpu_idle_share is None
     assert not any(f.kind == "gpu_idle" for f in ex.findings)
+
+
+class _ScatteredAdd(nn.Module):
+    def forward(self, x, y):
+        return x.transpose(0, 1) + y
+
+
+def test_scattered_reads_get_a_layout_finding_from_five_percent_of_the_call():
+    res = _meta_count(_ScatteredAdd(), (64, 64), (64, 64))
+    (add,) = res.kernel_ops
+    assert add.inner_run == 1
+    times = [0.0 if r.is_free else 10e-6 for r in res.ops]
+    ex = _explain(res, times, 100e-6)           # the add: 10% of the call
+    g = next(f for f in ex.findings if f.title == "Opportunity: scattered reads (layout)")
+    assert g.numbers == {"gather_ops": 1, "gather_s": pytest.approx(10e-6), "gather_share": pytest.approx(0.1),
+                         "shortest_run": 1}
+    assert g.ops[0].op == "aten.add.Tensor" and next(o for o in ex.ops if not o.free).inner_run == 1
+    ex = _explain(res, times, 1e-3)             # 1%: below the threshold
+    assert not any(f.title.startswith("Opportunity: scattered") for f in ex.findings)

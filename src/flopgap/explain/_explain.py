@@ -141,7 +141,7 @@ def _op(r, t, n_launch, predicted_s, dev_t, profile, call_s) -> ExplainedOp:
         achieved_flops_s=(r.flops / t if t else None), achieved_bytes_s=(r.bytes / t if t else None),
         efficiency=(r.flops / t / peak if t and r.flops else None), launches=n_launch, device_time_s=dev_t,
         bound=roof.bound, t_compute=roof.t_compute, t_memory=roof.t_memory, t_overhead=roof.t_overhead,
-        roofline_s=roof.time, predicted_s=predicted_s)
+        roofline_s=roof.time, predicted_s=predicted_s, inner_run=getattr(r, "inner_run", 0) or 0)
 
 
 def _classes(timed: list[ExplainedOp], call_s: float, flops: int) -> dict[Bound, ClassShare]:

@@ -13,6 +13,7 @@ from flopgap._units import fmt_seconds
 from typing import Callable
 
 from flopgap.explain._records import Bound, Finding, OpRef
+from flopgap.machine import GATHER_MAX_RUN
 
 __all__ = ["findings", "FINDERS"]
 
@@ -34,6 +35,9 @@ FIXED_COST_SHARE = 0.5
 GPU_IDLE_SHARE = 0.5
 # page faults priced at 5% of the call or more get a finding (below, they are within the noise)
 FAULT_SHARE = 0.05
+# scattered reads (ops gathering an input in short runs) get a finding from 5% of the call:
+# the usual fix (one layout kept through the ops, or a fused kernel) is a small change
+GATHER_SHARE = 0.05
 # the Python/module-call time outside ops is named in the dominant finding from 1% of the call
 OUTSIDE_NAMED = 0.01
 TOP_OPS = 5  # ops listed per finding
@@ -41,6 +45,8 @@ TOP_OPS = 5  # ops listed per finding
 _CLASS_WORDS = {Bound.COMPUTE: "compute (FLOP-bound work)", Bound.MEMORY: "memory traffic",
                 Bound.OVERHEAD: "dispatch overhead (fixed per-op cost)"}
 _ELEMENTWISE = ("pointwise", "norm", "softmax", "reduction")
+# families whose kernels pack or stride their operands themselves (a scattered input costs them no gather)
+_OWN_OPERAND_PACKING = ("conv", "matmul", "attention", "quantized")
 
 
 def _rate(x: float, unit: str) -> str:
@@ -239,6 +245,24 @@ def _page_faults(v: _View) -> Finding | None:
         {"page_faults_per_call": faults, "page_fault_s": fault_s, "page_faults_s": cost, "page_faults_share": cost / ref})
 
 
+def _gathers(v: _View) -> Finding | None:
+    rows = [r for r in v.kernel if 0 < r.inner_run < GATHER_MAX_RUN and r.family not in _OWN_OPERAND_PACKING]
+    g_time = sum(r.time_s for r in rows)
+    if not rows or g_time / v.total < GATHER_SHARE:
+        return None
+    shortest = min(r.inner_run for r in rows)
+    return Finding(
+        "opportunity", "Opportunity: scattered reads (layout)",
+        f"{len(rows)} ops read an input in contiguous runs of fewer than {GATHER_MAX_RUN} elements (a transposed or "
+        f"permuted tensor read against its output's memory order; the shortest runs are {shortest} element"
+        f"{'s' if shortest > 1 else ''}): they take {fmt_seconds(g_time)}, {g_time / v.total:.0%} of the call, at "
+        "several times the time per byte of an in-order copy. Keeping one layout through these ops (a permute folded "
+        "into the matmul that follows, patches unfolded in one reshape) or fusing them (torch.compile) turns the "
+        "gathers into streaming reads.",
+        {"gather_ops": len(rows), "gather_s": g_time, "gather_share": g_time / v.total, "shortest_run": shortest},
+        _top(rows))
+
+
 def _coverage(v: _View) -> Finding | None:
     unc = [r for r in v.kernel if r.kind == "uncovered"]
     if not unc:
@@ -252,7 +276,7 @@ def _coverage(v: _View) -> Finding | None:
 
 FINDERS: tuple[Callable[[_View], Finding | None], ...] = (
     _disturbed, _dominant, _overhead, _gpu_idle, _memory, _utilisation, _quantization, _fusion, _batching,
-    _page_faults, _coverage)
+    _gathers, _page_faults, _coverage)
 
 
 def findings(ex) -> list[Finding]:

@@ -29,10 +29,13 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
                                     the curves of the two nearest counts; other ops
                                     (elementwise, layer norm) by bytes alone
     other memory-like op:           the ``aten.add.Tensor`` curve at the op's bytes
+    copy reading in short runs:     (``gather_run``: a transposed or patch-unfolded input copied
+                                    to row-major) the ``gather`` curve of its run length at its bytes
     free op (view, no-op):          the median ``flatten`` (a view) time
     anything else:                  roofline = max(F / peak, B / bandwidth, O)
 
-then the in-sequence correction ``t' = s * t + c + b * A (+ e * k * t)`` for every non-free
+a memory op reading a scattered input adds the gather's cost beyond an in-order clone of
+its output's bytes (:meth:`Predictor.gather_extra`); then the in-sequence correction ``t' = s * t + c + b * A (+ e * k * t)`` for every non-free
 op (``A``: the activation bytes it reads, :func:`handoff_bytes`; ``e * k * t`` only for a
 memory-class op, :func:`is_memory_class`, where ``k`` is the model's :func:`cold_share`:
 0 up to a footprint of half the last-level cache, 1 from a whole cache on, linear

@@ -48,6 +48,7 @@ class ExplainedOp:
     t_overhead: float
     roofline_s: float
     predicted_s: float
+    inner_run: int = 0   # the count's OpRecord.inner_run: contiguous run of its most scattered input (0: in order)
 
     @property
     def matched(self) -> bool:
