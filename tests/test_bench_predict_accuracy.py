@@ -143,3 +143,10 @@ def test_a_timing_benchmark_reruns_itself_with_the_allocator_pinned(monkeypatch)
     for k, v in PINNED_ALLOCATOR.items():
         monkeypatch.setenv(k, v)
     assert _results.rerun_pinned("pinned", "x.py", []) is None and len(calls) == 1
+
+
+def test_the_gather_effect_benchmark_refuses_a_thread_count_below_one(capsys):
+    import gather_effect
+
+    assert gather_effect.main(["--threads", "0"]) == 2
+    assert "error: --threads >= 1" in capsys.readouterr().err
