@@ -436,6 +436,22 @@ def _python_work(p: dict) -> str:
     return "\n".join(lines)
 
 
+@summary("gather_effect")
+def _gather_effect(p: dict) -> str:
+    f = p["figures"]
+    u = _units()
+    moved = [r for r in f["rows"] if abs(r["with_s"] / r["without_s"] - 1) >= 0.001]
+    lines = [f"CPU, {f['threads']} threads; sets {f['sets']}; each model predicted from one cached profile with "
+             "scattered reads priced and with them switched off (nothing timed).", "",
+             "| set | model | ops reading in runs under 64 | predicted with | without | change |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['set']} | {r['model']} | {r['gather_ops']} | {u.fmt_seconds(r['with_s'])} | "
+              f"{u.fmt_seconds(r['without_s'])} | {r['with_s'] / r['without_s'] - 1:+.1%} |"
+              for r in sorted(moved, key=lambda r: -(r["with_s"] / r["without_s"]))]
+    lines += ["", f"The other {len(f['rows']) - len(moved)} models moved by less than 0.1%.", "", machine_line(p)]
+    return "\n".join(lines)
+
+
 @summary("model_parts")
 def _model_parts(p: dict) -> str:
     f = p["figures"]
