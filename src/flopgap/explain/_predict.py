@@ -568,7 +568,7 @@ class Predictor:
         contiguous one) adds what gathering that input costs beyond copying it in order
         (:meth:`gather_extra`); a copy that gathers is priced on the gather curves itself."""
         t, method, spread, why = self._op_detail(r, cold_weights)
-        extra = self.gather_extra(r) if not method.startswith(("own:", "knn:")) else 0.0
+        extra = self.gather_extra(r)
         if extra > 0:
             return t + extra, method + "+gather", spread, why
         return t, method, spread, why
@@ -577,10 +577,13 @@ class Predictor:
         """Seconds a memory op pays for reading its most scattered input in runs of
         ``gather_run(r)`` elements rather than in order: the gather curve's time at that
         run less the clone curve's time, both at the bytes a copy of its output moves; 0
-        for an op read in order, a copy (its key is the gather itself), or a profile
-        without the two curves."""
+        for an op read in order, a copy (its key is the gather itself), a conv, matmul or
+        attention (shape models: their kernels pack their operands themselves), or a
+        profile without the two curves."""
         run = gather_run(r)
-        if run is None or op_key(r).name == GATHER or _GATHER not in self.curves or _CLONE not in self.curves:
+        key = op_key(r)
+        if run is None or key.name == GATHER or key.shape_model or _GATHER not in self.curves \
+                or _CLONE not in self.curves:
             return 0.0
         out = r.output_shapes[0] if r.output_shapes and r.output_shapes[0] else None
         if not out or not all(isinstance(d, int) for d in out):

@@ -562,9 +562,6 @@ def _rough_time(r) -> float:
 
 
 _CLONE = CalKey("aten.clone.default")
-# shape-model ops (convs, matmuls, attention) read scattered inputs at their own rate:
-# their kernels pack or stride the operands themselves, so no gather is added to them
-_NOT_GATHERED = ("conv:dense", "conv:depthwise", "conv:grouped", "matmul", "matmul:int8", "attention")
 # the fallbacks the predictor reads for ops without a model of their own: views take the
 # flatten time, other memory-like ops the add curve
 _ALWAYS = (CalKey("aten.flatten.using_ints"), CalKey("aten.add.Tensor"))
@@ -597,8 +594,9 @@ def cases_for(records, *, llc_bytes: int, quick: bool = False) -> Needs:
                 own_keys.add(hot.key)
             continue
         key = op_key(r)
-        if key.name != GATHER and gather_run(r) is not None and key.name not in _NOT_GATHERED:
-            # an op reading a scattered input: priced with the gather it implies (see the predictor)
+        if key.name != GATHER and not key.shape_model and gather_run(r) is not None:
+            # a memory op reading a scattered input: priced with the gather it implies (see
+            # the predictor); convs, matmuls and attention pack their operands themselves
             for k in (CalKey(GATHER), _CLONE):
                 seen[(k, None)] = seen.get((k, None), 0.0) + t / total
         if key.ragged and key not in by_key:
