@@ -72,8 +72,7 @@ def _fits(profile) -> tuple[list[str], dict, dict]:
     labels = [r[0] for r in rows]
 
     def apply(params):
-        s, c, b, e = params
-        return {lb: s * p + c * n + b * a + e * m + (t - tg) for lb, p, n, a, m, tg, t in rows}
+        return {row[0]: pred.fitted(params, row) for row in rows}
 
     stacks = [r for r in rows if not r[0].startswith(WHOLE_NETWORKS)]
     return labels, apply(pred._solve(rows)), apply(pred._solve(stacks))

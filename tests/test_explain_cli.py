@@ -98,7 +98,7 @@ def test_predict_json(env):
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
     d = json.loads(p.stdout)
-    assert d["schema"] == "flopgap.predict/2" and not d["calibrated"]
+    assert d["schema"] == "flopgap.predict/3" and not d["calibrated"]
     # 10 overhead-bound linears at 5 us + 11 module calls at 1 us
     assert d["latency_s"] == pytest.approx(10 * 5e-6 + 11 * 1e-6)
     # no chains: the method error is the stand-in +-25%, widened to the shipped held-out error

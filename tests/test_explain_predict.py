@@ -34,7 +34,7 @@ def test_roofline_only_prediction_is_the_sum_plus_module_calls():
     assert pred.latency_s == pytest.approx(3 * 5e-6 + 4 * 1e-6)
     assert pred.roofline_s == pytest.approx(3 * 5e-6)
     d = pred.to_dict()
-    assert d["schema"] == "flopgap.predict/2" and d["by_method"]["roofline"]["ops"] == 3
+    assert d["schema"] == "flopgap.predict/3" and d["by_method"]["roofline"]["ops"] == 3
 
 
 def test_cuda_family_overheads_are_the_floor_of_an_uncalibrated_prediction():
@@ -488,3 +488,56 @@ def test_the_cold_share_grows_from_half_the_last_level_cache_to_all_of_it():
         assert shares[n] == pytest.approx(min(1.0, max(0.0, (f - 0.5) / 0.5)))
         assert (shares[n] > 0) == weights_are_cold(ops, prof)       # above zero exactly when the model is cold
     assert shares[2] == 0.0 and 0 < shares[6] < 1 and shares[12] == 1.0
+
+
+def test_matmuls_and_attention_get_their_own_in_sequence_scale_when_the_chains_tell_them_apart():
+    from dataclasses import asdict
+
+    import torch.nn.functional as F
+
+    from flopgap.explain._predict import uses_matmul_scale
+    from flopgap.machine._grid import _Call
+
+    cal = [_knn_sample("matmul", [0, 3, 3], 2e4, 2e-6), _knn_sample("matmul", [0, 8, 8], 1e9, 2e-6 + 1e-2)]
+    base_prof = MachineProfile.synthetic(calibration=cal, module_overhead_s=1e-6)
+    base = Predictor(base_prof)
+
+    def chains(nets, s, s_mm):
+        out = []
+        for i, (module, shape) in enumerate(nets):
+            res = _meta_count(module, shape)
+            times = [base.op_time(r)[0] for r in res.ops]
+            mm = sum(t for r, t in zip(res.ops, times) if uses_matmul_scale(r))
+            n = sum(1 for r in res.ops if not r.is_free)
+            # measured = s x the other ops + s_mm x the matmuls + 2 us per op + module calls x 1 us
+            t = s * (sum(times) - mm) + s_mm * mm + 2e-6 * n + (len(module) + 1) * 1e-6
+            out.append({"label": f"c{i}", "ops": [asdict(r) for r in res.ops], "module_calls": len(module) + 1,
+                        "seconds": t, "seconds_min": t})
+        return out
+
+    linears = [(nn.Sequential(*[nn.Linear(w, w) for _ in range(d)]), (1, w)) for w, d in ((64, 2), (256, 3), (512, 2))]
+    mixed = [(nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128)), (1, 128))]
+    relus = [(nn.Sequential(*[nn.ReLU() for _ in range(d)]), (1, 2**14)) for d in (2, 5)]
+    att = _meta_count(_Call(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), *[(1, 2, 64, 32)] * 3)
+    assert uses_matmul_scale(next(o for o in att.ops if o.family == "attention"))
+    assert not any(uses_matmul_scale(r) for r in _meta_count(*relus[0]).ops)
+
+    prof = MachineProfile.synthetic(calibration=cal, module_overhead_s=1e-6,
+                                    chains=chains(linears + mixed + relus, 1.1, 1.3))
+    pred = Predictor(prof)
+    assert pred.scale == pytest.approx(1.1) and pred.matmul_scale == pytest.approx(1.3)
+    assert pred.per_op_s == pytest.approx(2e-6)
+    assert all(c["fitted_s"] == pytest.approx(c["measured_s"]) for c in pred.chain_fit)
+    net = _meta_count(nn.Sequential(nn.Linear(100, 100), nn.ReLU()), (1, 100))
+    out = predict(net, prof)
+    lin, relu = [base.op_time(r)[0] for r in net.ops if not r.is_free]
+    assert out.latency_s == pytest.approx(1.3 * lin + 1.1 * relu + 2 * 2e-6 + 3 * 1e-6)
+    assert out.matmul_scale == pytest.approx(1.3) and out.to_dict()["sequence_fit"]["matmul_scale"] == out.matmul_scale
+
+    # chains that are all matmuls (or too few chains) cannot tell the two apart: one scale
+    only = Predictor(MachineProfile.synthetic(calibration=cal, module_overhead_s=1e-6,
+                                              chains=chains(linears + linears, 1.2, 1.2)))
+    assert only.matmul_scale == only.scale == pytest.approx(1.2)
+    few = Predictor(MachineProfile.synthetic(calibration=cal, module_overhead_s=1e-6,
+                                             chains=chains(linears[:2] + relus, 1.1, 1.3)))
+    assert few.matmul_scale == few.scale

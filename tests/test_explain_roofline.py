@@ -176,7 +176,7 @@ def test_to_dict_schema():
     res = _meta_count(TinyChain(), (4,))
     d = _explain(res, [4e-6] * 20, 100e-6).to_dict()
     assert d["schema"] == "flopgap.explain/2"
-    assert d["prediction"]["schema"] == "flopgap.predict/2"
+    assert d["prediction"]["schema"] == "flopgap.predict/3"
     assert d["machine"]["source"] == "synthetic"
     assert len(d["ops"]) == 20 and {"time_s", "bound", "predicted_s", "efficiency"} <= set(d["ops"][0])
 

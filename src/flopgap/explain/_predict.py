@@ -36,7 +36,9 @@ Per op (every dispatched op, views included: each one costs a dispatch)::
 
 a memory op reading a scattered input adds the gather's cost beyond an in-order clone of
 its output's bytes (:meth:`Predictor.gather_extra`); then the in-sequence correction ``t' = s * t + c + b * A (+ e * k * t)`` for every non-free
-op (``A``: the activation bytes it reads, :func:`handoff_bytes`; ``e * k * t`` only for a
+op, with ``s_mm`` in place of ``s`` for a float matmul or fused attention
+(:data:`MATMUL_SCALE_KEYS`; views are scaled by ``s``)
+(``A``: the activation bytes it reads, :func:`handoff_bytes`; ``e * k * t`` only for a
 memory-class op, :func:`is_memory_class`, where ``k`` is the model's :func:`cold_share`:
 0 up to a footprint of half the last-level cache, 1 from a whole cache on, linear
 between), plus the
@@ -51,18 +53,20 @@ instruction count (``count(..., python=False)``, a module in training mode) ``Y`
 ops times the chains' median instructions per op, and the prediction says so
 (``python_estimated``). A profile without the instruction's cost (synthetic, or cached
 before it was measured) uses ``module_overhead_s`` per module that ran ops instead, with
-``Y * python_opcode_s`` replaced by that product in the fit below. ``s``, ``c``
+``Y * python_opcode_s`` replaced by that product in the fit below. ``s``, ``s_mm``, ``c``
 and ``b`` are fitted (robust least squares: soft-L1 loss on relative errors, so that a chain
-disturbed by another process does not drag the fit; 1 <= s <= 4, 0 <= c <= 50 us,
+disturbed by another process does not drag the fit; 1 <= s, s_mm <= 4, 0 <= c <= 50 us,
 0 <= b <= 1 s/GB) on the profile's synthetic chains:
-T_chain - Y_chain * python_opcode_s = s * sum(t) + c * ops + b * sum(A) + e * k_chain *
-sum(t of memory-class ops), 0 <= e <= 4
+T_chain - Y_chain * python_opcode_s = s * sum(t of other ops) + s_mm * sum(t of matmuls and
+attention) + c * ops + b * sum(A) + e * k_chain * sum(t of memory-class ops), 0 <= e <= 4
 (T_chain: the chain's median in its least-disturbed round, as a model is scored by its
 median in its least-disturbed pass; the single-op cases use their fastest block). ``b`` is the cost
 of handing data from op to op: an op repeated alone finds its input in its own
 threads' caches, in a model the input was just written by another op, partitioned
 across the threads another way. With fewer than 4 chains, or no cold chain with
-memory-class ops, e = 0; with fewer than 3, b = 0 too; with fewer than 2, s = 1 and c = 0.
+memory-class ops, e = 0; with fewer than 3, b = 0 too; with fewer than 2, s = 1 and c = 0;
+``s_mm`` is fitted apart only on a calibrated profile with at least 5 chains, some with
+matmuls or attention and some without (else ``s_mm = s``).
 The calibration cases are single ops on a fixed grid (``flopgap.machine._grid``),
 never the models being predicted. With no calibration (a synthetic or CUDA profile)
 every op uses the roofline term.
@@ -103,7 +107,7 @@ from flopgap.machine import (GATHER, CalKey, chain_reference_s, channels, gather
 
 __all__ = ["Prediction", "PredictionCheck", "Interval", "predict", "Predictor", "PREDICT_SCHEMA", "METHOD_ERROR"]
 
-PREDICT_SCHEMA = "flopgap.predict/2"  # 2: interval, extrapolated ops, typed keys
+PREDICT_SCHEMA = "flopgap.predict/3"  # 2: interval, extrapolated ops, typed keys; 3: sequence_fit.matmul_scale
 _K = 4
 # s >= 1: a chain's median cannot beat its ops' fastest single-op blocks; a fit below 1
 # only says the single ops were timed in a slower spell than the chains
@@ -114,6 +118,11 @@ _COLD_MEMORY_MAX = 4.0
 # and fused attention (its two matmuls; a ViT-tiny's attention alone: 212 us, as a
 # memory-class op of a cold model: 429 us predicted, profiled inside the model: 231 us)
 _DENSE_KEYS = ("conv:dense", "conv:grouped", "matmul", "matmul:int8", "attention")
+# float matmuls and fused attention slow down more in a sequence than the other ops (a
+# linear repeated alone keeps its weight in the core's caches): their own in-sequence
+# scale s_mm; one shared s under-fits the linear-heavy chains and over-fits the conv ones
+# (docs/predict.md, "In sequence")
+MATMUL_SCALE_KEYS = ("matmul", "attention")
 _MEMORY_FAMILIES = ("pointwise", "norm", "pool", "softmax", "reduction", "data-movement", "embedding", "uncovered")
 _ADD = CalKey("aten.add.Tensor")
 _GATHER = CalKey(GATHER)
@@ -193,6 +202,7 @@ class Prediction:
     profile: dict = field(default_factory=dict)
     calibrated: bool = True
     scale: float = 1.0
+    matmul_scale: float = 1.0   # s_mm: the in-sequence scale of float matmuls and fused attention
     per_op_s: float = 0.0
     per_byte_s: float = 0.0
     cold_memory_extra: float = 0.0
@@ -261,7 +271,8 @@ class Prediction:
                 "python_estimated": self.python_estimated, "calibrated": self.calibrated, "threads": self.threads,
                 "extrapolated": self.extrapolated, "extrapolated_share": self.extrapolated_share,
                 "warnings": list(self.warnings),
-                "sequence_fit": {"scale": self.scale, "per_op_s": self.per_op_s, "per_byte_s": self.per_byte_s,
+                "sequence_fit": {"scale": self.scale, "matmul_scale": self.matmul_scale, "per_op_s": self.per_op_s,
+                                 "per_byte_s": self.per_byte_s,
                                  "cold_memory_extra": self.cold_memory_extra, "cold_model": self.cold,
                                  "chains": self.chain_fit},
                 "by_method": self.by_method(), "ops": self.ops, "machine": self.profile}
@@ -372,6 +383,7 @@ class Predictor:
         self.view_s = (float(np.exp(np.median(np.concatenate([v.log_seconds for v in flat.values()]))))
                        if flat is not None else None)
         self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra = 1.0, 0.0, 0.0, 0.0
+        self.matmul_scale = 1.0
         # the model's Python priced per bytecode instruction when the profile measured the
         # instruction and counted its chains' instructions; else per module call
         k = getattr(profile, "python_opcode_s", None)
@@ -395,6 +407,7 @@ class Predictor:
             share = cold_share(recs, self.profile)
             times = [self.op_time(r, share)[0] if self.calibrated else self.uncalibrated_time(r)[0] for r in recs]
             p = sum(times)
+            pm = sum(t for r, t in zip(recs, times) if uses_matmul_scale(r))
             m = share * sum(t for r, t in zip(recs, times) if is_memory_class(r))
             n = sum(1 for r in recs if not r.is_free)
             a = sum(handoff_bytes(r) for r in recs)
@@ -404,14 +417,15 @@ class Predictor:
             t = chain_reference_s(ch)
             target = t - (ch["python_opcodes"] * self.python_opcode_s if self.python_opcode_s
                           else ch["module_calls"] * self.profile.module_overhead_s)
-            rows.append((ch["label"], p, n, a, m, target, t))
+            rows.append((ch["label"], p, n, a, m, target, t, pm))
         return rows
 
-    def _solve(self, rows: list[tuple]) -> tuple[float, float, float, float]:
-        """(s, c, b, e) fitted on ``rows`` (identity with fewer than 2 chains)."""
+    def _solve(self, rows: list[tuple]) -> tuple[float, float, float, float, float]:
+        """(s, c, b, e, s_mm) fitted on ``rows`` (identity with fewer than 2 chains)."""
         if len(rows) < 2:
-            return 1.0, 0.0, 0.0, 0.0
+            return 1.0, 0.0, 0.0, 0.0, 1.0
         p_ = np.array([r[1] for r in rows])
+        pm_ = np.array([r[7] for r in rows])
         n_ = np.array([r[2] for r in rows], dtype=float)
         a_ = np.array([r[3] for r in rows], dtype=float)
         m_ = np.array([r[4] for r in rows])
@@ -421,33 +435,45 @@ class Predictor:
         # (CUDA) the per-op times are floors (roofline, host cost of a tiny op): s and c only
         b_max = _PER_GB_MAX_S if len(rows) >= 3 and self.calibrated else 0.0
         e_max = _COLD_MEMORY_MAX if len(rows) >= 4 and m_.any() and self.calibrated else 0.0
+        # s_mm apart: one more chain again, and chains with and without matmuls to tell them apart
+        split = len(rows) >= 5 and self.calibrated and bool((pm_ > 0).any()) and bool((pm_ < p_).any())
 
         def resid(x):  # relative error of each chain; c in us and b in s/GB for conditioning
-            return (x[0] * p_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ + x[3] * m_ - tg) / tg
+            s_mm = x[4] if split else x[0]
+            return (x[0] * (p_ - pm_) + s_mm * pm_ + x[1] * 1e-6 * n_ + x[2] * 1e-9 * a_ + x[3] * m_ - tg) / tg
 
-        fit = least_squares(resid, x0=[1.0, 0.0, 0.0, 0.0],
-                            bounds=([_SCALE_MIN, 0.0, 0.0, 0.0],
-                                    [_SCALE_MAX, _PER_OP_MAX_US, max(b_max, 1e-12), max(e_max, 1e-12)]),
+        fit = least_squares(resid, x0=[1.0, 0.0, 0.0, 0.0, 1.0],
+                            bounds=([_SCALE_MIN, 0.0, 0.0, 0.0, _SCALE_MIN],
+                                    [_SCALE_MAX, _PER_OP_MAX_US, max(b_max, 1e-12), max(e_max, 1e-12),
+                                     _SCALE_MAX if split else _SCALE_MIN + 1e-12]),
                             loss="soft_l1", f_scale=0.1, xtol=1e-12, ftol=1e-12, gtol=1e-12)
         # sub-nanosecond per-op terms (and sub-1e-15 s per byte) are solver round-off of a zero bound
         return (float(fit.x[0]), round(float(fit.x[1]) * 1e-6, 12),
-                round(float(fit.x[2]) * 1e-9, 15) if b_max else 0.0, round(float(fit.x[3]), 9) if e_max else 0.0)
+                round(float(fit.x[2]) * 1e-9, 15) if b_max else 0.0, round(float(fit.x[3]), 9) if e_max else 0.0,
+                float(fit.x[4]) if split else float(fit.x[0]))
+
+    @staticmethod
+    def fitted(params: tuple, row: tuple) -> float:
+        """A chain's time under the fit ``params`` (:meth:`_solve`'s tuple), its Python included."""
+        s, c, b, e, s_mm = params
+        _, p, n, a, m, tg, t, pm = row
+        return s * (p - pm) + s_mm * pm + c * n + b * a + e * m + (t - tg)
 
     def _fit_chains(self) -> list[dict]:
-        self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra = self._solve(self._rows)
-        return [{"label": lb, "per_op_sum_s": p, "ops": n, "handoff_bytes": a, "cold_memory_s": m, "measured_s": t,
-                 "fitted_s": self.scale * p + self.per_op_s * n + self.per_byte_s * a + self.cold_memory_extra * m
-                 + (t - tg)}
-                for lb, p, n, a, m, tg, t in self._rows]
+        params = self._solve(self._rows)
+        self.scale, self.per_op_s, self.per_byte_s, self.cold_memory_extra, self.matmul_scale = params
+        return [{"label": row[0], "per_op_sum_s": row[1], "matmul_sum_s": row[7], "ops": row[2],
+                 "handoff_bytes": row[3], "cold_memory_s": row[4], "measured_s": row[6],
+                 "fitted_s": self.fitted(params, row)}
+                for row in self._rows]
 
     def _leave_one_out(self) -> list[float]:
         """log(measured / predicted) of each chain under a fit made without it."""
         if len(self._rows) < _MIN_LOO_CHAINS:
             return []
         out = []
-        for i, (_, p, n, a, m, tg, t) in enumerate(self._rows):
-            s, c, b, e = self._solve(self._rows[:i] + self._rows[i + 1:])
-            pred = s * p + c * n + b * a + e * m + (t - tg)
+        for i, row in enumerate(self._rows):
+            pred, t = self.fitted(self._solve(self._rows[:i] + self._rows[i + 1:]), row), row[6]
             if pred > 0 and t > 0:
                 out.append(math.log(t / pred))
         return out
@@ -658,6 +684,11 @@ def _allocated_bytes(r) -> int:
     return r.bytes_written
 
 
+def uses_matmul_scale(r) -> bool:
+    """A float matmul or fused attention (:data:`MATMUL_SCALE_KEYS`): scaled by ``s_mm``."""
+    return not r.is_free and op_key(r).name in MATMUL_SCALE_KEYS
+
+
 def is_memory_class(r) -> bool:
     """An op that runs at memory or overhead speed, not at a dense kernel's FLOP rate:
     not free, not a pool, and not a dense or grouped conv, a matmul or a fused attention
@@ -719,7 +750,8 @@ def predict(count_result, profile) -> Prediction:
             t = pred.scale * t
         else:
             extra = pred.cold_memory_extra * share * t if is_memory_class(r) else 0.0
-            t = pred.scale * t + extra + pred.per_op_s + pred.per_byte_s * handoff_bytes(r)
+            scale = pred.matmul_scale if uses_matmul_scale(r) else pred.scale
+            t = scale * t + extra + pred.per_op_s + pred.per_byte_s * handoff_bytes(r)
         t += faults
         total += t
         roof_total += roof
@@ -740,7 +772,8 @@ def predict(count_result, profile) -> Prediction:
     out = Prediction(count_result.model, latency, roof_total, mod_s, calls, ops,
                      {"fingerprint": profile.fingerprint, "quick": profile.quick, "source": profile.source,
                       "python_opcode_s": getattr(profile, "python_opcode_s", None)},
-                     calibrated=pred.calibrated, scale=pred.scale, per_op_s=pred.per_op_s,
+                     calibrated=pred.calibrated, scale=pred.scale, matmul_scale=pred.matmul_scale,
+                     per_op_s=pred.per_op_s,
                      per_byte_s=pred.per_byte_s, cold_memory_extra=pred.cold_memory_extra, cold=cold,
                      chain_fit=pred.chain_fit, profile_warnings=list(profile.warnings), python_s=py_s,
                      python_opcodes=opcodes, python_estimated=estimated)

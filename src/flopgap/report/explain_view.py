@@ -51,7 +51,8 @@ def render_machine(prof, console: Console, path: str | None = None) -> None:
         from flopgap.explain import Predictor
 
         pred = Predictor(prof)
-        console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t + "
+        console.print(f"sequence fit on {len(prof.chains)} synthetic chains: t' = {pred.scale:.3f} x t "
+                      f"({pred.matmul_scale:.3f} x t for matmuls and attention) + "
                       f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read, "
                       f"memory-class ops in cold models +{pred.cold_memory_extra:.0%}; chains: "
                       + ", ".join(f"{markup(c['label'])} measured {fmt_seconds(c['measured_s'])} fitted {fmt_seconds(c['fitted_s'])}"
@@ -170,7 +171,7 @@ def render_prediction(pred, console: Console, check=None, top: int = 5) -> None:
     console.print(line + f"  for {pred.threads} threads")
     print_warnings(pred.warnings, console)
     console.print(f"(roofline sum {fmt_seconds(pred.roofline_s)}; {_python_part(pred)}; in-sequence fit "
-                  f"{pred.scale:.2f} x t + "
+                  f"{pred.scale:.2f} x t ({pred.matmul_scale:.2f} x t for matmuls and attention) + "
                   f"{fmt_seconds(pred.per_op_s)} per op + {_per_gb(pred.per_byte_s)} per GB of activations read"
                   + (f", memory-class ops +{pred.cold_memory_extra:.0%} in this cold model" if pred.cold_memory_extra
                      and pred.cold else "")
