@@ -289,6 +289,19 @@ def _isolated_runs() -> list[dict]:
     return out
 
 
+def _moved(before: dict, after: dict) -> str:
+    """How far the two sides moved between two runs: over the models scored in both, the
+    median of each model's prediction (and of its measured median) in ``after`` over
+    ``before``; a predictor unchanged between them shows how far two profiles differ."""
+    prev = {r["model"]: r for r in before["figures"]["rows"] if r.get("measured_s")}
+    pairs = [(r["predicted_s"] / prev[r["model"]]["predicted_s"], r["measured_s"] / prev[r["model"]]["measured_s"])
+             for r in after["figures"]["rows"] if r.get("measured_s") and r["model"] in prev]
+    if not pairs:
+        return "-"
+    pred, meas = (statistics.median([x[k] for x in pairs]) for k in (0, 1))
+    return f"x{pred:.3f} / x{meas:.3f} ({len(pairs)} models)"
+
+
 @summary("predict_accuracy")
 def _predict_accuracy(p: dict) -> str:
     f = p["figures"]
@@ -326,9 +339,10 @@ def _predict_accuracy(p: dict) -> str:
     if len(runs) > 1:
         lines += ["", "Every saved run with each timing in a fresh process (`benchmarks/results/history/`), the one "
                   "above among them; within +-10% / median error / in 90% interval:", "",
-                  "| run | commit | passes in the profile's state | tuned | heldout-dev | heldout-final |",
-                  "|---|---|---|---|---|---|"]
-        for r in runs:
+                  "| run | commit | passes in the profile's state | tuned | heldout-dev | heldout-final | "
+                  "against the run before: predicted / measured |",
+                  "|---|---|---|---|---|---|---|"]
+        for i, r in enumerate(runs):
             rf = r["figures"]
             cells = []
             for name in ("tuned", "heldout-dev", "heldout-final"):
@@ -337,7 +351,7 @@ def _predict_accuracy(p: dict) -> str:
                              f"{_pct(x.get('interval_coverage'))}" if x else "-")
             lines.append(f"| {str(r['machine'].get('time', '?'))[:16].replace('T', ' ')} | {r.get('commit')} | "
                          f"{rf.get('matched_passes', rf['calm_passes'])} of {rf['passes']} | " + " | ".join(cells)
-                         + " |")
+                         + f" | {_moved(runs[i - 1], r) if i else '-'} |")
     spreads = [(name, s["pass_spread"]) for name, s in f["sets"].items() if (s.get("pass_spread") or {}).get("models")]
     if spreads:
         lines += ["", "How far the measured side repeats: across its undisturbed passes, a model's slowest median "
