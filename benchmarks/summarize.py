@@ -289,6 +289,11 @@ def _isolated_runs() -> list[dict]:
     return out
 
 
+def _by_group(f: dict) -> bool:
+    """The run matched passes on the cold chains apart (its drift readings carry their median)."""
+    return any(d and "cold_median" in d for d in f.get("chain_drift_per_pass") or [])
+
+
 def _moved(before: dict, after: dict) -> str:
     """How far the two sides moved between two runs: over the models scored in both, the
     median of each model's prediction (and of its measured median) in ``after`` over
@@ -314,7 +319,9 @@ def _predict_accuracy(p: dict) -> str:
              + (f", measured again {again} time(s) when the machine left its state" if again else "")
              + f"; {f['passes']} timing passes, "
              f"{how}, " + (f"{f['matched_passes']} in the profile's state (its chains within 5% of their profile "
-                          "time before and after the pass); a model's figure is its median in the fastest of its "
+                          "time before and after the pass" + (", all of them and the cold ones apart"
+                                                              if _by_group(f) else "")
+                          + "); a model's figure is its median in the fastest of its "
                           "undisturbed passes in that state, and a model with none is not scored."
                           if "matched_passes" in f else
                           f"{f['calm_passes']} with the profile's chains within 5% of their profile time after the "

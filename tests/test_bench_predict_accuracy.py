@@ -100,6 +100,20 @@ def test_a_pass_counts_only_when_the_chains_ran_at_their_profile_time_before_and
     assert predict_accuracy.matched_passes({"median": 1.0}, [None, {"median": 1.0}]) == [False, False]
 
 
+def test_a_pass_is_out_of_the_profiles_state_when_its_cold_chains_moved_though_the_median_did_not():
+    ratios = {f"s{i}": 1.0 for i in range(10)} | {"cold a": 0.86, "cold b": 0.88, "cold c": 0.9}
+    d = predict_accuracy.drift_of(ratios, {"cold a", "cold b", "cold c"})
+    assert d["median"] == 1.0 and d["hot_median"] == 1.0 and d["cold_median"] == 0.88
+    assert d["min"] == 0.86 and d["max"] == 1.0
+    assert not predict_accuracy._calm(d)
+    assert predict_accuracy._calm(predict_accuracy.drift_of(ratios | {"cold a": 1.03, "cold b": 0.97}, {"cold a",
+                                                                                                    "cold b"}))
+    only_hot = predict_accuracy.drift_of({"s1": 1.02, "s2": 0.99}, set())
+    assert "cold_median" not in only_hot and predict_accuracy._calm(only_hot)
+    assert predict_accuracy._calm({"median": 1.01}) and not predict_accuracy._calm(None)
+    assert predict_accuracy.drift_of({}, set()) is None
+
+
 def test_model_parts_cover_a_model_with_its_children_opening_containers_and_lone_wrappers():
     from torch import nn
 
