@@ -462,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["sets"][set_name] = {"flopgap": ours, "flops_fit_in_sample": fit, "disturbed_not_scored": left_out,
                                      "pass_spread": pass_spread(rs)}
         for label, s in (("flopgap", ours), ("FLOPs fit", fit)):
-            cov = f"{s['interval_coverage']:15.0%}" if "interval_coverage" in s else f"{'-':>15s}"
-            print(f"{set_name:14s} {label:14s} {s['n']:3d} {s['within_10']:6.0%} {s['within_25']:6.0%} "
+            cov = f"{s['interval_coverage']:15.1%}" if "interval_coverage" in s else f"{'-':>15s}"
+            print(f"{set_name:14s} {label:14s} {s['n']:3d} {s['within_10']:6.1%} {s['within_25']:6.1%} "
                   f"{s['median_abs_error']:9.1%} {s['spearman']:6.3f} {cov}")
         spread = figures["sets"][set_name]["pass_spread"]
         if spread["models"]:

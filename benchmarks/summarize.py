@@ -56,6 +56,11 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
+def _pct1(x) -> str:
+    """One decimal: a share checked against a target (22 of 26 models is 84.6%, under 85%)."""
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 @summary("noise_robustness")
 def _noise(p: dict) -> str:
     f = p["figures"]
@@ -335,9 +340,9 @@ def _predict_accuracy(p: dict) -> str:
             continue
         for label, key in (("flopgap", "flopgap"), ("FLOPs fit (in-sample)", "flops_fit_in_sample")):
             x = s[key]
-            lines.append(f"| {name} | {label} | {x['n']} | {_pct(x['within_10'])} | {_pct(x['within_25'])} | "
+            lines.append(f"| {name} | {label} | {x['n']} | {_pct1(x['within_10'])} | {_pct1(x['within_25'])} | "
                          f"{100 * x['median_abs_error']:.1f}% | {x['spearman']:.3f} | "
-                         f"{_pct(x.get('interval_coverage'))} |")
+                         f"{_pct1(x.get('interval_coverage'))} |")
         if s.get("disturbed_not_scored"):
             lines.append(f"| {name} | not scored (disturbed, or not in the profile's state, in every pass) | "
                          f"{len(s['disturbed_not_scored'])} | "
@@ -354,8 +359,8 @@ def _predict_accuracy(p: dict) -> str:
             cells = []
             for name in ("tuned", "heldout-dev", "heldout-final"):
                 x = (rf["sets"].get(name) or {}).get("flopgap")
-                cells.append(f"{_pct(x['within_10'])} / {100 * x['median_abs_error']:.1f}% / "
-                             f"{_pct(x.get('interval_coverage'))}" if x else "-")
+                cells.append(f"{_pct1(x['within_10'])} / {100 * x['median_abs_error']:.1f}% / "
+                             f"{_pct1(x.get('interval_coverage'))}" if x else "-")
             lines.append(f"| {str(r['machine'].get('time', '?'))[:16].replace('T', ' ')} | {r.get('commit')} | "
                          f"{rf.get('matched_passes', rf['calm_passes'])} of {rf['passes']} | " + " | ".join(cells)
                          + f" | {_moved(runs[i - 1], r) if i else '-'} |")
