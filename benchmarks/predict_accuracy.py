@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from flopgap.count import count
-    from flopgap.explain import Predictor, predict
+    from flopgap.explain import predict
     from flopgap.machine import needs_for, profile_machine
 
     torch.set_num_threads(args.threads)
@@ -344,20 +344,20 @@ def main(argv: list[str] | None = None) -> int:
             prof = profile_machine(needs=needs)   # what was disturbed was not cached: measured again
         if prof.disturbed_parts:
             return prof, None
-        fit = Predictor(prof)   # the in-sequence fit: what moves between two profiles of one machine
-        info = {"at_pass": p, "source": prof.source, "cases": len(prof.calibration), "seconds": time.time() - tp,
-                "warnings": prof.warnings,
-                "sequence_fit": {"scale": fit.scale, "matmul_scale": fit.matmul_scale, "per_op_s": fit.per_op_s,
-                                 "per_byte_s": fit.per_byte_s, "cold_memory_extra": fit.cold_memory_extra}}
-        print(f"profile: {prof.source}, {len(prof.calibration)} cases, {info['seconds']:.0f} s; in-sequence fit "
-              f"s {fit.scale:.3f}, s_mm {fit.matmul_scale:.3f}, c {fit.per_op_s * 1e9:.0f} ns, "
-              f"b {fit.per_byte_s * 1e9:.3f} s/GB, e {fit.cold_memory_extra:.3f}"
-              + "".join(f"\nwarning: {w}" for w in prof.warnings), flush=True)
         for row, (_, _, res) in zip(rows, built):
             pr = predict(res, prof)
             row["predictions"].append({"predicted_s": pr.latency_s, "low_s": pr.interval.low_s,
                                        "high_s": pr.interval.high_s, "extrapolated_share": pr.extrapolated_share,
                                        "roofline_s": pr.roofline_s})
+        # the profile's in-sequence fit, the same in every prediction: what moves between two profiles of one machine
+        info = {"at_pass": p, "source": prof.source, "cases": len(prof.calibration), "seconds": time.time() - tp,
+                "warnings": prof.warnings,
+                "sequence_fit": {"scale": pr.scale, "matmul_scale": pr.matmul_scale, "per_op_s": pr.per_op_s,
+                                 "per_byte_s": pr.per_byte_s, "cold_memory_extra": pr.cold_memory_extra}}
+        print(f"profile: {prof.source}, {len(prof.calibration)} cases, {info['seconds']:.0f} s; in-sequence fit "
+              f"s {pr.scale:.3f}, s_mm {pr.matmul_scale:.3f}, c {pr.per_op_s * 1e9:.0f} ns, "
+              f"b {pr.per_byte_s * 1e9:.3f} s/GB, e {pr.cold_memory_extra:.3f}"
+              + "".join(f"\nwarning: {w}" for w in prof.warnings), flush=True)
         return prof, info
 
     p = 0

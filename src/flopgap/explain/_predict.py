@@ -737,6 +737,7 @@ def predict(count_result, profile) -> Prediction:
     total = roof_total = 0.0
     spreads = []
     for r in count_result.ops:
+        key = op_key(r)
         roof = 0.0 if r.is_free else classify(r.flops, r.bytes, profile, op_dtype(r)).time
         if pred.calibrated:
             t, method, spread, why = pred.op_detail(r, share)
@@ -750,13 +751,13 @@ def predict(count_result, profile) -> Prediction:
             t = pred.scale * t
         else:
             extra = pred.cold_memory_extra * share * t if is_memory_class(r) else 0.0
-            scale = pred.matmul_scale if uses_matmul_scale(r) else pred.scale
+            scale = pred.matmul_scale if key.name in MATMUL_SCALE_KEYS else pred.scale
             t = scale * t + extra + pred.per_op_s + pred.per_byte_s * handoff_bytes(r)
         t += faults
         total += t
         roof_total += roof
         spreads.append((t, spread))
-        ops.append({"index": r.index, "op": r.op, "module": r.module, "key": str(op_key(r)), "method": method,
+        ops.append({"index": r.index, "op": r.op, "module": r.module, "key": str(key), "method": method,
                     "predicted_s": t, "roofline_s": roof, "page_faults_s": faults, "extrapolated": why or None})
     calls = _module_calls(count_result)
     opcodes, estimated, py_s = None, False, 0.0
